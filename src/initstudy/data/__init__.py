@@ -1,0 +1,1 @@
+"""MNIST: obtaining verified IDX files (``python -m initstudy.data``) and serving them to Lightning."""

@@ -1,0 +1,134 @@
+"""MNIST as device-resident tensors, served in seeded, index-sliced mini-batches.
+
+The whole dataset (70,000 x 784 float32, ~220 MB) is parsed once by torchvision, scaled to [0, 1] and kept
+on the training device. Each epoch draws a permutation from a generator seeded by (seed, epoch), so batch
+order depends on nothing but the config, and gathers mini-batches by index: no per-sample Python, no PIL,
+no DataLoader workers. Mini-batches are grouped into *chunks* that the LightningModule consumes with manual
+optimization, so Lightning's per-batch hooks run once per chunk instead of once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torchvision.datasets import MNIST
+
+NUM_PIXELS = 28 * 28
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Parse the IDX files with torchvision and return (N x 784 float32 in [0, 1], N int64 labels)."""
+    dataset = MNIST(root=str(root), train=train, download=False)
+    images = dataset.data.reshape(len(dataset.data), NUM_PIXELS).to(torch.float32).div_(255.0)
+    return images, dataset.targets.to(torch.int64)
+
+
+class ChunkedBatches:
+    """An epoch of mini-batches grouped ``steps_per_chunk`` at a time; the last mini-batch may be short."""
+
+    def __init__(
+        self, split: Split, batch_size: int, steps_per_chunk: int, seed: int, epoch: Callable[[], int]
+    ) -> None:
+        self.split, self.batch_size, self.steps_per_chunk, self.seed = split, batch_size, steps_per_chunk, seed
+        self.epoch = epoch
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.steps_per_epoch / self.steps_per_chunk)
+
+    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        # The order depends on (seed, epoch) alone, not on how much global RNG earlier code consumed.
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
+        order = torch.randperm(len(self.split), generator=generator).to(self.split.labels.device)
+        batches = order.split(self.batch_size)
+        for start in range(0, len(batches), self.steps_per_chunk):
+            yield [(self.split.images[i], self.split.labels[i]) for i in batches[start : start + self.steps_per_chunk]]
+
+
+class EvaluationBatches:
+    """A whole split in consecutive slices (a plain iterable: Lightning would read a list as many loaders)."""
+
+    def __init__(self, split: Split, batch_size: int) -> None:
+        self.split, self.batch_size = split, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return zip(self.split.images.split(self.batch_size), self.split.labels.split(self.batch_size), strict=True)
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """Training split plus one evaluation split (the test set, or a held-out part of train)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        batch_size: int,
+        seed: int,
+        train_size: int | None = None,
+        val_fraction: float = 0.0,
+        eval_batch_size: int = 10_000,
+        steps_per_chunk: int = 32,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.batch_size, self.seed = batch_size, seed
+        self.train_size, self.val_fraction = train_size, val_fraction
+        self.eval_batch_size, self.steps_per_chunk = eval_batch_size, steps_per_chunk
+        self.train: Split | None = None
+        self.eval: Split | None = None
+        self.test: Split | None = None
+        self._train_batches: ChunkedBatches | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is not None:
+            return
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        train_x, train_y = load_mnist(self.root, train=True)
+        test_x, test_y = load_mnist(self.root, train=False)
+        if self.train_size is not None:
+            train_x, train_y = train_x[: self.train_size], train_y[: self.train_size]
+        n_val = round(len(train_y) * self.val_fraction)
+        self.test = Split("test", test_x.to(device), test_y.to(device))
+        n_train = len(train_y) - n_val
+        self.train = Split("train", train_x[:n_train].to(device), train_y[:n_train].to(device))
+        if n_val:
+            self.eval = Split("val", train_x[-n_val:].to(device), train_y[-n_val:].to(device))
+        else:
+            self.eval = self.test
+
+    @property
+    def steps_per_epoch(self) -> int:
+        assert self.train is not None, "call setup() first"
+        return math.ceil(len(self.train) / self.batch_size)
+
+    def train_dataloader(self) -> ChunkedBatches:
+        assert self.train is not None
+        if self._train_batches is None:
+            self._train_batches = ChunkedBatches(
+                self.train, self.batch_size, self.steps_per_chunk, self.seed, epoch=lambda: self.trainer.current_epoch
+            )
+        return self._train_batches
+
+    def val_dataloader(self) -> EvaluationBatches:
+        assert self.eval is not None
+        return EvaluationBatches(self.eval, self.eval_batch_size)

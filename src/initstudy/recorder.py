@@ -1,0 +1,104 @@
+"""A Lightning callback that turns a run into its history: per-epoch metrics and interval train loss.
+
+It reads what the module accumulated on the device once per epoch (no per-step host sync), prints one
+concise line per epoch, and sends the epoch's points to MLflow in a single ``log_batch`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import pytorch_lightning as pl
+import torch
+
+from initstudy.module import InitStudyModule
+
+log = logging.getLogger(__name__)
+
+
+class RunRecorder(pl.Callback):
+    def __init__(self, label: str, eval_split: str, log_every_n_steps: int, steps_per_epoch: int) -> None:
+        self.label, self.eval_split = label, eval_split
+        self.log_every_n_steps, self.steps_per_epoch = log_every_n_steps, steps_per_epoch
+        self.rows: list[dict[str, float | int | str]] = []  # long format: epoch, step, metric, value
+        self.epoch_seconds: list[float] = []
+        self._losses: list[torch.Tensor] = []  # every optimizer step's loss, for interval means
+        self._sizes: list[torch.Tensor] = []
+        self._epoch_start = 0.0
+
+    # rows -----------------------------------------------------------------------------------------------
+    def _add(self, epoch: int, step: int, metric: str, value: float) -> None:
+        self.rows.append({"epoch": epoch, "step": step, "metric": metric, "value": value})
+
+    def _add_evaluation(self, module: InitStudyModule, epoch: int, step: int) -> dict[str, float]:
+        if len(module.evaluations) <= epoch:
+            return {}
+        evaluation = module.evaluations[epoch]
+        points = {f"{self.eval_split}/loss": evaluation.loss, f"{self.eval_split}/acc": evaluation.acc}
+        for metric, value in points.items():
+            self._add(epoch, step, metric, value)
+        return points
+
+    # hooks ------------------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
+        # The sanity pass over the whole evaluation split ran before training: that is epoch 0 (at init).
+        points = self._add_evaluation(pl_module, epoch=0, step=0)
+        self._log_to_mlflow(trainer, {name: (value, 0) for name, value in points.items()})
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
+        epoch = trainer.current_epoch + 1
+        losses, sizes = pl_module.epoch_step_losses()
+        first_step = trainer.current_epoch * self.steps_per_epoch
+        step = first_step + len(losses)
+        train_loss = float((losses * sizes).sum() / sizes.sum()) if len(losses) else math.nan
+        self._add(epoch, step, "train/loss", train_loss)
+        points = {"train/loss": (train_loss, epoch)}
+        for name, value in self._add_evaluation(pl_module, epoch, step).items():
+            points[name] = (value, epoch)
+        interval = self._interval_points(losses, sizes, first_step, epoch)
+        self._log_to_mlflow(trainer, points, interval)
+        summary = "  ".join(f"{name} {value:.4f}" for name, (value, _) in points.items())
+        log.info("[%s] epoch %d/%d  %s  (%.2f s)", self.label, epoch, trainer.max_epochs, summary,
+                 self.epoch_seconds[-1])  # fmt: skip
+
+    def _interval_points(
+        self, losses: torch.Tensor, sizes: torch.Tensor, first_step: int, epoch: int
+    ) -> list[tuple[float, int]]:
+        """Mean train loss over each window of ``log_every_n_steps`` optimizer steps ending in this epoch."""
+        self._losses.append(losses)
+        self._sizes.append(sizes)
+        all_losses, all_sizes = torch.cat(self._losses), torch.cat(self._sizes)
+        n = self.log_every_n_steps
+        points = []
+        for end in range(n, first_step + len(losses) + 1, n):
+            if end <= first_step:
+                continue
+            window = slice(end - n, end)
+            value = float((all_losses[window] * all_sizes[window]).sum() / all_sizes[window].sum())
+            self._add(epoch, end, "train/loss_step", value)
+            points.append((value, end))
+        return points
+
+    def _log_to_mlflow(
+        self,
+        trainer: pl.Trainer,
+        points: dict[str, tuple[float, int]],
+        interval: list[tuple[float, int]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """One batched write per epoch instead of one per metric and step."""
+        logger = trainer.logger
+        if logger is None or not hasattr(logger, "run_id"):
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, value, now, step) for name, (value, step) in points.items() if math.isfinite(value)]
+        metrics += [Metric("train/loss_step", value, now, step) for value, step in interval if math.isfinite(value)]
+        for start in range(0, len(metrics), 1000):  # MLflow's per-request limit
+            logger.experiment.log_batch(logger.run_id, metrics=metrics[start : start + 1000])

@@ -1,0 +1,111 @@
+"""A sweep's job list, computed exactly as Hydra's basic sweeper will, before anything runs.
+
+Knowing every job up front lets the launcher validate all of them (a bad value fails the whole sweep before
+the first run, not at run 17) and write the manifest: the list of run folders that make up *this* sweep,
+which is all the report reads, so a stale folder from an older sweep can never leak into a result.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from initstudy import atomic
+from initstudy.config import ConfigError, compose_config, config_hash, validate
+
+MANIFEST_NAME = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class Job:
+    overrides: tuple[str, ...]
+    init: str
+    seed: int
+    run_dir: Path
+    config_hash: str
+    sweep_dir: Path | None  # None for a single run
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(plain overrides, sweep overrides such as ``init=zeros,he_uniform``)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as error:
+        raise ConfigError(" ".join(str(error).split())) from None
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweep = [o.input_line for o in parsed if o.is_sweep_override()]
+    return plain, sweep
+
+
+def job_overrides(overrides: Sequence[str], multirun: bool) -> list[list[str]]:
+    """Every job's overrides: the sweeper's params merged with the command line (which wins), as Hydra does."""
+    plain, sweep = split_overrides(overrides)
+    if not multirun:
+        if sweep:
+            raise ConfigError(f"{sweep[0]!r} sweeps several values: add --multirun (-m)")
+        return [list(overrides)]
+    base = compose_config(plain, return_hydra_config=True)
+    params = base.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(overrides)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for job in itertools.chain.from_iterable(batches)]
+
+
+def plan(overrides: Sequence[str], multirun: bool) -> list[Job]:
+    """Compose and validate every job of the sweep (or the single run); raise ConfigError on the first bad one."""
+    jobs: list[Job] = []
+    for job in job_overrides(overrides, multirun):
+        cfg = compose_config(job, return_hydra_config=True)
+        hydra_cfg = cfg.hydra
+        sweep_dir = Path(hydra_cfg.sweep.dir) if multirun else None
+        run_dir = sweep_dir / hydra_cfg.sweep.subdir if sweep_dir else Path(hydra_cfg.run.dir)
+        job_cfg = DictConfig({k: v for k, v in cfg.items() if k != "hydra"})
+        validate(job_cfg)
+        jobs.append(Job(tuple(job), job_cfg.init.name, job_cfg.seed, run_dir, config_hash(job_cfg), sweep_dir))
+    seen: dict[Path, Job] = {}
+    for job in jobs:
+        if job.run_dir in seen:
+            raise ConfigError(
+                f"jobs {' '.join(seen[job.run_dir].overrides)!r} and {' '.join(job.overrides)!r} would share the "
+                f"run folder {job.run_dir}; sweep only init and seed, or change hydra.sweep.subdir"
+            )
+        seen[job.run_dir] = job
+    return jobs
+
+
+def write_manifest(jobs: Sequence[Job], sweep_dir: Path) -> Path:
+    frame = pd.DataFrame(
+        {
+            "init": [job.init for job in jobs],
+            "seed": [job.seed for job in jobs],
+            "run_dir": [job.run_dir.relative_to(sweep_dir).as_posix() for job in jobs],
+            "config_hash": [job.config_hash for job in jobs],
+            "overrides": [" ".join(job.overrides) for job in jobs],
+        }
+    )
+    path = sweep_dir / MANIFEST_NAME
+    atomic.write_text(path, frame.to_csv(index=False))
+    return path
+
+
+def read_manifest(sweep_dir: Path) -> pd.DataFrame:
+    path = sweep_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the train stage (dvc repro train) first")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a readable manifest: {' '.join(str(error).split())}") from None
+    missing = {"init", "seed", "run_dir"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
+    return frame
