@@ -83,6 +83,23 @@ def thresholds_reached(history: pd.DataFrame, split: str, steps_per_epoch: int) 
     return reached
 
 
+@torch.inference_mode()
+def symmetry_diagnostics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Evidence for statements about symmetry: distinct weight rows per hidden layer after training, and
+    how many distinct classes the network predicts (1 = a constant prediction, whose accuracy is then the
+    share of that class in the test set)."""
+    hidden = model.linear_layers()[:-1]
+    predictions = torch.cat([model(x).argmax(dim=1) for x in images.split(10_000)])
+    counts = torch.bincount(labels, minlength=10)
+    return {
+        "distinct_hidden_units": [int(torch.unique(layer.weight, dim=0).shape[0]) for layer in hidden],
+        "hidden_units": [int(layer.out_features) for layer in hidden],
+        "test/distinct_predictions": int(torch.unique(predictions).numel()),
+        "test/majority_class": int(counts.argmax()),
+        "test/majority_class_share": float(counts.max() / counts.sum()),
+    }
+
+
 def params_md5(root: Path) -> str:
     path = root / "params.yaml"
     return hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else "unknown"
@@ -162,6 +179,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         fit_seconds = time.perf_counter() - fit_started
 
     test = module.evaluate(datamodule.test.images, datamodule.test.labels, cfg.data.eval_batch_size)
+    symmetry = symmetry_diagnostics(model, datamodule.test.images, datamodule.test.labels)
     history = pd.DataFrame(recorder.rows, columns=["epoch", "step", "metric", "value"])
     epochs_completed = sum(history.metric == "train/loss")
     final_train = history[history.metric == "train/loss"].value
@@ -176,6 +194,7 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "epochs_completed": int(epochs_completed),
         "steps_completed": module.total_steps,
         **thresholds_reached(history, eval_split, datamodule.steps_per_epoch),
+        **symmetry,
         "diverged": divergence is not None,
         "diverged_at_step": divergence.step if divergence else None,
         "diverged_at_epoch": divergence.epoch if divergence else None,

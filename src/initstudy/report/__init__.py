@@ -1,0 +1,1 @@
+"""The report stage: from the run folders listed in the sweep manifest to tables, statistics and figures."""

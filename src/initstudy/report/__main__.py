@@ -1,0 +1,88 @@
+"""``python -m initstudy.report [--runs runs] [--out reports]``: the DVC ``report`` stage.
+
+Reads only the runs listed in ``<runs>/manifest.csv`` (never MLflow) and writes, atomically:
+metrics.json (DVC metrics), summary.csv, comparisons.csv, curves.csv (DVC plots), figures/*.png, report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from initstudy import atomic
+from initstudy.report import figures
+from initstudy.report.load import RunFileError, load_sweep
+from initstudy.report.markdown import render
+from initstudy.report.stats import compare, summarize
+
+
+def metrics_json(summary: pd.DataFrame) -> dict:
+    """Per initializer: what `dvc metrics diff` should show when a parameter changes."""
+    out = {}
+    for row in summary.itertuples(index=False):
+        out[row.init] = {
+            "test_acc_mean": row.acc_mean, "test_acc_std": row.acc_std,
+            "test_loss_mean": row.loss_mean, "test_loss_std": row.loss_std,
+            "n_runs": int(row.n_complete), "n_diverged": int(row.n_diverged), "n_failed": int(row.n_failed),
+        }  # fmt: skip
+    return out
+
+
+def curves(history: pd.DataFrame) -> pd.DataFrame:
+    """Long format, epoch-level: initializer, seed, epoch, metric, value."""
+    per_epoch = history[history.metric != "train/loss_step"]
+    frame = per_epoch.rename(columns={"init": "initializer"})[["initializer", "seed", "epoch", "metric", "value"]]
+    return frame.sort_values(["initializer", "seed", "metric", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def write_report(runs_dir: Path, out_dir: Path) -> dict:
+    sweep = load_sweep(runs_dir)
+    summary = summarize(sweep.runs, sweep.history)
+    comparisons = compare(sweep.runs)
+    split = "val" if (sweep.config.get("data", {}).get("val_fraction") or 0) > 0 else "test"
+    inits = list(summary.init)
+
+    figure_dir = out_dir / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    made = {
+        "Test error and training loss per epoch": "learning_curves.png",
+        "Final test error per initializer": "final_accuracy.png",
+        "Optimizer steps to 97% test accuracy": "steps_to_97.png",
+        "Training loss against optimizer steps": "train_loss_steps.png",
+    }
+    figures.learning_curves(sweep.history, inits, split, figure_dir / made["Test error and training loss per epoch"])
+    figures.final_accuracy(sweep.runs, summary, figure_dir / made["Final test error per initializer"])
+    figures.steps_to_threshold(sweep.runs, summary, "97", figure_dir / made["Optimizer steps to 97% test accuracy"])
+    figures.train_loss_by_step(sweep.history, inits, figure_dir / made["Training loss against optimizer steps"])
+
+    atomic.write_json(out_dir / "metrics.json", metrics_json(summary))
+    atomic.write_text(out_dir / "summary.csv", summary.to_csv(index=False))
+    atomic.write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
+    atomic.write_text(out_dir / "curves.csv", curves(sweep.history).to_csv(index=False))
+    report = render(sweep.config, sweep.runs, summary, comparisons,
+                    {caption: f"figures/{name}" for caption, name in made.items()})  # fmt: skip
+    atomic.write_text(out_dir / "report.md", report)
+    return {row.init: row.acc_mean for row in summary.itertuples(index=False)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m initstudy.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="sweep folder holding manifest.csv")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        means = write_report(args.runs, args.out)
+    except (RunFileError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    for init, mean in means.items():
+        print(f"{init:>18}: mean test accuracy {'–' if math.isnan(mean) else f'{mean:.4f}'}")
+    print(f"report written to {args.out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

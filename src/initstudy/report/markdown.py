@@ -1,0 +1,188 @@
+"""report.md: the setup (from the resolved config), the tables, the figures, and statements the data support.
+
+Every sentence is generated from the numbers; none is a hard-coded conclusion.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from initstudy.report.stats import ALPHA, SEED_NOTEBOOK
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
+    model, optimizer, data, trainer = (config.get(k, {}) for k in ("model", "optimizer", "data", "trainer"))
+    sizes = [model.get("input_size", 784), *model.get("hidden_sizes", []), model.get("num_classes", 10)]
+    opt_name = str(optimizer.get("_target_", "?")).rsplit(".", 1)[-1]
+    opt_args = ", ".join(f"{k}={v}" for k, v in optimizer.items() if not k.startswith("_"))
+    train_size = data.get("train_size") or "all 60,000"
+    seeds = sorted(runs.seed.unique().tolist())
+    return "\n".join([
+        "## Setup",
+        "",
+        f"- Network: {'-'.join(map(str, sizes))} MLP, {model.get('activation', '?')} activations, "
+        "cross-entropy on logits; biases start at zero (except `torch_default`).",
+        f"- Optimizer: {opt_name} ({opt_args}); batch size {data.get('batch_size')}; "
+        f"{trainer.get('max_epochs')} epochs; training images: {train_size}; "
+        f"held-out fraction: {data.get('val_fraction', 0.0)}.",
+        f"- Initializers: {', '.join(f'`{i}`' for i in runs.init.unique())}; seeds {seeds} "
+        f"({len(runs)} runs in the sweep manifest).",
+        "- Accuracy is measured on the MNIST test images after every epoch (epoch 0 = at initialization).",
+        "- Derived from the resolved config of the runs (`runs/*/seed_*/config.yaml`), not retyped.",
+    ])  # fmt: skip
+
+
+def summary_table(summary: pd.DataFrame) -> str:
+    table = pd.DataFrame({
+        "initializer": summary.init,
+        "runs": [f"{c}/{n}" for c, n in zip(summary.n_complete, summary.n_runs, strict=True)],
+        "test acc mean ± std": [f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(summary.acc_mean, summary.acc_std, strict=True)],
+        "95% CI": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in zip(summary.acc_ci95_low, summary.acc_ci95_high, strict=True)],
+        "min": summary.acc_min,
+        "max": summary.acc_max,
+        "seed notebook": summary.seed_notebook_acc,
+        "test loss": summary.loss_mean,
+        "epochs to 97% (median, reached)": [
+            f"{_fmt(e, 1)} ({r}/{c})" for e, r, c in zip(summary.epochs_to_97_median, summary.reached_97, summary.n_complete, strict=True)
+        ],
+        "diverged": summary.n_diverged,
+        "failed": summary.n_failed,
+    })  # fmt: skip
+    return _table(table)
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> str:
+    if comparisons.empty:
+        return "_Fewer than two initializers: nothing to compare._"
+    table = pd.DataFrame({
+        "A": comparisons.init_a,
+        "B": comparisons.init_b,
+        "mean acc A − B": comparisons.diff_mean,
+        "95% CI of difference": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in
+                                 zip(comparisons.diff_ci95_low, comparisons.diff_ci95_high, strict=True)],
+        "Welch p": comparisons.p_value,
+        "BH-adjusted p": comparisons.p_adjusted,
+        f"significant (α={ALPHA})": ["yes" if s else "no" for s in comparisons.significant],
+    })  # fmt: skip
+    return _table(table)
+
+
+def statements(summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """Short claims, each computed from this sweep's numbers."""
+    out: list[str] = []
+    done = runs[runs.status == "complete"]
+    for row in summary.itertuples(index=False):
+        group = done[done.init == row.init]
+        if len(group) == 0:
+            out.append(f"`{row.init}`: no complete run ({row.n_failed} failed or incomplete).")
+            continue
+        distinct = group.get("distinct_hidden_units")
+        if distinct is not None and all(isinstance(d, list) and all(u == 1 for u in d) for d in distinct):
+            units = group.iloc[0].get("hidden_units")
+            out.append(
+                f"`{row.init}` never breaks symmetry: in all {len(group)} runs, every unit of each hidden layer "
+                f"(sizes {units}) ends training with the same weights (1 distinct weight row per layer)."
+            )
+        constant = group.get("test/distinct_predictions")
+        if constant is not None and (constant == 1).all():
+            share = float(group["test/majority_class_share"].iloc[0])
+            classes = sorted(set(int(c) for c in group["test/majority_class"]))
+            matches = (group["test/acc"].astype(float).round(6) == round(share, 6)).sum()
+            out.append(
+                f"`{row.init}` predicts one class for every test image in all {len(group)} runs; in {matches} of them "
+                f"the accuracy equals the share of the most frequent test class ({classes}, {share:.4f})."
+            )
+        reference = SEED_NOTEBOOK.get(row.init)
+        if reference is not None and not math.isnan(row.acc_ci95_low):
+            inside = row.acc_ci95_low <= reference <= row.acc_ci95_high
+            out.append(
+                f"`{row.init}`: the seed notebook's single run ({reference:.4f}) lies "
+                f"{'inside' if inside else 'outside'} this study's 95% CI [{row.acc_ci95_low:.4f}, {row.acc_ci95_high:.4f}] "
+                f"(mean {row.acc_mean:.4f}, difference {row.acc_mean - reference:+.4f})."
+            )
+        if row.n_diverged:
+            steps = group[group.get("diverged", False) == True].get("diverged_at_step")  # noqa: E712
+            out.append(f"`{row.init}`: {row.n_diverged} run(s) diverged (loss NaN/inf) at step(s) {list(steps)}.")
+    if not comparisons.empty and comparisons.p_adjusted.notna().any():
+        significant = comparisons[comparisons.significant]
+        n = int(summary.n_complete.min())
+        out.append(
+            f"With {n}–{int(summary.n_complete.max())} seeds per initializer, {len(significant)} of "
+            f"{len(comparisons)} pairwise differences in mean accuracy are significant after Benjamini-Hochberg "
+            f"correction (α={ALPHA})."
+        )
+        nonsignificant = comparisons[~comparisons.significant & comparisons.p_adjusted.notna()]
+        for row in nonsignificant.itertuples(index=False):
+            out.append(
+                f"`{row.init_a}` vs `{row.init_b}`: difference {row.diff_mean:+.4f} is not distinguishable from "
+                f"seed noise at this number of seeds (adjusted p = {row.p_adjusted:.3f})."
+            )
+    reached = summary[summary.reached_97 > 0]
+    if len(reached) > 1:
+        fastest = reached.sort_values("steps_to_97_median").iloc[0]
+        slowest = reached.sort_values("steps_to_97_median").iloc[-1]
+        out.append(
+            f"Fastest to 97% test accuracy: `{fastest.init}` (median {fastest.steps_to_97_median:.0f} steps, "
+            f"{fastest.reached_97}/{fastest.n_complete} runs); slowest among those that got there: `{slowest.init}` "
+            f"({slowest.steps_to_97_median:.0f} steps)."
+        )
+    never = summary[(summary.reached_97 == 0) & (summary.n_complete > 0)]
+    for row in never.itertuples(index=False):
+        out.append(f"`{row.init}` never reached 97% test accuracy in any of its {row.n_complete} runs.")
+    return out
+
+
+def render(config: dict[str, Any], runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
+           figures: dict[str, str]) -> str:  # fmt: skip
+    failed = runs[runs.status != "complete"]
+    lines = [
+        "# Weight initialization on MNIST: report",
+        "",
+        "Generated by `python -m initstudy.report` (DVC stage `report`) from the run folders listed in "
+        "`runs/manifest.csv`. Do not edit by hand: `dvc repro` rewrites it.",
+        "",
+        setup_section(config, runs),
+        "",
+        "## Final test accuracy per initializer",
+        "",
+        summary_table(summary),
+        "",
+        "The seed notebook column is the Keras notebook's single run per initializer (seed 42). Its 0.1135 for "
+        "zeros is the share of the digit 1 among the 10,000 test images: a constant prediction.",
+        "",
+        "## What the data support",
+        "",
+        *[f"- {statement}" for statement in statements(summary, comparisons, runs)],
+        "",
+        "## Pairwise comparisons",
+        "",
+        comparisons_table(comparisons),
+        "",
+        "Welch's t-test on final test accuracy across seeds, p-values adjusted for the number of pairs with "
+        "Benjamini-Hochberg. Pairs where both initializers give the same value in every seed have no spread to test.",
+        "",
+        "## Figures",
+        "",
+        *[f"![{caption}]({path})\n\n{caption}.\n" for caption, path in figures.items()],
+    ]
+    if len(failed):
+        lines += ["## Runs that did not complete", "", _table(failed[["init", "seed", "status", "run_dir"]]), ""]
+    return "\n".join(lines) + "\n"

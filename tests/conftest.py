@@ -1,0 +1,138 @@
+"""Shared fixtures: tiny synthetic MNIST (learnable, a few hundred images) and throw-away study repos."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from initstudy.data.idx import to_idx_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# What a study repo needs to run: the tracked configuration and code (src/ for DVC's dependency hashes).
+REPO_ITEMS = ("params.yaml", "dvc.yaml", "conf", "src/initstudy", ".dvc/config", ".dvc/plots", ".dvcignore",
+              ".gitignore")  # fmt: skip
+
+
+def synthetic_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Digits drawn as a bright 6x6 square whose position encodes the class, plus noise: learnable in 1 epoch."""
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 5)
+        images[i, 4 + row * 12 : 10 + row * 12, 2 + col * 5 : 8 + col * 5] = 255
+    return images, labels
+
+
+@dataclass
+class SyntheticMNIST:
+    files: dict[str, bytes]  # uncompressed IDX bytes
+
+    @property
+    def sha256(self) -> dict[str, str]:
+        return {name: hashlib.sha256(data).hexdigest() for name, data in self.files.items()}
+
+    def write(self, folder: Path, compress: bool = False) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            if compress:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
+        return folder
+
+
+def make_synthetic(n_train: int = 600, n_test: int = 200, seed: int = 0) -> SyntheticMNIST:
+    rng = np.random.default_rng(seed)
+    train_x, train_y = synthetic_images(n_train, rng)
+    test_x, test_y = synthetic_images(n_test, rng)
+    return SyntheticMNIST(
+        {
+            "train-images-idx3-ubyte": to_idx_bytes(train_x),
+            "train-labels-idx1-ubyte": to_idx_bytes(train_y),
+            "t10k-images-idx3-ubyte": to_idx_bytes(test_x),
+            "t10k-labels-idx1-ubyte": to_idx_bytes(test_y),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_mnist() -> SyntheticMNIST:
+    return make_synthetic()
+
+
+def edit_params(repo: Path, **sections: object) -> dict:
+    """Deep-merge ``sections`` into repo/params.yaml (keys with dots are nested), like a user's edit."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in sections.items():
+        node = params
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600, env: dict | None = None):
+    """Run a command as a user would; the tests' MLflow store is the study repo's own unless ``env`` says."""
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    environment.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
+    # As with an activated venv: DVC stage commands say `python`, which must be this interpreter.
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def dvc(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "dvc"), *args]
+
+
+@pytest.fixture
+def study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
+    """A git + DVC repo with this project's configuration, tiny synthetic MNIST in a local source folder, and
+    a tiny default study: 2 initializers x 2 seeds, 1 epoch. Nothing is downloaded."""
+    repo = tmp_path / "study"
+    for item in REPO_ITEMS:
+        source, target = REPO / item, repo / item
+        if not source.exists():
+            continue
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    local = synthetic_mnist.write(tmp_path / "mnist-local", compress=True)
+    download = yaml.safe_load((REPO / "conf/download/default.yaml").read_text())
+    download.update(sources=["local"], local_dir=str(local), sha256=synthetic_mnist.sha256)
+    (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download, sort_keys=False))
+    edit_params(repo, trainer__max_epochs=1, data__batch_size=32,
+                hydra__sweeper__params={"init": "zeros,he_uniform", "seed": "0,1"})  # fmt: skip
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "study"], repo)
+    return repo
+
+
+@pytest.fixture
+def synthetic_data_repo(study_repo: Path, synthetic_mnist: SyntheticMNIST) -> Path:
+    """``study_repo`` with the synthetic IDX files already in data/raw/MNIST/raw (no download stage needed)."""
+    synthetic_mnist.write(study_repo / "data/raw/MNIST/raw")
+    return study_repo

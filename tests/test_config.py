@@ -1,0 +1,115 @@
+"""Bad input is refused before any work, with one line naming the value and what is allowed.
+
+Inputs tried (override -> words the error must contain):
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, python_module, run
+from initstudy.config import ConfigError, compose_config, validate
+from initstudy.sweep import plan
+
+BAD_OVERRIDES = [
+    (["init=foo"], ["'foo'", "allowed", "he_uniform"]),
+    (["model.activation=swishy"], ["swishy", "relu", "tanh"]),
+    (["trainer.max_epochs=0"], ["trainer.max_epochs=0", "positive integer"]),
+    (["trainer.max_epochs=-3"], ["trainer.max_epochs=-3", "positive integer"]),
+    (["trainer.max_epochs=ten"], ["'ten'", "positive integer"]),
+    (["data.batch_size=0"], ["data.batch_size=0", "positive integer"]),
+    (["data.batch_size=-64"], ["data.batch_size=-64", "positive integer"]),
+    (["optimizer.lr=0"], ["optimizer.lr=0", "positive number"]),
+    (["optimizer.lr=-0.001"], ["optimizer.lr=-0.001", "positive number"]),
+    (["model.hidden_sizes=[]"], ["model.hidden_sizes", "non-empty list"]),
+    (["model.hidden_sizes=[256,abc]"], ["model.hidden_sizes", "'abc'", "positive integer"]),
+    (["model.hidden_sizes=[256,0]"], ["model.hidden_sizes", "positive integer"]),
+    (["seed=abc"], ["seed='abc'", "integer"]),
+    (["seed=1.5"], ["seed=1.5", "integer"]),
+    (["data.train_size=0"], ["data.train_size=0", "positive integer or null"]),
+    (["data.val_fraction=1.5"], ["data.val_fraction=1.5", "[0, 1)"]),
+    (["trainer.max_epoch=3"], ["trainer.max_epoch", "unknown config key"]),
+    (["+trainer.max_epoch=3"], ["trainer.max_epoch", "unknown config key", "max_epochs"]),
+    (["+init.sdt=3"], ["init.sdt", "unknown config key"]),
+    (["init=glorot_uniform", "init.mode=fan_sideways"], ["fan_sideways", "fan_in"]),
+]
+__doc__ += "\n".join(f"    {' '.join(o):40s} -> {', '.join(words)}" for o, words in BAD_OVERRIDES)
+
+
+@pytest.fixture(autouse=True)
+def at_repo_root(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+@pytest.mark.parametrize(("overrides", "words"), BAD_OVERRIDES, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_value_is_one_line_naming_value_and_allowed(overrides, words):
+    with pytest.raises(ConfigError) as caught:
+        plan(overrides, multirun=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_bad_value_in_one_job_of_a_sweep_fails_the_whole_sweep_up_front():
+    with pytest.raises(ConfigError, match="bogus"):
+        plan(["init=zeros,bogus", "seed=0,1"], multirun=True)
+
+
+def test_sweep_override_without_multirun_is_refused():
+    with pytest.raises(ConfigError, match="--multirun"):
+        plan(["init=zeros,he_uniform"], multirun=False)
+
+
+def test_default_sweep_is_defined_once_in_params_yaml():
+    jobs = plan([], multirun=True)
+    assert [(j.init, j.seed) for j in jobs] == [
+        (init, seed) for init in ("zeros", "random_normal", "glorot_uniform", "he_uniform") for seed in range(5)
+    ]
+    assert {j.run_dir.as_posix() for j in jobs} == {f"runs/{j.init}/seed_{j.seed}" for j in jobs}
+
+
+def test_command_line_overrides_replace_the_default_sweep():
+    jobs = plan(["init=zeros,he_uniform", "seed=0,1", "trainer.max_epochs=1"], multirun=True)
+    assert [(j.init, j.seed) for j in jobs] == [("zeros", 0), ("zeros", 1), ("he_uniform", 0), ("he_uniform", 1)]
+
+
+def test_default_config_is_valid_and_matches_the_seed_notebook():
+    cfg = compose_config([])
+    validate(cfg)
+    assert list(cfg.model.hidden_sizes) == [256, 128] and cfg.model.activation == "relu"
+    assert cfg.optimizer.lr == 0.001 and cfg.optimizer.eps == 1e-7 and cfg.optimizer._target_ == "torch.optim.Adam"
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 10 and cfg.data.train_size is None
+
+
+@pytest.mark.parametrize("option", ["adam", "sgd"])
+def test_every_optimizer_option_composes_and_validates(option):
+    validate(compose_config([f"optimizer={option}"]))
+
+
+def test_cli_refuses_bad_input_before_any_file_or_run(tmp_path):
+    """Through the real entry point: exit 2, one stderr line, no run folder, no MLflow store."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "conf", repo / "conf")
+    shutil.copy2(REPO / "params.yaml", repo / "params.yaml")
+    for overrides in (["trainer.max_epochs=0"], ["--multirun", "init=zeros,nope"]):
+        result = run(python_module("initstudy.train", *overrides), repo, check=False)
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert not (repo / "runs").exists() and not (repo / "mlflow.db").exists()
+
+
+def test_malformed_params_yaml_is_one_line(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    (tmp_path / "params.yaml").write_text("defaults:\n  - init: zeros\n seed: [0\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        compose_config([])
+    assert "params.yaml is not valid YAML at line" in str(caught.value) and "\n" not in str(caught.value)
+    Path("params.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        compose_config([])

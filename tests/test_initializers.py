@@ -1,0 +1,97 @@
+"""Each initializer's weight statistics against its formula, on layers large enough for tight tolerances."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from initstudy.config import compose_config, group_options
+from initstudy.initializers import TRUNCATED_NORMAL_STD_CORRECTION
+from initstudy.model import MLP
+
+FAN_IN, FAN_OUT = 1024, 512  # weight shape (FAN_OUT, FAN_IN): 524,288 draws
+
+# name -> (expected std, bound on |w| or None); Keras' definitions for the same names.
+EXPECTED = {
+    "random_normal": (0.01, None),
+    "truncated_normal": (0.05 * TRUNCATED_NORMAL_STD_CORRECTION, 2 * 0.05),
+    "glorot_uniform": (math.sqrt(2 / (FAN_IN + FAN_OUT)), math.sqrt(6 / (FAN_IN + FAN_OUT))),
+    "glorot_normal": (math.sqrt(2 / (FAN_IN + FAN_OUT)), 2 * math.sqrt(2 / (FAN_IN + FAN_OUT)) / TRUNCATED_NORMAL_STD_CORRECTION),
+    "he_uniform": (math.sqrt(2 / FAN_IN), math.sqrt(6 / FAN_IN)),
+    "he_normal": (math.sqrt(2 / FAN_IN), 2 * math.sqrt(2 / FAN_IN) / TRUNCATED_NORMAL_STD_CORRECTION),
+    "lecun_uniform": (math.sqrt(1 / FAN_IN), math.sqrt(3 / FAN_IN)),
+    "lecun_normal": (math.sqrt(1 / FAN_IN), 2 * math.sqrt(1 / FAN_IN) / TRUNCATED_NORMAL_STD_CORRECTION),
+    "orthogonal": (1 / math.sqrt(FAN_IN), None),
+    "torch_default": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),
+}
+
+
+def initialized_layer(name: str, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    layer = nn.Linear(FAN_IN, FAN_OUT)
+    instantiate(compose_config([f"init={name}"]).init)(layer)
+    return layer
+
+
+def test_every_option_has_a_config_and_an_expectation():
+    assert set(group_options("init")) == set(EXPECTED) | {"zeros"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_weight_std_mean_and_bounds_match_the_formula(name: str):
+    layer = initialized_layer(name)
+    weight = layer.weight.detach().double()
+    expected_std, bound = EXPECTED[name]
+    assert abs(weight.mean().item()) < 0.01 * expected_std * 10  # mean 0 within sampling error
+    assert weight.std().item() == pytest.approx(expected_std, rel=0.01)
+    if bound is not None:
+        assert weight.abs().max().item() <= bound + 1e-7
+        assert weight.abs().max().item() > 0.95 * bound  # the bound is actually reached: not a narrower law
+    initializer = instantiate(compose_config([f"init={name}"]).init)
+    assert initializer.expected_weight_std(layer.weight) == pytest.approx(expected_std, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(set(EXPECTED) - {"torch_default"}))
+def test_biases_start_at_zero_like_keras(name: str):
+    assert torch.count_nonzero(initialized_layer(name).bias) == 0
+
+
+def test_torch_default_keeps_linear_reset_parameters_including_biases():
+    layer = initialized_layer("torch_default")
+    torch.manual_seed(0)
+    reference = nn.Linear(FAN_IN, FAN_OUT)  # its constructor runs reset_parameters() with the same RNG
+    assert torch.count_nonzero(layer.bias) > 0
+    assert layer.bias.abs().max() <= 1 / math.sqrt(FAN_IN)
+    assert layer.weight.shape == reference.weight.shape
+
+
+def test_orthogonal_rows_are_orthonormal():
+    weight = initialized_layer("orthogonal").weight.detach().double()
+    assert torch.allclose(weight @ weight.T, torch.eye(FAN_OUT, dtype=torch.float64), atol=1e-5)
+
+
+def test_zeros_gives_identical_rows_in_every_layer():
+    model = MLP([64, 32])
+    instantiate(compose_config(["init=zeros"]).init)(model)
+    for layer in model.linear_layers():
+        assert torch.unique(layer.weight, dim=0).shape[0] == 1
+        assert torch.count_nonzero(layer.weight) == 0 and torch.count_nonzero(layer.bias) == 0
+
+
+def test_seed_determines_the_draw():
+    assert torch.equal(initialized_layer("he_normal", 3).weight, initialized_layer("he_normal", 3).weight)
+    assert not torch.equal(initialized_layer("he_normal", 3).weight, initialized_layer("he_normal", 4).weight)
+
+
+def test_parameters_are_config_fields():
+    torch.manual_seed(0)
+    layer = nn.Linear(FAN_IN, FAN_OUT)
+    instantiate(compose_config(["init=random_normal", "init.std=0.2"]).init)(layer)
+    assert layer.weight.std().item() == pytest.approx(0.2, rel=0.01)
+    instantiate(compose_config(["init=orthogonal", "init.gain=2.0"]).init)(layer)
+    weight = layer.weight.detach().double()
+    assert torch.allclose(weight @ weight.T, 4 * torch.eye(FAN_OUT, dtype=torch.float64), atol=1e-4)
