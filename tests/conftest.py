@@ -18,10 +18,23 @@ import yaml
 from initstudy.data.idx import to_idx_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 # What a study repo needs to run: the tracked configuration and code (src/ for DVC's dependency hashes).
-REPO_ITEMS = ("params.yaml", "dvc.yaml", "conf", "src/initstudy", ".dvc/config", ".dvc/plots", ".dvcignore",
-              ".gitignore")  # fmt: skip
+REPO_ITEMS = (
+    "params.yaml",
+    "dvc.yaml",
+    "conf",
+    "src/initstudy",
+    ".dvc/config",
+    ".dvc/plots",
+    ".dvcignore",
+    ".gitignore",
+)
 
 
 def synthetic_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +106,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600, env
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 
@@ -123,8 +138,12 @@ def study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
     download = yaml.safe_load((REPO / "conf/download/default.yaml").read_text())
     download.update(sources=["local"], local_dir=str(local), sha256=synthetic_mnist.sha256)
     (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download, sort_keys=False))
-    edit_params(repo, trainer__max_epochs=1, data__batch_size=32,
-                hydra__sweeper__params={"init": "zeros,he_uniform", "seed": "0,1"})  # fmt: skip
+    edit_params(
+        repo,
+        trainer__max_epochs=1,
+        data__batch_size=32,
+        hydra__sweeper__params={"init": "zeros,he_uniform", "seed": "0,1"},
+    )
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "study"], repo)

@@ -44,7 +44,9 @@ def at_repo_root(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
-@pytest.mark.parametrize(("overrides", "words"), BAD_OVERRIDES, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+@pytest.mark.parametrize(
+    ("overrides", "words"), BAD_OVERRIDES, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
 def test_bad_value_is_one_line_naming_value_and_allowed(overrides, words):
     with pytest.raises(ConfigError) as caught:
         plan(overrides, multirun=False)
@@ -67,21 +69,32 @@ def test_sweep_override_without_multirun_is_refused():
 def test_default_sweep_is_defined_once_in_params_yaml():
     jobs = plan([], multirun=True)
     assert [(j.init, j.seed) for j in jobs] == [
-        (init, seed) for init in ("zeros", "random_normal", "glorot_uniform", "he_uniform") for seed in range(5)
+        (init, seed)
+        for init in ("zeros", "random_normal", "glorot_uniform", "he_uniform")
+        for seed in range(5)
     ]
     assert {j.run_dir.as_posix() for j in jobs} == {f"runs/{j.init}/seed_{j.seed}" for j in jobs}
 
 
 def test_command_line_overrides_replace_the_default_sweep():
     jobs = plan(["init=zeros,he_uniform", "seed=0,1", "trainer.max_epochs=1"], multirun=True)
-    assert [(j.init, j.seed) for j in jobs] == [("zeros", 0), ("zeros", 1), ("he_uniform", 0), ("he_uniform", 1)]
+    assert [(j.init, j.seed) for j in jobs] == [
+        ("zeros", 0),
+        ("zeros", 1),
+        ("he_uniform", 0),
+        ("he_uniform", 1),
+    ]
 
 
 def test_default_config_is_valid_and_matches_the_seed_notebook():
     cfg = compose_config([])
     validate(cfg)
     assert list(cfg.model.hidden_sizes) == [256, 128] and cfg.model.activation == "relu"
-    assert cfg.optimizer.lr == 0.001 and cfg.optimizer.eps == 1e-7 and cfg.optimizer._target_ == "torch.optim.Adam"
+    assert (
+        cfg.optimizer.lr == 0.001
+        and cfg.optimizer.eps == 1e-7
+        and cfg.optimizer._target_ == "torch.optim.Adam"
+    )
     assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 10 and cfg.data.train_size is None
 
 

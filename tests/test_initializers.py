@@ -20,7 +20,10 @@ EXPECTED = {
     "random_normal": (0.01, None),
     "truncated_normal": (0.05 * TRUNCATED_NORMAL_STD_CORRECTION, 2 * 0.05),
     "glorot_uniform": (math.sqrt(2 / (FAN_IN + FAN_OUT)), math.sqrt(6 / (FAN_IN + FAN_OUT))),
-    "glorot_normal": (math.sqrt(2 / (FAN_IN + FAN_OUT)), 2 * math.sqrt(2 / (FAN_IN + FAN_OUT)) / TRUNCATED_NORMAL_STD_CORRECTION),
+    "glorot_normal": (
+        math.sqrt(2 / (FAN_IN + FAN_OUT)),
+        2 * math.sqrt(2 / (FAN_IN + FAN_OUT)) / TRUNCATED_NORMAL_STD_CORRECTION,
+    ),
     "he_uniform": (math.sqrt(2 / FAN_IN), math.sqrt(6 / FAN_IN)),
     "he_normal": (math.sqrt(2 / FAN_IN), 2 * math.sqrt(2 / FAN_IN) / TRUNCATED_NORMAL_STD_CORRECTION),
     "lecun_uniform": (math.sqrt(1 / FAN_IN), math.sqrt(3 / FAN_IN)),

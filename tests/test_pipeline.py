@@ -43,8 +43,13 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
         assert timing["seconds_per_epoch"] > 0 and "wall_seconds" not in metrics
         history = pd.read_csv(run_dir / "history.csv")
         assert {"train/loss", "test/loss", "test/acc"} <= set(history.metric)
-        results[(init, seed)] = ((run_dir / "metrics.json").read_bytes(), (run_dir / "history.csv").read_bytes())
-        assert metrics["test/acc"] > 0.5 if init == "he_uniform" else metrics["test/distinct_predictions"] == 1
+        results[(init, seed)] = (
+            (run_dir / "metrics.json").read_bytes(),
+            (run_dir / "history.csv").read_bytes(),
+        )
+        assert (
+            metrics["test/acc"] > 0.5 if init == "he_uniform" else metrics["test/distinct_predictions"] == 1
+        )
 
     # MLflow: one parent for the sweep, a finished child per (init, seed) with config, metrics and tags.
     runs = search_runs(repo)
@@ -57,7 +62,9 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         init, seed = child.data.tags["initializer"], int(child.data.tags["seed"])
         assert len(child.data.tags["git_commit"]) == 40 and child.data.tags["git_dirty"] in ("true", "false")
-        assert child.data.params["init.name"] == init and child.data.params["model.hidden_sizes"] == "[256, 128]"
+        assert (
+            child.data.params["init.name"] == init and child.data.params["model.hidden_sizes"] == "[256, 128]"
+        )
         metrics = json.loads(results[(init, seed)][0])
         assert child.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
         assert child.data.metrics["final/test/acc"] == metrics["test/acc"]
@@ -82,8 +89,16 @@ def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path)
     repro = run(dvc("repro"), repo)
     for stage in ("download", "train", "report"):
         assert f"Running stage '{stage}'" in repro.stdout
-    for name in ("metrics.json", "summary.csv", "comparisons.csv", "curves.csv", "report.md",
-                 "figures/learning_curves.png", "figures/final_accuracy.png", "figures/steps_to_97.png"):  # fmt: skip
+    for name in (
+        "metrics.json",
+        "summary.csv",
+        "comparisons.csv",
+        "curves.csv",
+        "report.md",
+        "figures/learning_curves.png",
+        "figures/final_accuracy.png",
+        "figures/steps_to_97.png",
+    ):
         assert (repo / "reports" / name).is_file(), name
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert set(metrics) == {"zeros", "he_uniform"} and metrics["he_uniform"]["n_runs"] == 2
@@ -106,6 +121,8 @@ def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path)
     rerun = run(dvc("repro"), repo).stdout
     assert "Running stage 'train'" in rerun and "Running stage 'report'" in rerun
     assert "Running stage 'download'" not in rerun
-    assert yaml.safe_load((repo / "runs/he_uniform/seed_0/config.yaml").read_text())["optimizer"]["lr"] == 0.002
+    assert (
+        yaml.safe_load((repo / "runs/he_uniform/seed_0/config.yaml").read_text())["optimizer"]["lr"] == 0.002
+    )
     metrics_diff = json.loads(run(dvc("metrics", "diff", "--json"), repo).stdout)["reports/metrics.json"]
     assert any(key.endswith("test_loss_mean") for key in metrics_diff), metrics_diff

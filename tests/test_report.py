@@ -18,25 +18,39 @@ from initstudy.sweep import MANIFEST_NAME
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 STEPS_PER_EPOCH = 100
-CONFIG = {"model": {"input_size": 784, "hidden_sizes": [8], "num_classes": 10, "activation": "relu"},
-          "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001}, "data": {"batch_size": 64, "val_fraction": 0.0},
-          "trainer": {"max_epochs": 3}}  # fmt: skip
+CONFIG = {
+    "model": {"input_size": 784, "hidden_sizes": [8], "num_classes": 10, "activation": "relu"},
+    "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001},
+    "data": {"batch_size": 64, "val_fraction": 0.0},
+    "trainer": {"max_epochs": 3},
+}
 
 
-def make_run(sweep: Path, init: str, seed: int, accs: list[float], complete: bool = True, diverged: bool = False) -> dict:
+def make_run(
+    sweep: Path, init: str, seed: int, accs: list[float], complete: bool = True, diverged: bool = False
+) -> dict:
     """A run folder whose per-epoch test accuracies are ``accs`` (epochs 1..n) and train loss 1/epoch."""
     run_dir = sweep / init / f"seed_{seed}"
     run_dir.mkdir(parents=True)
     rows = [{"epoch": 0, "step": 0, "metric": "test/acc", "value": 0.1}]
     for epoch, acc in enumerate(accs, start=1):
         step = epoch * STEPS_PER_EPOCH
-        rows += [{"epoch": epoch, "step": step, "metric": "train/loss", "value": 1.0 / epoch},
-                 {"epoch": epoch, "step": step, "metric": "test/acc", "value": acc},
-                 {"epoch": epoch, "step": step, "metric": "test/loss", "value": 1 - acc}]  # fmt: skip
+        rows += [
+            {"epoch": epoch, "step": step, "metric": "train/loss", "value": 1.0 / epoch},
+            {"epoch": epoch, "step": step, "metric": "test/acc", "value": acc},
+            {"epoch": epoch, "step": step, "metric": "test/loss", "value": 1 - acc},
+        ]
     pd.DataFrame(rows).to_csv(run_dir / "history.csv", index=False)
     first = {t: next((e for e, a in enumerate(accs, 1) if a >= t / 100), None) for t in (95, 97, 98)}
-    metrics = {"init": init, "seed": seed, "test/acc": accs[-1], "test/loss": 1 - accs[-1], "train/loss": 1 / len(accs),
-               "diverged": diverged, "diverged_at_step": 150 if diverged else None}  # fmt: skip
+    metrics = {
+        "init": init,
+        "seed": seed,
+        "test/acc": accs[-1],
+        "test/loss": 1 - accs[-1],
+        "train/loss": 1 / len(accs),
+        "diverged": diverged,
+        "diverged_at_step": 150 if diverged else None,
+    }
     for t, epoch in first.items():
         metrics[f"epochs_to_{t}"] = epoch
         metrics[f"steps_to_{t}"] = None if epoch is None else epoch * STEPS_PER_EPOCH
@@ -44,8 +58,13 @@ def make_run(sweep: Path, init: str, seed: int, accs: list[float], complete: boo
     (run_dir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     if complete:
         (run_dir / COMPLETION_MARKER).write_text(json.dumps({"config_hash": f"h-{init}-{seed}"}))
-    return {"init": init, "seed": seed, "run_dir": f"{init}/seed_{seed}", "config_hash": f"h-{init}-{seed}",
-            "overrides": f"init={init} seed={seed}"}  # fmt: skip
+    return {
+        "init": init,
+        "seed": seed,
+        "run_dir": f"{init}/seed_{seed}",
+        "config_hash": f"h-{init}-{seed}",
+        "overrides": f"init={init} seed={seed}",
+    }
 
 
 @pytest.fixture
@@ -108,7 +127,11 @@ def test_welch_test_and_correction_decide_as_computed_by_hand(sweep):
 
 def test_benjamini_hochberg_adjusts_several_pairs(tmp_path):
     sweep = tmp_path / "runs"
-    entries = [make_run(sweep, name, s, [v + 0.001 * s]) for name, v in (("a", 0.9), ("b", 0.9), ("c", 0.95)) for s in range(3)]
+    entries = [
+        make_run(sweep, name, s, [v + 0.001 * s])
+        for name, v in (("a", 0.9), ("b", 0.9), ("c", 0.95))
+        for s in range(3)
+    ]
     pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
     comparisons = compare(load_sweep(sweep).runs).set_index(["init_a", "init_b"])
     assert len(comparisons) == 3
@@ -122,8 +145,11 @@ def test_benjamini_hochberg_adjusts_several_pairs(tmp_path):
 
 def test_incomplete_and_diverged_runs_are_shown_not_dropped(tmp_path):
     sweep = tmp_path / "runs"
-    entries = [make_run(sweep, "gamma", 0, [0.5, 0.6]), make_run(sweep, "gamma", 1, [0.5, 0.1], diverged=True),
-               make_run(sweep, "gamma", 2, [0.5, 0.6], complete=False)]  # fmt: skip
+    entries = [
+        make_run(sweep, "gamma", 0, [0.5, 0.6]),
+        make_run(sweep, "gamma", 1, [0.5, 0.1], diverged=True),
+        make_run(sweep, "gamma", 2, [0.5, 0.6], complete=False),
+    ]
     pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
     out = tmp_path / "reports"
     write_report(sweep, out)

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
-    parser.add_argument("stage", choices=list(STAGES), help="; ".join(f"{k}: {v[1]}" for k, v in STAGES.items()))
+    parser.add_argument(
+        "stage", choices=list(STAGES), help="; ".join(f"{k}: {v[1]}" for k, v in STAGES.items())
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="overrides passed to the stage")
     parsed = parser.parse_args(argv)
     module = STAGES[parsed.stage][0]

@@ -63,7 +63,9 @@ def one_line(error: Exception, root: Path | None = None) -> str:
     missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()
-        return f"unknown {group.replace('/', '.')} {option!r}; allowed: {', '.join(group_options(group, root))}"
+        return (
+            f"unknown {group.replace('/', '.')} {option!r}; allowed: {', '.join(group_options(group, root))}"
+        )
     unknown_key = re.search(r"Could not override '([^']+)'", text)
     if unknown_key:
         return f"unknown config key {unknown_key.group(1)!r} (prefix with + only to add a new key on purpose)"
@@ -90,11 +92,17 @@ SECTION_KEYS = {
     "model": {"_target_", "input_size", "num_classes", "hidden_sizes", "activation"},
     "data": {"root", "batch_size", "train_size", "val_fraction", "eval_batch_size"},
     "trainer": {
-        "max_epochs", "accelerator", "devices", "deterministic", "log_every_n_steps", "num_threads",
-        "stop_on_divergence", "steps_per_chunk", "precision",
+        "max_epochs",
+        "accelerator",
+        "deterministic",
+        "log_every_n_steps",
+        "num_threads",
+        "stop_on_divergence",
+        "steps_per_chunk",
+        "precision",
     },
     "logger": {"tracking_uri", "experiment_name", "offline"},
-}  # fmt: skip
+}
 
 
 def _is_int(value: Any) -> bool:
@@ -134,7 +142,9 @@ def validate(cfg: DictConfig) -> None:
     """Check every value a run depends on; raise :class:`ConfigError` naming the first bad one."""
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(f"unknown config key {key!r}; allowed top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}")
+            raise ConfigError(
+                f"unknown config key {key!r}; allowed top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}"
+            )
     for section, allowed in SECTION_KEYS.items():
         _check_keys(section, cfg[section], allowed)
     _check_keys("init", cfg.init, _constructor_keys(cfg.init, "init"))
@@ -147,11 +157,16 @@ def validate(cfg: DictConfig) -> None:
 
     hidden = cfg.model.hidden_sizes
     if not isinstance(hidden, ListConfig) or len(hidden) == 0:
-        _fail("model.hidden_sizes", OmegaConf.to_container(hidden) if hidden is not None else None,
-              "must be a non-empty list of positive integers, e.g. [256,128]")  # fmt: skip
+        _fail(
+            "model.hidden_sizes",
+            OmegaConf.to_container(hidden) if hidden is not None else None,
+            "must be a non-empty list of positive integers, e.g. [256,128]",
+        )
     for size in hidden:
         if not _is_int(size) or size <= 0:
-            _fail("model.hidden_sizes", OmegaConf.to_container(hidden), "every size must be a positive integer")
+            _fail(
+                "model.hidden_sizes", OmegaConf.to_container(hidden), "every size must be a positive integer"
+            )
     if cfg.model.activation not in ACTIVATIONS:
         _fail("model.activation", cfg.model.activation, f"must be one of {', '.join(ACTIVATIONS)}")
 
@@ -170,6 +185,8 @@ def validate(cfg: DictConfig) -> None:
         _fail("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, "must be a positive integer")
     if not _is_int(cfg.trainer.steps_per_chunk) or cfg.trainer.steps_per_chunk <= 0:
         _fail("trainer.steps_per_chunk", cfg.trainer.steps_per_chunk, "must be a positive integer")
+    if cfg.trainer.accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        _fail("trainer.accelerator", cfg.trainer.accelerator, "must be one of auto, cpu, gpu, cuda")
     threads = cfg.trainer.num_threads
     if threads is not None and (not _is_int(threads) or threads <= 0):
         _fail("trainer.num_threads", threads, "must be a positive integer or null")

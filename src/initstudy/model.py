@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import nn
@@ -39,7 +40,7 @@ class MLP(nn.Module):
         self.activation_name = activation
         self.hidden = nn.ModuleList(
             nn.Sequential(nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]())
-            for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
+            for fan_in, fan_out in itertools.pairwise(sizes)
         )
         self.head = nn.Linear(sizes[-1], num_classes)
 

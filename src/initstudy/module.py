@@ -85,7 +85,9 @@ class InitStudyModule(pl.LightningModule):
         finite_before = losses[:bad]
         last = float(finite_before[-1]) if len(finite_before) else self._last_finite_loss
         self.divergence = Divergence(
-            step=self.current_epoch * self.steps_per_epoch + bad + 1, epoch=self.current_epoch + 1, last_finite_loss=last
+            step=self.current_epoch * self.steps_per_epoch + bad + 1,
+            epoch=self.current_epoch + 1,
+            last_finite_loss=last,
         )
         self.trainer.should_stop = True
 

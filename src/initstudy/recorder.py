@@ -64,8 +64,14 @@ class RunRecorder(pl.Callback):
         interval = self._interval_points(losses, sizes, first_step, epoch)
         self._log_to_mlflow(trainer, points, interval)
         summary = "  ".join(f"{name} {value:.4f}" for name, (value, _) in points.items())
-        log.info("[%s] epoch %d/%d  %s  (%.2f s)", self.label, epoch, trainer.max_epochs, summary,
-                 self.epoch_seconds[-1])  # fmt: skip
+        log.info(
+            "[%s] epoch %d/%d  %s  (%.2f s)",
+            self.label,
+            epoch,
+            trainer.max_epochs,
+            summary,
+            self.epoch_seconds[-1],
+        )
 
     def _interval_points(
         self, losses: torch.Tensor, sizes: torch.Tensor, first_step: int, epoch: int
@@ -98,7 +104,11 @@ class RunRecorder(pl.Callback):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(name, value, now, step) for name, (value, step) in points.items() if math.isfinite(value)]
-        metrics += [Metric("train/loss_step", value, now, step) for value, step in interval if math.isfinite(value)]
+        metrics = [
+            Metric(name, value, now, step) for name, (value, step) in points.items() if math.isfinite(value)
+        ]
+        metrics += [
+            Metric("train/loss_step", value, now, step) for value, step in interval if math.isfinite(value)
+        ]
         for start in range(0, len(metrics), 1000):  # MLflow's per-request limit
             logger.experiment.log_batch(logger.run_id, metrics=metrics[start : start + 1000])

@@ -58,8 +58,11 @@ def discard_partial(run_dir: Path) -> None:
 
 def quiet_lightning() -> None:
     """Lightning's start-up banner (accelerator lines, tips) says nothing a run's log does not already say."""
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
-                 "lightning_fabric.utilities.rank_zero"):  # fmt: skip
+    for name in (
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning_fabric.utilities.rank_zero",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -84,7 +87,9 @@ def thresholds_reached(history: pd.DataFrame, split: str, steps_per_epoch: int) 
 
 
 @torch.inference_mode()
-def symmetry_diagnostics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+def symmetry_diagnostics(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, Any]:
     """Evidence for statements about symmetry: distinct weight rows per hidden layer after training, and
     how many distinct classes the network predicts (1 = a constant prediction, whose accuracy is then the
     share of that class in the test set)."""
@@ -98,6 +103,16 @@ def symmetry_diagnostics(model: torch.nn.Module, images: torch.Tensor, labels: t
         "test/majority_class": int(counts.argmax()),
         "test/majority_class_share": float(counts.max() / counts.sum()),
     }
+
+
+def resolve_device(accelerator: str, job_index: int) -> tuple[str, list[int] | int]:
+    """(accelerator, devices) for this job: one GPU per job, round-robin over the GPUs by job index, so
+    that parallel jobs (joblib) on a multi-GPU machine each get their own; the CPU otherwise."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "gpu", [job_index % torch.cuda.device_count()]
+    if accelerator in ("gpu", "cuda"):
+        raise RuntimeError(f"trainer.accelerator={accelerator} but torch sees no CUDA device")
+    return "cpu", 1
 
 
 def params_md5(root: Path) -> str:
@@ -120,8 +135,13 @@ def make_logger(cfg: DictConfig, root: Path) -> Any:
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent
-    return MLFlowLogger(experiment_name=cfg.logger.experiment_name, run_name=run_label(cfg), tracking_uri=uri,
-                        tags=tags, artifact_location=tracking.artifact_location(uri, root))  # fmt: skip
+    return MLFlowLogger(
+        experiment_name=cfg.logger.experiment_name,
+        run_name=run_label(cfg),
+        tracking_uri=uri,
+        tags=tags,
+        artifact_location=tracking.artifact_location(uri, root),
+    )
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -131,7 +151,7 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
     return pd.json_normalize(container, sep=".").iloc[0].to_dict()
 
 
-def train_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` unless it is already complete; return its metrics."""
     started = time.perf_counter()
     root = repo_root()
@@ -142,13 +162,20 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     discard_partial(run_dir)
     threads = configure_process(cfg)
     quiet_lightning()
+    accelerator, devices = resolve_device(cfg.trainer.accelerator, job_index)
+    device = f"cuda:{devices[0]}" if isinstance(devices, list) else "cpu"
 
     datamodule = MNISTDataModule(
-        root=root / cfg.data.root, batch_size=cfg.data.batch_size, seed=cfg.seed, train_size=cfg.data.train_size,
-        val_fraction=cfg.data.val_fraction, eval_batch_size=cfg.data.eval_batch_size,
+        root=root / cfg.data.root,
+        batch_size=cfg.data.batch_size,
+        seed=cfg.seed,
+        train_size=cfg.data.train_size,
+        val_fraction=cfg.data.val_fraction,
+        eval_batch_size=cfg.data.eval_batch_size,
         steps_per_chunk=cfg.trainer.steps_per_chunk,
-    )  # fmt: skip
-    datamodule.setup()
+        device=device,
+    )
+    datamodule.setup()  # before the Trainer: the module needs steps_per_epoch
     model = instantiate(cfg.model, hidden_sizes=list(cfg.model.hidden_sizes))
     initializer = instantiate(cfg.init)
     initializer(model)
@@ -156,7 +183,9 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         model, instantiate(cfg.optimizer), datamodule.steps_per_epoch, cfg.trainer.stop_on_divergence
     )
     eval_split = datamodule.eval.name
-    recorder = RunRecorder(run_label(cfg), eval_split, cfg.trainer.log_every_n_steps, datamodule.steps_per_epoch)
+    recorder = RunRecorder(
+        run_label(cfg), eval_split, cfg.trainer.log_every_n_steps, datamodule.steps_per_epoch
+    )
     logger = make_logger(cfg, root)
     if logger is not None:
         logger.log_hyperparams(flat_params(cfg))
@@ -167,12 +196,20 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for us to change.
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         trainer = pl.Trainer(
-            max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
-            deterministic=cfg.trainer.deterministic, precision=cfg.trainer.precision, logger=logger or False,
-            callbacks=[recorder], enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=-1, default_root_dir=str(run_dir),
+            max_epochs=cfg.trainer.max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            deterministic=cfg.trainer.deterministic,
+            precision=cfg.trainer.precision,
+            logger=logger or False,
+            callbacks=[recorder],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=-1,
+            default_root_dir=str(run_dir),
             log_every_n_steps=1,  # Lightning's own logging is unused (see RunRecorder); this silences its hint
-        )  # fmt: skip
+        )
         setup_seconds = time.perf_counter() - started
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
@@ -205,7 +242,9 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "setup_seconds": setup_seconds,
         "fit_seconds": fit_seconds,
         "epoch_seconds": recorder.epoch_seconds,
-        "seconds_per_epoch": float(pd.Series(recorder.epoch_seconds).median()) if recorder.epoch_seconds else None,
+        "seconds_per_epoch": float(pd.Series(recorder.epoch_seconds).median())
+        if recorder.epoch_seconds
+        else None,
         "device": str(module.device),
         "torch_threads": threads,
         "torch_version": torch.__version__,
@@ -219,10 +258,20 @@ def train_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     marker = {"config_hash": digest, "mlflow_run_id": getattr(logger, "run_id", None)}
     atomic.write_json(run_dir / COMPLETION_MARKER, marker)
     if divergence:
-        log.warning("[%s] diverged at step %d (epoch %d); last finite loss %s", run_label(cfg), divergence.step,
-                    divergence.epoch, divergence.last_finite_loss)  # fmt: skip
-    log.info("[%s] test/acc %.4f  test/loss %.4f  (%.1f s)", run_label(cfg), test.acc, test.loss,
-             timing["wall_seconds"])  # fmt: skip
+        log.warning(
+            "[%s] diverged at step %d (epoch %d); last finite loss %s",
+            run_label(cfg),
+            divergence.step,
+            divergence.epoch,
+            divergence.last_finite_loss,
+        )
+    log.info(
+        "[%s] test/acc %.4f  test/loss %.4f  (%.1f s)",
+        run_label(cfg),
+        test.acc,
+        test.loss,
+        timing["wall_seconds"],
+    )
     return metrics
 
 
@@ -231,11 +280,12 @@ def _log_final(logger: Any, metrics: dict[str, Any], run_dir: Path) -> None:
     from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
-    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    numeric = {
+        k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     client.log_batch(
         run_id,
         metrics=[Metric(f"final/{k}", v, now, 0) for k, v in numeric.items() if math.isfinite(v)],
         tags=[RunTag("diverged", str(metrics["diverged"]).lower())],
     )
     client.log_artifacts(run_id, str(run_dir))
-

@@ -70,7 +70,9 @@ def plan(overrides: Sequence[str], multirun: bool) -> list[Job]:
         run_dir = sweep_dir / hydra_cfg.sweep.subdir if sweep_dir else Path(hydra_cfg.run.dir)
         job_cfg = DictConfig({k: v for k, v in cfg.items() if k != "hydra"})
         validate(job_cfg)
-        jobs.append(Job(tuple(job), job_cfg.init.name, job_cfg.seed, run_dir, config_hash(job_cfg), sweep_dir))
+        jobs.append(
+            Job(tuple(job), job_cfg.init.name, job_cfg.seed, run_dir, config_hash(job_cfg), sweep_dir)
+        )
     seen: dict[Path, Job] = {}
     for job in jobs:
         if job.run_dir in seen:

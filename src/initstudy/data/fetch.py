@@ -31,18 +31,26 @@ class FetchReport:
 
 def verified_files(raw_dir: Path, expected: Mapping[str, str]) -> list[str]:
     """Names of files present in ``raw_dir`` whose SHA-256 matches."""
-    return [name for name, digest in expected.items()
-            if (raw_dir / name).is_file() and sha256_file(raw_dir / name) == digest.lower()]  # fmt: skip
+    return [
+        name
+        for name, digest in expected.items()
+        if (raw_dir / name).is_file() and sha256_file(raw_dir / name) == digest.lower()
+    ]
 
 
 def fetch_mnist(raw_dir: Path, expected: Mapping[str, str], sources: Sequence) -> FetchReport:
     """Make ``raw_dir`` hold every file of ``expected``, verified; raise :class:`DownloadError` otherwise.
 
-    A present file with a wrong hash is treated as missing (it will be replaced by a verified copy).
+    A present file with a wrong hash (corrupted on disk, truncated) is removed first, then fetched again:
+    nothing unverified stays in ``raw_dir``, even when every source fails.
     """
     clear_staging(raw_dir)
     present = verified_files(raw_dir, expected)
     missing = [name for name in expected if name not in present]
+    for name in missing:
+        if (raw_dir / name).exists():
+            log.warning("%s: present but fails verification; removed and fetched again", name)
+            (raw_dir / name).unlink()
     report = FetchReport(already_present=present, served_by={})
     for name in present:
         log.info("%s: present and verified", name)
@@ -52,7 +60,7 @@ def fetch_mnist(raw_dir: Path, expected: Mapping[str, str], sources: Sequence) -
             break
         try:
             payloads = source.fetch(missing)
-        except (SourceError, VerificationError, OSError, ValueError) as error:
+        except (SourceError, VerificationError, OSError, ValueError, EOFError) as error:
             failures.append(f"{source.describe()}: {error}")
             log.warning("source %s failed: %s", source.describe(), error)
             continue

@@ -40,8 +40,12 @@ def verify_bytes(name: str, data: bytes, expected: str, source: str) -> None:
 
 
 def staging_dir(raw_dir: Path) -> Path:
-    """Staging folder for partial writes: a sibling of the data root, never inside ``raw_dir``."""
-    return raw_dir.parent.parent / STAGING_DIRNAME
+    """Staging folder for partial writes: ``<root>/../.partial`` for ``raw_dir`` = ``<root>/MNIST/raw``.
+
+    A sibling of the data root (same filesystem, so the final rename is atomic), never inside it: nothing
+    under the data root is ever unverified.
+    """
+    return raw_dir.parents[2] / STAGING_DIRNAME
 
 
 def install_atomically(data: bytes, destination: Path) -> None:

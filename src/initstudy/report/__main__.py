@@ -25,17 +25,23 @@ def metrics_json(summary: pd.DataFrame) -> dict:
     out = {}
     for row in summary.itertuples(index=False):
         out[row.init] = {
-            "test_acc_mean": row.acc_mean, "test_acc_std": row.acc_std,
-            "test_loss_mean": row.loss_mean, "test_loss_std": row.loss_std,
-            "n_runs": int(row.n_complete), "n_diverged": int(row.n_diverged), "n_failed": int(row.n_failed),
-        }  # fmt: skip
+            "test_acc_mean": row.acc_mean,
+            "test_acc_std": row.acc_std,
+            "test_loss_mean": row.loss_mean,
+            "test_loss_std": row.loss_std,
+            "n_runs": int(row.n_complete),
+            "n_diverged": int(row.n_diverged),
+            "n_failed": int(row.n_failed),
+        }
     return out
 
 
 def curves(history: pd.DataFrame) -> pd.DataFrame:
     """Long format, epoch-level: initializer, seed, epoch, metric, value."""
     per_epoch = history[history.metric != "train/loss_step"]
-    frame = per_epoch.rename(columns={"init": "initializer"})[["initializer", "seed", "epoch", "metric", "value"]]
+    frame = per_epoch.rename(columns={"init": "initializer"})[
+        ["initializer", "seed", "epoch", "metric", "value"]
+    ]
     return frame.sort_values(["initializer", "seed", "metric", "epoch"], kind="stable").reset_index(drop=True)
 
 
@@ -54,17 +60,28 @@ def write_report(runs_dir: Path, out_dir: Path) -> dict:
         "Optimizer steps to 97% test accuracy": "steps_to_97.png",
         "Training loss against optimizer steps": "train_loss_steps.png",
     }
-    figures.learning_curves(sweep.history, inits, split, figure_dir / made["Test error and training loss per epoch"])
+    figures.learning_curves(
+        sweep.history, inits, split, figure_dir / made["Test error and training loss per epoch"]
+    )
     figures.final_accuracy(sweep.runs, summary, figure_dir / made["Final test error per initializer"])
-    figures.steps_to_threshold(sweep.runs, summary, "97", figure_dir / made["Optimizer steps to 97% test accuracy"])
-    figures.train_loss_by_step(sweep.history, inits, figure_dir / made["Training loss against optimizer steps"])
+    figures.steps_to_threshold(
+        sweep.runs, summary, "97", figure_dir / made["Optimizer steps to 97% test accuracy"]
+    )
+    figures.train_loss_by_step(
+        sweep.history, inits, figure_dir / made["Training loss against optimizer steps"]
+    )
 
     atomic.write_json(out_dir / "metrics.json", metrics_json(summary))
     atomic.write_text(out_dir / "summary.csv", summary.to_csv(index=False))
     atomic.write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
     atomic.write_text(out_dir / "curves.csv", curves(sweep.history).to_csv(index=False))
-    report = render(sweep.config, sweep.runs, summary, comparisons,
-                    {caption: f"figures/{name}" for caption, name in made.items()})  # fmt: skip
+    report = render(
+        sweep.config,
+        sweep.runs,
+        summary,
+        comparisons,
+        {caption: f"figures/{name}" for caption, name in made.items()},
+    )
     atomic.write_text(out_dir / "report.md", report)
     return {row.init: row.acc_mean for row in summary.itertuples(index=False)}
 

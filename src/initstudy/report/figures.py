@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on CI or DVC
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from initstudy.config import group_options  # noqa: E402
-from initstudy.report.stats import SEED_NOTEBOOK, t_interval  # noqa: E402
+from initstudy.config import group_options
+from initstudy.report.stats import SEED_NOTEBOOK, t_interval
 
 DPI = 110
 
@@ -31,8 +31,14 @@ def _mean_band(curves: pd.DataFrame) -> pd.DataFrame:
     for epoch, group in curves.groupby("epoch"):
         low, high = t_interval(group.value)
         mean = group.value.mean()
-        rows.append({"epoch": epoch, "mean": mean, "low": mean if math.isnan(low) else low,
-                     "high": mean if math.isnan(high) else high})  # fmt: skip
+        rows.append(
+            {
+                "epoch": epoch,
+                "mean": mean,
+                "low": mean if math.isnan(low) else low,
+                "high": mean if math.isnan(high) else high,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -51,9 +57,15 @@ def learning_curves(history: pd.DataFrame, inits: list[str], split: str, path: P
             band = _mean_band(loss)
             ax_loss.plot(band.epoch, band["mean"], marker="o", ms=3, color=colours[init], label=init)
             ax_loss.fill_between(band.epoch, band.low, band.high, color=colours[init], alpha=0.2, lw=0)
-    ax_err.set(yscale="log", xlabel="epoch (0 = at initialization)", ylabel=f"{split} error (1 - accuracy), log",
-               title=f"{split} error per epoch")  # fmt: skip
-    ax_loss.set(yscale="log", xlabel="epoch", ylabel="train loss (epoch mean), log", title="training loss per epoch")
+    ax_err.set(
+        yscale="log",
+        xlabel="epoch (0 = at initialization)",
+        ylabel=f"{split} error (1 - accuracy), log",
+        title=f"{split} error per epoch",
+    )
+    ax_loss.set(
+        yscale="log", xlabel="epoch", ylabel="train loss (epoch mean), log", title="training loss per epoch"
+    )
     for ax in (ax_err, ax_loss):
         ax.grid(True, which="both", alpha=0.3)
     ax_err.legend(fontsize=8)
@@ -78,13 +90,24 @@ def final_accuracy(runs: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Non
         if not math.isnan(row.acc_mean):
             low = 1 - row.acc_ci95_high if not math.isnan(row.acc_ci95_high) else 1 - row.acc_mean
             high = 1 - row.acc_ci95_low if not math.isnan(row.acc_ci95_low) else 1 - row.acc_mean
-            ax.errorbar(position + 0.28, 1 - row.acc_mean, yerr=[[1 - row.acc_mean - low], [high - (1 - row.acc_mean)]],
-                        fmt="s", color="black", ms=4, capsize=3, zorder=4)  # fmt: skip
+            ax.errorbar(
+                position + 0.28,
+                1 - row.acc_mean,
+                yerr=[[1 - row.acc_mean - low], [high - (1 - row.acc_mean)]],
+                fmt="s",
+                color="black",
+                ms=4,
+                capsize=3,
+                zorder=4,
+            )
         if init in SEED_NOTEBOOK:
             ax.scatter(position - 0.28, 1 - SEED_NOTEBOOK[init], marker="x", color="black", s=40, zorder=4)
     ax.set_xticks(range(len(inits)), inits, rotation=20, ha="right")
-    ax.set(yscale="log", ylabel="final test error (1 - accuracy), log",
-           title="Final test error: dots = seeds, square = mean ± 95% CI, x = seed notebook")  # fmt: skip
+    ax.set(
+        yscale="log",
+        ylabel="final test error (1 - accuracy), log",
+        title="Final test error: dots = seeds, square = mean ± 95% CI, x = seed notebook",
+    )
     ax.title.set_fontsize(9)
     ax.grid(True, which="both", axis="y", alpha=0.3)
     fig.tight_layout()
@@ -104,11 +127,19 @@ def steps_to_threshold(runs: pd.DataFrame, summary: pd.DataFrame, threshold: str
         if len(reached):
             ax.bar(position, reached.median(), color=colours[init], alpha=0.5)
             ax.scatter(np.full(len(reached), position), reached, color=colours[init], s=20, zorder=3)
-        ax.annotate(f"{len(reached)}/{len(done)} reached", (position, 0), xytext=(0, 4),
-                    textcoords="offset points", ha="center", fontsize=8)  # fmt: skip
+        ax.annotate(
+            f"{len(reached)}/{len(done)} reached",
+            (position, 0),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
     ax.set_xticks(range(len(inits)), inits, rotation=20, ha="right")
-    ax.set(ylabel=f"optimizer steps to {threshold}% test accuracy",
-           title=f"Convergence speed: steps to {threshold}% (bar = median, dots = seeds)")  # fmt: skip
+    ax.set(
+        ylabel=f"optimizer steps to {threshold}% test accuracy",
+        title=f"Convergence speed: steps to {threshold}% (bar = median, dots = seeds)",
+    )
     ax.title.set_fontsize(9)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
@@ -125,8 +156,13 @@ def train_loss_by_step(history: pd.DataFrame, inits: list[str], path: Path) -> N
         if len(points):
             mean = points.groupby("step").value.mean()
             ax.plot(mean.index, mean.values, color=colours[init], label=init, lw=1.2)
-    ax.set(xscale="log", yscale="log", xlabel="optimizer step, log", ylabel="train loss (window mean), log",
-           title="Training loss against steps (mean over seeds)")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="optimizer step, log",
+        ylabel="train loss (window mean), log",
+        title="Training loss against steps (mean over seeds)",
+    )
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)

@@ -64,7 +64,12 @@ def load_sweep(sweep_dir: Path) -> SweepRuns:
     for entry in manifest.itertuples(index=False):
         run_dir = sweep_dir / entry.run_dir
         status = run_status(run_dir, getattr(entry, "config_hash", None))
-        row: dict[str, Any] = {"init": entry.init, "seed": int(entry.seed), "run_dir": str(run_dir), "status": status}
+        row: dict[str, Any] = {
+            "init": entry.init,
+            "seed": int(entry.seed),
+            "run_dir": str(run_dir),
+            "status": status,
+        }
         if status == "complete":
             metrics = _read_json(run_dir / "metrics.json")
             if "test/acc" not in metrics:

@@ -35,53 +35,69 @@ def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
     opt_args = ", ".join(f"{k}={v}" for k, v in optimizer.items() if not k.startswith("_"))
     train_size = data.get("train_size") or "all 60,000"
     seeds = sorted(runs.seed.unique().tolist())
-    return "\n".join([
-        "## Setup",
-        "",
-        f"- Network: {'-'.join(map(str, sizes))} MLP, {model.get('activation', '?')} activations, "
-        "cross-entropy on logits; biases start at zero (except `torch_default`).",
-        f"- Optimizer: {opt_name} ({opt_args}); batch size {data.get('batch_size')}; "
-        f"{trainer.get('max_epochs')} epochs; training images: {train_size}; "
-        f"held-out fraction: {data.get('val_fraction', 0.0)}.",
-        f"- Initializers: {', '.join(f'`{i}`' for i in runs.init.unique())}; seeds {seeds} "
-        f"({len(runs)} runs in the sweep manifest).",
-        "- Accuracy is measured on the MNIST test images after every epoch (epoch 0 = at initialization).",
-        "- Derived from the resolved config of the runs (`runs/*/seed_*/config.yaml`), not retyped.",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "## Setup",
+            "",
+            f"- Network: {'-'.join(map(str, sizes))} MLP, {model.get('activation', '?')} activations, "
+            "cross-entropy on logits; biases start at zero (except `torch_default`).",
+            f"- Optimizer: {opt_name} ({opt_args}); batch size {data.get('batch_size')}; "
+            f"{trainer.get('max_epochs')} epochs; training images: {train_size}; "
+            f"held-out fraction: {data.get('val_fraction', 0.0)}.",
+            f"- Initializers: {', '.join(f'`{i}`' for i in runs.init.unique())}; seeds {seeds} "
+            f"({len(runs)} runs in the sweep manifest).",
+            "- Accuracy is measured on the MNIST test images after every epoch (epoch 0 = at initialization).",
+            "- Derived from the resolved config of the runs (`runs/*/seed_*/config.yaml`), not retyped.",
+        ]
+    )
 
 
 def summary_table(summary: pd.DataFrame) -> str:
-    table = pd.DataFrame({
-        "initializer": summary.init,
-        "runs": [f"{c}/{n}" for c, n in zip(summary.n_complete, summary.n_runs, strict=True)],
-        "test acc mean ± std": [f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(summary.acc_mean, summary.acc_std, strict=True)],
-        "95% CI": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in zip(summary.acc_ci95_low, summary.acc_ci95_high, strict=True)],
-        "min": summary.acc_min,
-        "max": summary.acc_max,
-        "seed notebook": summary.seed_notebook_acc,
-        "test loss": summary.loss_mean,
-        "epochs to 97% (median, reached)": [
-            f"{_fmt(e, 1)} ({r}/{c})" for e, r, c in zip(summary.epochs_to_97_median, summary.reached_97, summary.n_complete, strict=True)
-        ],
-        "diverged": summary.n_diverged,
-        "failed": summary.n_failed,
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "initializer": summary.init,
+            "runs": [f"{c}/{n}" for c, n in zip(summary.n_complete, summary.n_runs, strict=True)],
+            "test acc mean ± std": [
+                f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(summary.acc_mean, summary.acc_std, strict=True)
+            ],
+            "95% CI": [
+                f"[{_fmt(lo)}, {_fmt(hi)}]"
+                for lo, hi in zip(summary.acc_ci95_low, summary.acc_ci95_high, strict=True)
+            ],
+            "min": summary.acc_min,
+            "max": summary.acc_max,
+            "seed notebook": summary.seed_notebook_acc,
+            "test loss": summary.loss_mean,
+            "epochs to 97% (median, reached)": [
+                f"{_fmt(e, 1)} ({r}/{c})"
+                for e, r, c in zip(
+                    summary.epochs_to_97_median, summary.reached_97, summary.n_complete, strict=True
+                )
+            ],
+            "diverged": summary.n_diverged,
+            "failed": summary.n_failed,
+        }
+    )
     return _table(table)
 
 
 def comparisons_table(comparisons: pd.DataFrame) -> str:
     if comparisons.empty:
         return "_Fewer than two initializers: nothing to compare._"
-    table = pd.DataFrame({
-        "A": comparisons.init_a,
-        "B": comparisons.init_b,
-        "mean acc A − B": comparisons.diff_mean,
-        "95% CI of difference": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in
-                                 zip(comparisons.diff_ci95_low, comparisons.diff_ci95_high, strict=True)],
-        "Welch p": comparisons.p_value,
-        "BH-adjusted p": comparisons.p_adjusted,
-        f"significant (α={ALPHA})": ["yes" if s else "no" for s in comparisons.significant],
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "A": comparisons.init_a,
+            "B": comparisons.init_b,
+            "mean acc A − B": comparisons.diff_mean,
+            "95% CI of difference": [
+                f"[{_fmt(lo)}, {_fmt(hi)}]"
+                for lo, hi in zip(comparisons.diff_ci95_low, comparisons.diff_ci95_high, strict=True)
+            ],
+            "Welch p": comparisons.p_value,
+            "BH-adjusted p": comparisons.p_adjusted,
+            f"significant (α={ALPHA})": ["yes" if s else "no" for s in comparisons.significant],
+        }
+    )
     return _table(table)
 
 
@@ -120,7 +136,9 @@ def statements(summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFr
             )
         if row.n_diverged:
             steps = group[group.get("diverged", False) == True].get("diverged_at_step")  # noqa: E712
-            out.append(f"`{row.init}`: {row.n_diverged} run(s) diverged (loss NaN/inf) at step(s) {list(steps)}.")
+            out.append(
+                f"`{row.init}`: {row.n_diverged} run(s) diverged (loss NaN/inf) at step(s) {list(steps)}."
+            )
     if not comparisons.empty and comparisons.p_adjusted.notna().any():
         significant = comparisons[comparisons.significant]
         n = int(summary.n_complete.min())
@@ -150,8 +168,13 @@ def statements(summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFr
     return out
 
 
-def render(config: dict[str, Any], runs: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame,
-           figures: dict[str, str]) -> str:  # fmt: skip
+def render(
+    config: dict[str, Any],
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    figures: dict[str, str],
+) -> str:
     failed = runs[runs.status != "complete"]
     lines = [
         "# Weight initialization on MNIST: report",
@@ -184,5 +207,10 @@ def render(config: dict[str, Any], runs: pd.DataFrame, summary: pd.DataFrame, co
         *[f"![{caption}]({path})\n\n{caption}.\n" for caption, path in figures.items()],
     ]
     if len(failed):
-        lines += ["## Runs that did not complete", "", _table(failed[["init", "seed", "status", "run_dir"]]), ""]
+        lines += [
+            "## Runs that did not complete",
+            "",
+            _table(failed[["init", "seed", "status", "run_dir"]]),
+            "",
+        ]
     return "\n".join(lines) + "\n"

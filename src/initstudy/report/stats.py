@@ -61,7 +61,9 @@ def summarize(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             "loss_mean": done["test/loss"].astype(float).mean() if len(done) else math.nan,
             "loss_std": done["test/loss"].astype(float).std(ddof=1) if len(done) > 1 else math.nan,
             "train_loss_final_mean": done["train/loss"].astype(float).mean() if len(done) else math.nan,
-            "train_loss_auc_mean": float(np.nanmean(auc)) if auc and not all(map(math.isnan, auc)) else math.nan,
+            "train_loss_auc_mean": float(np.nanmean(auc))
+            if auc and not all(map(math.isnan, auc))
+            else math.nan,
         }
         for threshold in THRESHOLDS:
             for unit in ("epochs", "steps"):
@@ -76,7 +78,9 @@ def summarize(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 def compare(runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     """Welch's t-test of mean test accuracy for every pair, Benjamini-Hochberg adjusted across pairs."""
     done = runs[runs.status == "complete"]
-    samples = {init: group["test/acc"].astype(float).to_numpy() for init, group in done.groupby("init", sort=False)}
+    samples = {
+        init: group["test/acc"].astype(float).to_numpy() for init, group in done.groupby("init", sort=False)
+    }
     rows = []
     for a, b in itertools.combinations(samples, 2):
         x, y = samples[a], samples[b]
@@ -84,14 +88,26 @@ def compare(runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
         if len(x) >= 2 and len(y) >= 2 and (x.std() > 0 or y.std() > 0):
             result = stats.ttest_ind(x, y, equal_var=False)
             interval = result.confidence_interval(CONFIDENCE)
-            row.update(t=float(result.statistic), df=float(result.df), p_value=float(result.pvalue),
-                       diff_ci95_low=float(interval.low), diff_ci95_high=float(interval.high))  # fmt: skip
+            row.update(
+                t=float(result.statistic),
+                df=float(result.df),
+                p_value=float(result.pvalue),
+                diff_ci95_low=float(interval.low),
+                diff_ci95_high=float(interval.high),
+            )
         elif len(x) >= 2 and len(y) >= 2:  # both constant: a difference is certain, equality too
             same = bool(x[0] == y[0])
-            row.update(t=math.nan, df=math.nan, p_value=1.0 if same else 0.0,
-                       diff_ci95_low=row["diff_mean"], diff_ci95_high=row["diff_mean"])  # fmt: skip
+            row.update(
+                t=math.nan,
+                df=math.nan,
+                p_value=1.0 if same else 0.0,
+                diff_ci95_low=row["diff_mean"],
+                diff_ci95_high=row["diff_mean"],
+            )
         else:
-            row.update(t=math.nan, df=math.nan, p_value=math.nan, diff_ci95_low=math.nan, diff_ci95_high=math.nan)
+            row.update(
+                t=math.nan, df=math.nan, p_value=math.nan, diff_ci95_low=math.nan, diff_ci95_high=math.nan
+            )
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -99,7 +115,9 @@ def compare(runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     tested = frame.p_value.notna()
     frame["p_adjusted"] = math.nan
     if tested.any():
-        frame.loc[tested, "p_adjusted"] = stats.false_discovery_control(frame.loc[tested, "p_value"], method="bh")
+        frame.loc[tested, "p_adjusted"] = stats.false_discovery_control(
+            frame.loc[tested, "p_value"], method="bh"
+        )
     frame["significant"] = frame.p_adjusted < alpha
     frame["correction"] = "benjamini-hochberg"
     return frame
