@@ -50,4 +50,4 @@ ui: install  ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:  ## remove run folders, reports' figures and the MLflow store (not data/ or .venv)
-	rm -rf runs mlflow.db mlartifacts
+	rm -rf runs mlflow.db mlflow.db-* mlartifacts

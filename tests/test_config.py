@@ -49,7 +49,7 @@ def at_repo_root(monkeypatch):
 )
 def test_bad_value_is_one_line_naming_value_and_allowed(overrides, words):
     with pytest.raises(ConfigError) as caught:
-        plan(overrides, multirun=False)
+        plan(overrides, multirun=False, verify_data=False)
     message = str(caught.value)
     assert "\n" not in message
     for word in words:
@@ -58,16 +58,16 @@ def test_bad_value_is_one_line_naming_value_and_allowed(overrides, words):
 
 def test_bad_value_in_one_job_of_a_sweep_fails_the_whole_sweep_up_front():
     with pytest.raises(ConfigError, match="bogus"):
-        plan(["init=zeros,bogus", "seed=0,1"], multirun=True)
+        plan(["init=zeros,bogus", "seed=0,1"], multirun=True, verify_data=False)
 
 
 def test_sweep_override_without_multirun_is_refused():
     with pytest.raises(ConfigError, match="--multirun"):
-        plan(["init=zeros,he_uniform"], multirun=False)
+        plan(["init=zeros,he_uniform"], multirun=False, verify_data=False)
 
 
 def test_default_sweep_is_defined_once_in_params_yaml():
-    jobs = plan([], multirun=True)
+    jobs = plan([], multirun=True, verify_data=False)
     assert [(j.init, j.seed) for j in jobs] == [
         (init, seed)
         for init in ("zeros", "random_normal", "glorot_uniform", "he_uniform")
@@ -77,7 +77,9 @@ def test_default_sweep_is_defined_once_in_params_yaml():
 
 
 def test_command_line_overrides_replace_the_default_sweep():
-    jobs = plan(["init=zeros,he_uniform", "seed=0,1", "trainer.max_epochs=1"], multirun=True)
+    jobs = plan(
+        ["init=zeros,he_uniform", "seed=0,1", "trainer.max_epochs=1"], multirun=True, verify_data=False
+    )
     assert [(j.init, j.seed) for j in jobs] == [
         ("zeros", 0),
         ("zeros", 1),

@@ -8,6 +8,7 @@ finiteness check that lets a diverging run stop within ``steps_per_chunk`` steps
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ class InitStudyModule(pl.LightningModule):
         self.divergence: Divergence | None = None
         self._last_finite_loss: float | None = None
         self.total_steps = 0
+        self.eval_seconds = 0.0  # wall time spent in evaluation passes (timing.json)
         self.evaluations: list[Evaluation] = []  # one per evaluation pass, epoch 0 (at init) first
         self._step_losses = torch.empty(0)
         self._step_sizes = torch.empty(0)
@@ -104,6 +106,7 @@ class InitStudyModule(pl.LightningModule):
 
     # ---- evaluation (Lightning's validation loop; the sanity pass is the evaluation at init) -----------
     def on_validation_epoch_start(self) -> None:
+        self._eval_started = time.perf_counter()
         self._eval_sums = torch.zeros(3, device=self.device, dtype=torch.float64)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -116,6 +119,7 @@ class InitStudyModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         loss_sum, correct, count = self._eval_sums.tolist()
         self.evaluations.append(Evaluation(loss=loss_sum / count, acc=correct / count))
+        self.eval_seconds += time.perf_counter() - self._eval_started
 
     @staticmethod
     def _count(labels: torch.Tensor) -> torch.Tensor:

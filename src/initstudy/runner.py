@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import resource
 import shutil
 import time
 import warnings
@@ -135,6 +136,14 @@ def make_logger(cfg: DictConfig, root: Path) -> Any:
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+        if experiment is not None and tracking.end_interrupted_runs(
+            client, experiment.experiment_id, parent, run_label(cfg)
+        ):
+            log.info("[%s] an interrupted earlier attempt was marked KILLED in MLflow", run_label(cfg))
     return MLFlowLogger(
         experiment_name=cfg.logger.experiment_name,
         run_name=run_label(cfg),
@@ -245,6 +254,11 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0) -> dict[str, A
         "seconds_per_epoch": float(pd.Series(recorder.epoch_seconds).median())
         if recorder.epoch_seconds
         else None,
+        # epoch_seconds include the per-epoch evaluation and MLflow write; these two are also measured apart.
+        "eval_seconds": module.eval_seconds,
+        "logging_seconds": recorder.logging_seconds,
+        "process_start_to_training_seconds": recorder.process_start_to_training,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(module.device),
         "torch_threads": threads,
         "torch_version": torch.__version__,

@@ -19,7 +19,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from initstudy import atomic
-from initstudy.config import ConfigError, compose_config, config_hash, validate
+from initstudy.config import ConfigError, compose_config, config_hash, repo_root, validate
+from initstudy.data.integrity import sha256_file
 
 MANIFEST_NAME = "manifest.csv"
 
@@ -60,9 +61,27 @@ def job_overrides(overrides: Sequence[str], multirun: bool) -> list[list[str]]:
     return [list(job) for job in itertools.chain.from_iterable(batches)]
 
 
-def plan(overrides: Sequence[str], multirun: bool) -> list[Job]:
-    """Compose and validate every job of the sweep (or the single run); raise ConfigError on the first bad one."""
+def check_data(raw_dir: Path, expected: dict[str, str]) -> None:
+    """Every MNIST file present with its canonical hash, or a one-line ConfigError naming the file."""
+    for name, digest in expected.items():
+        path = raw_dir / name
+        if not path.is_file():
+            raise ConfigError(
+                f"data file {path} is missing; run `dvc repro download` (or python -m initstudy.data)"
+            )
+        actual = sha256_file(path)
+        if actual != digest.lower():
+            raise ConfigError(
+                f"data file {path} fails verification (expected sha256 {digest}, got {actual}): wrong or "
+                f"truncated; run `dvc repro download` to replace it"
+            )
+
+
+def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> list[Job]:
+    """Compose and validate every job of the sweep (or the single run), then check the data files they read;
+    raise ConfigError on the first bad value."""
     jobs: list[Job] = []
+    data_checks: dict[Path, dict[str, str]] = {}
     for job in job_overrides(overrides, multirun):
         cfg = compose_config(job, return_hydra_config=True)
         hydra_cfg = cfg.hydra
@@ -70,6 +89,8 @@ def plan(overrides: Sequence[str], multirun: bool) -> list[Job]:
         run_dir = sweep_dir / hydra_cfg.sweep.subdir if sweep_dir else Path(hydra_cfg.run.dir)
         job_cfg = DictConfig({k: v for k, v in cfg.items() if k != "hydra"})
         validate(job_cfg)
+        raw_dir = repo_root() / job_cfg.data.root / "MNIST" / "raw"
+        data_checks[raw_dir] = {str(k): str(v) for k, v in job_cfg.download.sha256.items()}
         jobs.append(
             Job(tuple(job), job_cfg.init.name, job_cfg.seed, run_dir, config_hash(job_cfg), sweep_dir)
         )
@@ -81,6 +102,9 @@ def plan(overrides: Sequence[str], multirun: bool) -> list[Job]:
                 f"run folder {job.run_dir}; sweep only init and seed, or change hydra.sweep.subdir"
             )
         seen[job.run_dir] = job
+    if verify_data:
+        for raw_dir, expected in data_checks.items():
+            check_data(raw_dir, expected)
     return jobs
 
 

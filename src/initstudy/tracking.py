@@ -51,9 +51,15 @@ def check_reachable(uri: str, timeout_s: float = 3.0) -> None:
 
 
 def ensure_experiment(uri: str, name: str, root: Path) -> str:
+    """Create the store (once, in the launching process: concurrent creation races) and the experiment.
+
+    Parallel jobs then only add runs and metrics; MLflow gives every SQLite session a 20 s busy timeout,
+    so a writer that meets another's lock waits instead of failing, and jobs write once per epoch.
+    """
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
+    client.search_experiments(max_results=1)  # creates and migrates a new store
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -78,3 +84,20 @@ def git_state(root: Path) -> dict[str, str]:
         "git_commit": commit or "unknown",
         "git_dirty": "unknown" if status is None else str(bool(status)).lower(),
     }
+
+
+def end_interrupted_runs(client, experiment_id: str, parent_run_id: str, run_name: str) -> int:
+    """Mark as KILLED the child runs of this sweep and name still RUNNING: a killed earlier attempt.
+
+    Called by a job before it starts its own child run, so that the sweep holds one finished run per
+    (init, seed) and no run stays 'running' forever."""
+    stale = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.run_name = '{run_name}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+    )
+    for run in stale:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(stale)

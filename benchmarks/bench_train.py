@@ -1,0 +1,237 @@
+"""``make bench``: what Lightning, Hydra and MLflow cost on top of the arithmetic, measured in one run.
+
+Median seconds per epoch (after one warm-up epoch) of, in one process:
+  (a) a plain PyTorch loop written here (device-resident tensors, index slicing, no logging);
+  (b) the project's own training path exactly as ``python -m initstudy.train`` runs it (runner.train_run on
+      the composed params.yaml, per-epoch test evaluation and MLflow logging on, to a throw-away store);
+  (c) the floor: only the forward and backward matmuls of one epoch at this batch size.
+Then b/a, b/c, peak memory, a breakdown of one run, a no-op ``dvc repro`` and the download stage with files
+present (both in a throw-away copy of the repo on synthetic data). Writes reports/benchmarks.json (not a DVC
+metric: timings are noise-dependent). Absolute times swing on shared machines; compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+os.chdir(REPO)
+
+from initstudy import atomic  # noqa: E402
+from initstudy.config import compose_config  # noqa: E402
+from initstudy.data.datamodule import load_mnist  # noqa: E402
+from initstudy.data.fetch import verified_files  # noqa: E402
+from initstudy.initializers import VarianceScaling  # noqa: E402
+from initstudy.model import MLP  # noqa: E402
+
+BATCH, LR, EPS = 64, 1e-3, 1e-7
+
+
+def mnist_or_synthetic() -> tuple[torch.Tensor, torch.Tensor, str]:
+    cfg = compose_config([])
+    raw = REPO / cfg.data.root / "MNIST" / "raw"
+    expected = {str(k): str(v) for k, v in cfg.download.sha256.items()}
+    if len(verified_files(raw, expected)) == len(expected):
+        x, y = load_mnist(REPO / cfg.data.root, train=True)
+        return x, y, "MNIST (60,000 training images)"
+    generator = torch.Generator().manual_seed(0)
+    return (
+        torch.rand(60_000, 784, generator=generator),
+        torch.randint(0, 10, (60_000,), generator=generator),
+        "synthetic",
+    )
+
+
+def plain_loop(x: torch.Tensor, y: torch.Tensor, epochs: int) -> list[float]:
+    """(a) The reference: what a careful researcher writes by hand."""
+    torch.manual_seed(0)
+    model = MLP([256, 128])
+    VarianceScaling("glorot_uniform", 1.0, "fan_avg", "uniform")(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, eps=EPS)
+    times = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch))
+        for index in order.split(BATCH):
+            loss = F.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def project_path(epochs: int, workdir: Path) -> dict:
+    """(b) runner.train_run, as the CLI calls it, logging to a throw-away SQLite store."""
+    from initstudy import tracking
+    from initstudy.runner import train_run
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    cfg = compose_config(
+        ["init=glorot_uniform", f"trainer.max_epochs={epochs}", f"logger.tracking_uri={uri}"]
+    )
+    tracking.ensure_experiment(uri, cfg.logger.experiment_name, workdir)
+    run_dir = workdir / "run"
+    run_dir.mkdir()
+    train_run(cfg, run_dir)
+    return json.loads((run_dir / "timing.json").read_text())
+
+
+def matmul_floor(repeats: int) -> list[float]:
+    """(c) The forward and backward matmuls of one epoch at batch 64: 3 forward, 3 weight-gradient and 2
+    input-gradient products per step, on preallocated tensors."""
+    sizes = [784, 256, 128, 10]
+    steps = -(-60_000 // BATCH)
+    weights = [torch.randn(o, i) for i, o in itertools.pairwise(sizes)]
+    acts = [torch.randn(BATCH, s) for s in sizes]
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(steps):
+            for layer, weight in enumerate(weights):
+                torch.mm(acts[layer], weight.T)  # forward
+                torch.mm(acts[layer + 1].T, acts[layer])  # weight gradient
+                if layer:
+                    torch.mm(acts[layer + 1], weight)  # gradient w.r.t. the layer's input
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def pipeline_timings() -> dict:
+    """No-op `dvc repro` and the download stage with files present, in a throw-away repo on tiny data."""
+    import yaml
+
+    from conftest import REPO_ITEMS, edit_params, make_synthetic, run
+
+    with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
+        repo = Path(folder) / "study"
+        for item in REPO_ITEMS:
+            source = REPO / item
+            if source.is_dir():
+                shutil.copytree(source, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
+            elif source.exists():
+                (repo / item).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, repo / item)
+        data = make_synthetic()
+        local = data.write(Path(folder) / "local")
+        download = yaml.safe_load((repo / "conf/download/default.yaml").read_text())
+        download.update(sources=["local"], local_dir=str(local), sha256=data.sha256)
+        (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download))
+        edit_params(repo, trainer__max_epochs=1, hydra__sweeper__params={"init": "he_uniform", "seed": "0"})
+        for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):  # fmt: skip
+            run(command, repo)
+        dvc = str(Path(sys.executable).parent / "dvc")
+        run([dvc, "repro"], repo)
+        started = time.perf_counter()
+        noop = run([dvc, "repro"], repo)
+        noop_seconds = time.perf_counter() - started
+        assert "Running stage" not in noop.stdout, noop.stdout
+        started = time.perf_counter()
+        run([sys.executable, "-m", "initstudy.data"], repo)
+        download_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        run(
+            [sys.executable, "-m", "initstudy.train", "trainer.max_epochs=1", "logger=offline", "init=zeros"],
+            repo,
+        )
+        single_run_seconds = time.perf_counter() - started
+        timing = json.loads((repo / "runs/zeros/seed_0/timing.json").read_text())
+    return {"noop_repro_seconds": noop_seconds, "download_present_seconds": download_seconds,
+            "startup_seconds": timing["process_start_to_training_seconds"],
+            "tiny_run_command_seconds": single_run_seconds}  # fmt: skip
+
+
+def median_after_warmup(times: list[float]) -> float:
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is warm-up)")
+    parser.add_argument("--out", type=Path, default=REPO / "reports/benchmarks.json")
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    x, y, data_name = mnist_or_synthetic()
+    print(
+        f"data: {data_name}; torch {torch.__version__}, {threads} threads, {platform.processor() or platform.machine()}"
+    )
+
+    plain = plain_loop(x, y, args.epochs)
+    with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
+        project = project_path(args.epochs, Path(folder))
+    plain_again = plain_loop(x, y, args.epochs)  # bracket (b) to see drift of the machine
+    floor = matmul_floor(args.epochs)
+    torch.set_num_threads(threads)
+
+    a = statistics.median(plain[1:] + plain_again[1:])
+    b = median_after_warmup(project["epoch_seconds"])
+    c = median_after_warmup(floor)
+    epochs_run = len(project["epoch_seconds"])
+    breakdown = {
+        "setup_seconds (data load, model, logger)": project["setup_seconds"],
+        "training_seconds": sum(project["epoch_seconds"])
+        - project["eval_seconds"]
+        - project["logging_seconds"],
+        "evaluation_seconds": project["eval_seconds"],
+        "mlflow_logging_seconds": project["logging_seconds"],
+        "epochs": epochs_run,
+    }
+    pipeline = pipeline_timings()
+    result = {
+        "ratio_train_vs_plain": b / a,
+        "ratio_train_vs_floor": b / c,
+        "ratio_plain_vs_floor": a / c,
+        "seconds_per_epoch": b,
+        "plain_seconds_per_epoch": a,
+        "floor_seconds_per_epoch": c,
+        "peak_rss_mib": project["peak_rss_mib"],
+        "startup_seconds": pipeline["startup_seconds"],
+        "noop_repro_seconds": pipeline["noop_repro_seconds"],
+        "download_present_seconds": pipeline["download_present_seconds"],
+        "breakdown": breakdown,
+        "data": data_name,
+        "batch_size": BATCH,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch_threads": threads,
+            "device": project["device"],
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "raw": {"plain": plain + plain_again, "project": project["epoch_seconds"], "floor": floor},
+    }
+    atomic.write_json(args.out, result)
+    rows = [
+        ("(a) plain PyTorch loop", a, a / c),
+        ("(b) initstudy train path", b, b / c),
+        ("(c) matmul floor", c, 1.0),
+    ]
+    print(f"\n{'':28s}{'s/epoch':>10s}{'x floor':>10s}")
+    for name, seconds, ratio in rows:
+        print(f"{name:28s}{seconds:10.3f}{ratio:10.2f}")
+    print(f"\nb/a = {b / a:.3f}   b/c = {b / c:.2f}   peak RSS {project['peak_rss_mib']:.0f} MiB")
+    print("breakdown of one run: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items() if k != "epochs"))
+    print(f"start-up to first step {pipeline['startup_seconds']:.2f} s; no-op dvc repro {pipeline['noop_repro_seconds']:.2f} s; "
+          f"download stage with files present {pipeline['download_present_seconds']:.2f} s")  # fmt: skip
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
