@@ -50,8 +50,8 @@ class InitStudyModule(pl.LightningModule):
         self.total_steps = 0
         self.eval_seconds = 0.0  # wall time spent in evaluation passes (timing.json)
         self.evaluations: list[Evaluation] = []  # one per evaluation pass, epoch 0 (at init) first
-        self._step_losses = torch.empty(0)
-        self._step_sizes = torch.empty(0)
+        self._chunk_losses: list[torch.Tensor] = []
+        self._step_sizes: list[int] = []
         self._eval_sums = torch.zeros(3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,27 +62,28 @@ class InitStudyModule(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self._step_losses = torch.full((self.steps_per_epoch,), float("nan"), device=self.device)
-        self._step_sizes = torch.zeros(self.steps_per_epoch, device=self.device)
-        self._epoch_step = 0
+        self._chunk_losses: list[torch.Tensor] = []  # one tensor of step losses per chunk, on the device
+        self._step_sizes: list[int] = []
 
     def training_step(self, chunk: list[tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
         optimizer = self.optimizers(use_pl_optimizer=False)
-        first = self._epoch_step
+        losses = []
         for images, labels in chunk:
             loss = F.cross_entropy(self.model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            self._step_losses[self._epoch_step] = loss.detach()
-            self._step_sizes[self._epoch_step] = len(labels)
-            self._epoch_step += 1
+            losses.append(loss.detach())
+        chunk_losses = torch.stack(losses)
+        self._chunk_losses.append(chunk_losses)
+        self._step_sizes.extend(len(labels) for _, labels in chunk)
         self.total_steps += len(chunk)
-        if self.stop_on_divergence and not torch.isfinite(self._step_losses[first : self._epoch_step]).all():
+        # The one host sync per chunk: lets a diverging run stop within steps_per_chunk steps.
+        if self.stop_on_divergence and not bool(torch.isfinite(chunk_losses).all()):
             self._record_divergence()
 
     def _record_divergence(self) -> None:
-        losses = self._step_losses[: self._epoch_step].cpu()
+        losses, _ = self.epoch_step_losses()
         bad = int((~torch.isfinite(losses)).nonzero()[0])
         finite_before = losses[:bad]
         last = float(finite_before[-1]) if len(finite_before) else self._last_finite_loss
@@ -94,9 +95,12 @@ class InitStudyModule(pl.LightningModule):
         self.trainer.should_stop = True
 
     def epoch_step_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, batch size) of every optimizer step of the epoch that just ended, on the host."""
-        n = self._epoch_step
-        return self._step_losses[:n].cpu(), self._step_sizes[:n].cpu()
+        """(loss, batch size) of every optimizer step of the current epoch so far, on the host."""
+        if not self._chunk_losses:
+            return torch.empty(0), torch.empty(0)
+        return torch.cat(self._chunk_losses).float().cpu(), torch.tensor(
+            self._step_sizes, dtype=torch.float32
+        )
 
     def on_train_epoch_end(self) -> None:
         losses, _ = self.epoch_step_losses()
