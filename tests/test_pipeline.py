@@ -86,8 +86,8 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
 
 def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path):
     repo = study_repo
-    repro = run(dvc("repro"), repo)
-    for stage in ("download", "train", "report"):
+    repro = run(dvc("repro", "report"), repo)  # the default study; the depth stages are tested apart
+    for stage in ("download", "train", "diagnose", "report"):
         assert f"Running stage '{stage}'" in repro.stdout
     for name in (
         "metrics.json",
@@ -108,8 +108,9 @@ def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path)
     summary = pd.read_csv(repo / "reports/summary.csv")
     assert summary.acc_mean.round(6).tolist() == [round(metrics[i]["test_acc_mean"], 6) for i in summary.init]
 
+    assert "## Signal propagation at initialization" in (repo / "reports/report.md").read_text()
     # Nothing changed: nothing runs.
-    assert "Running stage" not in run(dvc("repro"), repo).stdout
+    assert "Running stage" not in run(dvc("repro", "report"), repo).stdout
 
     # One hyperparameter edited: params diff names exactly it, and train + report re-run.
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
@@ -118,7 +119,7 @@ def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path)
     diff = run(dvc("params", "diff", "--md"), repo).stdout
     changed = [line for line in diff.splitlines() if line.startswith("| params.yaml")]
     assert len(changed) == 1 and "optimizer.lr" in changed[0] and "0.002" in changed[0], diff
-    rerun = run(dvc("repro"), repo).stdout
+    rerun = run(dvc("repro", "report"), repo).stdout
     assert "Running stage 'train'" in rerun and "Running stage 'report'" in rerun
     assert "Running stage 'download'" not in rerun
     assert (

@@ -89,7 +89,7 @@ def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = Fa
 
 TOP_LEVEL_KEYS = {"seed", "init", "model", "optimizer", "data", "trainer", "logger", "download", "hydra"}
 SECTION_KEYS = {
-    "model": {"_target_", "input_size", "num_classes", "hidden_sizes", "activation"},
+    "model": {"_target_", "input_size", "num_classes", "hidden_sizes", "activation", "depth", "width"},
     "data": {"root", "batch_size", "train_size", "val_fraction", "eval_batch_size"},
     "trainer": {
         "max_epochs",
@@ -156,6 +156,17 @@ def validate(cfg: DictConfig) -> None:
         _fail("init.name", cfg.init.get("name"), f"must be one of {', '.join(group_options('init'))}")
 
     hidden = cfg.model.hidden_sizes
+    depth, width = cfg.model.get("depth"), cfg.model.get("width")
+    if hidden is None and (depth is not None or width is not None):
+        for key, value in (("model.depth", depth), ("model.width", width)):
+            if not _is_int(value) or value <= 0:
+                _fail(key, value, "must be a positive integer when model.hidden_sizes is null")
+        hidden = ListConfig([width] * depth)
+    elif depth is not None or width is not None:
+        raise ConfigError(
+            f"model.hidden_sizes={OmegaConf.to_container(hidden)} and model.depth={depth}/model.width={width} "
+            "both given; set model.hidden_sizes=null to use depth and width"
+        )
     if not isinstance(hidden, ListConfig) or len(hidden) == 0:
         _fail(
             "model.hidden_sizes",

@@ -31,10 +31,13 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
 class Initializer(ABC):
     """Initializes every ``nn.Linear`` of a model in place (applied through ``model.apply``)."""
 
+    #: Data-dependent initializers (LSUV) need a batch of training inputs.
+    needs_data = False
+
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __call__(self, model: nn.Module) -> nn.Module:
+    def __call__(self, model: nn.Module, batch: torch.Tensor | None = None) -> nn.Module:
         model.apply(self._apply_to_module)
         return model
 
@@ -167,3 +170,51 @@ class TorchDefault(Initializer):
     def expected_weight_std(self, weight: torch.Tensor) -> float:
         fan_in, _ = fans(weight)
         return 1.0 / math.sqrt(3.0 * fan_in)
+
+
+class LSUV(Orthogonal):
+    """Layer-sequential unit-variance init (Mishkin & Matas, 2016): an orthonormal start, then, layer by layer
+    from the input, the weights are rescaled until the layer's output (pre-activation) variance on a batch of
+    training data is 1 within ``tolerance``, at most ``max_iterations`` times per layer. Biases stay zero."""
+
+    needs_data = True
+
+    def __init__(
+        self,
+        name: str,
+        gain: float = 1.0,
+        tolerance: float = 0.05,
+        max_iterations: int = 10,
+        batch_size: int = 512,
+    ) -> None:
+        super().__init__(name, gain)
+        if not 0 < tolerance < 1:
+            raise ValueError(f"init.tolerance must be in (0, 1), got {tolerance}")
+        if max_iterations < 1 or batch_size < 2:
+            raise ValueError("init.max_iterations must be >= 1 and init.batch_size >= 2")
+        self.tolerance, self.max_iterations, self.batch_size = tolerance, max_iterations, batch_size
+        self.achieved: list[float] = []  # output variance reached per layer (for diagnostics and tests)
+
+    def __call__(self, model: nn.Module, batch: torch.Tensor | None = None) -> nn.Module:
+        """Walk the layers in order, feeding each the (final) output of the ones before it: one pass."""
+        if batch is None:
+            raise ValueError("LSUV needs a batch of training inputs")
+        super().__call__(model)
+        self.achieved = []
+        blocks = [(block[0], block[1]) for block in model.hidden] + [(model.head, nn.Identity())]
+        x = batch
+        with torch.no_grad():
+            for layer, activation in blocks:
+                z = layer(x)
+                for _ in range(self.max_iterations):
+                    variance = float(z.var())
+                    if abs(variance - 1.0) < self.tolerance or variance == 0.0:
+                        break
+                    layer.weight.div_(math.sqrt(variance))
+                    z = layer(x)
+                self.achieved.append(float(z.var()))
+                x = activation(z)
+        return model
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float | None:
+        return None  # data-dependent: no closed form

@@ -19,6 +19,20 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+def resolve_hidden_sizes(
+    hidden_sizes: Sequence[int] | None, depth: int | None, width: int | None
+) -> list[int]:
+    """An explicit list, or ``depth`` hidden layers of ``width`` units (for depth sweeps): exactly one of them."""
+    if hidden_sizes is not None and depth is None and width is None:
+        return list(hidden_sizes)
+    if hidden_sizes is None and depth is not None and width is not None:
+        return [width] * depth
+    raise ValueError(
+        "give either model.hidden_sizes (a list) or model.depth and model.width, not both, "
+        f"got hidden_sizes={hidden_sizes}, depth={depth}, width={width}"
+    )
+
+
 class MLP(nn.Module):
     """``input -> [Linear -> activation] * len(hidden_sizes) -> Linear -> logits``.
 
@@ -28,12 +42,15 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        hidden_sizes: Sequence[int],
+        hidden_sizes: Sequence[int] | None = None,
         activation: str = "relu",
         input_size: int = 784,
         num_classes: int = 10,
+        depth: int | None = None,
+        width: int | None = None,
     ) -> None:
         super().__init__()
+        hidden_sizes = resolve_hidden_sizes(hidden_sizes, depth, width)
         if activation not in ACTIVATIONS:
             raise ValueError(f"model.activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
         sizes = [input_size, *hidden_sizes]

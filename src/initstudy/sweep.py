@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from initstudy import atomic
 from initstudy.config import ConfigError, compose_config, config_hash, repo_root, validate
 from initstudy.data.integrity import sha256_file
+from initstudy.model import resolve_hidden_sizes
 
 MANIFEST_NAME = "manifest.csv"
 
@@ -33,6 +34,12 @@ class Job:
     run_dir: Path
     config_hash: str
     sweep_dir: Path | None  # None for a single run
+    activation: str = "relu"
+    hidden_sizes: tuple[int, ...] = ()
+
+    @property
+    def depth(self) -> int:
+        return len(self.hidden_sizes)
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -92,8 +99,10 @@ def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> 
         raw_dir = repo_root() / job_cfg.data.root / "MNIST" / "raw"
         data_checks[raw_dir] = {str(k): str(v) for k, v in job_cfg.download.sha256.items()}
         jobs.append(
-            Job(tuple(job), job_cfg.init.name, job_cfg.seed, run_dir, config_hash(job_cfg), sweep_dir)
-        )
+            Job(tuple(job), job_cfg.init.name, job_cfg.seed, run_dir, config_hash(job_cfg), sweep_dir,
+                job_cfg.model.activation, tuple(resolve_hidden_sizes(
+                    job_cfg.model.hidden_sizes, job_cfg.model.get("depth"), job_cfg.model.get("width"))))
+        )  # fmt: skip
     seen: dict[Path, Job] = {}
     for job in jobs:
         if job.run_dir in seen:
@@ -115,6 +124,9 @@ def write_manifest(jobs: Sequence[Job], sweep_dir: Path) -> Path:
             "seed": [job.seed for job in jobs],
             "run_dir": [job.run_dir.relative_to(sweep_dir).as_posix() for job in jobs],
             "config_hash": [job.config_hash for job in jobs],
+            "activation": [job.activation for job in jobs],
+            "depth": [job.depth for job in jobs],
+            "hidden_sizes": ["-".join(map(str, job.hidden_sizes)) for job in jobs],
             "overrides": [" ".join(job.overrides) for job in jobs],
         }
     )

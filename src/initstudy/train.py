@@ -30,6 +30,15 @@ from initstudy.runner import train_run
 from initstudy.sweep import Job, plan, write_manifest
 
 log = logging.getLogger("initstudy.train")
+SWEEP_SIZE_ENV = "INITSTUDY_SWEEP_SIZE"
+LOG_LEVEL_ENV = "INITSTUDY_LOG_LEVEL"
+
+
+def apply_log_level() -> None:
+    """$INITSTUDY_LOG_LEVEL (DEBUG, INFO, WARNING, ...) for the study's own loggers; INFO by default.
+    Hydra's own: hydra.job_logging.root.level=WARNING, or hydra/job_logging=disabled."""
+    level = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
+    logging.getLogger("initstudy").setLevel(getattr(logging, level, logging.INFO))
 
 
 @hydra.main(config_path=str(repo_root()), config_name="params", version_base="1.3")
@@ -37,7 +46,10 @@ def hydra_job(cfg: DictConfig) -> float | None:
     """One Hydra job: train into Hydra's output folder. Returns test accuracy (for sweepers that optimise)."""
     hydra_cfg = HydraConfig.get()
     job_index = hydra_cfg.job.num if hydra_cfg.job.get("num") is not None else 0
-    metrics = train_run(cfg, Path(hydra_cfg.runtime.output_dir), job_index=job_index)
+    apply_log_level()
+    size = os.environ.get(SWEEP_SIZE_ENV)
+    position = f"run {job_index + 1}/{size} " if size else ""
+    metrics = train_run(cfg, Path(hydra_cfg.runtime.output_dir), job_index=job_index, position=position)
     return metrics.get("test/acc")
 
 
@@ -108,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sweep_dir = jobs[0].sweep_dir
             if sweep_dir is not None:
                 write_manifest(jobs, sweep_dir)
+                os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
                 log.info("sweep of %d runs -> %s", len(jobs), sweep_dir)
             sys.argv = [sys.argv[0], *argv]
             hydra_job()

@@ -7,6 +7,7 @@ or ``download.sources=[local]``) and leaves the four verified IDX files in ``<da
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def build_sources(cfg: DictConfig, root: Path) -> list:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("INITSTUDY_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO), format="%(levelname)s %(name)s: %(message)s"
+    )
     overrides = sys.argv[1:] if argv is None else argv
     try:
         cfg = compose_config(overrides)

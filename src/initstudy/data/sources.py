@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from initstudy.data.idx import pixels_to_uint8, to_idx_bytes
 from initstudy.data.integrity import VerificationError, sha256_file
@@ -44,6 +45,17 @@ def _maybe_gunzip(data: bytes, what: str) -> bytes:
         raise SourceError(f"{what} is not a readable gzip file: {error}") from None
 
 
+def _read_with_progress(response, label: str) -> bytes:
+    """The response body; with a progress bar when a person watches (stderr is a terminal)."""
+    total = int(response.headers.get("Content-Length") or 0) or None
+    chunks = []
+    with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not sys.stderr.isatty()) as bar:
+        while chunk := response.read(1 << 16):
+            chunks.append(chunk)
+            bar.update(len(chunk))
+    return b"".join(chunks)
+
+
 @dataclass
 class MirrorSource:
     """HTTP mirrors serving ``<name>.gz`` (torchvision's list when ``urls`` is empty)."""
@@ -63,7 +75,7 @@ class MirrorSource:
                 url = f"{base.rstrip('/')}/{file_name}.gz"
                 try:
                     with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-                        served[file_name] = _maybe_gunzip(response.read(), url)
+                        served[file_name] = _maybe_gunzip(_read_with_progress(response, file_name), url)
                     log.info("fetched %s", url)
                     break
                 except (urllib.error.URLError, OSError, SourceError) as error:

@@ -7,7 +7,9 @@ metrics.json (DVC metrics), summary.csv, comparisons.csv, curves.csv (DVC plots)
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pandas as pd
 
 from initstudy import atomic
 from initstudy.report import figures
+from initstudy.report.depth import is_depth_sweep, write_depth_report
 from initstudy.report.load import RunFileError, load_sweep
 from initstudy.report.markdown import render
 from initstudy.report.stats import compare, summarize
@@ -45,8 +48,25 @@ def curves(history: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["initializer", "seed", "metric", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def write_report(runs_dir: Path, out_dir: Path) -> dict:
+def diagnostics_section(diagnostics_dir: Path | None, out_dir: Path) -> list[str]:
+    """The step-0 signal-propagation findings (written by the diagnose stage), figures linked relative to out."""
+    if diagnostics_dir is None or not (diagnostics_dir / "statements.json").is_file():
+        return []
+    found = json.loads((diagnostics_dir / "statements.json").read_text())
+    lines = ["## Signal propagation at initialization", "",
+             "Measured at step 0 on the first 1,000 training images (mean over seeds), against the variance "
+             "argument behind each initializer (dotted lines in the figures; `python -m initstudy.diagnose`, table: "
+             f"`{os.path.relpath(diagnostics_dir / 'diagnostics.csv', out_dir)}`).", ""]  # fmt: skip
+    lines += [f"- {statement}" for statement in found["statements"]] + [""]
+    for caption, name in found["figures"].items():
+        lines += [f"![{caption}]({os.path.relpath(diagnostics_dir / name, out_dir)})", ""]
+    return lines
+
+
+def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = None) -> dict:
     sweep = load_sweep(runs_dir)
+    if is_depth_sweep(sweep.runs):
+        return write_depth_report(sweep.runs, sweep.config, out_dir, diagnostics_dir)
     summary = summarize(sweep.runs, sweep.history)
     comparisons = compare(sweep.runs)
     split = "val" if (sweep.config.get("data", {}).get("val_fraction") or 0) > 0 else "test"
@@ -81,6 +101,7 @@ def write_report(runs_dir: Path, out_dir: Path) -> dict:
         summary,
         comparisons,
         {caption: f"figures/{name}" for caption, name in made.items()},
+        extra=diagnostics_section(diagnostics_dir, out_dir),
     )
     atomic.write_text(out_dir / "report.md", report)
     return {row.init: row.acc_mean for row in summary.itertuples(index=False)}
@@ -90,9 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m initstudy.report", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="sweep folder holding manifest.csv")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
+    parser.add_argument("--diagnostics", type=Path, default=None, help="output folder of the diagnose stage")
     args = parser.parse_args(argv)
     try:
-        means = write_report(args.runs, args.out)
+        means = write_report(args.runs, args.out, args.diagnostics)
     except (RunFileError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

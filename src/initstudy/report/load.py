@@ -70,6 +70,9 @@ def load_sweep(sweep_dir: Path) -> SweepRuns:
             "run_dir": str(run_dir),
             "status": status,
         }
+        for column in ("activation", "depth", "hidden_sizes"):  # architecture, for depth sweeps
+            if column in manifest.columns:
+                row[column] = getattr(entry, column)
         if status == "complete":
             metrics = _read_json(run_dir / "metrics.json")
             if "test/acc" not in metrics:

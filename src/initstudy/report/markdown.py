@@ -179,6 +179,7 @@ def render(
     summary: pd.DataFrame,
     comparisons: pd.DataFrame,
     figures: dict[str, str],
+    extra: list[str] | None = None,
 ) -> str:
     failed = runs[runs.status != "complete"]
     lines = [
@@ -207,6 +208,7 @@ def render(
         "Welch's t-test on final test accuracy across seeds, p-values adjusted for the number of pairs with "
         "Benjamini-Hochberg. Pairs where both initializers give the same value in every seed have no spread to test.",
         "",
+        *(extra or []),
         "## Figures",
         "",
         *[f"![{caption}]({path})\n\n{caption}.\n" for caption, path in figures.items()],

@@ -1,0 +1,214 @@
+"""The depth report: final accuracy and convergence against depth, per activation and initializer, with the
+step-0 diagnostics of the same networks beside them (so the failure is visible before training starts)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from initstudy import atomic
+from initstudy.report.figures import DPI, palette
+from initstudy.report.markdown import _fmt, _table
+
+FAILS_BELOW = 0.5  # final test accuracy under this (or diverged, or no complete run): "fails to train"
+
+
+def is_depth_sweep(runs: pd.DataFrame) -> bool:
+    return {"activation", "depth"} <= set(runs.columns) and (
+        runs.activation.nunique() > 1 or runs.depth.nunique() > 1
+    )
+
+
+def summarize_depth(runs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (activation, depth, init), group in runs.groupby(["activation", "depth", "init"], sort=False):
+        done = group[group.status == "complete"]
+        acc = done["test/acc"].astype(float)
+        diverged = done.get("diverged", pd.Series(dtype=bool)).fillna(False).astype(bool)
+        reached = done["steps_to_95"].dropna() if "steps_to_95" in done else pd.Series(dtype=float)
+        failed = int(
+            (acc < FAILS_BELOW).sum()
+            + diverged[acc >= FAILS_BELOW].sum()
+            + (group.status != "complete").sum()
+        )
+        rows.append({
+            "activation": activation, "depth": int(depth), "init": init, "n_runs": len(group),
+            "acc_mean": acc.mean(), "acc_std": acc.std(ddof=1) if len(acc) > 1 else math.nan, "acc_min": acc.min(),
+            "n_diverged": int(diverged.sum()), "n_failed_to_train": failed,
+            "steps_to_95_median": reached.median() if len(reached) else math.nan, "reached_95": len(reached),
+        })  # fmt: skip
+    return (
+        pd.DataFrame(rows).sort_values(["activation", "init", "depth"], kind="stable").reset_index(drop=True)
+    )
+
+
+def diagnostics_beside(summary: pd.DataFrame, diagnostics: pd.DataFrame | None) -> pd.DataFrame:
+    """Step-0 signal of the same networks: activation std ratio last/first hidden layer, gradient std ratio
+    first/last hidden layer, and the worst share of dead (ReLU) or saturated (tanh) units."""
+    if diagnostics is None or diagnostics.empty:
+        return summary
+    out = summary.copy()
+    for column in ("act_std_last_over_first", "grad_std_first_over_last", "dead_or_saturated_max"):
+        out[column] = math.nan
+    for index, row in out.iterrows():
+        net = diagnostics[(diagnostics.init == row.init) & (diagnostics.activation == row.activation)
+                          & (diagnostics.depth == row.depth)]  # fmt: skip
+        hidden = net[net.layer <= row.depth]
+        acts = hidden[hidden.statistic == "act_std"].sort_values("layer")["mean"].to_numpy()
+        grads = hidden[hidden.statistic == "grad_act_std"].sort_values("layer")["mean"].to_numpy()
+        dead = hidden[hidden.statistic == "dead_or_saturated"]["mean"]
+        if len(acts) > 1 and acts[0] > 0:
+            out.loc[index, "act_std_last_over_first"] = acts[-1] / acts[0]
+        if len(grads) > 1 and grads[-1] > 0:
+            out.loc[index, "grad_std_first_over_last"] = grads[0] / grads[-1]
+        if dead.notna().any():
+            out.loc[index, "dead_or_saturated_max"] = dead.max()
+    return out
+
+
+def accuracy_figure(summary: pd.DataFrame, path: Path) -> None:
+    activations = list(dict.fromkeys(summary.activation))
+    colours = palette(list(dict.fromkeys(summary.init)))
+    fig, axes = plt.subplots(
+        1, len(activations), figsize=(5.5 * len(activations), 4), squeeze=False, sharey=True
+    )
+    for ax, activation in zip(axes[0], activations, strict=True):
+        for init, rows in summary[summary.activation == activation].groupby("init", sort=False):
+            ax.errorbar(rows.depth, rows.acc_mean, yerr=rows.acc_std.fillna(0), marker="o", ms=4, capsize=2,
+                        color=colours[init], label=init)  # fmt: skip
+        ax.axhline(FAILS_BELOW, color="grey", ls=":", lw=1)
+        ax.set(xscale="log", xlabel="hidden layers (log)", ylabel="final test accuracy", title=activation)
+        ax.set_xticks(sorted(summary.depth.unique()), [str(d) for d in sorted(summary.depth.unique())])
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        "Final test accuracy against depth (mean ± std over seeds; dotted: fails-to-train line)", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def heatmap_figure(summary: pd.DataFrame, column: str, title: str, path: Path, fmt: str) -> None:
+    activations = list(dict.fromkeys(summary.activation))
+    fig, axes = plt.subplots(1, len(activations), figsize=(5.5 * len(activations), 3.6), squeeze=False)
+    for ax, activation in zip(axes[0], activations, strict=True):
+        table = summary[summary.activation == activation].pivot(index="init", columns="depth", values=column)
+        table = table.reindex(list(dict.fromkeys(summary.init)))
+        image = ax.imshow(table.to_numpy(dtype=float), aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
+        ax.set_yticks(range(len(table.index)), table.index)
+        for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
+            ax.text(j, i, "–" if math.isnan(value) else format(value, fmt), ha="center", va="center", fontsize=7,
+                    color="white")  # fmt: skip
+        ax.set(xlabel="hidden layers", title=activation)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def statements(summary: pd.DataFrame) -> list[str]:
+    """Per activation: which initializers stop training first as depth grows, with the step-0 signal."""
+    out = []
+    for activation, group in summary.groupby("activation", sort=False):
+        first_failure = []
+        for init, rows in group.groupby("init", sort=False):
+            rows = rows.sort_values("depth")
+            failing = rows[rows.n_failed_to_train > 0]
+            if failing.empty:
+                deepest = rows.iloc[-1]
+                first_failure.append((math.inf, f"`{init}` trains at every depth (at {deepest.depth} layers: "
+                                                f"accuracy {deepest.acc_mean:.3f})"))  # fmt: skip
+                continue
+            row = failing.iloc[0]
+            signal = ""
+            if "act_std_last_over_first" in row and not math.isnan(row.act_std_last_over_first):
+                signal = (f"; at step 0 its activation std changes by x{row.act_std_last_over_first:.2g} from the "
+                          f"first to the last hidden layer and its gradient std by x{row.grad_std_first_over_last:.2g} "
+                          f"from the last to the first")  # fmt: skip
+            first_failure.append((row.depth, f"`{init}` first fails at {row.depth} layers ({row.n_failed_to_train}/"
+                                             f"{row.n_runs} runs below {FAILS_BELOW:.0%} or diverged, mean accuracy "
+                                             f"{row.acc_mean:.3f}){signal}"))  # fmt: skip
+        first_failure.sort(key=lambda item: item[0])
+        out.append(f"**{activation}**, in the order in which initializers stop training as depth grows: "
+                   + "; ".join(text for _, text in first_failure) + ".")  # fmt: skip
+    return out
+
+
+def write_depth_report(runs: pd.DataFrame, config: dict, out_dir: Path, diagnostics_dir: Path | None) -> dict:
+    summary = summarize_depth(runs)
+    diagnostics = None
+    if diagnostics_dir is not None and (diagnostics_dir / "diagnostics.csv").is_file():
+        diagnostics = pd.read_csv(diagnostics_dir / "diagnostics.csv")
+    summary = diagnostics_beside(summary, diagnostics)
+    figure_dir = out_dir / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    accuracy_figure(summary, figure_dir / "accuracy_vs_depth.png")
+    heatmap_figure(
+        summary, "acc_mean", "Mean final test accuracy", figure_dir / "accuracy_heatmap.png", ".2f"
+    )
+    heatmap_figure(summary, "steps_to_95_median", "Median optimizer steps to 95% test accuracy (– = never)",
+                   figure_dir / "steps_to_95_heatmap.png", ".0f")  # fmt: skip
+    atomic.write_text(out_dir / "summary.csv", summary.to_csv(index=False))
+    metrics = {f"{r.activation}.depth_{r.depth}.{r.init}": {"test_acc_mean": r.acc_mean, "failed_to_train": r.n_failed_to_train}
+               for r in summary.itertuples(index=False)}  # fmt: skip
+    atomic.write_json(out_dir / "metrics.json", metrics)
+
+    data, trainer, model = (config.get(k, {}) for k in ("data", "trainer", "model"))
+    lines = [
+        "# Depth, activation and initialization: report",
+        "",
+        "Generated by `python -m initstudy.report --runs runs_depth --out reports/depth` (DVC stage `report_depth`).",
+        "",
+        "## Setup",
+        "",
+        f"- Networks: 784 -> depth x {model.get('width')} -> 10, depths {sorted(summary.depth.unique())}, "
+        f"activations {list(dict.fromkeys(summary.activation))}; initializers {list(dict.fromkeys(summary.init))}; "
+        f"seeds {sorted(runs.seed.unique())}.",
+        f"- Reduced to fit a 2-core CPU: {data.get('train_size') or 'all 60,000'} training images, "
+        f"{trainer.get('max_epochs')} epochs, batch {data.get('batch_size')}; Adam as in the main study. Accuracies are "
+        "therefore lower than the main study's; the comparison across depth is the point.",
+        f"- A run *fails to train* when its final test accuracy is below {FAILS_BELOW:.0%} or it diverged.",
+        "",
+        "## Which initializers stop training first",
+        "",
+        *[f"- {s}" for s in statements(summary)],
+        "",
+        "![Final test accuracy against depth](figures/accuracy_vs_depth.png)",
+        "",
+        "![Mean final test accuracy](figures/accuracy_heatmap.png)",
+        "",
+        "![Steps to 95%](figures/steps_to_95_heatmap.png)",
+        "",
+        "## Results beside the step-0 diagnostics",
+        "",
+        "`act last/first`: activation std in the last hidden layer over the first; `grad first/last`: std of the "
+        "back-propagated gradient in the first hidden layer over the last (both at step 0, mean over seeds); "
+        "`dead/sat.`: the worst layer's share of dead ReLU units or saturated tanh outputs.",
+        "",
+    ]
+    columns = {"activation": "activation", "depth": "depth", "init": "init", "acc_mean": "acc mean",
+               "acc_std": "acc std", "n_failed_to_train": "fails", "n_diverged": "diverged",
+               "steps_to_95_median": "steps to 95%", "act_std_last_over_first": "act last/first",
+               "grad_std_first_over_last": "grad first/last", "dead_or_saturated_max": "dead/sat."}  # fmt: skip
+    shown = summary[[c for c in columns if c in summary.columns]].rename(columns=columns)
+    lines.append(_table(shown.map(lambda v: _fmt(v, 3) if isinstance(v, float) else v)))
+    if diagnostics_dir is not None and (diagnostics_dir / "statements.json").is_file():
+        import json
+
+        figures = json.loads((diagnostics_dir / "statements.json").read_text())["figures"]
+        lines += ["", "## Signal at step 0 (deepest networks)", ""]
+        for caption, name in figures.items():
+            lines += [f"![{caption}]({os.path.relpath(diagnostics_dir / name, out_dir)})", ""]
+    atomic.write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    return {f"{r.activation}/{r.depth}/{r.init}": r.acc_mean for r in summary.itertuples(index=False)}

@@ -1,0 +1,287 @@
+"""The MLflow UI, in a real browser: a tiny real sweep, a real `mlflow server` over its store, headless Chromium.
+
+What a user sees must be what the store holds: every (initializer, seed) child run under the sweep's parent run
+on the experiment page, with its test accuracy, and the same `test/acc` values in the run-comparison view.
+
+Needs Debian's Chromium at /usr/bin/chromium and the `playwright` package (no browser download: Playwright
+drives the system Chromium). Skipped without them, except on CI (CI=true), where it fails instead.
+Screenshots go to the test's tmp_path; with INITSTUDY_UI_SCREENSHOT=/some/file.png the comparison view is
+also saved there, downscaled for the README (how docs/mlflow-compare.png was made).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import python_module, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+SWEEP = [(init, seed) for init in ("zeros", "he_uniform") for seed in (0, 1)]
+SERVER_START_S = 60  # `mlflow server` answers /health after ~10 s
+UI_TIMEOUT_MS = 20_000  # any one element of the UI
+VIEWPORT = {"width": 1400, "height": 900}
+README_WIDTH = 1000  # pixels of the README's screenshot
+
+
+def require_browser():
+    """The Playwright module, or a skip (a failure on CI) naming what is missing."""
+    problems = []
+    if not CHROMIUM.is_file():
+        problems.append(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        sync_api = None
+        problems.append("the playwright package is missing (pip install -e '.[dev]')")
+    if problems:
+        message = "browser test: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " -- CI must run this test")
+        pytest.skip(message)
+    return sync_api
+
+
+def js_number(value: float) -> str:
+    """``String(value)`` in JavaScript, for the values an accuracy takes: the experiment table shows this."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def js_format_metric(value: float) -> str:
+    """MLflow's ``Utils.formatMetric`` (what the comparison view shows): 3 decimals below 10, and so on."""
+    if value == 0:
+        return "0"
+    if math.isnan(value):
+        return "NaN"
+    if abs(value) < 1e-3:
+        mantissa, exponent = f"{value:.3e}".split("e")
+        return f"{mantissa}e{int(exponent):+d}"  # JS: 1.234e-4
+    digits = 3 if abs(value) < 10 else 2 if abs(value) < 100 else 1
+    return js_number(math.floor(value * 10**digits + 0.5) / 10**digits)  # Math.round: half up
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_mlflow_server(repo: Path, log_path: Path, request: pytest.FixtureRequest) -> str:
+    """`mlflow server` over repo/mlflow.db on a free local port; stopped (its whole process group) at teardown."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    mlflow = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = log_path.open("w")
+    # Its own process group: the server starts uvicorn and a job runner, which must go with it.
+    server = subprocess.Popen(
+        cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+    def stop():
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=10)
+        # Children that outlived the leader are still in its group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+    request.addfinalizer(stop)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited {server.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return url
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"mlflow server gave no /health in {SERVER_START_S} s:\n{log_path.read_text()[-3000:]}")
+
+
+def close_assistant(page) -> None:
+    """Close the "MLflow Assistant" side panel if it opens (MLflow 3 opens it on a fresh profile)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    close = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
+    try:
+        close.wait_for(state="visible", timeout=3000)
+    except PlaywrightTimeout:  # no panel
+        return
+    close.click()
+    close.wait_for(state="hidden")
+
+
+def compare_view_row(page, metric: str, n_runs: int) -> list[str]:
+    """The texts of ``metric``'s row in the comparison view's Metrics table, left to right.
+
+    The table is two virtualized grids (names, values) that render only the rows in view: scroll the values
+    grid down until the metric's row is there."""
+    section = page.locator(".du-bois-light-collapse-item").filter(
+        has=page.get_by_role("switch", name="Metrics - Show diff only")
+    )
+    section.scroll_into_view_if_needed()
+    read_row = """([section, name]) => {
+        const [names, values] = section.querySelectorAll('[role=grid]');
+        if (!names || !values) return null;
+        const link = [...names.querySelectorAll('a')].find(a => a.textContent.trim() === name);
+        if (!link) { values.scrollTop += 90; return null; }
+        const top = link.parentElement.style.top;
+        return [...values.querySelectorAll('[role=rowgroup] > div')]
+            .filter(cell => cell.style.top === top)
+            .sort((a, b) => parseFloat(a.style.left) - parseFloat(b.style.left))
+            .map(cell => cell.innerText.trim());
+    }"""
+    cells = None
+    for _ in range(50):
+        cells = page.evaluate(read_row, [section.element_handle(), metric])
+        if cells is not None and len(cells) == n_runs:
+            return cells
+        page.wait_for_timeout(200)
+    raise AssertionError(
+        f"no row of {n_runs} values for {metric!r} in the comparison view (last read: {cells})"
+    )
+
+
+def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
+    synthetic_data_repo: Path, tmp_path: Path, request: pytest.FixtureRequest
+):
+    sync_api = require_browser()
+    repo = synthetic_data_repo
+    run(python_module("initstudy.train", "--multirun"), repo, timeout=300)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("initstudy")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    names = [f"{init}/seed_{seed}" for init, seed in SWEEP]
+    assert len(parents) == 1 and sorted(children) == sorted(names)
+    parent = parents[0]
+    accuracy = {name: children[name].data.metrics["test/acc"] for name in names}
+
+    base = start_mlflow_server(repo, tmp_path / "mlflow-server.log", request)
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000
+        )
+        context = browser.new_context(viewport=VIEWPORT)  # a fresh, temporary profile
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        expect.set_options(timeout=UI_TIMEOUT_MS)
+        # Hermetic: the page may load from the local server only.
+        context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base) else r.abort())
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        # Experiment page, "Model training" runs table (MLflow 3 opens new experiments on the GenAI overview).
+        page.goto(
+            f"{base}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning",
+            wait_until="domcontentloaded",
+        )
+        name_cells = page.locator('[role=gridcell][col-id="attributes.`Run Name`"]')
+        parent_cell = name_cells.filter(has_text=parent.info.run_name)
+        expect(parent_cell).to_have_count(1)
+        close_assistant(page)  # its side panel narrows the table: the metric column would be off-screen
+        # Show the test/acc column (the table starts with attributes only).
+        page.get_by_role("button", name="Columns", exact=True).click()
+        page.get_by_placeholder("Search columns").fill("test/acc")
+        page.locator(".du-bois-light-tree-treenode").filter(
+            has=page.locator(".du-bois-light-tree-title", has_text="test/acc").filter(has_not_text="final/")
+        ).locator(".du-bois-light-tree-checkbox").click()
+        page.keyboard.press("Escape")
+        # The children are nested under the sweep's parent run: expand it.
+        for name in names:
+            expect(page.get_by_role("link", name=name, exact=True)).to_have_count(0)
+        parent_cell.get_by_role("button").click()
+        for name in names:
+            run_id = children[name].info.run_id
+            row = page.locator(f'[role=row][row-id="{run_id}"]')
+            expect(row.get_by_role("link", name=name, exact=True)).to_be_visible()
+            expect(row.locator('[col-id="metrics.`test/acc`"]')).to_have_text(js_number(accuracy[name]))
+        page.screenshot(path=tmp_path / "experiment.png")
+
+        # Comparison view of the 4 child runs.
+        ids = [children[name].info.run_id for name in names]
+        query = urllib.parse.urlencode(
+            {"runs": json.dumps(ids), "experiments": json.dumps([experiment.experiment_id])}
+        )
+        page.goto(f"{base}/#/compare-runs?{query}", wait_until="domcontentloaded")
+        expect(page.get_by_text(f"Comparing {len(ids)} Runs from 1 Experiment")).to_be_visible()
+        close_assistant(page)
+        run_id_row = page.locator("tr").filter(has=page.locator("th", has_text="Run ID:")).locator("td")
+        expect(run_id_row).to_have_count(len(ids))
+        column_ids = [text.strip() for text in run_id_row.all_inner_texts()]
+        assert sorted(column_ids) == sorted(ids)
+        run_name_row = page.locator("tr").filter(has=page.locator("th", has_text="Run Name:")).locator("td")
+        id_to_name = {children[name].info.run_id: name for name in names}
+        expect(run_name_row).to_have_text([id_to_name[run_id] for run_id in column_ids])
+        # The parallel-coordinates plot: initializer against test accuracy (for the screenshot).
+        page.get_by_role("button", name="Clear All").click()
+        selects = page.locator(".du-bois-light-select")
+        for select, choice in ((selects.nth(0), "init.name"), (selects.nth(1), "test/acc")):
+            select.click()
+            page.keyboard.type(choice)
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+        expect(page.locator(".js-plotly-plot")).to_contain_text("test/acc")
+        page.screenshot(path=tmp_path / "compare.png")
+
+        shown = compare_view_row(page, "test/acc", len(ids))
+        expected = [
+            js_format_metric(children[id_to_name[run_id]].data.metrics["test/acc"]) for run_id in column_ids
+        ]
+        assert shown == expected, f"comparison view shows test/acc {shown}, MLflow holds {expected}"
+        page.locator(".du-bois-light-collapse-item").filter(
+            has=page.get_by_role("switch", name="Metrics - Show diff only")
+        ).screenshot(path=tmp_path / "compare-metrics.png")
+        assert not errors, f"JavaScript errors in the UI: {errors}"
+        context.close()
+
+    if destination := os.environ.get("INITSTUDY_UI_SCREENSHOT"):
+        from PIL import Image
+
+        with Image.open(tmp_path / "compare.png") as image:
+            height = round(image.height * README_WIDTH / image.width)
+            image.convert("RGB").resize((README_WIDTH, height), Image.LANCZOS).save(
+                destination, optimize=True
+            )

@@ -1,0 +1,148 @@
+"""Step-0 diagnostics where the answer is known analytically, LSUV, and the depth preset end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import REPO, python_module, run
+from initstudy.config import compose_config
+from initstudy.initializers import Orthogonal, VarianceScaling, Zeros
+from initstudy.model import MLP
+from initstudy.signal import gaussian_moments, measure, predict
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(512, 784, generator=generator), torch.randint(0, 10, (512,), generator=generator)
+
+
+def test_linear_network_with_orthogonal_weights_keeps_the_activation_scale(batch):
+    images, labels = batch
+    torch.manual_seed(0)
+    model = MLP([784, 784, 784], activation="linear")
+    Orthogonal("orthogonal")(model)
+    stats = measure(model, images, labels)
+    rms_input = images.pow(2).mean().sqrt().item()
+    for layer in stats[:-1]:  # square orthogonal maps preserve every sample's norm exactly
+        rms = math.sqrt(layer.act_std**2 + layer.act_mean**2)
+        assert rms == pytest.approx(rms_input, rel=1e-3)
+
+
+def test_zeros_gives_zero_gradients_for_all_but_the_last_layer(batch):
+    images, labels = batch
+    model = MLP([64, 32])
+    Zeros("zeros")(model)
+    stats = measure(model, images, labels)
+    for layer in stats[:-1]:
+        assert layer.act_std == 0 and layer.weight_grad_std == 0 and layer.grad_act_std == 0
+    assert stats[-1].weight_grad_std == 0  # its inputs are all zero ...
+    assert model.head.bias.grad.abs().sum() > 0  # ... only the output bias learns
+    assert all(layer.dead_or_saturated == 1.0 for layer in stats[:-1])  # ReLU(0) = 0 everywhere
+
+
+@pytest.mark.parametrize(
+    ("name", "scale", "mode", "activation", "grows"),
+    [("he", 2.0, "fan_in", "relu", False), ("lecun-relu", 1.0, "fan_in", "relu", True)],
+)
+def test_prediction_matches_measurement_on_a_deep_relu_net(batch, name, scale, mode, activation, grows):
+    """He keeps the scale through 20 ReLU layers; LeCun (no factor 2) halves the variance at every layer."""
+    images, labels = batch
+    torch.manual_seed(0)
+    model = MLP([512] * 20, activation=activation)
+    initializer = VarianceScaling(name, scale, mode, "untruncated_normal")
+    initializer(model)
+    stats = measure(model, images, labels)
+    predicted = predict(model, [initializer.expected_weight_std(m.weight) for m in model.linear_layers()], images,
+                        stats[-1].grad_act_std)  # fmt: skip
+    for layer, guess in zip(stats[:-1], predicted[:-1], strict=True):
+        assert layer.pre_std == pytest.approx(guess["pre_std"], rel=0.25)
+    shrink = stats[19].act_std / stats[0].act_std
+    assert (shrink < 1e-2) if grows else (0.5 < shrink < 2)
+
+
+def test_gaussian_moments_match_closed_forms():
+    mean, second, derivative = gaussian_moments("relu", 4.0)
+    assert second == pytest.approx(2.0, rel=1e-4)  # E[relu(z)^2] = q / 2
+    assert mean == pytest.approx(2 / math.sqrt(2 * math.pi), rel=1e-4)
+    assert derivative == pytest.approx(0.5, rel=1e-3)
+    assert gaussian_moments("linear", 3.0)[1] == pytest.approx(3.0)
+
+
+def test_lsuv_reaches_unit_output_variance_within_tolerance(batch):
+    images, _ = batch
+    torch.manual_seed(0)
+    model = MLP([256, 256, 128], activation="tanh")
+    initializer = instantiate(compose_config(["init=lsuv"]).init)
+    initializer(model, batch=images)
+    assert len(initializer.achieved) == 4
+    for variance in initializer.achieved:
+        assert abs(variance - 1.0) < initializer.tolerance
+    with torch.no_grad():  # independently: every layer's output variance on the batch
+        x = images
+        for block in model.hidden:
+            z = block[0](x)
+            assert abs(z.var().item() - 1) < initializer.tolerance
+            x = block[1](z)
+    assert all(torch.count_nonzero(layer.bias) == 0 for layer in model.linear_layers())
+
+
+def test_depth_and_width_build_the_network_and_bad_combinations_are_refused():
+    from initstudy.config import ConfigError, validate
+
+    cfg = compose_config(["model.hidden_sizes=null", "model.depth=4", "model.width=32"])
+    validate(cfg)
+    assert [m.out_features for m in instantiate(cfg.model).linear_layers()] == [32, 32, 32, 32, 10]
+    with pytest.raises(ConfigError, match="both given"):
+        validate(compose_config(["model.depth=4", "model.width=32"]))
+    with pytest.raises(ConfigError, match=r"model\.depth=0"):
+        validate(compose_config(["model.hidden_sizes=null", "model.depth=0", "model.width=32"]))
+
+
+def test_depth_preset_sweeps_initializers_depths_and_activations():
+    cfg = compose_config(["experiment=depth"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    depths = [int(d) for d in params["model.depth"].split(",")]
+    assert min(depths) == 2 and max(depths) >= 30
+    assert set(params["model.activation"].split(",")) == {"relu", "tanh"}
+    assert "lsuv" in params.init.split(",") and cfg.hydra.sweep.dir == "runs_depth"
+
+
+@pytest.mark.slow
+def test_depth_preset_trains_smallest_and_deepest_then_diagnoses_and_reports(synthetic_data_repo):
+    repo = synthetic_data_repo
+    sweep = ["experiment=depth", "model.depth=2,30", "model.activation=relu,tanh", "init=he_uniform,lsuv", "seed=0",
+             "trainer.max_epochs=1"]  # fmt: skip
+    run(python_module("initstudy.train", "--multirun", *sweep), repo)
+    manifest = pd.read_csv(repo / "runs_depth/manifest.csv")
+    assert len(manifest) == 8 and set(manifest.depth) == {2, 30}
+    for entry in manifest.itertuples():
+        metrics = json.loads((repo / "runs_depth" / entry.run_dir / "metrics.json").read_text())
+        assert metrics["epochs_completed"] == 1 or metrics["diverged"]
+    run(python_module("initstudy.diagnose", "--out", "reports/depth/diagnostics", *sweep), repo)
+    diagnostics = pd.read_csv(repo / "reports/depth/diagnostics/diagnostics.csv")
+    assert set(diagnostics.depth) == {2, 30} and diagnostics.layer.max() == 31
+    run(python_module("initstudy.report", "--runs", "runs_depth", "--out", "reports/depth",
+                      "--diagnostics", "reports/depth/diagnostics"), repo)  # fmt: skip
+    report = (repo / "reports/depth/report.md").read_text()
+    assert (
+        "Which initializers stop training first" in report and "**relu**" in report and "**tanh**" in report
+    )
+    summary = pd.read_csv(repo / "reports/depth/summary.csv")
+    assert len(summary) == 8 and "act_std_last_over_first" in summary.columns
+    assert (repo / "reports/depth/figures/accuracy_heatmap.png").is_file()
+
+
+def test_diagnose_stage_on_the_real_default_sweep_config_composes():
+    """The DVC stage's job list is the training sweep's: 4 initializers x 5 seeds."""
+    from initstudy.sweep import plan
+
+    jobs = plan([], multirun=True, verify_data=False)
+    assert {j.init for j in jobs} == {"zeros", "random_normal", "glorot_uniform", "he_uniform"}
+    assert REPO.joinpath("dvc.yaml").read_text().count("python -m initstudy.diagnose") == 2
