@@ -46,7 +46,7 @@ CHROMIUM_ARGS = [
 SWEEP = [(init, seed) for init in ("zeros", "he_uniform") for seed in (0, 1)]
 SERVER_START_S = 60  # `mlflow server` answers /health after ~10 s
 UI_TIMEOUT_MS = 20_000  # any one element of the UI
-VIEWPORT = {"width": 1400, "height": 900}
+VIEWPORT = {"width": 1600, "height": 900}
 README_WIDTH = 1000  # pixels of the README's screenshot
 
 
@@ -107,16 +107,14 @@ def start_mlflow_server(repo: Path, log_path: Path, request: pytest.FixtureReque
     )
 
     def stop():
-        if server.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
-        # Children that outlived the leader are still in its group.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=5)
+        # Whatever is left of the group (the job runner's consumers are slow to go, the leader waits on them).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
         log.close()
 
     request.addfinalizer(stop)
@@ -135,13 +133,17 @@ def start_mlflow_server(repo: Path, log_path: Path, request: pytest.FixtureReque
     pytest.fail(f"mlflow server gave no /health in {SERVER_START_S} s:\n{log_path.read_text()[-3000:]}")
 
 
-def close_assistant(page) -> None:
-    """Close the "MLflow Assistant" side panel if it opens (MLflow 3 opens it on a fresh profile)."""
+def close_assistant(page, wait_ms: int | None = None) -> None:
+    """Close the "MLflow Assistant" side panel if it is open (MLflow 3 opens it on a fresh profile; closed,
+    it stays closed). With ``wait_ms``, give it that long to appear."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     close = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
     try:
-        close.wait_for(state="visible", timeout=3000)
+        if wait_ms:
+            close.wait_for(state="visible", timeout=wait_ms)
+        elif not close.is_visible():
+            return
     except PlaywrightTimeout:  # no panel
         return
     close.click()
@@ -163,10 +165,12 @@ def compare_view_row(page, metric: str, n_runs: int) -> list[str]:
         const link = [...names.querySelectorAll('a')].find(a => a.textContent.trim() === name);
         if (!link) { values.scrollTop += 90; return null; }
         const top = link.parentElement.style.top;
-        return [...values.querySelectorAll('[role=rowgroup] > div')]
+        const row = [...values.querySelectorAll('[role=rowgroup] > div')]
             .filter(cell => cell.style.top === top)
             .sort((a, b) => parseFloat(a.style.left) - parseFloat(b.style.left))
             .map(cell => cell.innerText.trim());
+        values.scrollTop = Math.max(0, parseFloat(top) - 90);  // in view, for the screenshot
+        return row;
     }"""
     cells = None
     for _ in range(50):
@@ -221,7 +225,7 @@ def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
         name_cells = page.locator('[role=gridcell][col-id="attributes.`Run Name`"]')
         parent_cell = name_cells.filter(has_text=parent.info.run_name)
         expect(parent_cell).to_have_count(1)
-        close_assistant(page)  # its side panel narrows the table: the metric column would be off-screen
+        close_assistant(page, wait_ms=3000)  # its side panel narrows the table, pushing test/acc off-screen
         # Show the test/acc column (the table starts with attributes only).
         page.get_by_role("button", name="Columns", exact=True).click()
         page.get_by_placeholder("Search columns").fill("test/acc")
@@ -243,16 +247,24 @@ def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
         # Comparison view of the 4 child runs.
         ids = [children[name].info.run_id for name in names]
         query = urllib.parse.urlencode(
-            {"runs": json.dumps(ids), "experiments": json.dumps([experiment.experiment_id])}
+            {
+                "runs": json.dumps(ids),
+                "experiments": json.dumps([experiment.experiment_id]),
+                "workflowType": "machine_learning",
+            }
         )
         page.goto(f"{base}/#/compare-runs?{query}", wait_until="domcontentloaded")
         expect(page.get_by_text(f"Comparing {len(ids)} Runs from 1 Experiment")).to_be_visible()
         close_assistant(page)
-        run_id_row = page.locator("tr").filter(has=page.locator("th", has_text="Run ID:")).locator("td")
+        run_id_row = (
+            page.locator("tr").filter(has=page.get_by_text("Run ID:", exact=True)).locator(".data-value")
+        )
         expect(run_id_row).to_have_count(len(ids))
         column_ids = [text.strip() for text in run_id_row.all_inner_texts()]
         assert sorted(column_ids) == sorted(ids)
-        run_name_row = page.locator("tr").filter(has=page.locator("th", has_text="Run Name:")).locator("td")
+        run_name_row = (
+            page.locator("tr").filter(has=page.get_by_text("Run Name:", exact=True)).locator(".data-value")
+        )
         id_to_name = {children[name].info.run_id: name for name in names}
         expect(run_name_row).to_have_text([id_to_name[run_id] for run_id in column_ids])
         # The parallel-coordinates plot: initializer against test accuracy (for the screenshot).
@@ -261,9 +273,11 @@ def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
         for select, choice in ((selects.nth(0), "init.name"), (selects.nth(1), "test/acc")):
             select.click()
             page.keyboard.type(choice)
-            page.keyboard.press("Enter")
+            page.locator(f'.du-bois-light-select-item-option[title="{choice}"]').click()
             page.keyboard.press("Escape")
-        expect(page.locator(".js-plotly-plot")).to_contain_text("test/acc")
+            expect(select.locator(".du-bois-light-select-selection-item-content")).to_have_text([choice])
+        expect(page.locator(".js-plotly-plot")).to_contain_text("init.name")
+        page.evaluate("document.activeElement && document.activeElement.blur()")
         page.screenshot(path=tmp_path / "compare.png")
 
         shown = compare_view_row(page, "test/acc", len(ids))

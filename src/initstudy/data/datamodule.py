@@ -117,8 +117,8 @@ class MNISTDataModule(pl.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else self.device
         train_x, train_y = load_mnist(self.root, train=True)
         test_x, test_y = load_mnist(self.root, train=False)
-        if self.train_size is not None:
-            train_x, train_y = train_x[: self.train_size], train_y[: self.train_size]
+        if self.train_size is not None:  # a copy, so that the full 60,000-image storage is released
+            train_x, train_y = train_x[: self.train_size].clone(), train_y[: self.train_size].clone()
         n_val = round(len(train_y) * self.val_fraction)
         self.test = Split("test", test_x.to(device), test_y.to(device))
         n_train = len(train_y) - n_val
