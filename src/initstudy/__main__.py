@@ -9,7 +9,9 @@ import sys
 STAGES = {
     "data": ("initstudy.data", "download and verify MNIST into data/raw/MNIST/raw/"),
     "train": ("initstudy.train", "train one run, or --multirun the sweep of params.yaml (Hydra)"),
+    "diagnose": ("initstudy.diagnose", "signal propagation at step 0 for every network of a sweep"),
     "report": ("initstudy.report", "aggregate runs/manifest.csv into reports/ (tables, statistics, figures)"),
+    "mlflow_import": ("initstudy.mlflow_import", "log run folders trained with logger=offline into MLflow"),
 }
 
 EPILOG = """most used overrides (train):
@@ -17,12 +19,14 @@ EPILOG = """most used overrides (train):
   seed=<int>                  trainer.max_epochs=<int>   data.batch_size=<int>   data.train_size=<int|null>
   optimizer=adam|sgd          optimizer.lr=<float>
   model.hidden_sizes=[256,128]   model.activation=relu|tanh|sigmoid|gelu|selu|...
-  hydra/launcher=basic|joblib|submitit_local|submitit_slurm     logger=offline
+  hydra/launcher=basic|joblib|submitit_local|slurm|slurm_gpu    logger=offline
 
 examples:
   initstudy train init=he_uniform seed=3
   initstudy train --multirun init=zeros,he_uniform seed=0,1 trainer.max_epochs=1 data.train_size=2000
-  dvc repro            # the whole pipeline: download -> train -> report
+  initstudy diagnose experiment=depth --out /tmp/depth-diagnostics
+  dvc repro report     # the default study: download -> train -> diagnose -> report
+  dvc repro            # everything, the depth experiment included
 """
 
 

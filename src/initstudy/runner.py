@@ -71,7 +71,9 @@ def quiet_lightning() -> None:
 
 def configure_process(cfg: DictConfig) -> int:
     """Per-job process state, set explicitly: launchers reuse processes, so nothing may leak between jobs."""
-    threads = cfg.trainer.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+    # The CPUs this process may run on (a SLURM job's share of a node, not the whole node).
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = cfg.trainer.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or available
     torch.set_num_threads(threads)
     # Deep nets at init push activations into subnormal floats, which x86 CPUs compute 10-100x slower
     # (seen: a 30-layer tanh epoch at 8 s instead of 0.2 s). Flushing them to zero changes values below
