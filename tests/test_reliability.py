@@ -87,7 +87,7 @@ def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_d
 
     resumed = run(python_module("initstudy.train", "--multirun"), repo)
     output = resumed.stdout + resumed.stderr
-    assert output.count("complete with the same config: skipped") == 2
+    assert output.count("complete with the same config and code: skipped") == 2
     assert "an interrupted earlier attempt was marked KILLED" in output
     assert {d: (d / "metrics.json").stat().st_mtime_ns for d in complete} == mtimes
     assert not (third / "leftover-from-the-killed-attempt.tmp").exists()
@@ -285,3 +285,16 @@ def test_file_corrupted_after_download_is_detected_and_repaired(
     assert "fails verification; removed and fetched again" in repaired.stdout + repaired.stderr
     assert path.read_bytes() == data
     assert "up to date" in run(dvc("status", "download"), study_repo).stdout
+
+
+def test_completion_requires_the_same_config_and_the_same_training_code(tmp_path):
+    from initstudy.runner import COMPLETION_MARKER, code_fingerprint, is_complete
+
+    marker = tmp_path / COMPLETION_MARKER
+    marker.write_text(json.dumps({"config_hash": "abc", "code_fingerprint": code_fingerprint()}))
+    assert is_complete(tmp_path, "abc")
+    assert not is_complete(tmp_path, "abd")  # another config
+    marker.write_text(json.dumps({"config_hash": "abc", "code_fingerprint": "older training code"}))
+    assert not is_complete(tmp_path, "abc")
+    marker.write_text(json.dumps({"config_hash": "abc"}))  # a marker from before fingerprints
+    assert not is_complete(tmp_path, "abc")

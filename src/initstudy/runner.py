@@ -44,10 +44,25 @@ def run_label(cfg: DictConfig) -> str:
     return f"{cfg.init.name}/seed_{cfg.seed}"
 
 
+# The modules whose code decides a run's numbers. Their fingerprint is part of the completion marker: changing
+# the training code recomputes complete runs (changing the report, the CLI or the docs does not).
+TRAINING_CODE = ("runner.py", "module.py", "recorder.py", "model.py", "initializers.py", "data/datamodule.py")
+
+
+def code_fingerprint() -> str:
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return digest.hexdigest()
+
+
 def is_complete(run_dir: Path, expected_hash: str) -> bool:
+    """The marker exists and records this config and this training code."""
     marker = run_dir / COMPLETION_MARKER
     try:
-        return json.loads(marker.read_text())["config_hash"] == expected_hash
+        recorded = json.loads(marker.read_text())
+        return recorded["config_hash"] == expected_hash and recorded["code_fingerprint"] == code_fingerprint()
     except (OSError, ValueError, KeyError):
         return False
 
@@ -194,7 +209,7 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
     root = repo_root()
     digest = config_hash(cfg)
     if is_complete(run_dir, digest):
-        log.info("[%s] complete with the same config: skipped", run_label(cfg))
+        log.info("[%s] complete with the same config and code: skipped", run_label(cfg))
         return json.loads((run_dir / "metrics.json").read_text())
     discard_partial(run_dir)
     threads = configure_process(cfg)
@@ -297,7 +312,11 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
     atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if logger is not None:
         _log_final(logger, metrics, run_dir)
-    marker = {"config_hash": digest, "mlflow_run_id": getattr(logger, "run_id", None)}
+    marker = {
+        "config_hash": digest,
+        "code_fingerprint": code_fingerprint(),
+        "mlflow_run_id": getattr(logger, "run_id", None),
+    }
     atomic.write_json(run_dir / COMPLETION_MARKER, marker)
     if divergence:
         log.warning(

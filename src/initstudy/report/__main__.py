@@ -66,7 +66,7 @@ def diagnostics_section(diagnostics_dir: Path | None, out_dir: Path) -> list[str
 def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = None) -> dict:
     sweep = load_sweep(runs_dir)
     if is_depth_sweep(sweep.runs):
-        return write_depth_report(sweep.runs, sweep.config, out_dir, diagnostics_dir)
+        return write_depth_report(sweep.runs, sweep.history, sweep.config, out_dir, diagnostics_dir)
     summary = summarize(sweep.runs, sweep.history)
     comparisons = compare(sweep.runs)
     split = "val" if (sweep.config.get("data", {}).get("val_fraction") or 0) > 0 else "test"

@@ -79,7 +79,7 @@ def load_sweep(sweep_dir: Path) -> SweepRuns:
                 raise RunFileError(f"{run_dir / 'metrics.json'} has no 'test/acc'")
             row.update({k: v for k, v in metrics.items() if k not in ("init", "seed")})
             history = _read_history(run_dir / "history.csv")
-            histories.append(history.assign(init=entry.init, seed=int(entry.seed)))
+            histories.append(history.assign(init=entry.init, seed=int(entry.seed), run_dir=str(run_dir)))
             if config is None:
                 config_path = run_dir / "config.yaml"
                 try:
@@ -88,6 +88,6 @@ def load_sweep(sweep_dir: Path) -> SweepRuns:
                     raise RunFileError(f"{config_path} is unreadable: {error}") from None
         rows.append(row)
     runs = pd.DataFrame(rows)
-    columns = ["init", "seed", "epoch", "step", "metric", "value"]
+    columns = ["init", "seed", "epoch", "step", "metric", "value", "run_dir"]
     history = pd.concat(histories, ignore_index=True)[columns] if histories else pd.DataFrame(columns=columns)
     return SweepRuns(runs=runs, history=history, config=config or {})
