@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -97,6 +98,9 @@ def accuracy_figure(summary: pd.DataFrame, path: Path) -> None:
         ax.axhline(FAILS_BELOW, color="grey", ls=":", lw=1)
         ax.set(xscale="log", xlabel="hidden layers (log)", ylabel="final test accuracy", title=activation)
         ax.set_xticks(sorted(summary.depth.unique()), [str(d) for d in sorted(summary.depth.unique())])
+        ax.xaxis.set_minor_formatter(
+            matplotlib.ticker.NullFormatter()
+        )  # the log axis' own labels would overlap
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(
