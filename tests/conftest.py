@@ -85,7 +85,7 @@ def synthetic_mnist() -> SyntheticMNIST:
 
 
 def edit_params(repo: Path, **sections: object) -> dict:
-    """Deep-merge ``sections`` into repo/params.yaml (keys with dots are nested), like a user's edit."""
+    """Set values in repo/params.yaml like a user's edit; ``a__b=v`` sets the nested key ``a.b``."""
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for dotted, value in sections.items():

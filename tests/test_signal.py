@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import REPO, python_module, run
+from conftest import python_module, run
 from initstudy.config import compose_config
 from initstudy.initializers import Orthogonal, VarianceScaling, Zeros
 from initstudy.model import MLP
@@ -139,10 +139,26 @@ def test_depth_preset_trains_smallest_and_deepest_then_diagnoses_and_reports(syn
     assert (repo / "reports/depth/figures/accuracy_heatmap.png").is_file()
 
 
-def test_diagnose_stage_on_the_real_default_sweep_config_composes():
-    """The DVC stage's job list is the training sweep's: 4 initializers x 5 seeds."""
-    from initstudy.sweep import plan
+def test_diagnostics_cover_every_network_of_the_sweep_and_match_the_training_init(
+    synthetic_data_repo, monkeypatch
+):
+    """diagnose() builds each (init, seed) network exactly as a training run does at step 0."""
+    from initstudy.data.datamodule import load_mnist
+    from initstudy.diagnose import BATCH_SIZE, diagnose
+    from initstudy.runner import build_model, configure_process
 
-    jobs = plan([], multirun=True, verify_data=False)
-    assert {j.init for j in jobs} == {"zeros", "random_normal", "glorot_uniform", "he_uniform"}
-    assert REPO.joinpath("dvc.yaml").read_text().count("python -m initstudy.diagnose") == 2
+    monkeypatch.chdir(synthetic_data_repo)
+    frame, _ = diagnose(["init=he_uniform,lsuv", "seed=0,1"])
+    assert set(zip(frame.init, frame.seed, strict=True)) == {
+        (i, s) for i in ("he_uniform", "lsuv") for s in (0, 1)
+    }
+    images, labels = load_mnist(synthetic_data_repo / "data/raw", train=True)
+    for init in ("he_uniform", "lsuv"):
+        cfg = compose_config([f"init={init}", "seed=1"])
+        configure_process(cfg)  # what runner.train_run does before building the network
+        model, _ = build_model(cfg, images)
+        expected = measure(model, images[:BATCH_SIZE], labels[:BATCH_SIZE])
+        rows = frame[(frame.init == init) & (frame.seed == 1) & (frame.statistic == "pre_std")].sort_values(
+            "layer"
+        )
+        assert rows.measured.tolist() == [layer.pre_std for layer in expected]
