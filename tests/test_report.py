@@ -13,7 +13,7 @@ import yaml
 from initstudy.report.__main__ import write_report
 from initstudy.report.load import RunFileError, load_sweep
 from initstudy.report.stats import compare, summarize
-from initstudy.runner import COMPLETION_MARKER
+from initstudy.rundir import write_marker
 from initstudy.sweep import MANIFEST_NAME
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
@@ -57,12 +57,13 @@ def make_run(
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     if complete:
-        (run_dir / COMPLETION_MARKER).write_text(json.dumps({"config_hash": f"h-{init}-{seed}"}))
+        write_marker(run_dir, f"id-{init}-{seed}")
     return {
         "init": init,
         "seed": seed,
         "run_dir": f"{init}/seed_{seed}",
         "config_hash": f"h-{init}-{seed}",
+        "identity": f"id-{init}-{seed}",
         "overrides": f"init={init} seed={seed}",
     }
 

@@ -9,85 +9,79 @@ folder and config hash) is skipped, so the command can be repeated.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from initstudy import tracking
+from initstudy import rundir, tracking
 from initstudy.config import ConfigError, compose_config, repo_root
-from initstudy.report.load import run_status
+from initstudy.report.load import RunFileError, run_folder, run_status
 from initstudy.sweep import read_manifest
 
 IMPORT_TAG = "initstudy.imported_from"
 
 
-def flat(config: dict) -> dict[str, str]:
-    return {k: str(v)[:250] for k, v in pd.json_normalize(config, sep=".").iloc[0].to_dict().items()}
-
-
 def import_sweep(runs_dir: Path, uri: str, experiment_name: str) -> tuple[int, int]:
-    """Returns (imported, skipped)."""
+    """Returns (imported, skipped). An import killed half-way left its child RUNNING: that one is marked
+    KILLED and imported again, so that every run folder ends with exactly one FINISHED imported run."""
     import mlflow
-    from mlflow.entities import Metric, Param, RunTag
 
     root = repo_root()
     client = mlflow.MlflowClient(tracking_uri=uri)
-    tracking.check_reachable(uri)
+    tracking.check_store(uri)
     experiment_id = tracking.ensure_experiment(uri, experiment_name, root)
     manifest = read_manifest(runs_dir)
     parent = None
     imported = skipped = 0
     for entry in manifest.itertuples(index=False):
-        run_dir = runs_dir / entry.run_dir
-        if run_status(run_dir, entry.config_hash) != "complete":
+        run_dir = run_folder(runs_dir, entry.run_dir)
+        identity = getattr(entry, "identity", None)
+        if run_status(run_dir, identity) != "complete":
             continue
-        origin = f"{run_dir.resolve()}@{entry.config_hash}"
-        if client.search_runs(
-            [experiment_id], filter_string=f"tags.`{IMPORT_TAG}` = '{origin}'", max_results=1
-        ):
+        origin = f"{run_dir.resolve()}@{identity}"
+        earlier = tracking.retry(
+            client.search_runs, [experiment_id], filter_string=f"tags.`{IMPORT_TAG}` = '{origin}'"
+        )
+        if any(run.info.status == "FINISHED" for run in earlier):
             skipped += 1
             continue
+        for run in earlier:  # a killed import's half-logged run
+            if run.info.status == "RUNNING":
+                tracking.set_status(client, run.info.run_id, "KILLED")
         if parent is None:
-            parent = client.create_run(
-                experiment_id, run_name=f"import of {runs_dir}", tags=tracking.git_state(root)
+            parent = tracking.retry(
+                client.create_run,
+                experiment_id,
+                run_name=f"import of {runs_dir}",
+                tags=tracking.git_state(root),
             )
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        history = pd.read_csv(run_dir / "history.csv")
-        run = client.create_run(
-            experiment_id,
-            run_name=f"{entry.init}/seed_{entry.seed}",
-            tags={"mlflow.parentRunId": parent.info.run_id, "initializer": entry.init, "seed": str(entry.seed),
-                  IMPORT_TAG: origin, **tracking.git_state(root)},
-        )  # fmt: skip
-        now = int(time.time() * 1000)
-        points = [
-            Metric(
-                row.metric,
-                float(row.value),
-                now,
-                int(row.step if row.metric == "train/loss_step" else row.epoch),
-            )
-            for row in history.itertuples(index=False)
-            if pd.notna(row.value) and abs(float(row.value)) != float("inf")
-        ]
-        points += [Metric(f"final/{k}", float(v), now, 0) for k, v in metrics.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)]  # fmt: skip
-        params = [Param(k, v) for k, v in flat({k: v for k, v in config.items() if k != "download"}).items()]
-        for start in range(0, max(len(points), len(params)), 100):
-            client.log_batch(run.info.run_id, metrics=points[start : start + 100] if start < len(points) else [],
-                             params=params[start : start + 100] if start < len(params) else [],
-                             tags=[RunTag("diverged", str(metrics.get("diverged")).lower())] if start == 0 else [])  # fmt: skip
-        client.log_artifacts(run.info.run_id, str(run_dir))
-        client.set_terminated(run.info.run_id, "FINISHED")
+            os.environ[tracking.PARENT_RUN_ENV] = parent.info.run_id
+        log_one(client, experiment_id, entry, run_dir, origin, root)
         imported += 1
     if parent is not None:
-        client.set_terminated(parent.info.run_id, "FINISHED")
+        tracking.set_status(client, parent.info.run_id, "FINISHED")
+        os.environ.pop(tracking.PARENT_RUN_ENV, None)
     return imported, skipped
+
+
+def log_one(client, experiment_id: str, entry, run_dir: Path, origin: str, root: Path) -> None:
+    """One run folder as a child run, through the same functions a live run logs with."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    metrics = rundir.read_json(run_dir / "metrics.json")
+    history = pd.read_csv(run_dir / "history.csv")
+    name = f"{entry.init}/seed_{entry.seed}"
+    tags = tracking.run_tags(
+        entry.init, int(entry.seed), rundir.display_path(run_dir, root), root, {IMPORT_TAG: origin}
+    )
+    run = tracking.retry(client.create_run, experiment_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    tracking.log_params(client, run_id, config or {})
+    tracking.log_history(client, run_id, history)
+    tracking.log_final(client, run_id, metrics, run_dir)
+    tracking.set_status(client, run_id, "FINISHED")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,10 +95,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg = compose_config(args.overrides)
         uri = tracking.tracking_uri(cfg.logger, repo_root())
         imported, skipped = import_sweep(args.runs, uri, cfg.logger.experiment_name)
-    except (ConfigError, tracking.TrackingUnavailable, FileNotFoundError, ValueError) as error:
+    except (ConfigError, tracking.TrackingUnavailable, RunFileError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    print(f"imported {imported} run(s) into {uri}; {skipped} already there")
+    print(f"imported {imported} run(s) into {tracking.redact(uri)}; {skipped} already there")
 
 
 if __name__ == "__main__":

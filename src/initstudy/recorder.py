@@ -14,6 +14,7 @@ import psutil
 import pytorch_lightning as pl
 import torch
 
+from initstudy import tracking
 from initstudy.module import InitStudyModule
 
 log = logging.getLogger(__name__)
@@ -107,15 +108,7 @@ class RunRecorder(pl.Callback):
         if logger is None or not hasattr(logger, "run_id"):
             return
         started = time.perf_counter()
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(name, value, now, step) for name, (value, step) in points.items() if math.isfinite(value)
-        ]
-        metrics += [
-            Metric("train/loss_step", value, now, step) for value, step in interval if math.isfinite(value)
-        ]
-        for start in range(0, len(metrics), 1000):  # MLflow's per-request limit
-            logger.experiment.log_batch(logger.run_id, metrics=metrics[start : start + 1000])
+        points = [(name, value, step) for name, (value, step) in points.items()]
+        points += [("train/loss_step", value, step) for value, step in interval]
+        tracking.log_points(logger.experiment, logger.run_id, points)
         self.logging_seconds += time.perf_counter() - started

@@ -1,23 +1,21 @@
-"""Train one (initializer, seed) configuration into its run folder, and log it to MLflow.
+"""Train one configuration into its run folder and log it to MLflow, as a few steps that read like a pipeline.
 
-A run folder is *complete* only once ``.complete`` exists and records the hash of the config that produced
-it; the marker is written last and atomically. A rerun of a complete folder with the same config returns
-at once; anything else in the folder (a killed run, a changed config) is discarded and recomputed.
+``train_run``: resume (a complete run with the same identity returns at once) -> begin an attempt in the
+staging folder -> set up the process, data, model and Trainer -> fit and evaluate -> write the results ->
+marker -> promote the staging folder into place -> mark the MLflow run FINISHED. The run-folder rules
+(ownership, staging, completeness) live in :mod:`initstudy.rundir`; MLflow logging in :mod:`initstudy.tracking`.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import logging
-import math
 import os
 import resource
-import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,52 +24,21 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import MLFlowLogger
 
-from initstudy import atomic, tracking
-from initstudy.config import config_hash, repo_root
+from initstudy import atomic, rundir, tracking
+from initstudy.config import repo_root
 from initstudy.data.datamodule import MNISTDataModule
 from initstudy.module import InitStudyModule
 from initstudy.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
 
-COMPLETION_MARKER = ".complete"
 THRESHOLDS = (0.95, 0.97, 0.98)
-KEEP_ON_RESTART = {".hydra", "train.log"}  # written by Hydra for this very attempt
 
 
 def run_label(cfg: DictConfig) -> str:
     return f"{cfg.init.name}/seed_{cfg.seed}"
-
-
-# The modules whose code decides a run's numbers. Their fingerprint is part of the completion marker: changing
-# the training code recomputes complete runs (changing the report, the CLI or the docs does not).
-TRAINING_CODE = ("runner.py", "module.py", "recorder.py", "model.py", "initializers.py", "data/datamodule.py")
-
-
-def code_fingerprint() -> str:
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in TRAINING_CODE:
-        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
-    return digest.hexdigest()
-
-
-def is_complete(run_dir: Path, expected_hash: str) -> bool:
-    """The marker exists and records this config and this training code."""
-    marker = run_dir / COMPLETION_MARKER
-    try:
-        recorded = json.loads(marker.read_text())
-        return recorded["config_hash"] == expected_hash and recorded["code_fingerprint"] == code_fingerprint()
-    except (OSError, ValueError, KeyError):
-        return False
-
-
-def discard_partial(run_dir: Path) -> None:
-    for entry in run_dir.iterdir() if run_dir.exists() else ():
-        if entry.name in KEEP_ON_RESTART:
-            continue
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def quiet_lightning() -> None:
@@ -156,67 +123,98 @@ def resolve_device(accelerator: str, job_index: int) -> tuple[str, list[int] | i
     return "cpu", 1
 
 
-def params_md5(root: Path) -> str:
-    path = root / "params.yaml"
-    return hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else "unknown"
+class DeferredFinishMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger, except that a successful fit does not end the run: a run is FINISHED only
+    once its run folder is complete (results and marker written, folder promoted). Failures still end it."""
+
+    def finalize(self, status: str = "success") -> None:
+        if status != "success":
+            super().finalize(status)
 
 
-def make_logger(cfg: DictConfig, root: Path) -> Any:
+@dataclass
+class Tracking:
+    """The MLflow child run of one attempt (or nothing, offline)."""
+
+    logger: Any = None
+    client: Any = None
+    run_id: str | None = None
+
+    def finish(self) -> None:
+        if self.client is not None:
+            tracking.set_status(self.client, self.run_id, "FINISHED")
+
+    def fail(self, error: BaseException) -> None:
+        if self.client is not None:
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            tracking.set_status(self.client, self.run_id, status)
+
+
+def experiment_client(cfg: DictConfig, root: Path) -> tuple[Any, str | None]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri(cfg.logger, root))
+    experiment = tracking.retry(client.get_experiment_by_name, cfg.logger.experiment_name)
+    return client, (experiment.experiment_id if experiment is not None else None)
+
+
+def start_tracking(cfg: DictConfig, root: Path, final_dir: Path, resolved: dict[str, Any]) -> Tracking:
+    """The attempt's child run: earlier attempts of this folder left RUNNING are marked KILLED first."""
     if cfg.logger.offline:
-        return None
-    from pytorch_lightning.loggers import MLFlowLogger
-
+        return Tracking()
+    name = rundir.display_path(final_dir, root)
+    client, experiment_id = experiment_client(cfg, root)
+    if experiment_id is not None and tracking.end_interrupted_runs(client, experiment_id, name):
+        log.info("[%s] an interrupted earlier attempt was marked KILLED in MLflow", run_label(cfg))
     uri = tracking.tracking_uri(cfg.logger, root)
-    tags = {
-        "initializer": cfg.init.name,
-        "seed": str(cfg.seed),
-        "params_md5": params_md5(root),
-        **tracking.git_state(root),
-    }
-    parent = os.environ.get(tracking.PARENT_RUN_ENV)
-    if parent:
-        tags["mlflow.parentRunId"] = parent
-        import mlflow
-
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
-        if experiment is not None and tracking.end_interrupted_runs(
-            client, experiment.experiment_id, parent, run_label(cfg)
-        ):
-            log.info("[%s] an interrupted earlier attempt was marked KILLED in MLflow", run_label(cfg))
-    return MLFlowLogger(
+    logger = DeferredFinishMLFlowLogger(
         experiment_name=cfg.logger.experiment_name,
         run_name=run_label(cfg),
         tracking_uri=uri,
-        tags=tags,
+        tags=tracking.run_tags(cfg.init.name, cfg.seed, name, root),
         artifact_location=tracking.artifact_location(uri, root),
     )
+    tracking.retry(lambda: logger.experiment)  # creates the run
+    tracking.log_params(logger.experiment, logger.run_id, resolved)
+    return Tracking(logger, logger.experiment, logger.run_id)
 
 
-def flat_params(cfg: DictConfig) -> dict[str, Any]:
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    container.pop("download", None)
-    return pd.json_normalize(container, sep=".").iloc[0].to_dict()
-
-
-def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str = "") -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir`` unless it is already complete; return its metrics."""
-    started = time.perf_counter()
-    # The basic launcher runs every job of a sweep in one process; Lightning's objects reference each other
-    # in cycles, so the previous job's data set (~220 MB) is freed only by the cycle collector. Run it now.
-    gc.collect()
+def resume(cfg: DictConfig, final_dir: Path, staging: Path, identity: str) -> dict[str, Any] | None:
+    """The metrics of ``final_dir`` when it already holds this run; its MLflow run is made FINISHED if a
+    kill left it RUNNING after the marker, and other attempts' leftovers are marked KILLED."""
+    rundir.recover(final_dir)
+    if not rundir.is_complete(final_dir, identity):
+        return None
+    log.info("[%s] complete with the same config and code: skipped", run_label(cfg))
     root = repo_root()
-    digest = config_hash(cfg)
-    if is_complete(run_dir, digest):
-        log.info("[%s] complete with the same config and code: skipped", run_label(cfg))
-        return json.loads((run_dir / "metrics.json").read_text())
-    discard_partial(run_dir)
+    if not cfg.logger.offline:
+        client, experiment_id = experiment_client(cfg, root)
+        recorded = (rundir.read_marker(final_dir) or {}).get("mlflow_run_id")
+        tracking.confirm_finished(client, recorded)
+        if experiment_id is not None:
+            tracking.end_interrupted_runs(
+                client, experiment_id, rundir.display_path(final_dir, root), keep=recorded
+            )
+    if rundir.remove_owned(staging):
+        rundir.prune_empty(staging.parent, final_dir.parent)
+    return rundir.read_json(final_dir / "metrics.json")
+
+
+@dataclass
+class Outcome:
+    metrics: dict[str, Any]
+    history: pd.DataFrame
+    timing: dict[str, Any] = field(default_factory=dict)
+
+
+def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: str) -> Outcome:
+    """Data, model, Trainer; fit; the final test evaluation and symmetry evidence."""
+    started = time.perf_counter()
+    root = repo_root()
     threads = configure_process(cfg)
     quiet_lightning()
     accelerator, devices = resolve_device(cfg.trainer.accelerator, job_index)
     device = f"cuda:{devices[0]}" if isinstance(devices, list) else "cpu"
-
     datamodule = MNISTDataModule(
         root=root / cfg.data.root,
         batch_size=cfg.data.batch_size,
@@ -236,10 +234,6 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
     recorder = RunRecorder(
         position + run_label(cfg), eval_split, cfg.trainer.log_every_n_steps, datamodule.steps_per_epoch
     )
-    logger = make_logger(cfg, root)
-    if logger is not None:
-        logger.log_hyperparams(flat_params(cfg))
-
     with warnings.catch_warnings():
         # Lightning suggests DataLoader workers; our batches are slices of device-resident tensors.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -259,7 +253,7 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
             enable_progress_bar=sys.stderr.isatty(),
             enable_model_summary=False,
             num_sanity_val_steps=-1,
-            default_root_dir=str(run_dir),
+            default_root_dir=str(staging),
             log_every_n_steps=1,  # Lightning's own logging is unused (see RunRecorder); this silences its hint
         )
         setup_seconds = time.perf_counter() - started
@@ -270,7 +264,6 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
     test = module.evaluate(datamodule.test.images, datamodule.test.labels, cfg.data.eval_batch_size)
     symmetry = symmetry_diagnostics(model, datamodule.test.images, datamodule.test.labels)
     history = pd.DataFrame(recorder.rows, columns=["epoch", "step", "metric", "value"])
-    epochs_completed = sum(history.metric == "train/loss")
     final_train = history[history.metric == "train/loss"].value
     divergence = module.divergence
     metrics = {
@@ -280,7 +273,7 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
         "test/loss": test.loss,
         "train/loss": float(final_train.iloc[-1]) if len(final_train) else None,
         **({f"{eval_split}/acc": module.evaluations[-1].acc} if eval_split != "test" else {}),
-        "epochs_completed": int(epochs_completed),
+        "epochs_completed": len(final_train),
         "steps_completed": module.total_steps,
         **thresholds_reached(history, eval_split, datamodule.steps_per_epoch),
         **symmetry,
@@ -306,47 +299,57 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
         "torch_threads": threads,
         "torch_version": torch.__version__,
     }
-    atomic.write_text(run_dir / "history.csv", history.to_csv(index=False))
-    atomic.write_json(run_dir / "metrics.json", metrics)
-    atomic.write_json(run_dir / "timing.json", timing)
-    atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if logger is not None:
-        _log_final(logger, metrics, run_dir)
-    marker = {
-        "config_hash": digest,
-        "code_fingerprint": code_fingerprint(),
-        "mlflow_run_id": getattr(logger, "run_id", None),
-    }
-    atomic.write_json(run_dir / COMPLETION_MARKER, marker)
     if divergence:
-        log.warning(
-            "[%s] diverged at step %d (epoch %d); last finite loss %s",
-            run_label(cfg),
-            divergence.step,
-            divergence.epoch,
-            divergence.last_finite_loss,
-        )
-    log.info(
-        "[%s] test/acc %.4f  test/loss %.4f  (%.1f s)",
-        run_label(cfg),
-        test.acc,
-        test.loss,
-        timing["wall_seconds"],
-    )
-    return metrics
+        log.warning("[%s] diverged at step %d (epoch %d); last finite loss %s", run_label(cfg),
+                    divergence.step, divergence.epoch, divergence.last_finite_loss)  # fmt: skip
+    return Outcome(metrics, history, timing)
 
 
-def _log_final(logger: Any, metrics: dict[str, Any], run_dir: Path) -> None:
-    client, run_id = logger.experiment, logger.run_id
-    from mlflow.entities import Metric, RunTag
+def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> None:
+    """The run folder's result files (timings apart from results, so that results can be diffed)."""
+    atomic.write_text(staging / "history.csv", outcome.history.to_csv(index=False))
+    atomic.write_json(staging / "metrics.json", outcome.metrics)
+    atomic.write_json(staging / "timing.json", outcome.timing)
+    atomic.write_text(staging / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
-    now = int(time.time() * 1000)
-    numeric = {
-        k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    client.log_batch(
-        run_id,
-        metrics=[Metric(f"final/{k}", v, now, 0) for k, v in numeric.items() if math.isfinite(v)],
-        tags=[RunTag("diverged", str(metrics["diverged"]).lower())],
-    )
-    client.log_artifacts(run_id, str(run_dir))
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    container.pop("hydra", None)
+    return container
+
+
+def train_run(
+    cfg: DictConfig,
+    final_dir: Path,
+    staging: Path,
+    identity: str,
+    job_index: int = 0,
+    position: str = "",
+) -> dict[str, Any]:
+    """Train ``cfg`` into ``final_dir`` (through ``staging``) unless it is already complete; its metrics."""
+    started = time.perf_counter()
+    # The basic launcher runs every job of a sweep in one process; Lightning's objects reference each other
+    # in cycles, so the previous job's data set (~220 MB) is freed only by the cycle collector. Run it now.
+    gc.collect()
+    done = resume(cfg, final_dir, staging, identity)
+    if done is not None:
+        return done
+    rundir.begin_attempt(staging)
+    resolved = resolved_config(cfg)
+    run = start_tracking(cfg, repo_root(), final_dir, resolved)
+    try:
+        outcome = fit(cfg, staging, run.logger, job_index, position)
+        write_results(staging, resolved, outcome)
+        if run.client is not None:
+            tracking.log_final(run.client, run.run_id, outcome.metrics, staging)
+        rundir.write_marker(staging, identity, mlflow_run_id=run.run_id)
+        rundir.promote(staging, final_dir)
+        run.finish()
+    except BaseException as error:
+        run.fail(error)
+        raise
+    log.info("[%s] test/acc %.4f  test/loss %.4f  (%.1f s)", run_label(cfg), outcome.metrics["test/acc"],
+             outcome.metrics["test/loss"], time.perf_counter() - started)  # fmt: skip
+    return outcome.metrics

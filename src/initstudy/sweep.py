@@ -22,8 +22,9 @@ from initstudy import atomic
 from initstudy.config import ConfigError, compose_config, config_hash, repo_root, validate
 from initstudy.data.integrity import sha256_file
 from initstudy.model import resolve_hidden_sizes
+from initstudy.rundir import MANIFEST, run_identity
 
-MANIFEST_NAME = "manifest.csv"
+MANIFEST_NAME = MANIFEST
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Job:
     run_dir: Path
     config_hash: str
     sweep_dir: Path | None  # None for a single run
+    identity: str = ""  # rundir.run_identity: what the completion marker must record
     activation: str = "relu"
     hidden_sizes: tuple[int, ...] = ()
 
@@ -100,7 +102,7 @@ def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> 
         data_checks[raw_dir] = {str(k): str(v) for k, v in job_cfg.download.sha256.items()}
         jobs.append(
             Job(tuple(job), job_cfg.init.name, job_cfg.seed, run_dir, config_hash(job_cfg), sweep_dir,
-                job_cfg.model.activation, tuple(resolve_hidden_sizes(
+                run_identity(job_cfg), job_cfg.model.activation, tuple(resolve_hidden_sizes(
                     job_cfg.model.hidden_sizes, job_cfg.model.get("depth"), job_cfg.model.get("width"))))
         )  # fmt: skip
     seen: dict[Path, Job] = {}
@@ -124,6 +126,7 @@ def write_manifest(jobs: Sequence[Job], sweep_dir: Path) -> Path:
             "seed": [job.seed for job in jobs],
             "run_dir": [job.run_dir.relative_to(sweep_dir).as_posix() for job in jobs],
             "config_hash": [job.config_hash for job in jobs],
+            "identity": [job.identity for job in jobs],
             "activation": [job.activation for job in jobs],
             "depth": [job.depth for job in jobs],
             "hidden_sizes": ["-".join(map(str, job.hidden_sizes)) for job in jobs],

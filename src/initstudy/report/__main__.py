@@ -7,10 +7,12 @@ metrics.json (DVC metrics), summary.csv, comparisons.csv, curves.csv (DVC plots)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -63,10 +65,52 @@ def diagnostics_section(diagnostics_dir: Path | None, out_dir: Path) -> list[str
     return lines
 
 
+STAGING_PREFIX = ".report-staging-"
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Move every file written to ``staging`` into ``out_dir`` (each replace atomic), then drop ``staging``."""
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        target = out_dir / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    for folder in sorted((p for p in staging.rglob("*") if p.is_dir()), reverse=True):
+        folder.rmdir()
+    staging.rmdir()
+
+
+def remove_stale_staging(out_dir: Path) -> None:
+    """A report killed before it published leaves its staging folder: the files in it are ours by name."""
+    for staging in out_dir.glob(f"{STAGING_PREFIX}*"):
+        for path in [*staging.glob("figures/*.png"), *staging.glob("*.csv"), *staging.glob("*.json"),
+                     *staging.glob("*.md"), *staging.glob(".*.tmp")]:  # fmt: skip
+            path.unlink()
+        for folder in (staging / "figures", staging):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = None) -> dict:
+    """Read and check every run first, write everything to a staging folder, and only then replace the
+    previous report's files: a failure at any point leaves the previous report as it was."""
     sweep = load_sweep(runs_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    try:
+        written = _write(sweep, staging, out_dir, diagnostics_dir)
+    except BaseException:
+        remove_stale_staging(out_dir)
+        raise
+    publish(staging, out_dir)
+    return written
+
+
+def _write(sweep, out_dir: Path, link_base: Path, diagnostics_dir: Path | None) -> dict:
     if is_depth_sweep(sweep.runs):
-        return write_depth_report(sweep.runs, sweep.history, sweep.config, out_dir, diagnostics_dir)
+        return write_depth_report(
+            sweep.runs, sweep.history, sweep.config, out_dir, diagnostics_dir, link_base
+        )
     summary = summarize(sweep.runs, sweep.history)
     comparisons = compare(sweep.runs)
     split = "val" if (sweep.config.get("data", {}).get("val_fraction") or 0) > 0 else "test"
@@ -101,7 +145,7 @@ def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = N
         summary,
         comparisons,
         {caption: f"figures/{name}" for caption, name in made.items()},
-        extra=diagnostics_section(diagnostics_dir, out_dir),
+        extra=diagnostics_section(diagnostics_dir, link_base),
     )
     atomic.write_text(out_dir / "report.md", report)
     return {row.init: row.acc_mean for row in summary.itertuples(index=False)}
@@ -115,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         means = write_report(args.runs, args.out, args.diagnostics)
-    except (RunFileError, FileNotFoundError, ValueError) as error:
+    except (RunFileError, FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     for init, mean in means.items():

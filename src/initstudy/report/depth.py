@@ -160,7 +160,12 @@ def statements(summary: pd.DataFrame) -> list[str]:
 
 
 def write_depth_report(
-    runs: pd.DataFrame, history: pd.DataFrame, config: dict, out_dir: Path, diagnostics_dir: Path | None
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    config: dict,
+    out_dir: Path,
+    diagnostics_dir: Path | None,
+    link_base: Path | None = None,
 ) -> dict:
     summary = summarize_depth(runs, history)
     diagnostics = None
@@ -227,6 +232,6 @@ def write_depth_report(
         figures = json.loads((diagnostics_dir / "statements.json").read_text())["figures"]
         lines += ["", "## Signal at step 0 (deepest networks)", ""]
         for caption, name in figures.items():
-            lines += [f"![{caption}]({os.path.relpath(diagnostics_dir / name, out_dir)})", ""]
+            lines += [f"![{caption}]({os.path.relpath(diagnostics_dir / name, link_base or out_dir)})", ""]
     atomic.write_text(out_dir / "report.md", "\n".join(lines) + "\n")
     return {f"{r.activation}/{r.depth}/{r.init}": r.acc_mean for r in summary.itertuples(index=False)}

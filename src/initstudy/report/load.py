@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,26 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from initstudy.runner import COMPLETION_MARKER
+from initstudy import rundir
 from initstudy.sweep import read_manifest
 
 
 class RunFileError(ValueError):
     """A run file that should exist is missing or cannot be parsed; the message names the file."""
+
+
+def run_folder(sweep_dir: Path, entry: str) -> Path:
+    """A manifest entry's folder, which must lie inside the sweep folder (symlinks resolved)."""
+    relative = Path(str(entry))
+    folder = sweep_dir / relative
+    inside = Path(os.path.realpath(folder))
+    if (
+        relative.is_absolute()
+        or ".." in relative.parts
+        or Path(os.path.realpath(sweep_dir)) not in inside.parents
+    ):
+        raise RunFileError(f"{sweep_dir / 'manifest.csv'} lists {entry!r}, which is outside {sweep_dir}")
+    return folder
 
 
 @dataclass
@@ -44,26 +59,39 @@ def _read_history(path: Path) -> pd.DataFrame:
     expected = {"epoch", "step", "metric", "value"}
     if not expected <= set(frame.columns):
         raise RunFileError(f"{path} lacks column(s) {', '.join(sorted(expected - set(frame.columns)))}")
-    return frame
+    return _numeric_history(frame, path)
 
 
-def run_status(run_dir: Path, expected_hash: str | None) -> str:
-    """complete | stale (complete, but for another config) | incomplete (failed, killed or never run)."""
-    marker = run_dir / COMPLETION_MARKER
-    if not marker.is_file():
-        return "incomplete"
-    recorded = _read_json(marker).get("config_hash")
-    if expected_hash is not None and isinstance(expected_hash, str) and recorded != expected_hash:
-        return "stale"
-    return "complete"
+def run_status(run_dir: Path, identity: str | None) -> str:
+    """complete | stale (complete, but for another config, code or data) | incomplete (failed, killed, never
+    run, or a damaged marker). The same rule as resume: :func:`initstudy.rundir.is_complete`."""
+    if isinstance(identity, str) and rundir.is_complete(run_dir, identity):
+        return "complete"
+    marker = rundir.read_marker(run_dir)
+    if marker is not None and marker.get("identity") == identity:  # marked complete, yet a file is gone
+        missing = next(name for name in rundir.RESULT_FILES if not (run_dir / name).is_file())
+        raise RunFileError(f"{run_dir / missing} is missing (the run is marked complete)")
+    return "stale" if marker is not None else "incomplete"
+
+
+def _numeric_history(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    bad = frame["value"].notna() & values.isna()
+    if bad.any():
+        row = bad.idxmax()
+        raise RunFileError(f"{path} has a non-numeric value {frame['value'][row]!r} in row {row + 2}")
+    for column in ("epoch", "step"):
+        if pd.to_numeric(frame[column], errors="coerce").isna().any():
+            raise RunFileError(f"{path} has a non-numeric {column}")
+    return frame.assign(value=values)
 
 
 def load_sweep(sweep_dir: Path) -> SweepRuns:
     manifest = read_manifest(sweep_dir)
     rows, histories, config = [], [], None
     for entry in manifest.itertuples(index=False):
-        run_dir = sweep_dir / entry.run_dir
-        status = run_status(run_dir, getattr(entry, "config_hash", None))
+        run_dir = run_folder(sweep_dir, entry.run_dir)
+        status = run_status(run_dir, getattr(entry, "identity", None))
         row: dict[str, Any] = {
             "init": entry.init,
             "seed": int(entry.seed),
@@ -87,6 +115,8 @@ def load_sweep(sweep_dir: Path) -> SweepRuns:
                 except (OSError, yaml.YAMLError) as error:
                     raise RunFileError(f"{config_path} is unreadable: {error}") from None
         rows.append(row)
+    if not histories:
+        raise RunFileError(f"{sweep_dir} holds no complete run of its manifest: run the train stage first")
     runs = pd.DataFrame(rows)
     columns = ["init", "seed", "epoch", "step", "metric", "value", "run_dir"]
     history = pd.concat(histories, ignore_index=True)[columns] if histories else pd.DataFrame(columns=columns)
