@@ -124,6 +124,11 @@ def dvc(*args: str) -> list[str]:
 def study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
     """A git + DVC repo with this project's configuration, tiny synthetic MNIST in a local source folder, and
     a tiny default study: 2 initializers x 2 seeds, 1 epoch. Nothing is downloaded."""
+    return make_study_repo(tmp_path, synthetic_mnist)
+
+
+def make_study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
+    """What ``study_repo`` builds, for fixtures of a wider scope."""
     repo = tmp_path / "study"
     for item in REPO_ITEMS:
         source, target = REPO / item, repo / item

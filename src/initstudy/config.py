@@ -105,6 +105,15 @@ SECTION_KEYS = {
 }
 
 
+# Lightning's seed range (seed_everything): a 32-bit unsigned integer.
+MAX_SEED = 2**32 - 1
+# What this study's training loop honours: full float32 (Lightning's names for it). Mixed precision needs
+# Lightning's manual_backward path, which the chunked loop does not take yet; float64 would leave the
+# device-resident float32 data unconverted.
+PRECISIONS = (32, "32", "32-true")
+DETERMINISTIC = (True, False, "warn")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -150,8 +159,8 @@ def validate(cfg: DictConfig) -> None:
     _check_keys("init", cfg.init, _constructor_keys(cfg.init, "init"))
     _check_keys("optimizer", cfg.optimizer, _constructor_keys(cfg.optimizer, "optimizer"))
 
-    if not _is_int(cfg.seed) or cfg.seed < 0:
-        _fail("seed", cfg.seed, "must be a non-negative integer")
+    if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
+        _fail("seed", cfg.seed, f"must be an integer in [0, {MAX_SEED}] (Lightning's seed range)")
     if cfg.init.get("name") not in group_options("init"):
         _fail("init.name", cfg.init.get("name"), f"must be one of {', '.join(group_options('init'))}")
 
@@ -181,9 +190,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.activation not in ACTIVATIONS:
         _fail("model.activation", cfg.model.activation, f"must be one of {', '.join(ACTIVATIONS)}")
 
-    lr = cfg.optimizer.get("lr")
-    if not _is_number(lr) or not lr > 0:
-        _fail("optimizer.lr", lr, "must be a positive number")
+    for key in ("input_size", "num_classes"):
+        value = cfg.model.get(key)
+        if not _is_int(value) or value <= 0:
+            _fail(f"model.{key}", value, "must be a positive integer")
+    _validate_optimizer(cfg.optimizer)
     if not _is_int(cfg.data.batch_size) or cfg.data.batch_size <= 0:
         _fail("data.batch_size", cfg.data.batch_size, "must be a positive integer")
     if cfg.data.train_size is not None and (not _is_int(cfg.data.train_size) or cfg.data.train_size <= 0):
@@ -196,6 +207,19 @@ def validate(cfg: DictConfig) -> None:
         _fail("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, "must be a positive integer")
     if not _is_int(cfg.trainer.steps_per_chunk) or cfg.trainer.steps_per_chunk <= 0:
         _fail("trainer.steps_per_chunk", cfg.trainer.steps_per_chunk, "must be a positive integer")
+    ebs = cfg.data.eval_batch_size
+    if not _is_int(ebs) or ebs <= 0:
+        _fail("data.eval_batch_size", ebs, "must be a positive integer")
+    if cfg.trainer.precision not in PRECISIONS:
+        _fail("trainer.precision", cfg.trainer.precision,
+              f"allowed: {', '.join(map(str, PRECISIONS))} (this study trains in float32)")  # fmt: skip
+    if cfg.trainer.deterministic not in DETERMINISTIC or not isinstance(
+        cfg.trainer.deterministic, bool | str
+    ):
+        _fail("trainer.deterministic", cfg.trainer.deterministic, "allowed: true, false, warn")
+    if not isinstance(cfg.trainer.stop_on_divergence, bool):
+        _fail("trainer.stop_on_divergence", cfg.trainer.stop_on_divergence, "must be true or false")
+    _validate_logger(cfg.logger)
     if cfg.trainer.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         _fail("trainer.accelerator", cfg.trainer.accelerator, "must be one of auto, cpu, gpu, cuda")
     threads = cfg.trainer.num_threads
@@ -206,6 +230,59 @@ def validate(cfg: DictConfig) -> None:
         get_class(cfg.init._target_)(**init_kwargs)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid init for {cfg.init.name!r}: {error}") from None
+
+
+def _validate_optimizer(optimizer: DictConfig) -> None:
+    lr = optimizer.get("lr")
+    if not _is_number(lr) or not lr > 0:
+        _fail("optimizer.lr", lr, "must be a positive number")
+    betas = optimizer.get("betas")
+    if betas is not None and (
+        not isinstance(betas, ListConfig)
+        or len(betas) != 2
+        or not all(_is_number(b) and 0 <= b < 1 for b in betas)
+    ):
+        _fail("optimizer.betas", OmegaConf.to_container(betas) if isinstance(betas, ListConfig) else betas,
+              "must be two numbers in [0, 1)")  # fmt: skip
+    for key, strict in (("eps", True), ("weight_decay", False), ("momentum", False)):
+        value = optimizer.get(key)
+        if value is None:
+            continue
+        if not _is_number(value) or value < 0 or (strict and value == 0):
+            _fail(
+                f"optimizer.{key}", value, "must be a positive number" if strict else "must be a number >= 0"
+            )
+    for key in ("fused", "nesterov"):
+        value = optimizer.get(key)
+        if value is not None and not isinstance(value, bool):
+            _fail(f"optimizer.{key}", value, "must be true, false or null")
+    if optimizer.get("nesterov") and not optimizer.get("momentum"):
+        _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0")
+
+
+def _validate_logger(logger: DictConfig) -> None:
+    uri = logger.tracking_uri
+    if uri is not None and not isinstance(uri, str):
+        _fail("logger.tracking_uri", uri, "must be a URI string or null")
+    if isinstance(uri, str) and re.search(r"://[^/@\s]+@", uri):
+        raise ConfigError(
+            "logger.tracking_uri holds credentials (user:secret@...): the config is written to every run "
+            "folder; set MLFLOW_TRACKING_URI in the environment instead (or MLFLOW_TRACKING_USERNAME/PASSWORD)"
+        )
+    if not isinstance(logger.experiment_name, str) or not logger.experiment_name.strip():
+        _fail("logger.experiment_name", logger.experiment_name, "must be a non-empty string")
+    if not isinstance(logger.offline, bool):
+        _fail("logger.offline", logger.offline, "must be true or false")
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU asked for by name must exist (imports torch: call after the numerics environment is set)."""
+    if cfg.trainer.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("trainer.accelerator", cfg.trainer.accelerator,
+                  "torch sees no CUDA device here; use auto or cpu")  # fmt: skip
 
 
 def config_hash(cfg: DictConfig) -> str:

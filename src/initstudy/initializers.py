@@ -28,6 +28,21 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
     return nn.init._calculate_fan_in_and_fan_out(weight)
 
 
+def _number(key: str, value: object, low: float | None = None, strict: bool = False) -> float:
+    """``value`` as a real number (not a bool or string) at or above ``low`` (above, when ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"init.{key}={value!r} must be a finite number")
+    if low is not None and (value <= low if strict else value < low):
+        raise ValueError(f"init.{key}={value!r} must be {'>' if strict else '>='} {low}")
+    return float(value)
+
+
+def _integer(key: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"init.{key}={value!r} must be an integer >= {low}")
+    return value
+
+
 class Initializer(ABC):
     """Initializes every ``nn.Linear`` of a model in place (applied through ``model.apply``)."""
 
@@ -76,7 +91,7 @@ class RandomNormal(Initializer):
 
     def __init__(self, name: str, std: float = 0.01, mean: float = 0.0) -> None:
         super().__init__(name)
-        self.std, self.mean = std, mean
+        self.std, self.mean = _number("std", std, 0.0), _number("mean", mean)
 
     def init_weight(self, weight: torch.Tensor) -> None:
         nn.init.normal_(weight, mean=self.mean, std=self.std)
@@ -90,7 +105,7 @@ class TruncatedNormal(Initializer):
 
     def __init__(self, name: str, std: float = 0.05, mean: float = 0.0) -> None:
         super().__init__(name)
-        self.std, self.mean = std, mean
+        self.std, self.mean = _number("std", std, 0.0), _number("mean", mean)
 
     def init_weight(self, weight: torch.Tensor) -> None:
         low, high = self.mean - 2 * self.std, self.mean + 2 * self.std
@@ -111,8 +126,7 @@ class VarianceScaling(Initializer):
         self, name: str, scale: float = 1.0, mode: FanMode = "fan_in", distribution: Distribution = "uniform"
     ) -> None:
         super().__init__(name)
-        if scale <= 0:
-            raise ValueError(f"init.scale must be > 0, got {scale}")
+        scale = _number("scale", scale, 0.0, strict=True)
         if mode not in ("fan_in", "fan_out", "fan_avg"):
             raise ValueError(f"init.mode {mode!r} is not one of fan_in, fan_out, fan_avg")
         if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
@@ -145,7 +159,7 @@ class Orthogonal(Initializer):
 
     def __init__(self, name: str, gain: float = 1.0) -> None:
         super().__init__(name)
-        self.gain = gain
+        self.gain = _number("gain", gain, 0.0, strict=True)
 
     def init_weight(self, weight: torch.Tensor) -> None:
         nn.init.orthogonal_(weight, gain=self.gain)
@@ -188,11 +202,12 @@ class LSUV(Orthogonal):
         batch_size: int = 512,
     ) -> None:
         super().__init__(name, gain)
-        if not 0 < tolerance < 1:
-            raise ValueError(f"init.tolerance must be in (0, 1), got {tolerance}")
-        if max_iterations < 1 or batch_size < 2:
-            raise ValueError("init.max_iterations must be >= 1 and init.batch_size >= 2")
-        self.tolerance, self.max_iterations, self.batch_size = tolerance, max_iterations, batch_size
+        tolerance = _number("tolerance", tolerance, 0.0, strict=True)
+        if tolerance >= 1:
+            raise ValueError(f"init.tolerance={tolerance!r} must be in (0, 1)")
+        self.tolerance = tolerance
+        self.max_iterations = _integer("max_iterations", max_iterations, 1)
+        self.batch_size = _integer("batch_size", batch_size, 2)
         self.achieved: list[float] = []  # output variance reached per layer (for diagnostics and tests)
 
     def __call__(self, model: nn.Module, batch: torch.Tensor | None = None) -> nn.Module:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,23 @@ def check_destination(path: Path, root: Path, what: str = "run folder") -> Path:
                 f"{what} {path} lies in the project's own folder {name}/ ({resolved}); choose a new folder "
                 "such as runs/<name>"
             )
+    _check_writable(resolved, path, what)
     return resolved
+
+
+def _check_writable(resolved: Path, path: Path, what: str) -> None:
+    """Probe the nearest existing folder with a folder that is removed at once (permissions, read-only
+    mounts and pseudo-filesystems all answer a real attempt, not always ``os.access``)."""
+    existing = next((p for p in (resolved, *resolved.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise RunFolderError(f"{what} {path} cannot be created: {existing} is not a folder")
+    try:
+        probe = tempfile.mkdtemp(prefix=".initstudy-probe-", dir=existing)
+    except OSError as error:
+        raise RunFolderError(
+            f"{what} {path} is not writable ({existing}: {error.strerror}); choose a writable folder"
+        ) from None
+    os.rmdir(probe)
 
 
 def _only_contract_files(entries: list[Path]) -> bool:

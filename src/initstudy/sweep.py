@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -86,11 +87,46 @@ def check_data(raw_dir: Path, expected: dict[str, str]) -> None:
             )
 
 
+def read_labels(path: Path) -> np.ndarray:
+    """An IDX label file's labels (the files are small; the header gives the count)."""
+    data = path.read_bytes()
+    return np.frombuffer(data, dtype=np.uint8, offset=8)
+
+
+def check_fits_data(cfg: DictConfig, raw_dir: Path) -> None:
+    """Values that are valid alone but not for this data: sizes, the split, the class count."""
+    train_labels = read_labels(raw_dir / "train-labels-idx1-ubyte")
+    test_labels = read_labels(raw_dir / "t10k-labels-idx1-ubyte")
+    available = len(train_labels)
+    size = cfg.data.train_size
+    if size is not None and size > available:
+        raise ConfigError(
+            f"invalid data.train_size={size}: the data has {available} training images (use at most that, "
+            "or null)"
+        )
+    n = available if size is None else size
+    n_val = round(n * cfg.data.val_fraction)
+    if cfg.data.val_fraction > 0 and n_val == 0:
+        raise ConfigError(
+            f"invalid data.val_fraction={cfg.data.val_fraction}: of {n} training images it holds out none"
+        )
+    if n - n_val < 1:
+        raise ConfigError(
+            f"invalid data.val_fraction={cfg.data.val_fraction}: of {n} training images it leaves none to train on"
+        )
+    classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
+    if cfg.model.num_classes < classes:
+        raise ConfigError(
+            f"invalid model.num_classes={cfg.model.num_classes}: the data's labels need at least {classes}"
+        )
+
+
 def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> list[Job]:
     """Compose and validate every job of the sweep (or the single run), then check the data files they read;
     raise ConfigError on the first bad value."""
     jobs: list[Job] = []
     data_checks: dict[Path, dict[str, str]] = {}
+    configs: list[tuple[DictConfig, Path]] = []
     for job in job_overrides(overrides, multirun):
         cfg = compose_config(job, return_hydra_config=True)
         hydra_cfg = cfg.hydra
@@ -100,6 +136,7 @@ def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> 
         validate(job_cfg)
         raw_dir = repo_root() / job_cfg.data.root / "MNIST" / "raw"
         data_checks[raw_dir] = {str(k): str(v) for k, v in job_cfg.download.sha256.items()}
+        configs.append((job_cfg, raw_dir))
         jobs.append(
             Job(tuple(job), job_cfg.init.name, job_cfg.seed, run_dir, config_hash(job_cfg), sweep_dir,
                 run_identity(job_cfg), job_cfg.model.activation, tuple(resolve_hidden_sizes(
@@ -116,6 +153,8 @@ def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> 
     if verify_data:
         for raw_dir, expected in data_checks.items():
             check_data(raw_dir, expected)
+        for job_cfg, raw_dir in configs:
+            check_fits_data(job_cfg, raw_dir)
     return jobs
 
 

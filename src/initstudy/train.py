@@ -27,7 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from initstudy import locking, rundir, tracking
-from initstudy.config import ConfigError, compose_config, repo_root
+from initstudy.config import ConfigError, check_accelerator, compose_config, repo_root
 from initstudy.rundir import run_identity
 from initstudy.sweep import Job, plan, write_manifest
 
@@ -174,6 +174,7 @@ def launch(argv: Sequence[str], overrides: Sequence[str], multirun: bool) -> Non
     jobs = plan(overrides, multirun)
     destinations = check_destinations(jobs, multirun)
     cfg = compose_config(list(jobs[0].overrides))
+    check_accelerator(cfg)
     if not cfg.logger.offline:
         tracking.check_store(tracking.tracking_uri(cfg.logger, repo_root()))
     lock = destinations.lock_dir / rundir.LOCK_NAME

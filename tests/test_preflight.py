@@ -1,0 +1,139 @@
+"""Everything that could fail at run time is refused before anything runs: one line naming key and value,
+exit 2, and runs/, mlflow.db, data/ and reports/ of a repo that already holds a finished study unchanged,
+byte for byte. Each case goes through the real entry point (``initstudy.train.main``), in process for speed;
+a few go through a real subprocess too."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import SyntheticMNIST, make_study_repo, python_module, run
+from initstudy import train
+
+# (overrides, words the one line must contain). The synthetic data has 600 training images, labels 0-9.
+CASES = [
+    (["init=foo"], ["'foo'", "allowed", "he_uniform"]),
+    (["model.activation=swishy"], ["swishy", "relu", "tanh"]),
+    (["trainer.max_epochs=0"], ["trainer.max_epochs=0", "positive integer"]),
+    (["trainer.max_epochs=ten"], ["'ten'", "positive integer"]),
+    (["data.batch_size=-64"], ["data.batch_size=-64", "positive integer"]),
+    (["optimizer.lr=0"], ["optimizer.lr=0", "positive number"]),
+    (["model.hidden_sizes=[]"], ["model.hidden_sizes", "non-empty list"]),
+    (["model.hidden_sizes=[256,abc]"], ["model.hidden_sizes", "'abc'"]),
+    (["seed=abc"], ["seed='abc'", "integer"]),
+    (["seed=-1"], ["seed=-1", "4294967295"]),
+    (["seed=4294967296"], ["seed=4294967296", "4294967295"]),
+    (["trainer.max_epoch=3"], ["trainer.max_epoch", "unknown config key"]),
+    (["+init.sdt=3"], ["init.sdt", "unknown config key"]),
+    (["init.mode=fan_sideways"], ["fan_sideways", "fan_in"]),
+    (["data.eval_batch_size=0"], ["data.eval_batch_size=0", "positive integer"]),
+    (["data.eval_batch_size=-5"], ["data.eval_batch_size=-5", "positive integer"]),
+    (["init=random_normal", "init.std=-0.1"], ["init.std=-0.1", ">= 0"]),
+    (["init=random_normal", "init.std=abc"], ["init.std='abc'", "number"]),
+    (["init=truncated_normal", "init.mean=true"], ["init.mean=True", "number"]),
+    (["init=lsuv", "init.max_iterations=2.5"], ["init.max_iterations=2.5", "integer"]),
+    (["init=lsuv", "init.batch_size=1"], ["init.batch_size=1", "integer >= 2"]),
+    (["init=lsuv", "init.tolerance=0"], ["init.tolerance=0", "> 0"]),
+    (["init=orthogonal", "init.gain=abc"], ["init.gain='abc'", "number"]),
+    (["init=he_uniform", "init.scale=-2"], ["init.scale=-2", "> 0"]),
+    (["trainer.precision=16-mixed"], ["trainer.precision='16-mixed'", "32-true"]),
+    (["trainer.precision=bf16"], ["trainer.precision='bf16'", "allowed"]),
+    (["trainer.deterministic=maybe"], ["trainer.deterministic='maybe'", "warn"]),
+    (["trainer.stop_on_divergence=sometimes"], ["trainer.stop_on_divergence", "true or false"]),
+    (["trainer.accelerator=gpu"], ["trainer.accelerator='gpu'", "no CUDA device"]),
+    (["trainer.accelerator=tpu"], ["trainer.accelerator='tpu'", "auto, cpu"]),
+    (["model.num_classes=5"], ["model.num_classes=5", "at least 10"]),
+    (["model.input_size=0"], ["model.input_size=0", "positive integer"]),
+    (["optimizer.betas=[0.9,1.0]"], ["optimizer.betas", "[0, 1)"]),
+    (["optimizer.betas=[0.9]"], ["optimizer.betas", "two numbers"]),
+    (["optimizer.eps=0"], ["optimizer.eps=0", "positive number"]),
+    (["optimizer=sgd", "optimizer.momentum=-0.5"], ["optimizer.momentum=-0.5", ">= 0"]),
+    (["data.train_size=700"], ["data.train_size=700", "600 training images"]),
+    (["data.train_size=0"], ["data.train_size=0", "positive integer or null"]),
+    (["data.train_size=100", "data.val_fraction=0.001"], ["data.val_fraction=0.001", "holds out none"]),
+    (["data.train_size=2", "data.val_fraction=0.9"], ["data.val_fraction=0.9", "none to train on"]),
+    (["data.val_fraction=1.5"], ["data.val_fraction=1.5", "[0, 1)"]),
+    (["logger.tracking_uri=postgresql://user:secret@127.0.0.1/db"], ["credentials", "MLFLOW_TRACKING_URI"]),
+    (["hydra.run.dir=."], ["the repo root", "runs/<name>"]),
+    (["hydra.run.dir=/"], ["ancestor of the repo root"]),
+    (["hydra.run.dir=data/raw/x"], ["project's own folder data/"]),
+    (["hydra.run.dir=reports"], ["project's own folder reports/"]),
+    (["hydra.run.dir=foreign"], ["run folder foreign", "did not write", "canary.txt"]),
+    (["hydra.run.dir=link-to-foreign"], ["did not write", "canary.txt"]),
+    (["hydra.run.dir=/sys/initstudy-runs"], ["not writable", "/sys"]),
+    (["--multirun", "hydra.sweep.dir=foreign"], ["sweep folder foreign", "canary.txt"]),
+    (["--multirun", "init=zeros,nope"], ["'nope'", "allowed"]),
+    (["init=zeros,he_uniform"], ["--multirun"]),
+]
+
+
+def snapshot(repo: Path) -> dict[str, str]:
+    """sha256 of every file under runs/, data/, reports/, mlflow.db and the foreign folder."""
+    out = {}
+    for top in ("runs", "data", "reports", "foreign", "mlflow.db"):
+        base = repo / top
+        paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        for path in paths:
+            out[str(path.relative_to(repo))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished_repo(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
+    """A repo holding a finished one-run study (runs/, mlflow.db, reports/) and a foreign folder."""
+    repo = make_study_repo(tmp_path_factory.mktemp("preflight"), synthetic_mnist)
+    synthetic_mnist.write(repo / "data/raw/MNIST/raw")
+    run(python_module("initstudy.train", "--multirun", "init=he_uniform", "seed=0"), repo)
+    run(python_module("initstudy.report"), repo)
+    (repo / "foreign/.git").mkdir(parents=True)
+    (repo / "foreign/canary.txt").write_text("not the project's")
+    (repo / "link-to-foreign").symlink_to(repo / "foreign")
+    return repo
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"), CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
+def test_bad_input_is_one_line_and_touches_nothing(finished_repo, monkeypatch, capsys, overrides, words):
+    monkeypatch.chdir(finished_repo)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = snapshot(finished_repo)
+    with pytest.raises(SystemExit) as exited:
+        train.main(list(overrides))
+    assert exited.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert snapshot(finished_repo) == before
+    assert not (finished_repo / "sys").exists() and not (finished_repo / "runs/.staging").exists()
+
+
+def test_damaged_mlflow_store_is_refused_before_anything_runs(finished_repo, tmp_path, monkeypatch, capsys):
+    store = tmp_path / "damaged.db"
+    store.write_bytes(b"this is not a database" * 100)
+    monkeypatch.chdir(finished_repo)
+    before = snapshot(finished_repo)
+    with pytest.raises(SystemExit) as exited:
+        train.main(["init=zeros", f"logger.tracking_uri=sqlite:///{store}"])
+    assert exited.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not a readable SQLite database" in lines[0], lines
+    assert snapshot(finished_repo) == before and store.read_bytes() == b"this is not a database" * 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [["data.eval_batch_size=0"], ["hydra.run.dir=foreign"]])
+def test_real_process_exits_2_with_one_line_and_no_traceback(finished_repo, overrides):
+    before = snapshot(finished_repo)
+    result = run(python_module("initstudy.train", *overrides), finished_repo, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert snapshot(finished_repo) == before
+    assert os.listdir(finished_repo / "foreign") == [".git", "canary.txt"] or sorted(
+        os.listdir(finished_repo / "foreign")
+    ) == [".git", "canary.txt"]
