@@ -18,6 +18,7 @@ import yaml
 
 from initstudy import rundir, tracking
 from initstudy.config import ConfigError, compose_config, repo_root
+from initstudy.faults import pause_point
 from initstudy.report.load import RunFileError, run_folder, run_status
 from initstudy.sweep import read_manifest
 
@@ -81,6 +82,7 @@ def log_one(client, experiment_id: str, entry, run_dir: Path, origin: str, root:
     tracking.log_params(client, run_id, config or {})
     tracking.log_history(client, run_id, history)
     tracking.log_final(client, run_id, metrics, run_dir)
+    pause_point("import-run")
     tracking.set_status(client, run_id, "FINISHED")
 
 

@@ -29,6 +29,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from initstudy import atomic, rundir, tracking
 from initstudy.config import repo_root
 from initstudy.data.datamodule import MNISTDataModule
+from initstudy.faults import pause_point
 from initstudy.module import InitStudyModule
 from initstudy.recorder import RunRecorder
 
@@ -341,11 +342,15 @@ def train_run(
     run = start_tracking(cfg, repo_root(), final_dir, resolved)
     try:
         outcome = fit(cfg, staging, run.logger, job_index, position)
+        pause_point("trained")
         write_results(staging, resolved, outcome)
         if run.client is not None:
             tracking.log_final(run.client, run.run_id, outcome.metrics, staging)
+        pause_point("before-marker")
         rundir.write_marker(staging, identity, mlflow_run_id=run.run_id)
+        pause_point("before-promote")
         rundir.promote(staging, final_dir)
+        pause_point("before-finished")
         run.finish()
     except BaseException as error:
         run.fail(error)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from initstudy import atomic
+from initstudy.faults import pause_point
 from initstudy.report import figures
 from initstudy.report.depth import is_depth_sweep, write_depth_report
 from initstudy.report.load import RunFileError, load_sweep
@@ -102,6 +103,7 @@ def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = N
     except BaseException:
         remove_stale_staging(out_dir)
         raise
+    pause_point("report-publish")
     publish(staging, out_dir)
     return written
 
