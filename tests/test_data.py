@@ -7,25 +7,36 @@ Everything is real and offline: an HTTP mirror on 127.0.0.1, a wheel built here 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import gzip
 import hashlib
 import http.server
 import io
+import itertools
 import os
 import pickle
+import re
+import shutil
 import socket
+import ssl
+import struct
+import subprocess
 import sys
 import threading
+import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from numpy._core.multiarray import _reconstruct
 
 from conftest import MNIST_FILES, SyntheticMNIST, dvc, python_module, run
+from initstudy.data import httpget
 from initstudy.data.fetch import SOURCE_SEPARATOR, DownloadError, FetchReport, fetch_mnist
 from initstudy.data.integrity import STAGING_DIRNAME, sha256_file, staging_dir
 from initstudy.data.safe_pickle import ArrayLimits, RefusedGlobalError, load_numpy_pickle
@@ -117,6 +128,137 @@ def mirror(tmp_path: Path, synthetic_mnist: SyntheticMNIST, monkeypatch: pytest.
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+DRIP_INTERVAL_S = 0.5  # below the tests' per-read timeout (1 s): only the deadline can stop a drip
+BROKEN_KINDS = {
+    # kind: what the failure reason must say
+    "bad-status": "BadStatusLine",
+    "mid-body": "IncompleteRead",
+    "reset": "ConnectionResetError|RemoteDisconnected",
+    "drip-status": "deadline of 1.5 s exceeded",
+    "drip-body": "deadline of 1.5 s exceeded",
+    "endless": "larger than",
+    "gzip-bomb": "decompresses to more than",
+    "truncated-gz": "truncated",
+    "corrupt-gz": "not a readable gzip",
+    "not-found": "HTTP 404",
+}
+
+
+class BrokenMirrorHandler(http.server.BaseHTTPRequestHandler):
+    """``GET /<kind>/<file>.gz`` misbehaves as ``kind`` says (see BROKEN_KINDS)."""
+
+    files: ClassVar[dict[str, bytes]] = {}  # <name>.gz -> body, for /ok/
+    good_gz: bytes = b""  # a valid .gz body, to truncate or corrupt
+    bomb: bytes = b""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        kind = self.path.strip("/").split("/")[0]
+        with contextlib.suppress(OSError):  # the client gave up (deadline, cap): what these tests expect
+            getattr(self, "send_" + kind.replace("-", "_"))()
+
+    def send_body(self, body: bytes, length: int | None = None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_ok(self) -> None:
+        self.send_body(self.files[self.path.rsplit("/", 1)[-1]])
+
+    def send_bad_status(self) -> None:
+        self.wfile.write(b"NONSENSE 200 OK\r\n\r\n")
+
+    def send_mid_body(self) -> None:
+        self.send_body(self.good_gz[: len(self.good_gz) // 2], length=len(self.good_gz))
+
+    def send_reset(self) -> None:
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # linger 0: the kernel answers with RST
+
+    def send_drip_status(self) -> None:
+        for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: yes\r\n"):
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(DRIP_INTERVAL_S)
+
+    def send_drip_body(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        while True:
+            self.wfile.write(b"\x1f")
+            self.wfile.flush()
+            time.sleep(DRIP_INTERVAL_S)
+
+    def send_endless(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        while True:
+            self.wfile.write(bytes(1 << 16))
+
+    def send_gzip_bomb(self) -> None:
+        self.send_body(self.bomb)
+
+    def send_truncated_gz(self) -> None:
+        self.send_body(self.good_gz[:-20])
+
+    def send_corrupt_gz(self) -> None:
+        self.send_body(self.good_gz[:20] + bytes(b ^ 0xFF for b in self.good_gz[20:60]) + self.good_gz[60:])
+
+    def send_not_found(self) -> None:
+        self.send_error(404)
+
+
+@pytest.fixture(scope="module")
+def broken_handler(synthetic_mnist: SyntheticMNIST) -> type[BrokenMirrorHandler]:
+    """The handler with its bodies, compressed once per module."""
+    return type(
+        "Handler",
+        (BrokenMirrorHandler,),
+        {
+            "files": {f"{name}.gz": gzip.compress(data) for name, data in synthetic_mnist.files.items()},
+            "good_gz": gzip.compress(synthetic_mnist.files["train-images-idx3-ubyte"]),
+            # 5 MB of zeros in ~5 KB: ten times the train images' cap once decompressed
+            "bomb": gzip.compress(bytes(5_000_000), compresslevel=9),
+        },
+    )
+
+
+@contextlib.contextmanager
+def serve_broken_mirrors(
+    handler: type[BrokenMirrorHandler], tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """Base URL of a server on 127.0.0.1 whose ``/<kind>/`` folders fail in each of BROKEN_KINDS' ways
+    (and ``/ok/`` serves the synthetic files), in a thread; over TLS with ``tls``."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True  # dripping handlers end when their client hangs up; never wait for them
+    server.block_on_close = False
+    server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def broken_mirrors(
+    broken_handler: type[BrokenMirrorHandler], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with serve_broken_mirrors(broken_handler) as url:
+        yield url
 
 
 class Python2StylePickler(pickle.Pickler):
@@ -226,6 +368,100 @@ def test_refusing_first_mirror_falls_through_to_the_next(
     report = fetch(raw_dir, synthetic_mnist, sources)
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
     assert set(report.served_by) == set(MNIST_FILES)
+
+
+# ---- broken mirrors: every failure fails over, within the deadline and the caps ------------------------
+
+BROKEN_DEADLINE_S = 1.5
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_KINDS))
+def test_broken_mirror_fails_over_to_the_next(
+    broken_mirrors: str, mirror: Mirror, raw_dir: Path, synthetic_mnist: SyntheticMNIST, kind: str
+):
+    broken = MirrorSource(f"{broken_mirrors}/{kind}/", timeout_s=1)
+    started = time.monotonic()
+    report = fetch(raw_dir, synthetic_mnist, [broken, MirrorSource(mirror.url)], deadline_s=BROKEN_DEADLINE_S)
+    elapsed = time.monotonic() - started
+    assert report.served_by == dict.fromkeys(MNIST_FILES, f"mirror {mirror.url}")
+    assert installed_hashes(raw_dir) == synthetic_mnist.sha256
+    problem = report.problems[broken.describe()]
+    assert re.search(BROKEN_KINDS[kind], problem), problem
+    assert "\n" not in problem
+    assert elapsed < BROKEN_DEADLINE_S + 2, elapsed  # the drip is cut at the deadline, not at its end
+    assert_no_staging_left(raw_dir)
+
+
+def test_when_every_mirror_is_broken_the_error_names_each_with_its_reason(
+    broken_mirrors: str, raw_dir: Path, synthetic_mnist: SyntheticMNIST
+):
+    kinds = sorted(BROKEN_KINDS)
+    sources = [MirrorSource(f"{broken_mirrors}/{kind}/", timeout_s=1) for kind in kinds]
+    sources += [MirrorSource(url) for url in ("htp://example", "not a url", "http://[::1")]
+    with pytest.raises(DownloadError) as caught:
+        fetch(raw_dir, synthetic_mnist, sources, deadline_s=BROKEN_DEADLINE_S)
+    expected = [(source.describe(), "") for source in sources]
+    assert_lists_each_source(caught.value, expected)
+    entries = str(caught.value).partition("; sources tried: ")[2].split(SOURCE_SEPARATOR)
+    for entry, kind in zip(entries, kinds, strict=False):
+        assert re.search(BROKEN_KINDS[kind], entry), (kind, entry)
+    assert all("invalid URL" in entry for entry in entries[-3:]), entries[-3:]
+    assert not raw_dir.exists() or not any(raw_dir.iterdir())
+    assert_no_staging_left(raw_dir)
+
+
+@pytest.fixture
+def tls_contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A throw-away certificate for 127.0.0.1: the server's context, and the download trusting it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    client.sslsocket_class = httpget._ssl_context().sslsocket_class
+    monkeypatch.setattr(httpget, "_ssl_context", lambda: client)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return server
+
+
+def test_https_mirror_dripping_is_cut_at_the_deadline(
+    tls_contexts: ssl.SSLContext,
+    broken_handler: type[BrokenMirrorHandler],
+    raw_dir: Path,
+    synthetic_mnist: SyntheticMNIST,
+):
+    with serve_broken_mirrors(broken_handler, tls=tls_contexts) as base:
+        dripping, good = MirrorSource(f"{base}/drip-body/", timeout_s=1), MirrorSource(f"{base}/ok/")
+        started = time.monotonic()
+        report = fetch(raw_dir, synthetic_mnist, [dripping, good], deadline_s=BROKEN_DEADLINE_S)
+    assert time.monotonic() - started < BROKEN_DEADLINE_S + 2
+    assert report.served_by == dict.fromkeys(MNIST_FILES, good.describe())
+    assert "deadline of 1.5 s exceeded" in report.problems[dripping.describe()]
+
+
+def test_oversized_local_file_is_refused_before_it_is_read(
+    tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
+):
+    folder = synthetic_mnist.write(tmp_path / "oversized")
+    name = "t10k-labels-idx1-ubyte"
+    (folder / name).write_bytes(synthetic_mnist.files[name] + bytes(10_000))
+    good = LocalFolderSource(synthetic_mnist.write(tmp_path / "good"))
+    report = fetch(raw_dir, synthetic_mnist, [LocalFolderSource(folder), good])
+    assert report.served_by[name] == good.describe()
+    assert re.search(
+        rf"{name} is [\d,]+ bytes, more than [\d,]+ allowed", report.problems[f"local ({folder})"]
+    )
 
 
 # ---- the pinned PyPI wheel ----------------------------------------------------------------------------

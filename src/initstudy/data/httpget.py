@@ -110,10 +110,17 @@ class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
         return self.do_open(functools.partial(_DeadlineHTTPConnection, deadline=self.deadline), req)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Certificate verification as urllib's default; built once (loading the CA store takes ~50 ms)."""
+    context = ssl.create_default_context()
+    context.sslsocket_class = _DeadlineSSLSocket
+    return context
+
+
 class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
     def __init__(self, deadline: Deadline) -> None:
-        context = ssl.create_default_context()
-        context.sslsocket_class = _DeadlineSSLSocket
+        context = _ssl_context()
         super().__init__(context=context)
         self.deadline, self.context = deadline, context
 
@@ -154,7 +161,9 @@ def reason(error: BaseException) -> str:
         return f"HTTP {error.code} {error.reason}"
     if isinstance(error, urllib.error.URLError):
         inner = error.reason
-        return reason(inner) if isinstance(inner, BaseException) else _flat(f"unreachable: {inner}")
+        if isinstance(inner, BaseException):
+            return reason(inner)
+        return _flat(f"invalid URL: {inner}" if "url type" in str(inner) else f"unreachable: {inner}")
     if isinstance(error, http.client.RemoteDisconnected):
         return "the server closed the connection without a response (RemoteDisconnected)"
     if isinstance(error, http.client.BadStatusLine):
