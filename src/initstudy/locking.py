@@ -44,7 +44,7 @@ def holder_info() -> dict[str, object]:
     """What this process writes into a lock file it holds."""
     return {
         "pid": os.getpid(),
-        "command": shlex.join(sys.orig_argv)[:300],
+        "command": " ".join(shlex.join(sys.orig_argv).split())[:200],
         "host": socket.gethostname(),
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -61,12 +61,14 @@ def read_holder(path: Path) -> dict[str, object]:
 
 
 def describe_holder(holder: dict[str, object]) -> str:
+    """``pid N (command) on host since time``, on one line whatever the record holds."""
     if not holder.get("pid"):
         return "an unknown process (it may have just started)"
-    return (
+    text = (
         f"pid {holder.get('pid')} ({holder.get('command', '?')}) "
         f"on {holder.get('host', '?')} since {holder.get('since', '?')}"
     )
+    return " ".join(text.split())[:400]
 
 
 @contextlib.contextmanager
