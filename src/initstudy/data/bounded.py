@@ -83,22 +83,26 @@ def read_bounded(
 
 def gunzip_bounded(data: bytes, cap: int, what: str) -> bytes:
     """Decompress gzip ``data`` (one or more members) into at most ``cap`` bytes, else refuse."""
-    output = bytearray()
+    members: list[bytes] = []
+    total = 0
     pending = data
-    while pending:
+    while pending := pending.lstrip(b"\0"):  # zero padding after a member is allowed, as gzip does
         if pending[:2] != GZIP_MAGIC:
-            raise CorruptGzip(f"{what} is not a readable gzip file: unexpected bytes after member")
+            where = "after the last member" if members else "at the start"
+            raise CorruptGzip(f"{what} is not a readable gzip file: no gzip signature {where}")
         decompressor = zlib.decompressobj(_GZIP_WBITS)
         try:
-            output += decompressor.decompress(pending, cap + 1 - len(output))
+            member = decompressor.decompress(pending, cap + 1 - total)
         except zlib.error as error:
             raise CorruptGzip(f"{what} is not a readable gzip file: {error}") from None
-        if len(output) > cap:
+        total += len(member)
+        if total > cap:
             raise LimitExceeded(f"{what} decompresses to more than {cap:,} bytes; refused")
         if not decompressor.eof:
             raise CorruptGzip(f"{what} is not a readable gzip file: truncated")
+        members.append(member)
         pending = decompressor.unused_data
-    return bytes(output)
+    return members[0] if len(members) == 1 else b"".join(members)  # one member (the usual): no copy
 
 
 def maybe_gunzip(data: bytes, cap: int, what: str) -> bytes:

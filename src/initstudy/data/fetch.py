@@ -90,6 +90,7 @@ def _fetch_locked(
     present = _keep_verified(raw_dir, expected)
     missing = [name for name in expected if name not in present]
     report = FetchReport(already_present=present, served_by={})
+    tried: list[str] = []  # "source: why", in order (two sources may describe themselves alike)
     for source in sources:
         if not missing:
             break
@@ -111,11 +112,12 @@ def _fetch_locked(
             problems.append(f"did not provide {', '.join(missing)}")
         if problems:
             report.problems[source.describe()] = _one_line("; ".join(problems))
+            tried.append(f"{source.describe()}: {report.problems[source.describe()]}")
     clear_staging(raw_dir)
     if missing:
-        tried = SOURCE_SEPARATOR.join(f"{where}: {why}" for where, why in report.problems.items())
         raise DownloadError(
-            f"could not obtain verified {', '.join(missing)}; sources tried: {tried or 'none configured'}"
+            f"could not obtain verified {', '.join(missing)}; "
+            f"sources tried: {SOURCE_SEPARATOR.join(tried) or 'none configured'}"
         )
     return report
 
