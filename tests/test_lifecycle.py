@@ -193,3 +193,47 @@ def test_results_are_readable_by_group_and_others(repo: Path):
     ]:
         if path.is_file():
             assert path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH) == stat.S_IRGRP | stat.S_IROTH, path
+
+
+# ---- fast checks of the pieces ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["postgresql://user:secret@db.example:5432/mlflow", "https://user:token-secret@tracking.example/"],
+)
+def test_credentials_are_redacted_everywhere_we_write_a_uri(uri):
+    assert "secret" not in tracking.redact(uri) and "***@" in tracking.redact(uri)
+    params = tracking.flat_params({"logger": {"tracking_uri": uri}, "seed": 0})
+    assert all("secret" not in value for value in params.values())
+
+
+def test_unreachable_server_with_credentials_is_one_line_without_them(monkeypatch, capsys, tmp_path):
+    import socket
+
+    from initstudy import train
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:secret@127.0.0.1:{port}")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    with pytest.raises(SystemExit):
+        train.main(["init=zeros", "hydra.run.dir=" + str(tmp_path / "never")])
+    err = capsys.readouterr().err
+    assert "not reachable" in err and "secret" not in err and "***@127.0.0.1" in err, err
+
+
+def test_transient_database_lock_is_retried_with_backoff(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "logged"
+
+    assert tracking.retry(flaky) == "logged" and len(calls) == 3
+    with pytest.raises(ValueError):
+        tracking.retry(lambda: (_ for _ in ()).throw(ValueError("not transient")))

@@ -64,10 +64,11 @@ def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_d
     edit_params(repo, trainer__max_epochs=40,
                 hydra__sweeper__params={"init": "zeros,he_uniform,glorot_uniform", "seed": "0,1"})  # fmt: skip
     third = repo / "runs/he_uniform/seed_0"
+    staging = repo / "runs/.staging/he_uniform/seed_0"  # where the third run trains until it is complete
     process = popen(python_module("initstudy.train", "--multirun"), repo)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until the third run is training (its 2nd epoch logged)
-        log = third / "train.log"
+        log = staging / "train.log"
         if log.exists() and "epoch 2/" in log.read_text():
             break
         time.sleep(0.02)
@@ -80,9 +81,10 @@ def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_d
 
     complete = [repo / f"runs/zeros/seed_{s}" for s in (0, 1)]
     assert all((d / ".complete").is_file() for d in complete)
-    assert not (third / ".complete").exists() and not (third / "metrics.json").exists()
+    assert not third.exists()  # the killed attempt never reached its run folder
     assert not (repo / "runs/he_uniform/seed_1").exists()
-    (third / "leftover-from-the-killed-attempt.tmp").write_text("partial")
+    leftover = staging / ".metrics.json.k1ll3d.tmp"  # a temporary file of the killed attempt
+    leftover.write_text("partial")
     mtimes = {d: (d / "metrics.json").stat().st_mtime_ns for d in complete}
 
     resumed = run(python_module("initstudy.train", "--multirun"), repo)
@@ -90,7 +92,7 @@ def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_d
     assert output.count("complete with the same config and code: skipped") == 2
     assert "an interrupted earlier attempt was marked KILLED" in output
     assert {d: (d / "metrics.json").stat().st_mtime_ns for d in complete} == mtimes
-    assert not (third / "leftover-from-the-killed-attempt.tmp").exists()
+    assert not leftover.exists() and not (repo / "runs/.staging").exists()
     for init, seed in SIX:
         assert (repo / f"runs/{init}/seed_{seed}/.complete").is_file()
 
@@ -287,14 +289,35 @@ def test_file_corrupted_after_download_is_detected_and_repaired(
     assert "up to date" in run(dvc("status", "download"), study_repo).stdout
 
 
-def test_completion_requires_the_same_config_and_the_same_training_code(tmp_path):
-    from initstudy.runner import COMPLETION_MARKER, code_fingerprint, is_complete
+def test_completion_requires_the_same_identity_and_every_result_file(tmp_path):
+    from initstudy.rundir import MARKER, RESULT_FILES, is_complete, write_marker
 
-    marker = tmp_path / COMPLETION_MARKER
-    marker.write_text(json.dumps({"config_hash": "abc", "code_fingerprint": code_fingerprint()}))
+    for name in RESULT_FILES:
+        (tmp_path / name).write_text("x")
+    write_marker(tmp_path, "abc")
     assert is_complete(tmp_path, "abc")
-    assert not is_complete(tmp_path, "abd")  # another config
-    marker.write_text(json.dumps({"config_hash": "abc", "code_fingerprint": "older training code"}))
+    assert not is_complete(tmp_path, "abd")  # another config, code, data or numerics
+    (tmp_path / MARKER).write_text(json.dumps({"config_hash": "abc"}))  # a marker from before identities
     assert not is_complete(tmp_path, "abc")
-    marker.write_text(json.dumps({"config_hash": "abc"}))  # a marker from before fingerprints
+    for damaged in ("{not json", "[1, 2]", '"abc"'):
+        (tmp_path / MARKER).write_text(damaged)
+        assert not is_complete(tmp_path, "abc")
+    write_marker(tmp_path, "abc")
+    (tmp_path / "history.csv").unlink()
     assert not is_complete(tmp_path, "abc")
+
+
+def test_identity_changes_with_config_code_and_data(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from initstudy import rundir
+    from initstudy.config import compose_config
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    cfg = compose_config([])
+    base = rundir.run_identity(cfg)
+    assert rundir.run_identity(compose_config(["optimizer.lr=0.002"])) != base
+    other_data = OmegaConf.merge(cfg, {"download": {"sha256": {"t10k-labels-idx1-ubyte": "0" * 64}}})
+    assert rundir.run_identity(other_data) != base
+    monkeypatch.setattr(rundir, "code_fingerprint", lambda: "other training code")
+    assert rundir.run_identity(cfg) != base

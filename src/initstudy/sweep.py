@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from initstudy import atomic
 from initstudy.config import ConfigError, compose_config, config_hash, repo_root, validate
+from initstudy.data.config_check import validate_download
 from initstudy.data.integrity import sha256_file
 from initstudy.model import resolve_hidden_sizes
 from initstudy.rundir import MANIFEST, run_identity
@@ -134,6 +135,7 @@ def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> 
         run_dir = sweep_dir / hydra_cfg.sweep.subdir if sweep_dir else Path(hydra_cfg.run.dir)
         job_cfg = DictConfig({k: v for k, v in cfg.items() if k != "hydra"})
         validate(job_cfg)
+        validate_download(job_cfg.download)
         raw_dir = repo_root() / job_cfg.data.root / "MNIST" / "raw"
         data_checks[raw_dir] = {str(k): str(v) for k, v in job_cfg.download.sha256.items()}
         configs.append((job_cfg, raw_dir))
