@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import SyntheticMNIST, make_study_repo, python_module, run
+from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
 from initstudy import train
 
 # (overrides, words the one line must contain). The synthetic data has 600 training images, labels 0-9.
@@ -140,3 +141,19 @@ def test_real_process_exits_2_with_one_line_and_no_traceback(finished_repo, over
     assert os.listdir(finished_repo / "foreign") == [".git", "canary.txt"] or sorted(
         os.listdir(finished_repo / "foreign")
     ) == [".git", "canary.txt"]
+
+
+def test_help_answers_from_the_configs_alone_whatever_the_repo_holds(tmp_path):
+    """Hydra's help walks its primary config folder; the repo root holds .venv/, runs/ and data/."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "conf", repo / "conf")
+    shutil.copy2(REPO / "params.yaml", repo / "params.yaml")
+    for top in (".venv/lib/site-packages", "runs/he_uniform", "data/raw"):
+        for i in range(300):
+            folder = repo / top / f"d{i}"
+            folder.mkdir(parents=True)
+            (folder / "config.yaml").write_text("a: 1\n")
+    result = run(python_module("initstudy.train", "--help"), repo, timeout=120)
+    assert "init: glorot_normal, glorot_uniform" in result.stdout
+    for walked in (".venv", "runs", "data/raw"):
+        assert f"\n{walked}" not in result.stdout and f"{walked}/" not in result.stdout, walked

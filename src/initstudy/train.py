@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from initstudy import locking, rundir, tracking
-from initstudy.config import ConfigError, check_accelerator, compose_config, repo_root
+from initstudy.config import CONFIG_GROUPS_DIR, ConfigError, check_accelerator, compose_config, repo_root
 from initstudy.rundir import run_identity
 from initstudy.sweep import Job, plan, write_manifest
 
@@ -195,12 +196,25 @@ def launch(argv: Sequence[str], overrides: Sequence[str], multirun: bool) -> Non
                 finish_sweep(destinations.sweep_root)
 
 
+def answer_without_running(argv: Sequence[str]) -> None:
+    """``--help``, ``--hydra-help``, ``--cfg``, ``--info``, shell completion: Hydra answers them from a primary
+    config folder that holds params.yaml alone. Hydra's help lists every config group by walking that folder;
+    the repo root holds .venv/, runs/ and data/ (minutes to walk), the config groups live in conf/ (found
+    through hydra.searchpath), so the walk covers the configs and nothing else."""
+    root = repo_root()
+    with tempfile.TemporaryDirectory(prefix="initstudy-help-") as folder:
+        (Path(folder) / "params.yaml").symlink_to(root / "params.yaml")
+        for group in sorted((root / CONFIG_GROUPS_DIR).iterdir()):  # listed as the app's groups
+            (Path(folder) / group.name).symlink_to(group)
+        sys.argv = [sys.argv[0], *argv]
+        hydra.main(config_path=folder, config_name="params", version_base="1.3")(lambda cfg: None)()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
-        sys.argv = [sys.argv[0], *argv]
-        hydra_job()
+        answer_without_running(argv)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
