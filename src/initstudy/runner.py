@@ -27,7 +27,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from initstudy import atomic, tracking
+from initstudy import atomic, numerics, tracking
 from initstudy.config import config_hash, repo_root
 from initstudy.data.datamodule import MNISTDataModule
 from initstudy.module import InitStudyModule
@@ -46,7 +46,9 @@ def run_label(cfg: DictConfig) -> str:
 
 # The modules whose code decides a run's numbers. Their fingerprint is part of the completion marker: changing
 # the training code recomputes complete runs (changing the report, the CLI or the docs does not).
-TRAINING_CODE = ("runner.py", "module.py", "recorder.py", "model.py", "initializers.py", "data/datamodule.py")
+TRAINING_CODE = (
+    "runner.py", "module.py", "recorder.py", "model.py", "initializers.py", "data/datamodule.py", "numerics.py"
+)  # fmt: skip
 
 
 def code_fingerprint() -> str:
@@ -85,15 +87,10 @@ def quiet_lightning() -> None:
 
 
 def configure_process(cfg: DictConfig) -> int:
-    """Per-job process state, set explicitly: launchers reuse processes, so nothing may leak between jobs."""
-    # The CPUs this process may run on (a SLURM job's share of a node, not the whole node).
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = cfg.trainer.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or available
-    torch.set_num_threads(threads)
-    # Deep nets at init push activations into subnormal floats, which x86 CPUs compute 10-100x slower
-    # (seen: a 30-layer tanh epoch at 8 s instead of 0.2 s). Flushing them to zero changes values below
-    # 1e-38 only.
-    torch.set_flush_denormal(True)
+    """Per-job process state, set explicitly: launchers reuse processes, so nothing may leak between jobs.
+    Threads, flush-to-zero and deterministic algorithms come from the numerics profile, which also checks
+    that the process runs the kernels it pins (initstudy.numerics); returns the thread count."""
+    threads = numerics.apply_in_process(numerics.from_config(cfg.numerics), cfg.trainer.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return threads
 
@@ -161,7 +158,7 @@ def params_md5(root: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else "unknown"
 
 
-def make_logger(cfg: DictConfig, root: Path) -> Any:
+def make_logger(cfg: DictConfig, root: Path, extra_tags: dict[str, str] | None = None) -> Any:
     if cfg.logger.offline:
         return None
     from pytorch_lightning.loggers import MLFlowLogger
@@ -172,6 +169,7 @@ def make_logger(cfg: DictConfig, root: Path) -> Any:
         "seed": str(cfg.seed),
         "params_md5": params_md5(root),
         **tracking.git_state(root),
+        **(extra_tags or {}),
     }
     parent = os.environ.get(tracking.PARENT_RUN_ENV)
     if parent:
@@ -236,7 +234,10 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
     recorder = RunRecorder(
         position + run_label(cfg), eval_split, cfg.trainer.log_every_n_steps, datamodule.steps_per_epoch
     )
-    logger = make_logger(cfg, root)
+    # What numerics were in effect (profile, kernels, threads, CPU, device): numerics.json and MLflow tags,
+    # apart from metrics.json, which must stay byte-identical across machines under numerics=portable.
+    provenance = numerics.describe(numerics.from_config(cfg.numerics), device)
+    logger = make_logger(cfg, root, numerics.mlflow_tags(provenance))
     if logger is not None:
         logger.log_hyperparams(flat_params(cfg))
 
@@ -249,7 +250,7 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
             max_epochs=cfg.trainer.max_epochs,
             accelerator=accelerator,
             devices=devices,
-            deterministic=cfg.trainer.deterministic,
+            deterministic=cfg.numerics.deterministic,
             precision=cfg.trainer.precision,
             logger=logger or False,
             callbacks=[recorder],
@@ -309,6 +310,7 @@ def train_run(cfg: DictConfig, run_dir: Path, job_index: int = 0, position: str 
     atomic.write_text(run_dir / "history.csv", history.to_csv(index=False))
     atomic.write_json(run_dir / "metrics.json", metrics)
     atomic.write_json(run_dir / "timing.json", timing)
+    atomic.write_json(run_dir / "numerics.json", provenance)
     atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if logger is not None:
         _log_final(logger, metrics, run_dir)

@@ -21,7 +21,6 @@ from omegaconf import DictConfig
 from initstudy import atomic
 from initstudy.config import ConfigError, compose_config, config_hash, repo_root, validate
 from initstudy.data.integrity import sha256_file
-from initstudy.model import resolve_hidden_sizes
 
 MANIFEST_NAME = "manifest.csv"
 
@@ -87,6 +86,8 @@ def check_data(raw_dir: Path, expected: dict[str, str]) -> None:
 def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> list[Job]:
     """Compose and validate every job of the sweep (or the single run), then check the data files they read;
     raise ConfigError on the first bad value."""
+    from initstudy.model import resolve_hidden_sizes  # imports torch: after the numerics profile is applied
+
     jobs: list[Job] = []
     data_checks: dict[Path, dict[str, str]] = {}
     for job in job_overrides(overrides, multirun):

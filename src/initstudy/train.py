@@ -1,7 +1,8 @@
 """``python -m initstudy.train``: one run, or ``--multirun`` a sweep (Hydra), each logged to MLflow.
 
-Before Hydra launches anything, every job of the sweep is composed and validated, the tracking store is
-checked, and (for a sweep) the manifest and the MLflow parent run are created once, in this process.
+Before Hydra launches anything, the numerics profile's environment is set (before torch is imported: this
+module imports it only through the runner), every job of the sweep is composed and validated, the tracking
+store is checked, and (for a sweep) the manifest and the MLflow parent run are created once, in this process.
 
     python -m initstudy.train                                   # one run: params.yaml as it is
     python -m initstudy.train init=he_uniform seed=3            # one run, overridden
@@ -24,9 +25,8 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from initstudy import tracking
+from initstudy import numerics, tracking
 from initstudy.config import ConfigError, compose_config, repo_root
-from initstudy.runner import train_run
 from initstudy.sweep import Job, plan, write_manifest
 
 log = logging.getLogger("initstudy.train")
@@ -47,6 +47,11 @@ def hydra_job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     job_index = hydra_cfg.job.num if hydra_cfg.job.get("num") is not None else 0
     apply_log_level()
+    # A job process that did not inherit the profile's environment (SLURM with --export=NONE) gets it here,
+    # before its first torch import; one that did (basic launcher, loky, submitit) is checked.
+    numerics.apply_before_torch(numerics.from_config(cfg.numerics))
+    from initstudy.runner import train_run  # imports torch
+
     size = os.environ.get(SWEEP_SIZE_ENV)
     position = f"run {job_index + 1}/{size} " if size else ""
     metrics = train_run(cfg, Path(hydra_cfg.runtime.output_dir), job_index=job_index, position=position)
@@ -115,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        numerics.apply_for_sweep(args.overrides, args.multirun)
         jobs = plan(args.overrides, args.multirun)
         with mlflow_parent(jobs, args.multirun, args.overrides):
             sweep_dir = jobs[0].sweep_dir
