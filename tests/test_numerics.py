@@ -203,3 +203,20 @@ def test_portable_results_are_byte_identical_across_simulated_machines_and_fast_
     assert len({run["metrics.json"] + run["history.csv"] for run in fast.values()}) > 1, (
         "numerics=fast gave the same bytes on every simulated machine: the test cannot tell the profiles apart"
     )
+
+
+def test_the_report_says_on_what_device_and_profile_its_runs_were_made(tmp_path: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    from initstudy.report.load import _numerics_of
+    from initstudy.report.markdown import setup_section
+
+    (tmp_path / "numerics.json").write_text(json.dumps({"profile": "portable", "device": "cpu"}))
+    assert _numerics_of(tmp_path) == {"device": "cpu", "numerics": "portable"}
+    assert _numerics_of(tmp_path / "older-run") == {"device": "unknown", "numerics": "unknown"}
+    runs = pd.DataFrame({"init": ["zeros"] * 3, "seed": [0, 1, 2], "device": ["cpu", "cpu", "cuda:0"],
+                         "numerics": ["portable"] * 3})  # fmt: skip
+    text = setup_section({}, runs)
+    assert "2 runs on cpu under `numerics=portable`; 1 runs on cuda:0 under `numerics=portable`" in text

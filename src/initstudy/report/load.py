@@ -47,6 +47,13 @@ def _read_history(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _numerics_of(run_dir: Path) -> dict[str, str]:
+    """The device and numerics profile a run was made with (its numerics.json; "unknown" for older runs)."""
+    path = run_dir / "numerics.json"
+    described = _read_json(path) if path.is_file() else {}
+    return {"device": described.get("device", "unknown"), "numerics": described.get("profile", "unknown")}
+
+
 def run_status(run_dir: Path, expected_hash: str | None) -> str:
     """complete | stale (complete, but for another config) | incomplete (failed, killed or never run)."""
     marker = run_dir / COMPLETION_MARKER
@@ -78,6 +85,7 @@ def load_sweep(sweep_dir: Path) -> SweepRuns:
             if "test/acc" not in metrics:
                 raise RunFileError(f"{run_dir / 'metrics.json'} has no 'test/acc'")
             row.update({k: v for k, v in metrics.items() if k not in ("init", "seed")})
+            row.update(_numerics_of(run_dir))
             history = _read_history(run_dir / "history.csv")
             histories.append(history.assign(init=entry.init, seed=int(entry.seed), run_dir=str(run_dir)))
             if config is None:
