@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install study test test-fast lint format bench ui clean
+.PHONY: help install study test test-fast lint format bench numerics ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ format: install  ## apply ruff's fixes and formatting
 
 bench: install  ## training-speed benchmark -> reports/benchmarks.json
 	$(BIN)/python benchmarks/bench_train.py
+
+numerics: install  ## which machine-dependent settings change the numbers -> reports/numerics_matrix.json
+	$(BIN)/python benchmarks/numerics_matrix.py
 
 ui: install  ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -15,9 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
+from initstudy import numerics
 from initstudy.data.idx import to_idx_bytes
 
 REPO = Path(__file__).resolve().parents[1]
+# The test session is a job process too: tests that train in-process run under the study's default profile,
+# whose environment must be in place before torch is imported (by any test module).
+numerics.apply_before_torch(numerics.load("portable", REPO))
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",

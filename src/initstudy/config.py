@@ -3,6 +3,9 @@
 ``params.yaml`` at the repository root is Hydra's primary config; ``conf/`` holds the groups. Every entry
 point runs from the repository root (DVC does so for its stages). :func:`validate` turns every bad value
 into a one-line :class:`ConfigError` that names the key, the value and what is allowed.
+
+This module does not import torch (nor anything that does): entry points compose the config and apply its
+numerics profile before torch starts (see ``initstudy.numerics``).
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from initstudy.model import ACTIVATIONS
 
 PRIMARY_CONFIG = "params"
 CONFIG_GROUPS_DIR = "conf"
@@ -87,14 +88,15 @@ def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = Fa
 
 # ---- validation ---------------------------------------------------------------------------------------
 
-TOP_LEVEL_KEYS = {"seed", "init", "model", "optimizer", "data", "trainer", "logger", "download", "hydra"}
+TOP_LEVEL_KEYS = {
+    "seed", "init", "model", "optimizer", "data", "trainer", "logger", "download", "hydra", "numerics"
+}  # fmt: skip
 SECTION_KEYS = {
     "model": {"_target_", "input_size", "num_classes", "hidden_sizes", "activation", "depth", "width"},
     "data": {"root", "batch_size", "train_size", "val_fraction", "eval_batch_size"},
     "trainer": {
         "max_epochs",
         "accelerator",
-        "deterministic",
         "log_every_n_steps",
         "num_threads",
         "stop_on_divergence",
@@ -149,6 +151,8 @@ def _constructor_keys(node: DictConfig, section: str) -> set[str]:
 
 def validate(cfg: DictConfig) -> None:
     """Check every value a run depends on; raise :class:`ConfigError` naming the first bad one."""
+    from initstudy.model import ACTIVATIONS  # imports torch: not at module level (see the docstring)
+
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError(
@@ -158,6 +162,7 @@ def validate(cfg: DictConfig) -> None:
         _check_keys(section, cfg[section], allowed)
     _check_keys("init", cfg.init, _constructor_keys(cfg.init, "init"))
     _check_keys("optimizer", cfg.optimizer, _constructor_keys(cfg.optimizer, "optimizer"))
+    _check_keys("numerics", cfg.numerics, _constructor_keys(cfg.numerics, "numerics"))
 
     if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
         _fail("seed", cfg.seed, f"must be an integer in [0, {MAX_SEED}] (Lightning's seed range)")
@@ -213,10 +218,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer.precision not in PRECISIONS:
         _fail("trainer.precision", cfg.trainer.precision,
               f"allowed: {', '.join(map(str, PRECISIONS))} (this study trains in float32)")  # fmt: skip
-    if cfg.trainer.deterministic not in DETERMINISTIC or not isinstance(
-        cfg.trainer.deterministic, bool | str
-    ):
-        _fail("trainer.deterministic", cfg.trainer.deterministic, "allowed: true, false, warn")
+    deterministic = cfg.numerics.get("deterministic")
+    if deterministic not in DETERMINISTIC or not isinstance(deterministic, bool | str):
+        _fail("numerics.deterministic", deterministic, "allowed: true, false, warn")
     if not isinstance(cfg.trainer.stop_on_divergence, bool):
         _fail("trainer.stop_on_divergence", cfg.trainer.stop_on_divergence, "must be true or false")
     _validate_logger(cfg.logger)
@@ -225,6 +229,7 @@ def validate(cfg: DictConfig) -> None:
     threads = cfg.trainer.num_threads
     if threads is not None and (not _is_int(threads) or threads <= 0):
         _fail("trainer.num_threads", threads, "must be a positive integer or null")
+    validate_numerics(cfg)
     try:
         init_kwargs = {k: v for k, v in cfg.init.items() if k != "_target_"}
         get_class(cfg.init._target_)(**init_kwargs)
@@ -285,13 +290,30 @@ def check_accelerator(cfg: DictConfig) -> None:
                   "torch sees no CUDA device here; use auto or cpu")  # fmt: skip
 
 
+def validate_numerics(cfg: DictConfig) -> None:
+    """The profile's values, and a thread count that agrees with it: a profile that fixes the count makes it
+    part of the run identity (``numerics`` is hashed, ``trainer.num_threads`` is not)."""
+    from initstudy.numerics import from_config
+
+    profile = from_config(cfg.numerics)
+    threads = cfg.trainer.num_threads
+    if profile.num_threads is not None and threads is not None and threads != profile.num_threads:
+        raise ConfigError(
+            f"trainer.num_threads={threads} contradicts numerics={profile.name} (num_threads "
+            f"{profile.num_threads}): set numerics.num_threads={threads} instead (a different run identity), "
+            "or use numerics=fast"
+        )
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Hash of everything that determines a run's results (not where it is logged or how data is fetched)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     for ignored in ("hydra", "logger", "download"):
         container.pop(ignored, None)
-    for ignored in ("num_threads", "steps_per_chunk"):  # speed knobs that do not change the maths
+    # Speed knobs that do not change the maths. A thread count that does (numerics=portable fixes one) lives
+    # in `numerics`, which is hashed.
+    for ignored in ("num_threads", "steps_per_chunk"):
         container.get("trainer", {}).pop(ignored, None)
     text = yaml.safe_dump(container, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -13,21 +13,21 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 
-from initstudy import atomic
+from initstudy import atomic, numerics
 from initstudy.config import ConfigError, compose_config, repo_root
-from initstudy.data.datamodule import load_mnist
 from initstudy.report.figures import DPI, palette
-from initstudy.runner import build_model, configure_process
-from initstudy.signal import measure, predict
 from initstudy.sweep import plan
+
+if TYPE_CHECKING:  # torch is imported in diagnose(), once the numerics profile is applied
+    import torch
 
 BATCH_SIZE = 1000  # the fixed batch: the first 1,000 training images
 STATISTICS = (
@@ -46,8 +46,16 @@ AGREEMENT = (0.8, 1.25)  # measured / predicted within this range counts as agre
 def diagnose(overrides: list[str]) -> tuple[pd.DataFrame, dict[str, list[torch.Tensor]]]:
     """Long frame (init, activation, depth, seed, layer, statistic, measured, predicted) over all jobs, and
     the step-0 activations of the first seed of each network (for histograms)."""
+    numerics.apply_for_sweep(overrides, multirun=True)
+    import torch
+
+    from initstudy.data.datamodule import load_mnist
+    from initstudy.runner import build_model, configure_process
+    from initstudy.signal import measure, predict
+
     jobs = plan(overrides, multirun=True)
     first = compose_config(list(jobs[0].overrides))
+    configure_process(first)  # threads and flush-to-zero before the first parallel torch work (loading)
     train_images, train_labels = load_mnist(repo_root() / first.data.root, train=True)
     images, labels = train_images[:BATCH_SIZE], train_labels[:BATCH_SIZE]
     rows, activations = [], {}
@@ -58,8 +66,7 @@ def diagnose(overrides: list[str]) -> tuple[pd.DataFrame, dict[str, list[torch.T
             continue
         seen.add(key)
         cfg = compose_config(list(job.overrides))
-        configure_process(cfg)
-        torch.use_deterministic_algorithms(True)
+        configure_process(cfg)  # deterministic algorithms too (the numerics profile)
         model, initializer = build_model(cfg, train_images)
         weight_stds = [initializer.expected_weight_std(layer.weight) for layer in model.linear_layers()]
         stats = measure(model, images, labels)

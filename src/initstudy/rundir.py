@@ -43,7 +43,7 @@ STAGING = ".staging"
 LOCK_NAME = ".initstudy.lock"
 MANIFEST = "manifest.csv"
 RESULT_FILES = ("metrics.json", "history.csv", "config.yaml")
-OWNED_FILES = (*RESULT_FILES, "timing.json", "provenance.json", MARKER, STAMP, "train.log")
+OWNED_FILES = (*RESULT_FILES, "timing.json", "numerics.json", "provenance.json", MARKER, STAMP, "train.log")
 # Hydra writes these into a job's output folder before the job runs.
 HYDRA_SUBDIR = ".hydra"
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
@@ -62,6 +62,7 @@ TRAINING_CODE = (
     "model.py",
     "initializers.py",
     "data/datamodule.py",
+    "numerics.py",
 )
 
 

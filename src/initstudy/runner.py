@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import resource
 import sys
 import time
@@ -26,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from initstudy import atomic, rundir, tracking
+from initstudy import atomic, numerics, rundir, tracking
 from initstudy.config import repo_root
 from initstudy.data.datamodule import MNISTDataModule
 from initstudy.faults import pause_point
@@ -53,15 +52,10 @@ def quiet_lightning() -> None:
 
 
 def configure_process(cfg: DictConfig) -> int:
-    """Per-job process state, set explicitly: launchers reuse processes, so nothing may leak between jobs."""
-    # The CPUs this process may run on (a SLURM job's share of a node, not the whole node).
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = cfg.trainer.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or available
-    torch.set_num_threads(threads)
-    # Deep nets at init push activations into subnormal floats, which x86 CPUs compute 10-100x slower
-    # (seen: a 30-layer tanh epoch at 8 s instead of 0.2 s). Flushing them to zero changes values below
-    # 1e-38 only.
-    torch.set_flush_denormal(True)
+    """Per-job process state, set explicitly: launchers reuse processes, so nothing may leak between jobs.
+    Threads, flush-to-zero and deterministic algorithms come from the numerics profile, which also checks
+    that the process runs the kernels it pins (initstudy.numerics); returns the thread count."""
+    threads = numerics.apply_in_process(numerics.from_config(cfg.numerics), cfg.trainer.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return threads
 
@@ -159,7 +153,9 @@ def experiment_client(cfg: DictConfig, root: Path) -> tuple[Any, str | None]:
     return client, (experiment.experiment_id if experiment is not None else None)
 
 
-def start_tracking(cfg: DictConfig, root: Path, final_dir: Path, resolved: dict[str, Any]) -> Tracking:
+def start_tracking(
+    cfg: DictConfig, root: Path, final_dir: Path, resolved: dict[str, Any], provenance: dict[str, Any]
+) -> Tracking:
     """The attempt's child run: earlier attempts of this folder left RUNNING are marked KILLED first."""
     if cfg.logger.offline:
         return Tracking()
@@ -172,7 +168,7 @@ def start_tracking(cfg: DictConfig, root: Path, final_dir: Path, resolved: dict[
         experiment_name=cfg.logger.experiment_name,
         run_name=run_label(cfg),
         tracking_uri=uri,
-        tags=tracking.run_tags(cfg.init.name, cfg.seed, name, root),
+        tags=tracking.run_tags(cfg.init.name, cfg.seed, name, root, numerics.mlflow_tags(provenance)),
         artifact_location=tracking.artifact_location(uri, root),
     )
     tracking.retry(lambda: logger.experiment)  # creates the run
@@ -206,6 +202,12 @@ class Outcome:
     metrics: dict[str, Any]
     history: pd.DataFrame
     timing: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # numerics in effect: numerics.json
+
+
+def job_device(cfg: DictConfig, job_index: int) -> tuple[str, list[int] | int, str]:
+    accelerator, devices = resolve_device(cfg.trainer.accelerator, job_index)
+    return accelerator, devices, f"cuda:{devices[0]}" if isinstance(devices, list) else "cpu"
 
 
 def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: str) -> Outcome:
@@ -214,8 +216,7 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
     root = repo_root()
     threads = configure_process(cfg)
     quiet_lightning()
-    accelerator, devices = resolve_device(cfg.trainer.accelerator, job_index)
-    device = f"cuda:{devices[0]}" if isinstance(devices, list) else "cpu"
+    accelerator, devices, device = job_device(cfg, job_index)
     datamodule = MNISTDataModule(
         root=root / cfg.data.root,
         batch_size=cfg.data.batch_size,
@@ -244,7 +245,7 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
             max_epochs=cfg.trainer.max_epochs,
             accelerator=accelerator,
             devices=devices,
-            deterministic=cfg.trainer.deterministic,
+            deterministic=cfg.numerics.deterministic,
             precision=cfg.trainer.precision,
             logger=logger or False,
             callbacks=[recorder],
@@ -311,6 +312,9 @@ def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> 
     atomic.write_text(staging / "history.csv", outcome.history.to_csv(index=False))
     atomic.write_json(staging / "metrics.json", outcome.metrics)
     atomic.write_json(staging / "timing.json", outcome.timing)
+    # What numerics were in effect (profile, kernels, threads, CPU, device), apart from metrics.json, which
+    # must stay byte-identical across machines under numerics=portable.
+    atomic.write_json(staging / "numerics.json", outcome.provenance)
     atomic.write_text(staging / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
 
@@ -339,9 +343,11 @@ def train_run(
         return done
     rundir.begin_attempt(staging)
     resolved = resolved_config(cfg)
-    run = start_tracking(cfg, repo_root(), final_dir, resolved)
+    provenance = numerics.describe(numerics.from_config(cfg.numerics), job_device(cfg, job_index)[2])
+    run = start_tracking(cfg, repo_root(), final_dir, resolved, provenance)
     try:
         outcome = fit(cfg, staging, run.logger, job_index, position)
+        outcome.provenance = provenance
         pause_point("trained")
         write_results(staging, resolved, outcome)
         if run.client is not None:

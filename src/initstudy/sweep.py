@@ -23,7 +23,6 @@ from initstudy import atomic
 from initstudy.config import ConfigError, compose_config, config_hash, repo_root, validate
 from initstudy.data.config_check import validate_download
 from initstudy.data.integrity import sha256_file
-from initstudy.model import resolve_hidden_sizes
 from initstudy.rundir import MANIFEST, run_identity
 
 MANIFEST_NAME = MANIFEST
@@ -125,6 +124,8 @@ def check_fits_data(cfg: DictConfig, raw_dir: Path) -> None:
 def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> list[Job]:
     """Compose and validate every job of the sweep (or the single run), then check the data files they read;
     raise ConfigError on the first bad value."""
+    from initstudy.model import resolve_hidden_sizes  # imports torch: after the numerics profile is applied
+
     jobs: list[Job] = []
     data_checks: dict[Path, dict[str, str]] = {}
     configs: list[tuple[DictConfig, Path]] = []

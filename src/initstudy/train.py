@@ -1,7 +1,8 @@
 """``python -m initstudy.train``: one run, or ``--multirun`` a sweep (Hydra), each logged to MLflow.
 
-Before Hydra launches anything, every job of the sweep is composed and validated, the tracking store is
-checked, and (for a sweep) the manifest and the MLflow parent run are created once, in this process.
+Before Hydra launches anything, the numerics profile's environment is set (before torch is imported: this
+module imports it only through the runner), every job of the sweep is composed and validated, the tracking
+store is checked, and (for a sweep) the manifest and the MLflow parent run are created once, in this process.
 
     python -m initstudy.train                                   # one run: params.yaml as it is
     python -m initstudy.train init=he_uniform seed=3            # one run, overridden
@@ -27,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from initstudy import locking, rundir, tracking
+from initstudy import locking, numerics, rundir, tracking
 from initstudy.config import CONFIG_GROUPS_DIR, ConfigError, check_accelerator, compose_config, repo_root
 from initstudy.rundir import run_identity
 from initstudy.sweep import Job, plan, write_manifest
@@ -67,6 +68,10 @@ def hydra_job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     job_index = hydra_cfg.job.num if hydra_cfg.job.get("num") is not None else 0
     apply_log_level()
+    # A job process that did not inherit the profile's environment (SLURM with --export=NONE) gets it here,
+    # before its first torch import; one that did (basic launcher, loky, submitit) is checked.
+    numerics.apply_before_torch(numerics.from_config(cfg.numerics))
+
     size = os.environ.get(SWEEP_SIZE_ENV)
     position = f"run {job_index + 1}/{size} " if size else ""
     staging = Path(hydra_cfg.runtime.output_dir)
@@ -171,7 +176,9 @@ def finish_sweep(sweep_root: Path) -> None:
 
 
 def launch(argv: Sequence[str], overrides: Sequence[str], multirun: bool) -> None:
-    """Pre-flight (every job composed and validated, destinations and store checked), then Hydra."""
+    """Pre-flight (numerics environment set before torch starts, every job composed and validated,
+    destinations and store checked), then Hydra."""
+    numerics.apply_for_sweep(overrides, multirun)
     jobs = plan(overrides, multirun)
     destinations = check_destinations(jobs, multirun)
     cfg = compose_config(list(jobs[0].overrides))

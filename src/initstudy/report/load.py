@@ -62,6 +62,13 @@ def _read_history(path: Path) -> pd.DataFrame:
     return _numeric_history(frame, path)
 
 
+def _numerics_of(run_dir: Path) -> dict[str, str]:
+    """The device and numerics profile a run was made with (its numerics.json; "unknown" for older runs)."""
+    path = run_dir / "numerics.json"
+    described = _read_json(path) if path.is_file() else {}
+    return {"device": described.get("device", "unknown"), "numerics": described.get("profile", "unknown")}
+
+
 def run_status(run_dir: Path, identity: str | None) -> str:
     """complete | stale (complete, but for another config, code or data) | incomplete (failed, killed, never
     run, or a damaged marker). The same rule as resume: :func:`initstudy.rundir.is_complete`."""
@@ -106,6 +113,7 @@ def load_sweep(sweep_dir: Path) -> SweepRuns:
             if "test/acc" not in metrics:
                 raise RunFileError(f"{run_dir / 'metrics.json'} has no 'test/acc'")
             row.update({k: v for k, v in metrics.items() if k not in ("init", "seed")})
+            row.update(_numerics_of(run_dir))
             history = _read_history(run_dir / "history.csv")
             histories.append(history.assign(init=entry.init, seed=int(entry.seed), run_dir=str(run_dir)))
             if config is None:

@@ -35,6 +35,14 @@ def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
     opt_args = ", ".join(f"{k}={v}" for k, v in optimizer.items() if not k.startswith("_"))
     train_size = data.get("train_size") or "all 60,000"
     seeds = sorted(runs.seed.unique().tolist())
+    made_on = (
+        runs.groupby(["device", "numerics"]).size().items()
+        if {"device", "numerics"} <= set(runs.columns)
+        else []
+    )
+    numerics = "; ".join(
+        f"{n} runs on {device} under `numerics={profile}`" for (device, profile), n in made_on
+    )
     return "\n".join(
         [
             "## Setup",
@@ -47,6 +55,8 @@ def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
             f"- Initializers: {', '.join(f'`{i}`' for i in runs.init.unique())}; seeds {seeds} "
             f"({len(runs)} runs in the sweep manifest).",
             "- Accuracy is measured on the MNIST test images after every epoch (epoch 0 = at initialization).",
+            f"- Numerics (each run's `numerics.json`): {numerics or 'not recorded'}. CPU and GPU results differ by "
+            "design; `numerics=portable` pins the CPU arithmetic across x86-64 machines (README).",
             "- Derived from the resolved config of the runs (`runs/*/seed_*/config.yaml`), not retyped.",
         ]
     )
