@@ -18,10 +18,11 @@ help:  ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Exactly the locked files (pip, setuptools and pip-tools included), then the project itself without
-# re-resolving, built by the locked setuptools; `pip check` fails if the lock no longer covers pyproject.toml.
-# Re-install only when the lock or the project's metadata changes: a second `make` is quick.
+# The locked pip first (the venv's own is older and warns about every package), then exactly the locked
+# files, then the project itself without re-resolving, built by the locked setuptools; `pip check` fails if
+# the lock no longer covers pyproject.toml. Re-install only when the lock or the project's metadata changes.
 $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	sed -n '/^pip==/,/# via/p' requirements.lock | $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r /dev/stdin
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check

@@ -67,6 +67,11 @@ def test_every_locked_package_is_hashed():
     assert not unhashed, f"pinned without --hash in requirements.lock: {unhashed}"
 
 
+def test_installer_and_build_backend_are_locked():
+    """`make install` takes the locked pip first and builds the project with the locked setuptools."""
+    assert {"pip", "setuptools", "pip-tools"} <= LOCK.keys()
+
+
 def test_lock_names_no_index_or_local_path():
     """Where packages come from is pip's configuration on each machine, not the lock's."""
     text = (REPO / "requirements.lock").read_text()
