@@ -18,9 +18,9 @@ help:  ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# The locked pip first (the venv's own is older and warns about every package), then exactly the locked
-# files, then the project itself without re-resolving, built by the locked setuptools; `pip check` fails if
-# the lock no longer covers pyproject.toml. Re-install only when the lock or the project's metadata changes.
+# The locked pip first (the installer is part of the environment), then exactly the locked files, then the
+# project itself without re-resolving, built by the locked setuptools; `pip check` fails if the lock no
+# longer covers pyproject.toml. Re-install only when the lock or the project's metadata changes.
 $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 	sed -n '/^pip==/,/# via/p' requirements.lock | $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r /dev/stdin
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
@@ -35,8 +35,10 @@ $(BIN)/pip-compile: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip 'pip-tools>=7.6'
 
 # Keeps every pin that still satisfies pyproject.toml; LOCK_ARGS=--upgrade moves all to the newest releases,
-# LOCK_ARGS='-P mlflow' one package. Resolves for the platform it runs on: CPython 3.11, Linux x86_64.
+# LOCK_ARGS='-P mlflow' one package. pip-compile resolves for the platform it runs on, hence the check.
 lock: | $(BIN)/pip-compile  ## re-pin requirements.lock (versions + sha256) from pyproject.toml
+	@$(BIN)/python -c 'import platform as p, sys; sys.exit(None if (sys.platform, p.machine(), sys.version_info[:2]) \
+		== ("linux", "x86_64", (3, 11)) else f"make lock: the lock is for CPython 3.11 on Linux x86_64, not {p.platform()}")'
 	CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
 		--strip-extras --extra dev --build-deps-for editable --no-emit-index-url --no-emit-find-links \
 		$(LOCK_ARGS) --output-file requirements.lock pyproject.toml
