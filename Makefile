@@ -10,21 +10,42 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install study test test-fast lint format bench numerics ui clean
+.PHONY: help install lock study test test-fast lint format bench numerics ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Re-install only when the project's metadata changes: a second `make` is quick.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# The locked pip first (the installer is part of the environment), then exactly the locked files, then the
+# project itself without re-resolving, built by the locked setuptools; `pip check` fails if the lock no
+# longer covers pyproject.toml. Re-install only when the lock or the project's metadata changes.
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	sed -n '/^pip==/,/# via/p' requirements.lock | $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r /dev/stdin
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the project (idempotent)
+install: $(STAMP)  ## create .venv and install the locked environment (idempotent)
+
+# pip-tools comes from the lock (dev extra); before the first install, any recent release does.
+$(BIN)/pip-compile: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip 'pip-tools>=7.6'
+
+# Keeps every pin that still satisfies pyproject.toml; LOCK_ARGS=--upgrade moves all to the newest releases,
+# LOCK_ARGS='-P mlflow' one package. pip-compile resolves for the platform it runs on, hence the check.
+lock: | $(BIN)/pip-compile  ## re-pin requirements.lock (versions + sha256) from pyproject.toml
+	@$(BIN)/python -c 'import platform as p, sys; sys.exit(None if (sys.platform, p.machine(), sys.version_info[:2]) \
+		== ("linux", "x86_64", (3, 11)) else f"make lock: the lock is for CPython 3.11 on Linux x86_64, not {p.platform()}")'
+	CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+		--strip-extras --extra dev --build-deps-for editable --no-emit-index-url --no-emit-find-links \
+		$(LOCK_ARGS) --output-file requirements.lock pyproject.toml
+	sed -i -e '1i # The locked environment: every package `make install` puts in .venv, exact version and the sha256' \
+		-e '1i # of every file pip may take for it. Resolved for CPython 3.11 on Linux x86_64 (torch with its CUDA' \
+		-e '1i # build and nvidia-* libraries); another platform needs a lock of its own. Input: pyproject.toml' \
+		-e '1i # (dependencies, the dev extra, the build backend). Do not edit by hand: run `make lock`.' requirements.lock
 
 study: install  ## download MNIST, train the default sweep, write reports/ (dvc repro)
 	$(BIN)/dvc repro

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from initstudy import atomic, numerics, rundir, tracking
+from initstudy import atomic, numerics, provenance, rundir, tracking
 from initstudy.config import repo_root
 from initstudy.data.datamodule import MNISTDataModule
 from initstudy.faults import pause_point
@@ -168,7 +168,9 @@ def start_tracking(
         experiment_name=cfg.logger.experiment_name,
         run_name=run_label(cfg),
         tracking_uri=uri,
-        tags=tracking.run_tags(cfg.init.name, cfg.seed, name, root, numerics.mlflow_tags(provenance)),
+        tags=tracking.run_tags(
+            cfg.init.name, cfg.seed, name, root, {**numerics.mlflow_tags(provenance), **software_tags()}
+        ),
         artifact_location=tracking.artifact_location(uri, root),
     )
     tracking.retry(lambda: logger.experiment)  # creates the run
@@ -315,7 +317,22 @@ def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> 
     # What numerics were in effect (profile, kernels, threads, CPU, device), apart from metrics.json, which
     # must stay byte-identical across machines under numerics=portable.
     atomic.write_json(staging / "numerics.json", outcome.provenance)
+    atomic.write_json(staging / "provenance.json", software())
     atomic.write_text(staging / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+
+
+def software() -> dict[str, Any]:
+    """Which software made the run: package versions, the lock's digest, the git commit (provenance.json)."""
+    return {
+        "packages": provenance.package_versions(),
+        "requirements_lock_sha256": provenance.lock_digest(),
+        **tracking.git_state(repo_root()),
+    }
+
+
+def software_tags() -> dict[str, str]:
+    versions = {f"version.{name}": version for name, version in provenance.package_versions().items()}
+    return {**versions, "requirements_lock_sha256": provenance.lock_digest() or "none"}
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
