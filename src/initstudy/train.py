@@ -26,7 +26,7 @@ import hydra
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from initstudy import locking, numerics, rundir, tracking
 from initstudy.config import CONFIG_GROUPS_DIR, ConfigError, check_accelerator, compose_config, repo_root
@@ -159,11 +159,23 @@ def check_destinations(jobs: Sequence[Job], multirun: bool) -> Destinations:
         for job in jobs:
             rundir.check_run_folder(sweep_root / job.run_dir.relative_to(jobs[0].sweep_dir), root)
         staging_root = sweep_root / rundir.STAGING
-        return Destinations(sweep_root, sweep_root, None, (f"hydra.sweep.dir={quote(str(staging_root))}",))
+        overrides = (f"hydra.sweep.dir={quote(str(staging_root))}", *launcher_folders(jobs[0], sweep_root))
+        return Destinations(sweep_root, sweep_root, None, overrides)
     run_dir = rundir.check_run_folder(jobs[0].run_dir, root)
     staging = rundir.staging_dir(run_dir)
     return Destinations(rundir.lock_dir_for(run_dir, root), None, run_dir,
                         (f"hydra.run.dir={quote(str(staging))}",))  # fmt: skip
+
+
+def launcher_folders(job: Job, sweep_root: Path) -> tuple[str, ...]:
+    """Launcher folders given relative to ``hydra.sweep.dir`` (submitit's logs, ``.submitit/%j``) stay in the
+    sweep root, not in the staging folder that ``hydra.sweep.dir`` now names."""
+    launcher = compose_config(list(job.overrides), return_hydra_config=True).hydra.launcher
+    raw = OmegaConf.to_container(launcher, resolve=False)
+    folder = raw.get("submitit_folder") if isinstance(raw, dict) else None
+    if not isinstance(folder, str) or "${hydra.sweep.dir}" not in folder:
+        return ()
+    return (f"hydra.launcher.submitit_folder={quote(folder.replace('${hydra.sweep.dir}', str(sweep_root)))}",)
 
 
 def finish_sweep(sweep_root: Path) -> None:
