@@ -5,9 +5,14 @@ Median seconds per epoch (after one warm-up epoch) of, in one process:
   (b) the project's own training path exactly as ``python -m initstudy.train`` runs it (runner.train_run on
       the composed params.yaml, per-epoch test evaluation and MLflow logging on, to a throw-away store);
   (c) the floor: only the forward and backward matmuls of one epoch at this batch size.
-Then b/a, b/c, peak memory, a breakdown of one run, a no-op ``dvc repro`` and the download stage with files
+Then b/a, b/c, peak memory, a breakdown of one run, a no-op ``dvc repro report`` and the download stage with files
 present (both in a throw-away copy of the repo on synthetic data). Writes reports/benchmarks.json (not a DVC
 metric: timings are noise-dependent). Absolute times swing on shared machines; compare ratios.
+
+(a)-(c) run under params.yaml's numerics profile (portable by default), applied before torch is imported.
+What the profile costs is measured apart, in fresh processes (the profile's kernels are chosen at start-up):
+``python -m initstudy.train`` under numerics=portable, numerics=fast, and fast on one thread (the kernels'
+share of the cost apart from the thread count's).
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 os.chdir(REPO)
 
-from initstudy import atomic  # noqa: E402
+from initstudy import atomic, numerics  # noqa: E402
 from initstudy.config import compose_config  # noqa: E402
+
+PROFILE = numerics.apply_for_sweep([], multirun=False)  # before torch: its kernels are chosen at import
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 from initstudy.data.datamodule import load_mnist  # noqa: E402
 from initstudy.data.fetch import verified_files  # noqa: E402
 from initstudy.initializers import VarianceScaling  # noqa: E402
@@ -81,7 +89,7 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, epochs: int, tuned: bool = Fals
 
 def project_path(epochs: int, workdir: Path) -> dict:
     """(b) runner.train_run, as the CLI calls it, logging to a throw-away SQLite store."""
-    from initstudy import tracking
+    from initstudy import rundir, tracking
     from initstudy.runner import train_run
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
@@ -90,8 +98,7 @@ def project_path(epochs: int, workdir: Path) -> dict:
     )
     tracking.ensure_experiment(uri, cfg.logger.experiment_name, workdir)
     run_dir = workdir / "run"
-    run_dir.mkdir()
-    train_run(cfg, run_dir)
+    train_run(cfg, run_dir, rundir.staging_dir(run_dir), rundir.run_identity(cfg))
     return json.loads((run_dir / "timing.json").read_text())
 
 
@@ -116,7 +123,7 @@ def matmul_floor(repeats: int) -> list[float]:
 
 
 def pipeline_timings() -> dict:
-    """No-op `dvc repro` and the download stage with files present, in a throw-away repo on tiny data."""
+    """No-op `dvc repro report` and the download stage with files present, in a throw-away repo on tiny data."""
     import yaml
 
     from conftest import REPO_ITEMS, edit_params, make_synthetic, run
@@ -140,9 +147,10 @@ def pipeline_timings() -> dict:
                         ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):  # fmt: skip
             run(command, repo)
         dvc = str(Path(sys.executable).parent / "dvc")
-        run([dvc, "repro"], repo)
+        # The default study's stages only: the depth experiment (150 runs) is not what this measures.
+        run([dvc, "repro", "report"], repo)
         started = time.perf_counter()
-        noop = run([dvc, "repro"], repo)
+        noop = run([dvc, "repro", "report"], repo)
         noop_seconds = time.perf_counter() - started
         assert "Running stage" not in noop.stdout, noop.stdout
         started = time.perf_counter()
@@ -170,6 +178,54 @@ def single_run() -> dict:
         return json.loads((Path(folder) / "timing.json").read_text())
 
 
+def profile_cost(epochs: int, rounds: int = 3) -> dict:
+    """Seconds per epoch of ``python -m initstudy.train`` (offline, fresh process) under each profile, in
+    this run; ``fast`` also on one thread, to split the kernels' cost from the thread count's. The variants
+    alternate for ``rounds`` rounds and each keeps its fastest round, so that the machine's drift (2x within
+    minutes on a shared VM) falls on all of them alike."""
+    variants = {
+        "portable": ["numerics=portable"],
+        "fast": ["numerics=fast"],
+        "fast_1_thread": ["numerics=fast", "trainer.num_threads=1"],
+    }
+    raw: dict[str, list[float]] = {name: [] for name in variants}
+    threads = {}
+    with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
+        for round_, (name, overrides) in itertools.product(range(rounds), variants.items()):
+            run_dir = Path(folder) / f"{name}-{round_}"
+            command = [sys.executable, "-m", "initstudy.train", f"trainer.max_epochs={epochs}", "logger=offline",
+                       f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
+            subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+            timing = json.loads((run_dir / "timing.json").read_text())
+            raw[name].append(median_after_warmup(timing["epoch_seconds"]))
+            threads[name] = timing["torch_threads"]
+    seconds = {name: min(values) for name, values in raw.items()}
+    return {
+        "ratio_portable_vs_fast": seconds["portable"] / seconds["fast"],
+        "ratio_portable_vs_fast_1_thread": seconds["portable"] / seconds["fast_1_thread"],
+        "seconds_per_epoch": seconds,
+        "torch_threads": threads,
+        "raw_seconds_per_epoch": raw,
+    }
+
+
+def print_profile_cost(profiles: dict) -> None:
+    cost, threads = profiles["seconds_per_epoch"], profiles["torch_threads"]
+    print(f"numerics: portable {cost['portable']:.3f} s/epoch ({threads['portable']} thread), fast {cost['fast']:.3f} "
+          f"({threads['fast']} threads), fast on 1 thread {cost['fast_1_thread']:.3f}: portable/fast "
+          f"{profiles['ratio_portable_vs_fast']:.2f}, portable/fast-1-thread {profiles['ratio_portable_vs_fast_1_thread']:.2f}")  # fmt: skip
+
+
+def numerics_only(epochs: int, out: Path) -> None:
+    """Re-measure only what the profiles cost, into the ``numerics`` entry of an existing benchmarks.json."""
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    profiles = profile_cost(epochs)
+    result["numerics"] = profiles
+    atomic.write_json(out, result)
+    print_profile_cost(profiles)
+    print(f"written to {out} (numerics only)")
+
+
 def median_after_warmup(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
@@ -178,7 +234,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is warm-up)")
     parser.add_argument("--out", type=Path, default=REPO / "reports/benchmarks.json")
+    parser.add_argument("--numerics-only", action="store_true", help="only what the numerics profiles cost")
     args = parser.parse_args()
+    if args.numerics_only:
+        numerics_only(args.epochs, args.out)
+        return
     threads = torch.get_num_threads()
     x, y, data_name = mnist_or_synthetic()
     print(
@@ -192,6 +252,7 @@ def main() -> None:
     plain_tuned = plain_loop(x, y, args.epochs, tuned=True)  # (b)'s numerics settings: framework cost only
     floor = matmul_floor(args.epochs)
     single = single_run()
+    profiles = profile_cost(args.epochs)
     torch.set_num_threads(threads)
 
     a = statistics.median(plain[1:] + plain_again[1:])
@@ -223,12 +284,14 @@ def main() -> None:
         "noop_repro_seconds": pipeline["noop_repro_seconds"],
         "download_present_seconds": pipeline["download_present_seconds"],
         "breakdown": breakdown,
+        "numerics": profiles,
         "data": data_name,
         "batch_size": BATCH,
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "torch_threads": threads,
+            "numerics_profile": PROFILE.name,  # of (a)-(c); `numerics` compares the profiles
             "device": project["device"],
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -258,6 +321,7 @@ def main() -> None:
     print("breakdown of one run: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items() if k != "epochs"))
     print(f"start-up to first step {single['process_start_to_training_seconds']:.2f} s; no-op dvc repro {pipeline['noop_repro_seconds']:.2f} s; "
           f"download stage with files present {pipeline['download_present_seconds']:.2f} s")  # fmt: skip
+    print_profile_cost(profiles)
     print(f"written to {args.out}")
 
 
