@@ -208,7 +208,7 @@ def test_credentials_are_redacted_everywhere_we_write_a_uri(uri):
     assert all("secret" not in value for value in params.values())
 
 
-def test_unreachable_server_with_credentials_is_one_line_without_them(monkeypatch, capsys, tmp_path):
+def test_unreachable_server_with_credentials_is_one_line_without_them(repo, monkeypatch, capsys, tmp_path):
     import socket
 
     from initstudy import train
@@ -217,7 +217,7 @@ def test_unreachable_server_with_credentials_is_one_line_without_them(monkeypatc
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:secret@127.0.0.1:{port}")
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(repo)  # a repo with data: the data check comes before the tracking check
     with pytest.raises(SystemExit):
         train.main(["init=zeros", "hydra.run.dir=" + str(tmp_path / "never")])
     err = capsys.readouterr().err
