@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -29,10 +30,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
 
 from initstudy import atomic
-from initstudy.config import ConfigError, config_hash
+from initstudy.config import ConfigError, config_hash, repo_root
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +56,9 @@ SWEEP_OWNED_DIRS = (STAGING, ".submitit")
 PROTECTED = (".git", ".dvc", ".venv", "src", "conf", "tests", "data", "reports", "benchmarks", "docs")
 TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # atomic.write_text's temporary files
 
-# The modules whose code decides a run's numbers (changing the report, the CLI or the docs does not).
-TRAINING_CODE = (
-    "runner.py",
-    "module.py",
-    "recorder.py",
-    "model.py",
-    "initializers.py",
-    "data/datamodule.py",
-    "numerics.py",
-)
+# The stage whose code dependencies (dvc.yaml) are a run's code identity: one list for DVC and for resume.
+TRAINING_STAGE = "train"
+PACKAGE_PREFIX = "src/initstudy/"
 
 
 class RunFolderError(ConfigError):
@@ -73,10 +68,35 @@ class RunFolderError(ConfigError):
 # ---- identity ------------------------------------------------------------------------------------------
 
 
+def training_code(root: Path) -> list[str]:
+    """The package files the train stage depends on, as dvc.yaml names them (paths under src/initstudy/)."""
+    path = root / "dvc.yaml"
+    try:
+        stage = yaml.safe_load(path.read_text())["stages"][TRAINING_STAGE]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise RunFolderError(
+            f"{path} names no `{TRAINING_STAGE}` stage ({error}): run from the study's root"
+        ) from None
+    deps = [dep for dep in stage.get("deps", []) if isinstance(dep, str) and dep.startswith(PACKAGE_PREFIX)]
+    if not deps:
+        raise RunFolderError(
+            f"{path}: the `{TRAINING_STAGE}` stage lists no {PACKAGE_PREFIX} file in its deps"
+        )
+    return sorted(dep.removeprefix(PACKAGE_PREFIX) for dep in deps)
+
+
 def code_fingerprint() -> str:
+    """SHA-256 over the training code that runs (this package's files), as listed by dvc.yaml's train stage:
+    editing one of them changes every run's identity; editing the report, the docs or a test does not."""
+    return _fingerprint(repo_root())
+
+
+@functools.cache
+def _fingerprint(root: Path) -> str:
+    """Once per process and repo: a sweep asks for it once per job, and the code that runs cannot change."""
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in TRAINING_CODE:
+    for name in training_code(root):
         path = package / name
         if path.is_file():
             digest.update(name.encode() + b"\0" + path.read_bytes())

@@ -1,0 +1,259 @@
+"""dvc.yaml names what each stage reads, exactly: the code its entry point imports or instantiates, and the
+config values its jobs compose. Every edit that can change a stage's outputs marks that stage in
+``dvc status`` (and ``dvc repro`` re-runs it); an edit that cannot (a comment, a launcher or MLflow setting,
+the report's code for train) marks nothing, or only the stages that read it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import modulefinder
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SyntheticMNIST, dvc, make_study_repo, run
+from initstudy import rundir
+from initstudy.config import compose_config
+
+PACKAGE = REPO / "src" / "initstudy"
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+# Groups whose options change a stage's outputs, per entry point (launcher, logger and download settings do
+# not; `hydra` is the run-folder layout, which names the outputs).
+RESULT_GROUPS = {
+    "initstudy.train": ("init", "model", "optimizer", "data", "trainer", "module", "numerics"),
+    "initstudy.diagnose": ("init", "model", "data", "numerics"),
+}
+ALL_STAGES = set(STAGES)
+
+
+def entry_module(stage: dict) -> str:
+    return stage["cmd"].split()[2]
+
+
+def module_file(name: str) -> Path | None:
+    """The package file of module ``name`` (``initstudy.x.y``), or None for a module of another package."""
+    if not name.startswith("initstudy"):
+        return None
+    base = REPO / "src" / Path(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py", base / "__main__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def instantiated_modules() -> set[str]:
+    """Package modules that the configs name as ``_target_`` (built by hydra.utils.instantiate, never imported
+    by name, so an import scan cannot see them)."""
+    modules = set()
+    for path in (REPO / "conf").rglob("*.yaml"):
+        content = yaml.safe_load(path.read_text())
+        stack = [content]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                target = node.get("_target_")
+                if isinstance(target, str) and target.startswith("initstudy."):
+                    modules.add(target.rsplit(".", 1)[0])
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+    return modules
+
+
+def code_closure(entry: str) -> set[str]:
+    """Every package file the entry point imports (at any depth, lazy imports included) or instantiates."""
+    finder = modulefinder.ModuleFinder(path=[str(REPO / "src")])
+    main = module_file(entry)
+    assert main is not None, entry
+    if main.name == "__init__.py":
+        main = main.with_name("__main__.py")
+    finder.run_script(str(main))
+    if entry in RESULT_GROUPS:
+        for target in instantiated_modules():
+            finder.import_hook(target)
+    files = {Path(m.__file__).resolve() for m in finder.modules.values() if m.__file__}
+    return {f.relative_to(REPO).as_posix() for f in files if f.is_relative_to(PACKAGE.resolve())}
+
+
+def code_deps(stage: dict) -> set[str]:
+    return {dep for dep in stage["deps"] if dep.startswith("src/")}
+
+
+def tracked_files(stage: dict) -> set[str]:
+    return {next(iter(p)) for p in stage.get("params", []) if isinstance(p, dict)}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_code_deps_are_exactly_what_the_entry_point_runs(name):
+    stage = STAGES[name]
+    assert code_deps(stage) == code_closure(entry_module(stage))
+
+
+def test_run_identity_covers_the_train_stages_code():
+    assert rundir.training_code(REPO) == sorted(
+        d.removeprefix("src/initstudy/") for d in code_deps(STAGES["train"])
+    )
+    assert code_deps(STAGES["train"]) == code_deps(STAGES["train_depth"])
+
+
+def group_choices_of_sweep(overrides: list[str]) -> list[list[str]]:
+    """Each combination of group choices the sweep in hydra.sweeper.params makes (a value override such as
+    ``seed=0,1`` or ``model.depth=2,5`` changes no choice, so it is left out)."""
+    params = compose_config(overrides, return_hydra_config=True).hydra.sweeper.params
+    groups = {path.name for path in (REPO / "conf").iterdir() if path.is_dir()}
+    axes = [
+        [f"{key}={value}" for value in str(values).split(",")]
+        for key, values in params.items()
+        if key in groups
+    ]
+    return [overrides + list(job) for job in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("name", [n for n, s in sorted(STAGES.items()) if entry_module(s) in RESULT_GROUPS])
+def test_every_option_file_of_a_result_group_is_tracked_by_value(name):
+    """Each option the stage's jobs compose, and every other option of those groups (a later choice must not
+    meet stale results), is in the stage's params; nothing else from those groups is."""
+    stage = STAGES[name]
+    groups = RESULT_GROUPS[entry_module(stage)]
+    overrides = [arg for arg in stage["cmd"].split()[3:] if "=" in arg and not arg.startswith("hydra/")]
+    overrides = [arg for arg in overrides if not arg.startswith("--")]
+    composed = set()
+    for job in group_choices_of_sweep(overrides):
+        choices = compose_config(job, return_hydra_config=True).hydra.runtime.choices
+        composed |= {f"conf/{group}/{choices[group]}.yaml" for group in groups if group in choices}
+    every_option = {
+        path.relative_to(REPO).as_posix()
+        for group in groups
+        for path in (REPO / "conf" / group).glob("*.yaml")
+    }
+    tracked = tracked_files(stage)
+    assert composed <= tracked, composed - tracked
+    assert every_option - tracked == set()
+    assert "defaults" in stage["params"]
+
+
+def test_settings_that_change_no_result_are_not_tracked():
+    for stage in STAGES.values():
+        tracked = tracked_files(stage)
+        assert not any(f.startswith(("conf/hydra/launcher/", "conf/logger/")) for f in tracked)
+        data = next(
+            (p["conf/data/mnist.yaml"] for p in stage.get("params", []) if "conf/data/mnist.yaml" in p), []
+        )
+        assert "steps_per_chunk" not in (data or [])
+        assert "conf" not in stage.get("deps", []), (
+            "a whole-folder dependency would count comments and launchers"
+        )
+
+
+# ---- what dvc status says about each kind of edit, in a temporary repo -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def committed_repo(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
+    """A study repo whose dvc.lock records every stage as up to date (outputs stand in as empty files: the
+    status of deps and params is what is tested)."""
+    repo = make_study_repo(tmp_path_factory.mktemp("dvcstages"), synthetic_mnist)
+    synthetic_mnist.write(repo / "data/raw/MNIST/raw")
+    for stage in STAGES.values():
+        for out in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
+            path = repo / (out if isinstance(out, str) else next(iter(out)))
+            if path.suffix:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("{}\n" if path.suffix == ".json" else "x\n")
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "placeholder").write_text("x\n")
+    run(dvc("init", "-q", "--subdir") if not (repo / ".dvc").is_dir() else ["true"], repo)
+    run(dvc("commit", "-f", "-q"), repo)
+    run(["git", "add", "-A", "-f", "dvc.lock"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"], repo)
+    assert changed_stages(repo) == set()
+    return repo
+
+
+def changed_stages(repo: Path) -> set[str]:
+    result = run(dvc("status", "--json"), repo)
+    return set(json.loads(result.stdout or "{}"))
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+EDITS = {
+    "comment in params.yaml": (
+        lambda r: replace(r / "params.yaml", "seed: 0", "seed: 0  # the first seed"),
+        set(),
+    ),
+    "comment in an option": (
+        lambda r: replace(r / "conf/init/he_uniform.yaml", "_target_", "# He (2015)\n_target_"),
+        set(),
+    ),
+    "launcher setting": (
+        lambda r: replace(r / "conf/hydra/launcher/slurm.yaml", "mem_gb: 4", "mem_gb: 6"),
+        set(),
+    ),
+    "MLflow setting": (lambda r: replace(r / "conf/logger/mlflow.yaml", "initstudy", "initstudy-2"), set()),
+    "download timeout": (
+        lambda r: replace(r / "conf/download/default.yaml", "timeout_s: 10", "timeout_s: 20"),
+        set(),
+    ),
+    "report code": (
+        lambda r: (r / "src/initstudy/report/markdown.py").write_text(
+            (r / "src/initstudy/report/markdown.py").read_text() + "\n# wording\n"
+        ),
+        {"report", "report_depth"},
+    ),
+    "download code": (
+        lambda r: (r / "src/initstudy/data/fetch.py").write_text(
+            (r / "src/initstudy/data/fetch.py").read_text() + "\n# note\n"
+        ),
+        {"download"},
+    ),
+    "learning rate": (
+        lambda r: replace(r / "params.yaml", "lr: 0.001", "lr: 0.002"),
+        {"train", "train_depth"},
+    ),
+    "optimizer choice": (
+        lambda r: replace(r / "params.yaml", "optimizer: adam", "optimizer: sgd"),
+        {"train", "diagnose", "train_depth", "diagnose_depth"},
+    ),
+    "an initializer's value": (
+        lambda r: replace(r / "conf/init/lsuv.yaml", "tolerance: 0.05", "tolerance: 0.1"),
+        {"train", "diagnose", "train_depth", "diagnose_depth"},
+    ),
+    "depth experiment's epochs": (
+        lambda r: replace(r / "conf/experiment/depth.yaml", "max_epochs: 3", "max_epochs: 4"),
+        {"train_depth"},
+    ),
+    "training code": (
+        lambda r: (r / "src/initstudy/module.py").write_text(
+            (r / "src/initstudy/module.py").read_text() + "\n#\n"
+        ),
+        {"train", "diagnose", "train_depth", "diagnose_depth"},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(EDITS))
+def test_dvc_status_marks_exactly_the_stages_an_edit_affects(committed_repo, tmp_path, kind):
+    repo = tmp_path / "repo"
+    shutil.copytree(committed_repo, repo, symlinks=True)
+    edit, expected = EDITS[kind]
+    edit(repo)
+    assert changed_stages(repo) == expected
+
+
+def test_a_group_choice_shows_in_params_diff_and_repro(committed_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(committed_repo, repo, symlinks=True)
+    replace(repo / "params.yaml", "optimizer: adam", "optimizer: sgd")
+    diff = run(dvc("params", "diff", "--json"), repo).stdout
+    assert "defaults" in json.loads(diff)["params.yaml"]
+    dry = run(dvc("repro", "--dry"), repo).stdout
+    assert "Running stage 'train'" in dry and "Running stage 'download'" not in dry
