@@ -73,5 +73,5 @@ numerics: install  ## which machine-dependent settings change the numbers -> rep
 ui: install  ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
-clean:  ## remove run folders, reports' figures and the MLflow store (not data/ or .venv)
-	rm -rf runs mlflow.db mlflow.db-* mlartifacts
+clean: install  ## delete the project's run folders (files it wrote only; not reports/, data/, .venv or the MLflow store)
+	$(BIN)/python -m initstudy.clean runs runs_depth

@@ -268,6 +268,26 @@ def stamp_sweep_root(sweep_root: Path) -> None:
         atomic.write_json(sweep_root / SWEEP_STAMP, {"written_by": "initstudy", "kind": "sweep root"})
 
 
+def remove_sweep_root(sweep_root: Path) -> list[Path]:
+    """Delete the project's run folders under ``sweep_root`` (the files their contract names, nothing else),
+    the sweep root's own files when it is stamped as ours, and the folders that this leaves empty. Returns
+    what stayed: paths the project did not write, never deleted."""
+    if not sweep_root.is_dir() or sweep_root.is_symlink():
+        return []
+    for folder, _, _ in os.walk(sweep_root, topdown=False):  # deepest first; os.walk does not follow links
+        path = Path(folder)
+        if path != sweep_root and is_project_run_folder(path):
+            remove_owned(path)
+        elif path != sweep_root:
+            _rmdir_if_empty(path)
+    if (sweep_root / SWEEP_STAMP).is_file():
+        for name in SWEEP_OWNED_FILES:
+            if name != LOCK_NAME:  # a running sweep holds it; an idle one leaves an empty file
+                (sweep_root / name).unlink(missing_ok=True)
+    _rmdir_if_empty(sweep_root)
+    return sorted(sweep_root.rglob("*")) if sweep_root.exists() else []
+
+
 # ---- staging and promotion -------------------------------------------------------------------------------
 
 

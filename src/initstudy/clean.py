@@ -1,0 +1,43 @@
+"""``python -m initstudy.clean [SWEEP_ROOT ...]``: delete the project's run folders (``make clean``).
+
+Only what the run-folder contract names is deleted (initstudy.rundir.remove_sweep_root): a file the project
+did not write stays, with its folders, and is listed. The MLflow store (mlflow.db, mlartifacts/) is kept: it
+holds the history of every run, and deleting it is a decision of its own.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from initstudy import locking, rundir
+from initstudy.config import repo_root
+
+DEFAULT_ROOTS = ("runs", "runs_depth")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    roots = list(sys.argv[1:] if argv is None else argv) or list(DEFAULT_ROOTS)
+    kept: list[Path] = []
+    for name in roots:
+        root = rundir.check_destination(Path(name), repo_root(), what="sweep folder")
+        if not root.exists():
+            continue
+        stamped = (root / rundir.SWEEP_STAMP).is_file()
+        with locking.exclusive(root / rundir.LOCK_NAME, "training runs"):  # not while a sweep writes there
+            kept += rundir.remove_sweep_root(root)
+        if stamped:
+            (root / rundir.LOCK_NAME).unlink(missing_ok=True)
+            rundir.prune_empty(root, root.parent)
+        print(f"cleaned {name}/")
+    for path in kept:
+        print(f"kept (not written by initstudy): {rundir.display_path(path, repo_root())}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (rundir.RunFolderError, locking.LockHeld) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
