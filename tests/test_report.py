@@ -388,6 +388,14 @@ def test_an_empty_group_column_reports_as_a_manifest_without_one(tmp_path):
     for name in files:
         left, right = (without / "reports" / name).read_bytes(), (with_empty / "reports" / name).read_bytes()
         assert left.replace(b"/without/", b"/with/") == right, name
+    one_group = tmp_path / "one"  # a group level, but the same for every run: nothing varies between groups
+    sweep = _ungrouped(one_group, group_column=True)
+    manifest = pd.read_csv(sweep / MANIFEST_NAME).assign(group="optimizer.lr=0.01")
+    manifest.to_csv(sweep / MANIFEST_NAME, index=False)
+    write_report(sweep, one_group / "reports")
+    for name in OUTPUTS:
+        expected = (without / "reports" / name).read_text().replace("/without/", "/one/")
+        assert (one_group / "reports" / name).read_text() == expected, name
     metrics = json.loads((without / "reports" / "metrics.json").read_text())
     assert list(metrics) == ["alpha", "beta"]  # not keyed by group
     assert "## Groups" not in (without / "reports" / "report.md").read_text()
@@ -448,3 +456,11 @@ def test_a_depth_sweep_without_groups_keeps_its_layout(tmp_path):
         "tanh.depth_2.alpha",
     ]
     assert (out / "figures" / "accuracy_vs_depth.png").is_file()
+
+
+def test_figures_of_groups_no_longer_swept_are_removed(tmp_path):
+    out = tmp_path / "reports"
+    write_report(grouped_sweep(tmp_path / "grouped", GROUPS), out)
+    write_report(_ungrouped(tmp_path / "plain", group_column=False), out)
+    figures = sorted(p.relative_to(out / "figures").as_posix() for p in (out / "figures").rglob("*"))
+    assert figures == ["final_accuracy.png", "learning_curves.png", "steps_to_97.png", "train_loss_steps.png"]

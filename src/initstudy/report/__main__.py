@@ -79,14 +79,22 @@ STAGING_PREFIX = ".report-staging-"
 
 
 def publish(staging: Path, out_dir: Path) -> None:
-    """Move every file written to ``staging`` into ``out_dir`` (each replace atomic), then drop ``staging``."""
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-        target = out_dir / path.relative_to(staging)
+    """Move every file written to ``staging`` into ``out_dir`` (each replace atomic), then drop ``staging``.
+    Figures of an earlier report that this one did not draw (a group no longer swept) go: figures/ is ours."""
+    written = {path.relative_to(staging) for path in staging.rglob("*") if path.is_file()}
+    for relative in sorted(written):
+        target = out_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
+        os.replace(staging / relative, target)
     for folder in sorted((p for p in staging.rglob("*") if p.is_dir()), reverse=True):
         folder.rmdir()
     staging.rmdir()
+    for stale in [*out_dir.glob("figures/*.png"), *out_dir.glob("figures/*/*.png")]:
+        if stale.relative_to(out_dir) not in written:
+            stale.unlink()
+    for folder in out_dir.glob("figures/*/"):
+        with contextlib.suppress(OSError):  # not empty: something else lives there; leave it
+            folder.rmdir()
 
 
 def remove_stale_staging(out_dir: Path) -> None:

@@ -166,11 +166,14 @@ def with_group_keys(frame: pd.DataFrame, name: str) -> pd.DataFrame:
 
 def split_groups(sweep: SweepRuns, laid_out: Collection[str] = ()) -> list[tuple[str, SweepRuns]]:
     """The one place that turns the manifest into groups: the sweep's runs per value of every swept key besides
-    init and seed, sorted by group name (so outputs come in the same order on every machine). ``laid_out``:
-    keys the caller already shows along an axis of its own (the depth report's activation and depth)."""
+    init and seed, sorted by group name (so outputs come in the same order on every machine); a single group is
+    named '' (nothing varies between groups). ``laid_out``: keys the caller already shows along an axis of its
+    own (the depth report's activation and depth)."""
     names = [
         group_name({k: v for k, v in parse_group(g).items() if k not in laid_out}) for g in sweep.runs.group
     ]
+    if len(set(names)) == 1:  # nothing varies between groups: report it as the ungrouped study
+        names = [""] * len(names)
     runs = sweep.runs.assign(group=names)
     parts = []
     for name in sorted(set(names)):

@@ -232,6 +232,7 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
 
 
 def figure_lines(section: Section, level: str) -> list[str]:
+    """The section's figures with their captions (last in a section, after the diagnostics if ungrouped)."""
     return [
         f"{level} Figures",
         "",
@@ -256,7 +257,9 @@ def groups_overview(sections: list[Section]) -> list[str]:
         f"The Benjamini-Hochberg correction runs over all {n_tests} tests of the sweep at once, not per group: "
         "the report reads them together, so it bounds the expected share of false discoveries among all of its "
         "significant differences, whichever group they are in (a per-group correction would bound it only within "
-        f"each group). {SPREAD_NOTE} {SEED_NOTEBOOK_NOTE}",
+        f"each group). {SPREAD_NOTE}",
+        "",
+        SEED_NOTEBOOK_NOTE,
         "",
     ]
 
