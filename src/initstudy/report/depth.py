@@ -171,6 +171,7 @@ def statements(summary: pd.DataFrame) -> list[str]:
 
 
 def draw_depth_figures(summary: pd.DataFrame, figure_dir: Path, group: str) -> None:
+    """The three figures of one group (the whole sweep when there is one), titled with the group."""
     figure_dir.mkdir(parents=True, exist_ok=True)
     accuracy_figure(summary, figure_dir / "accuracy_vs_depth.png", group)
     heatmap_figure(
