@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from initstudy.report.__main__ import write_report
-from initstudy.report.load import RunFileError, load_sweep
+from initstudy.report.depth import is_depth_sweep
+from initstudy.report.load import RunFileError, load_sweep, parse_group, split_groups
 from initstudy.report.stats import compare, summarize
 from initstudy.rundir import write_marker
 from initstudy.sweep import MANIFEST_NAME
@@ -27,10 +30,18 @@ CONFIG = {
 
 
 def make_run(
-    sweep: Path, init: str, seed: int, accs: list[float], complete: bool = True, diverged: bool = False
+    sweep: Path,
+    init: str,
+    seed: int,
+    accs: list[float],
+    complete: bool = True,
+    diverged: bool = False,
+    group: str = "",
 ) -> dict:
-    """A run folder whose per-epoch test accuracies are ``accs`` (epochs 1..n) and train loss 1/epoch."""
-    run_dir = sweep / init / f"seed_{seed}"
+    """A run folder whose per-epoch test accuracies are ``accs`` (epochs 1..n) and train loss 1/epoch; a
+    ``group`` (swept keys besides init and seed) adds its level above ``<init>/seed_<n>``, as training does."""
+    relative = Path(group, init, f"seed_{seed}")
+    run_dir = sweep / relative
     run_dir.mkdir(parents=True)
     rows = [{"epoch": 0, "step": 0, "metric": "test/acc", "value": 0.1}]
     for epoch, acc in enumerate(accs, start=1):
@@ -56,15 +67,17 @@ def make_run(
         metrics[f"steps_to_{t}"] = None if epoch is None else epoch * STEPS_PER_EPOCH
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    identity = f"id-{relative.as_posix()}"
     if complete:
-        write_marker(run_dir, f"id-{init}-{seed}")
+        write_marker(run_dir, identity)
     return {
         "init": init,
         "seed": seed,
-        "run_dir": f"{init}/seed_{seed}",
-        "config_hash": f"h-{init}-{seed}",
-        "identity": f"id-{init}-{seed}",
+        "run_dir": relative.as_posix(),
+        "config_hash": f"h-{relative.as_posix()}",
+        "identity": identity,
         "overrides": f"init={init} seed={seed}",
+        **({"group": group} if group else {}),
     }
 
 
@@ -204,3 +217,250 @@ def test_missing_or_corrupt_run_file_names_the_file(sweep, damage, message):
 def test_missing_manifest_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="dvc repro train"):
         load_sweep(tmp_path)
+
+
+# ---- sweeps that vary keys besides init and seed: one report section per group ------------------------------
+OUTPUTS = ("metrics.json", "summary.csv", "comparisons.csv", "curves.csv", "report.md")
+# 2 keys x 2 values = 4 groups, 2 initializers x 3 seeds in each. Only in one group does beta beat alpha by far;
+# elsewhere the two overlap.
+GROUPS = [
+    "model.activation=relu,optimizer.lr=0.001",
+    "model.activation=relu,optimizer.lr=0.003",
+    "model.activation=tanh,optimizer.lr=0.001",
+    "model.activation=tanh,optimizer.lr=0.003",
+]
+DIFFERENT = GROUPS[3]
+FINAL = {  # group -> init -> final test accuracy per seed
+    group: {"alpha": [0.90, 0.91, 0.92], "beta": [0.97, 0.98, 0.99]}
+    if group == DIFFERENT
+    else {"alpha": [0.95, 0.96, 0.97], "beta": [0.96, 0.95, 0.97]}
+    for group in GROUPS
+}
+
+
+def grouped_sweep(root: Path, order: list[str]) -> Path:
+    """The runs of every group, the manifest listing the groups in ``order`` (training may list them in any)."""
+    sweep = root / "runs"
+    entries = []
+    for group in order:
+        for init, finals in FINAL[group].items():
+            for seed, final in enumerate(finals):
+                entry = make_run(sweep, init, seed, [0.9, final], group=group)
+                # The architecture columns of every manifest: the activation varies, but within groups.
+                entries.append({**entry, "activation": parse_group(group)["model.activation"], "depth": 1})
+    pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def grouped_report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("grouped")
+    out = root / "reports"
+    write_report(grouped_sweep(root, GROUPS[::-1]), out)  # listed in reverse: the outputs sort them
+    return out
+
+
+def test_group_text_parses_into_keys():
+    assert parse_group("") == {}
+    assert parse_group("model.activation=tanh,optimizer.lr=0.003") == {
+        "model.activation": "tanh",
+        "optimizer.lr": "0.003",
+    }
+    # A comma inside a value does not start a new key.
+    assert parse_group("model.hidden_sizes=[256,128],optimizer.lr=0.01") == {
+        "model.hidden_sizes": "[256,128]",
+        "optimizer.lr": "0.01",
+    }
+    with pytest.raises(ValueError, match="key=value"):
+        parse_group("tanh")
+
+
+def test_groups_are_split_in_sorted_order(tmp_path):
+    sweep = load_sweep(grouped_sweep(tmp_path, [GROUPS[2], GROUPS[0], GROUPS[3], GROUPS[1]]))
+    parts = split_groups(sweep)
+    assert [name for name, _ in parts] == GROUPS
+    for name, part in parts:
+        assert len(part.runs) == 6 and set(part.runs.group) == {name}
+        assert set(part.history.run_dir) == set(part.runs.run_dir)
+    assert not is_depth_sweep(sweep.runs)  # the activation varies between groups: the main report's job
+
+
+def test_summary_has_the_group_keys_and_per_group_numbers(grouped_report):
+    summary = pd.read_csv(grouped_report / "summary.csv")
+    assert list(summary.columns[:3]) == ["model.activation", "optimizer.lr", "init"]
+    keys = list(zip(summary["model.activation"], summary["optimizer.lr"], summary.init, strict=True))
+    assert keys == [(a, lr, i) for a in ("relu", "tanh") for lr in (0.001, 0.003) for i in ("alpha", "beta")]
+    for row in summary.itertuples(index=False):
+        group = f"model.activation={row[0]},optimizer.lr={row[1]}"
+        assert row.n_runs == 3
+        assert row.acc_mean == pytest.approx(sum(FINAL[group][row.init]) / 3)
+
+
+def _bh(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg by hand: p * m / rank, then the running minimum from the largest p down."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 1.0
+    for rank in range(m, 0, -1):
+        index = order[rank - 1]
+        running = min(running, p_values[index] * m / rank)
+        adjusted[index] = running
+    return adjusted
+
+
+def test_initializers_are_tested_within_groups_and_corrected_over_all_tests(grouped_report):
+    comparisons = pd.read_csv(grouped_report / "comparisons.csv")
+    assert len(comparisons) == len(GROUPS)  # one pair (alpha, beta) per group, never across groups
+    groups = [f"model.activation={a},optimizer.lr={lr}" for a, lr in
+              zip(comparisons["model.activation"], comparisons["optimizer.lr"], strict=True)]  # fmt: skip
+    assert groups == GROUPS
+    raw = [
+        float(stats.ttest_ind(FINAL[g]["alpha"], FINAL[g]["beta"], equal_var=False).pvalue) for g in GROUPS
+    ]
+    assert list(comparisons.p_value) == pytest.approx(raw)
+    assert list(comparisons.p_adjusted) == pytest.approx(_bh(raw))
+    significant = dict(zip(groups, comparisons.significant, strict=True))
+    assert significant == {group: group == DIFFERENT for group in GROUPS}
+
+
+def test_metrics_are_keyed_by_group(grouped_report):
+    metrics = json.loads((grouped_report / "metrics.json").read_text())
+    assert list(metrics) == GROUPS
+    assert metrics[DIFFERENT]["beta"]["test_acc_mean"] == pytest.approx(0.98)
+    assert metrics[GROUPS[0]]["alpha"] == {**metrics[GROUPS[0]]["alpha"], "n_runs": 3, "n_failed": 0}
+
+
+def test_figures_per_group_and_report_sections(grouped_report):
+    figures = sorted(p.relative_to(grouped_report).as_posix() for p in grouped_report.rglob("*.png"))
+    names = ("final_accuracy", "learning_curves", "steps_to_97", "train_loss_steps")
+    assert figures == [f"figures/{group}/{name}.png" for group in GROUPS for name in names]
+    report = (grouped_report / "report.md").read_text()
+    assert "varied `model.activation` (relu, tanh), `optimizer.lr` (0.001, 0.003): 4 groups" in report
+    assert "over all 4 tests of the sweep" in report
+    headings = re.findall(r"^## Group (.*)$", report, flags=re.MULTILINE)
+    assert headings == [", ".join(f"`{pair}`" for pair in group.split(",")) for group in GROUPS]
+    for figure in figures:  # every figure linked from the report
+        assert f"]({figure})" in report
+    different = report.split("## Group ")[4]
+    assert "1 of 1 pairwise differences in mean accuracy are significant" in different
+    assert "0 of 1 pairwise differences" in report.split("## Group ")[1]
+
+
+def test_curves_carry_the_group_keys(grouped_report):
+    curves = pd.read_csv(grouped_report / "curves.csv")
+    assert list(curves.columns) == ["model.activation", "optimizer.lr", "initializer", "seed", "epoch", "metric",
+                                    "value"]  # fmt: skip
+    assert len(curves) == len(GROUPS) * 6 * (1 + 3 * 2)
+
+
+def test_outputs_do_not_depend_on_the_manifest_order_of_groups(grouped_report, tmp_path):
+    out = tmp_path / "reports"
+    write_report(grouped_sweep(tmp_path, [GROUPS[1], GROUPS[3], GROUPS[0], GROUPS[2]]), out)
+    for name in OUTPUTS:
+        expected = (grouped_report / name).read_text()
+        assert (out / name).read_text() == expected.replace(str(grouped_report.parent), str(tmp_path)), name
+
+
+def _ungrouped(root: Path, group_column: bool) -> Path:
+    sweep = root / "runs"
+    entries = [
+        make_run(
+            sweep, init, seed, [0.9, 0.95 + 0.01 * seed + (0.02 if init == "beta" else 0)], complete=seed < 3
+        )
+        for init in ("alpha", "beta")
+        for seed in range(4)
+    ]
+    frame = pd.DataFrame(entries)
+    if group_column:
+        frame["group"] = ""  # an empty cell: read back as NaN
+    frame.to_csv(sweep / MANIFEST_NAME, index=False)
+    return sweep
+
+
+def test_an_empty_group_column_reports_as_a_manifest_without_one(tmp_path):
+    without, with_empty = tmp_path / "without", tmp_path / "with"
+    write_report(_ungrouped(without, group_column=False), without / "reports")
+    write_report(_ungrouped(with_empty, group_column=True), with_empty / "reports")
+    files = sorted(
+        p.relative_to(without / "reports") for p in (without / "reports").rglob("*") if p.is_file()
+    )
+    assert {f.as_posix() for f in files} >= {*OUTPUTS, "figures/learning_curves.png"}
+    for name in files:
+        left, right = (without / "reports" / name).read_bytes(), (with_empty / "reports" / name).read_bytes()
+        assert left.replace(b"/without/", b"/with/") == right, name
+    one_group = tmp_path / "one"  # a group level, but the same for every run: nothing varies between groups
+    sweep = _ungrouped(one_group, group_column=True)
+    manifest = pd.read_csv(sweep / MANIFEST_NAME).assign(group="optimizer.lr=0.01")
+    manifest.to_csv(sweep / MANIFEST_NAME, index=False)
+    write_report(sweep, one_group / "reports")
+    for name in OUTPUTS:
+        expected = (without / "reports" / name).read_text().replace("/without/", "/one/")
+        assert (one_group / "reports" / name).read_text() == expected, name
+    metrics = json.loads((without / "reports" / "metrics.json").read_text())
+    assert list(metrics) == ["alpha", "beta"]  # not keyed by group
+    assert "## Groups" not in (without / "reports" / "report.md").read_text()
+
+
+def test_a_depth_sweep_with_other_swept_keys_gets_the_depth_report_per_group(tmp_path):
+    sweep = tmp_path / "runs_depth"
+    entries = []
+    for lr in ("0.001", "0.01"):
+        for depth in (2, 5):
+            group = f"model.activation=relu,model.depth={depth},optimizer.lr={lr}"
+            for seed in range(2):
+                entry = make_run(sweep, "alpha", seed, [0.5, 0.9 if lr == "0.001" else 0.2], group=group)
+                entries.append(
+                    {**entry, "activation": "relu", "depth": depth, "hidden_sizes": "8-" * (depth - 1) + "8"}
+                )
+    pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
+    assert is_depth_sweep(load_sweep(sweep).runs)
+    out = tmp_path / "reports"
+    write_report(sweep, out)
+    summary = pd.read_csv(out / "summary.csv")  # activation and depth stay the report's axes, lr groups
+    assert list(summary.columns[:4]) == ["optimizer.lr", "activation", "depth", "init"]
+    assert list(zip(summary["optimizer.lr"], summary.depth, strict=True)) == [
+        (0.001, 2),
+        (0.001, 5),
+        (0.01, 2),
+        (0.01, 5),
+    ]
+    assert list(summary.acc_mean) == pytest.approx([0.9, 0.9, 0.2, 0.2])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["optimizer.lr=0.001", "optimizer.lr=0.01"]
+    assert metrics["optimizer.lr=0.01"]["relu.depth_5.alpha"]["failed_to_train"] == 2
+    report = (out / "report.md").read_text()
+    assert "depths [2, 5]" in report and "seeds [0, 1]" in report  # plain numbers, not np.int64(2)
+    assert re.findall(r"^## Group (.*)$", report, flags=re.MULTILINE) == [
+        "`optimizer.lr=0.001`",
+        "`optimizer.lr=0.01`",
+    ]
+    for group in metrics:
+        assert f"](figures/{group}/accuracy_vs_depth.png)" in report
+        assert (out / "figures" / group / "steps_to_90_heatmap.png").is_file()
+
+
+def test_a_depth_sweep_without_groups_keeps_its_layout(tmp_path):
+    sweep = tmp_path / "runs_depth"
+    entries = [
+        {**make_run(sweep / activation, "alpha", 0, [0.5, 0.9]), "activation": activation, "depth": 2}
+        for activation in ("relu", "tanh")
+    ]
+    for entry, activation in zip(entries, ("relu", "tanh"), strict=True):
+        entry["run_dir"] = f"{activation}/{entry['run_dir']}"
+    pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
+    assert is_depth_sweep(load_sweep(sweep).runs)  # activation varies outside any group: as before groups
+    out = tmp_path / "reports"
+    write_report(sweep, out)
+    assert list(json.loads((out / "metrics.json").read_text())) == [
+        "relu.depth_2.alpha",
+        "tanh.depth_2.alpha",
+    ]
+    assert (out / "figures" / "accuracy_vs_depth.png").is_file()
+
+
+def test_figures_of_groups_no_longer_swept_are_removed(tmp_path):
+    out = tmp_path / "reports"
+    write_report(grouped_sweep(tmp_path / "grouped", GROUPS), out)
+    write_report(_ungrouped(tmp_path / "plain", group_column=False), out)
+    figures = sorted(p.relative_to(out / "figures").as_posix() for p in (out / "figures").rglob("*"))
+    assert figures == ["final_accuracy.png", "learning_curves.png", "steps_to_97.png", "train_loss_steps.png"]

@@ -2,6 +2,8 @@
 
 Reads only the runs listed in ``<runs>/manifest.csv`` (never MLflow) and writes, atomically:
 metrics.json (DVC metrics), summary.csv, comparisons.csv, curves.csv (DVC plots), figures/*.png, report.md.
+A sweep that varies keys besides init and seed (the manifest's ``group``) is reported per group: tables gain
+the group's keys as columns, metrics.json is keyed by group, figures go to figures/<group>/.
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ from initstudy import atomic
 from initstudy.faults import pause_point
 from initstudy.report import figures
 from initstudy.report.depth import is_depth_sweep, write_depth_report
-from initstudy.report.load import RunFileError, load_sweep
-from initstudy.report.markdown import render
-from initstudy.report.stats import compare, summarize
+from initstudy.report.load import (
+    RunFileError,
+    SweepRuns,
+    group_folder,
+    load_sweep,
+    split_groups,
+    with_group_keys,
+)
+from initstudy.report.markdown import Section, render
+from initstudy.report.stats import adjust, pairwise, summarize
 
 
 def metrics_json(summary: pd.DataFrame) -> dict:
@@ -70,23 +79,31 @@ STAGING_PREFIX = ".report-staging-"
 
 
 def publish(staging: Path, out_dir: Path) -> None:
-    """Move every file written to ``staging`` into ``out_dir`` (each replace atomic), then drop ``staging``."""
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-        target = out_dir / path.relative_to(staging)
+    """Move every file written to ``staging`` into ``out_dir`` (each replace atomic), then drop ``staging``.
+    Figures of an earlier report that this one did not draw (a group no longer swept) go: figures/ is ours."""
+    written = {path.relative_to(staging) for path in staging.rglob("*") if path.is_file()}
+    for relative in sorted(written):
+        target = out_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
+        os.replace(staging / relative, target)
     for folder in sorted((p for p in staging.rglob("*") if p.is_dir()), reverse=True):
         folder.rmdir()
     staging.rmdir()
+    for stale in [*out_dir.glob("figures/*.png"), *out_dir.glob("figures/*/*.png")]:
+        if stale.relative_to(out_dir) not in written:
+            stale.unlink()
+    for folder in out_dir.glob("figures/*/"):
+        with contextlib.suppress(OSError):  # not empty: something else lives there; leave it
+            folder.rmdir()
 
 
 def remove_stale_staging(out_dir: Path) -> None:
     """A report killed before it published leaves its staging folder: the files in it are ours by name."""
     for staging in out_dir.glob(f"{STAGING_PREFIX}*"):
-        for path in [*staging.glob("figures/*.png"), *staging.glob("*.csv"), *staging.glob("*.json"),
-                     *staging.glob("*.md"), *staging.glob(".*.tmp")]:  # fmt: skip
+        for path in [*staging.glob("figures/*.png"), *staging.glob("figures/*/*.png"), *staging.glob("*.csv"),
+                     *staging.glob("*.json"), *staging.glob("*.md"), *staging.glob(".*.tmp")]:  # fmt: skip
             path.unlink()
-        for folder in (staging / "figures", staging):
+        for folder in (*staging.glob("figures/*/"), staging / "figures", staging):
             with contextlib.suppress(OSError):
                 folder.rmdir()
 
@@ -108,49 +125,61 @@ def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = N
     return written
 
 
-def _write(sweep, out_dir: Path, link_base: Path, diagnostics_dir: Path | None) -> dict:
-    if is_depth_sweep(sweep.runs):
-        return write_depth_report(
-            sweep.runs, sweep.history, sweep.config, out_dir, diagnostics_dir, link_base
-        )
-    summary = summarize(sweep.runs, sweep.history)
-    comparisons = compare(sweep.runs)
-    split = "val" if (sweep.config.get("data", {}).get("val_fraction") or 0) > 0 else "test"
+FIGURES = {
+    "Test error and training loss per epoch": "learning_curves.png",
+    "Final test error per initializer": "final_accuracy.png",
+    "Optimizer steps to 97% test accuracy": "steps_to_97.png",
+    "Training loss against optimizer steps": "train_loss_steps.png",
+}
+
+
+def draw_figures(part: SweepRuns, summary: pd.DataFrame, split: str, figure_dir: Path, group: str) -> None:
+    """The four figures of one group (the whole sweep when there is one), titled with the group."""
     inits = list(summary.init)
-
-    figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
-    made = {
-        "Test error and training loss per epoch": "learning_curves.png",
-        "Final test error per initializer": "final_accuracy.png",
-        "Optimizer steps to 97% test accuracy": "steps_to_97.png",
-        "Training loss against optimizer steps": "train_loss_steps.png",
-    }
-    figures.learning_curves(
-        sweep.history, inits, split, figure_dir / made["Test error and training loss per epoch"]
-    )
-    figures.final_accuracy(sweep.runs, summary, figure_dir / made["Final test error per initializer"])
-    figures.steps_to_threshold(
-        sweep.runs, summary, "97", figure_dir / made["Optimizer steps to 97% test accuracy"]
-    )
-    figures.train_loss_by_step(
-        sweep.history, inits, figure_dir / made["Training loss against optimizer steps"]
-    )
+    path = {caption: figure_dir / file for caption, file in FIGURES.items()}
+    figures.learning_curves(part.history, inits, split, path["Test error and training loss per epoch"], group)
+    figures.final_accuracy(part.runs, summary, path["Final test error per initializer"], group)
+    figures.steps_to_threshold(part.runs, summary, "97", path["Optimizer steps to 97% test accuracy"], group)
+    figures.train_loss_by_step(part.history, inits, path["Training loss against optimizer steps"], group)
 
-    atomic.write_json(out_dir / "metrics.json", metrics_json(summary))
-    atomic.write_text(out_dir / "summary.csv", summary.to_csv(index=False))
-    atomic.write_text(out_dir / "comparisons.csv", comparisons.to_csv(index=False))
-    atomic.write_text(out_dir / "curves.csv", curves(sweep.history).to_csv(index=False))
-    report = render(
-        sweep.config,
-        sweep.runs,
-        summary,
-        comparisons,
-        {caption: f"figures/{name}" for caption, name in made.items()},
-        extra=diagnostics_section(diagnostics_dir, link_base),
-    )
+
+def _write(sweep: SweepRuns, out_dir: Path, link_base: Path, diagnostics_dir: Path | None) -> dict:
+    if is_depth_sweep(sweep.runs):
+        return write_depth_report(sweep, out_dir, diagnostics_dir, link_base)
+    split = "val" if (sweep.config.get("data", {}).get("val_fraction") or 0) > 0 else "test"
+    groups = split_groups(sweep)
+    # Initializers are compared within a group; the correction runs over every test of the sweep at once (the
+    # report reads them all together), which for a single group is the correction over its pairs.
+    tests = [pairwise(part.runs).assign(group=name) for name, part in groups]
+    comparisons = adjust(pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True))
+    sections = []
+    for name, part in groups:
+        summary = summarize(part.runs, part.history)
+        tested = comparisons[comparisons.group == name] if len(comparisons) else comparisons
+        folder = Path("figures", group_folder(name))
+        draw_figures(part, summary, split, out_dir / folder, name)
+        links = {caption: (folder / file).as_posix() for caption, file in FIGURES.items()}
+        sections.append(
+            Section(name, part.runs, summary, tested.drop(columns="group", errors="ignore"), links)
+        )
+
+    grouped = len(groups) > 1
+    metrics = {s.group: metrics_json(s.summary) for s in sections}
+    atomic.write_json(out_dir / "metrics.json", metrics if grouped else metrics[""])
+    for file, frames in (
+        ("summary.csv", [with_group_keys(s.summary, s.group) for s in sections]),
+        ("comparisons.csv", [with_group_keys(s.comparisons, s.group) for s in sections]),
+        ("curves.csv", [with_group_keys(curves(part.history), name) for name, part in groups]),
+    ):
+        atomic.write_text(out_dir / file, pd.concat(frames, ignore_index=True).to_csv(index=False))
+    report = render(sweep.config, sweep.runs, sections, extra=diagnostics_section(diagnostics_dir, link_base))
     atomic.write_text(out_dir / "report.md", report)
-    return {row.init: row.acc_mean for row in summary.itertuples(index=False)}
+    return {
+        f"{s.group} {row.init}" if grouped else row.init: row.acc_mean
+        for s in sections
+        for row in s.summary.itertuples(index=False)
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@ step-0 diagnostics of the same networks beside them (so the failure is visible b
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -16,17 +17,22 @@ import numpy as np
 import pandas as pd
 
 from initstudy import atomic
-from initstudy.report.figures import DPI, palette
+from initstudy.report.figures import DPI, palette, titled
+from initstudy.report.load import SweepRuns, group_folder, parse_group, split_groups, with_group_keys
 from initstudy.report.markdown import _fmt, _table
 
 FAILS_BELOW = 0.5  # final test accuracy under this (or diverged, or no complete run): "fails to train"
 SPEED_THRESHOLD = 0.90  # the reduced runs rarely reach 95%: convergence speed is measured to 90%
+DEPTH_AXES = ("model.activation", "model.depth")  # laid out by this report itself, never split into groups
 
 
 def is_depth_sweep(runs: pd.DataFrame) -> bool:
-    return {"activation", "depth"} <= set(runs.columns) and (
-        runs.activation.nunique() > 1 or runs.depth.nunique() > 1
-    )
+    """Depth varies, or the activation does outside any group (the depth layout, and manifests without groups):
+    an init x activation sweep whose groups hold the activation gets the main report, per group."""
+    if not {"activation", "depth"} <= set(runs.columns):
+        return False
+    grouped_by_activation = any("model.activation" in parse_group(group) for group in runs.group)
+    return runs.depth.nunique() > 1 or (runs.activation.nunique() > 1 and not grouped_by_activation)
 
 
 def steps_to(history: pd.DataFrame, run_dir: str, threshold: float) -> float:
@@ -85,7 +91,7 @@ def diagnostics_beside(summary: pd.DataFrame, diagnostics: pd.DataFrame | None) 
     return out
 
 
-def accuracy_figure(summary: pd.DataFrame, path: Path) -> None:
+def accuracy_figure(summary: pd.DataFrame, path: Path, group: str = "") -> None:
     activations = list(dict.fromkeys(summary.activation))
     colours = palette(list(dict.fromkeys(summary.init)))
     fig, axes = plt.subplots(
@@ -104,14 +110,19 @@ def accuracy_figure(summary: pd.DataFrame, path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(
-        "Final test accuracy against depth (mean ± std over seeds; dotted: fails-to-train line)", fontsize=9
+        titled(
+            "Final test accuracy against depth (mean ± std over seeds; dotted: fails-to-train line)", group
+        ),
+        fontsize=9,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def heatmap_figure(summary: pd.DataFrame, column: str, title: str, path: Path, fmt: str) -> None:
+def heatmap_figure(
+    summary: pd.DataFrame, column: str, title: str, path: Path, fmt: str, group: str = ""
+) -> None:
     activations = list(dict.fromkeys(summary.activation))
     fig, axes = plt.subplots(1, len(activations), figsize=(5.5 * len(activations), 3.6), squeeze=False)
     for ax, activation in zip(axes[0], activations, strict=True):
@@ -125,7 +136,7 @@ def heatmap_figure(summary: pd.DataFrame, column: str, title: str, path: Path, f
                     color="white")  # fmt: skip
         ax.set(xlabel="hidden layers", title=activation)
         fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(titled(title, group), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -159,60 +170,32 @@ def statements(summary: pd.DataFrame) -> list[str]:
     return out
 
 
-def write_depth_report(
-    runs: pd.DataFrame,
-    history: pd.DataFrame,
-    config: dict,
-    out_dir: Path,
-    diagnostics_dir: Path | None,
-    link_base: Path | None = None,
-) -> dict:
-    summary = summarize_depth(runs, history)
-    diagnostics = None
-    if diagnostics_dir is not None and (diagnostics_dir / "diagnostics.csv").is_file():
-        diagnostics = pd.read_csv(diagnostics_dir / "diagnostics.csv")
-    summary = diagnostics_beside(summary, diagnostics)
-    figure_dir = out_dir / "figures"
+def draw_depth_figures(summary: pd.DataFrame, figure_dir: Path, group: str) -> None:
+    """The three figures of one group (the whole sweep when there is one), titled with the group."""
     figure_dir.mkdir(parents=True, exist_ok=True)
-    accuracy_figure(summary, figure_dir / "accuracy_vs_depth.png")
+    accuracy_figure(summary, figure_dir / "accuracy_vs_depth.png", group)
     heatmap_figure(
-        summary, "acc_mean", "Mean final test accuracy", figure_dir / "accuracy_heatmap.png", ".2f"
+        summary, "acc_mean", "Mean final test accuracy", figure_dir / "accuracy_heatmap.png", ".2f", group
     )
     heatmap_figure(summary, "steps_to_90_median",
                    "Median optimizer steps to 90% test accuracy (– = never; evaluated once per epoch)",
-                   figure_dir / "steps_to_90_heatmap.png", ".0f")  # fmt: skip
-    atomic.write_text(out_dir / "summary.csv", summary.to_csv(index=False))
-    metrics = {f"{r.activation}.depth_{r.depth}.{r.init}": {"test_acc_mean": r.acc_mean, "failed_to_train": r.n_failed_to_train}
-               for r in summary.itertuples(index=False)}  # fmt: skip
-    atomic.write_json(out_dir / "metrics.json", metrics)
+                   figure_dir / "steps_to_90_heatmap.png", ".0f", group)  # fmt: skip
 
-    data, trainer, model = (config.get(k, {}) for k in ("data", "trainer", "model"))
+
+def depth_results(summary: pd.DataFrame, folder: Path, level: str) -> list[str]:
+    """One group's statements, figures and table (the whole sweep's when it has one group)."""
     lines = [
-        "# Depth, activation and initialization: report",
-        "",
-        "Generated by `python -m initstudy.report --runs runs_depth --out reports/depth` (DVC stage `report_depth`).",
-        "",
-        "## Setup",
-        "",
-        f"- Networks: 784 -> depth x {model.get('width')} -> 10, depths {sorted(summary.depth.unique())}, "
-        f"activations {list(dict.fromkeys(summary.activation))}; initializers {list(dict.fromkeys(summary.init))}; "
-        f"seeds {sorted(runs.seed.unique())}.",
-        f"- Reduced to fit a 2-core CPU: {data.get('train_size') or 'all 60,000'} training images, "
-        f"{trainer.get('max_epochs')} epochs, batch {data.get('batch_size')}; Adam as in the main study. Accuracies are "
-        "therefore lower than the main study's; the comparison across depth is the point.",
-        f"- A run *fails to train* when its final test accuracy is below {FAILS_BELOW:.0%} or it diverged.",
-        "",
-        "## Which initializers stop training first",
+        f"{level} Which initializers stop training first",
         "",
         *[f"- {s}" for s in statements(summary)],
         "",
-        "![Final test accuracy against depth](figures/accuracy_vs_depth.png)",
+        f"![Final test accuracy against depth]({(folder / 'accuracy_vs_depth.png').as_posix()})",
         "",
-        "![Mean final test accuracy](figures/accuracy_heatmap.png)",
+        f"![Mean final test accuracy]({(folder / 'accuracy_heatmap.png').as_posix()})",
         "",
-        "![Steps to 90%](figures/steps_to_90_heatmap.png)",
+        f"![Steps to 90%]({(folder / 'steps_to_90_heatmap.png').as_posix()})",
         "",
-        "## Results beside the step-0 diagnostics",
+        f"{level} Results beside the step-0 diagnostics",
         "",
         "`act last/first`: activation std in the last hidden layer over the first; `grad first/last`: std of the "
         "back-propagated gradient in the first hidden layer over the last (both at step 0, mean over seeds); "
@@ -226,12 +209,66 @@ def write_depth_report(
     shown = summary[[c for c in columns if c in summary.columns]].rename(columns=columns)
     shown["steps to 90%"] = shown["steps to 90%"].map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
     lines.append(_table(shown.map(lambda v: _fmt(v, 3) if isinstance(v, float) else v)))
-    if diagnostics_dir is not None and (diagnostics_dir / "statements.json").is_file():
-        import json
+    return lines
 
+
+def write_depth_report(
+    sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None, link_base: Path | None = None
+) -> dict:
+    """The depth report; a sweep that also varies other keys gets it per group (its activation and depth are
+    laid out along the report's own axes, not split into groups)."""
+    diagnostics = None
+    if diagnostics_dir is not None and (diagnostics_dir / "diagnostics.csv").is_file():
+        diagnostics = pd.read_csv(diagnostics_dir / "diagnostics.csv")
+    parts = []
+    for name, part in split_groups(sweep, laid_out=DEPTH_AXES):
+        summary = diagnostics_beside(summarize_depth(part.runs, part.history), diagnostics)
+        folder = Path("figures", group_folder(name))
+        draw_depth_figures(summary, out_dir / folder, name)
+        parts.append((name, summary, folder))
+    grouped = len(parts) > 1
+    every = pd.concat([with_group_keys(summary, name) for name, summary, _ in parts], ignore_index=True)
+    atomic.write_text(out_dir / "summary.csv", every.to_csv(index=False))
+    metrics = {name: {f"{r.activation}.depth_{r.depth}.{r.init}": {"test_acc_mean": r.acc_mean, "failed_to_train": r.n_failed_to_train}
+                      for r in summary.itertuples(index=False)} for name, summary, _ in parts}  # fmt: skip
+    atomic.write_json(out_dir / "metrics.json", metrics if grouped else metrics[""])
+
+    data, trainer, model = (sweep.config.get(k, {}) for k in ("data", "trainer", "model"))
+    lines = [
+        "# Depth, activation and initialization: report",
+        "",
+        "Generated by `python -m initstudy.report --runs runs_depth --out reports/depth` (DVC stage `report_depth`).",
+        "",
+        "## Setup",
+        "",
+        f"- Networks: 784 -> depth x {model.get('width')} -> 10, depths {sorted(int(d) for d in every.depth.unique())}, "
+        f"activations {list(dict.fromkeys(every.activation))}; initializers {list(dict.fromkeys(every.init))}; "
+        f"seeds {sorted(int(s) for s in sweep.runs.seed.unique())}.",
+        f"- Reduced to fit a 2-core CPU: {data.get('train_size') or 'all 60,000'} training images, "
+        f"{trainer.get('max_epochs')} epochs, batch {data.get('batch_size')}; Adam as in the main study. Accuracies are "
+        "therefore lower than the main study's; the comparison across depth is the point.",
+        f"- A run *fails to train* when its final test accuracy is below {FAILS_BELOW:.0%} or it diverged.",
+        "",
+    ]
+    if grouped:
+        lines += [f"Besides init, seed, activation and depth, this sweep varied {', '.join(sorted(set().union(*(parse_group(n) for n, _, _ in parts))))}: "
+                  "one section per group below (sorted by name).", ""]  # fmt: skip
+        for name, summary, folder in parts:
+            title = ", ".join(f"`{k}={v}`" for k, v in parse_group(name).items())
+            lines += [f"## Group {title}", "", *depth_results(summary, folder, "###"), ""]
+        lines.pop()
+    else:
+        lines += depth_results(parts[0][1], parts[0][2], "##")
+    if diagnostics_dir is not None and (diagnostics_dir / "statements.json").is_file():
         figures = json.loads((diagnostics_dir / "statements.json").read_text())["figures"]
         lines += ["", "## Signal at step 0 (deepest networks)", ""]
         for caption, name in figures.items():
             lines += [f"![{caption}]({os.path.relpath(diagnostics_dir / name, link_base or out_dir)})", ""]
     atomic.write_text(out_dir / "report.md", "\n".join(lines) + "\n")
-    return {f"{r.activation}/{r.depth}/{r.init}": r.acc_mean for r in summary.itertuples(index=False)}
+    return {
+        f"{name} {r.activation}/{r.depth}/{r.init}"
+        if grouped
+        else f"{r.activation}/{r.depth}/{r.init}": r.acc_mean
+        for name, summary, _ in parts
+        for r in summary.itertuples(index=False)
+    }

@@ -18,6 +18,11 @@ from initstudy.report.stats import SEED_NOTEBOOK, t_interval
 DPI = 110
 
 
+def titled(title: str, group: str, separator: str = ": ") -> str:
+    """A figure's title, led by its group in a grouped sweep (figures of different groups look alike otherwise)."""
+    return f"{group}{separator}{title}" if group else title
+
+
 def palette(inits: list[str]) -> dict[str, tuple]:
     """A fixed colour per initializer name: its position among all known options (conf/init/)."""
     known = group_options("init")
@@ -43,7 +48,7 @@ def _mean_band(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def learning_curves(history: pd.DataFrame, inits: list[str], split: str, path: Path) -> None:
+def learning_curves(history: pd.DataFrame, inits: list[str], split: str, path: Path, group: str = "") -> None:
     """Test error (log) and train loss (log) per epoch: mean over seeds with a 95% t-interval band."""
     colours = palette(inits)
     fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -70,13 +75,13 @@ def learning_curves(history: pd.DataFrame, inits: list[str], split: str, path: P
     for ax in (ax_err, ax_loss):
         ax.grid(True, which="both", alpha=0.3)
     ax_err.legend(fontsize=8)
-    fig.suptitle("Mean over seeds; bands: 95% t-interval", fontsize=9)
+    fig.suptitle(titled("Mean over seeds; bands: 95% t-interval", group), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def final_accuracy(runs: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
+def final_accuracy(runs: pd.DataFrame, summary: pd.DataFrame, path: Path, group: str = "") -> None:
     """Final test accuracy per initializer, every seed a dot, mean with 95% CI, the seed notebook as a cross.
 
     Left: every initializer on a log scale of test error (a constant predictor and a trained net differ by
@@ -110,13 +115,18 @@ def final_accuracy(runs: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Non
         ax.grid(True, which="both", axis="y", alpha=0.3)
     axes[0].set(yscale="log", ylabel="final test error (1 - accuracy), log", title="all initializers")
     axes[1].set(ylabel="final test accuracy", title="zoom: initializers above 50% accuracy")
-    fig.suptitle("Final test accuracy: dots = seeds, square = mean ± 95% CI, x = seed notebook", fontsize=10)
+    fig.suptitle(
+        titled("Final test accuracy: dots = seeds, square = mean ± 95% CI, x = seed notebook", group),
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def steps_to_threshold(runs: pd.DataFrame, summary: pd.DataFrame, threshold: str, path: Path) -> None:
+def steps_to_threshold(
+    runs: pd.DataFrame, summary: pd.DataFrame, threshold: str, path: Path, group: str = ""
+) -> None:
     """Optimizer steps until test accuracy first reaches the threshold; runs that never did are counted."""
     inits = list(summary.init)
     colours = palette(inits)
@@ -139,7 +149,7 @@ def steps_to_threshold(runs: pd.DataFrame, summary: pd.DataFrame, threshold: str
     ax.set_xticks(range(len(inits)), inits, rotation=20, ha="right")
     ax.set(
         ylabel=f"optimizer steps to {threshold}% test accuracy",
-        title=f"Convergence speed: steps to {threshold}% (bar = median, dots = seeds)",
+        title=titled(f"Convergence speed: steps to {threshold}% (bar = median, dots = seeds)", group, "\n"),
     )
     ax.title.set_fontsize(9)
     ax.grid(True, axis="y", alpha=0.3)
@@ -148,7 +158,7 @@ def steps_to_threshold(runs: pd.DataFrame, summary: pd.DataFrame, threshold: str
     plt.close(fig)
 
 
-def train_loss_by_step(history: pd.DataFrame, inits: list[str], path: Path) -> None:
+def train_loss_by_step(history: pd.DataFrame, inits: list[str], path: Path, group: str = "") -> None:
     """The fine-grained training curve: mean loss over each logging window, against optimizer steps."""
     colours = palette(inits)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -162,7 +172,7 @@ def train_loss_by_step(history: pd.DataFrame, inits: list[str], path: Path) -> N
         yscale="log",
         xlabel="optimizer step, log",
         ylabel="train loss (window mean), log",
-        title="Training loss against steps (mean over seeds)",
+        title=titled("Training loss against steps (mean over seeds)", group, "\n"),
     )
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

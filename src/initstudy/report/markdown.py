@@ -6,10 +6,12 @@ Every sentence is generated from the numbers; none is a hard-coded conclusion.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from initstudy.report.load import parse_group
 from initstudy.report.stats import ALPHA, SEED_NOTEBOOK
 
 
@@ -183,15 +185,91 @@ def statements(summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFr
     return out
 
 
+SEED_NOTEBOOK_NOTE = (
+    "The seed notebook column is the Keras notebook's single run per initializer (seed 42). Its 0.1135 for "
+    "zeros is the share of the digit 1 among the 10,000 test images: a constant prediction."
+)
+SPREAD_NOTE = "Pairs where both initializers give the same value in every seed have no spread to test."
+
+
+@dataclass
+class Section:
+    """One group's results: the whole sweep when nothing but init and seed varies (group '')."""
+
+    group: str
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame  # adjusted over every test of the sweep
+    figures: dict[str, str]  # caption: path relative to report.md
+
+
+def results(section: Section, level: str, notes: bool) -> list[str]:
+    """Summary, statements and comparisons of one section, headed at ``level`` ('##' or '###')."""
+    return [
+        f"{level} Final test accuracy per initializer",
+        "",
+        summary_table(section.summary),
+        "",
+        *([SEED_NOTEBOOK_NOTE, ""] if notes else []),
+        f"{level} What the data support",
+        "",
+        *[f"- {statement}" for statement in statements(section.summary, section.comparisons, section.runs)],
+        "",
+        f"{level} Pairwise comparisons",
+        "",
+        comparisons_table(section.comparisons),
+        "",
+        *(
+            [
+                "Welch's t-test on final test accuracy across seeds, p-values adjusted for the number of pairs with "
+                f"Benjamini-Hochberg. {SPREAD_NOTE}",
+                "",
+            ]
+            if notes
+            else []
+        ),
+    ]
+
+
+def figure_lines(section: Section, level: str) -> list[str]:
+    """The section's figures with their captions (last in a section, after the diagnostics if ungrouped)."""
+    return [
+        f"{level} Figures",
+        "",
+        *[f"![{caption}]({path})\n\n{caption}.\n" for caption, path in section.figures.items()],
+    ]
+
+
+def groups_overview(sections: list[Section]) -> list[str]:
+    """Which keys varied besides init and seed, and how the grouped report tests: said once, up front."""
+    keys = [parse_group(section.group) for section in sections]
+    varied = {key: sorted({k[key] for k in keys if key in k}) for key in sorted(set().union(*keys))}
+    n_tests = sum(int(s.comparisons.p_value.notna().sum()) for s in sections if not s.comparisons.empty)
+    return [
+        "## Groups",
+        "",
+        "Besides the initializer and the seed, this sweep varied "
+        + ", ".join(f"`{key}` ({', '.join(values)})" for key, values in varied.items())
+        + f": {len(sections)} groups, each reported in a section of its own below (sorted by name). The setup above "
+        "shows the first run's values of these keys.",
+        "",
+        "Initializers are compared only within a group (Welch's t-test on final test accuracy across seeds). "
+        f"The Benjamini-Hochberg correction runs over all {n_tests} tests of the sweep at once, not per group: "
+        "the report reads them together, so it bounds the expected share of false discoveries among all of its "
+        "significant differences, whichever group they are in (a per-group correction would bound it only within "
+        f"each group). {SPREAD_NOTE}",
+        "",
+        SEED_NOTEBOOK_NOTE,
+        "",
+    ]
+
+
 def render(
-    config: dict[str, Any],
-    runs: pd.DataFrame,
-    summary: pd.DataFrame,
-    comparisons: pd.DataFrame,
-    figures: dict[str, str],
-    extra: list[str] | None = None,
+    config: dict[str, Any], runs: pd.DataFrame, sections: list[Section], extra: list[str] | None = None
 ) -> str:
+    """The whole report.md: one results section for an ungrouped sweep, one per group otherwise."""
     failed = runs[runs.status != "complete"]
+    grouped = len(sections) > 1
     lines = [
         "# Weight initialization on MNIST: report",
         "",
@@ -200,34 +278,20 @@ def render(
         "",
         setup_section(config, runs),
         "",
-        "## Final test accuracy per initializer",
-        "",
-        summary_table(summary),
-        "",
-        "The seed notebook column is the Keras notebook's single run per initializer (seed 42). Its 0.1135 for "
-        "zeros is the share of the digit 1 among the 10,000 test images: a constant prediction.",
-        "",
-        "## What the data support",
-        "",
-        *[f"- {statement}" for statement in statements(summary, comparisons, runs)],
-        "",
-        "## Pairwise comparisons",
-        "",
-        comparisons_table(comparisons),
-        "",
-        "Welch's t-test on final test accuracy across seeds, p-values adjusted for the number of pairs with "
-        "Benjamini-Hochberg. Pairs where both initializers give the same value in every seed have no spread to test.",
-        "",
-        *(extra or []),
-        "## Figures",
-        "",
-        *[f"![{caption}]({path})\n\n{caption}.\n" for caption, path in figures.items()],
     ]
+    if grouped:
+        lines += groups_overview(sections)
+        for section in sections:
+            title = ", ".join(f"`{k}={v}`" for k, v in parse_group(section.group).items())
+            lines += [f"## Group {title}", "", *results(section, "###", False), *figure_lines(section, "###")]
+        lines += extra or []
+    else:
+        lines += [*results(sections[0], "##", True), *(extra or []), *figure_lines(sections[0], "##")]
     if len(failed):
         lines += [
             "## Runs that did not complete",
             "",
-            _table(failed[["init", "seed", "status", "run_dir"]]),
+            _table(failed[[*(["group"] if grouped else []), "init", "seed", "status", "run_dir"]]),
             "",
         ]
     return "\n".join(lines) + "\n"

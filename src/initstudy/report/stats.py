@@ -78,6 +78,12 @@ def summarize(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
 
 def compare(runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     """Welch's t-test of mean test accuracy for every pair, Benjamini-Hochberg adjusted across pairs."""
+    return adjust(pairwise(runs), alpha)
+
+
+def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Welch's t-test of mean test accuracy for every pair of initializers in ``runs``, p-values unadjusted:
+    a grouped sweep tests within each group, then :func:`adjust` corrects over all of its tests at once."""
     done = runs[runs.status == "complete"]
     samples = {
         init: group["test/acc"].astype(float).to_numpy() for init, group in done.groupby("init", sort=False)
@@ -114,9 +120,14 @@ def compare(runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
                 t=math.nan, df=math.nan, p_value=math.nan, diff_ci95_low=math.nan, diff_ci95_high=math.nan
             )
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def adjust(frame: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Benjamini-Hochberg over every tested row of ``frame``: one family, whatever groups it spans."""
     if frame.empty:
         return frame
+    frame = frame.copy()
     tested = frame.p_value.notna()
     frame["p_adjusted"] = math.nan
     if tested.any():
