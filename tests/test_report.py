@@ -458,9 +458,24 @@ def test_a_depth_sweep_without_groups_keeps_its_layout(tmp_path):
     assert (out / "figures" / "accuracy_vs_depth.png").is_file()
 
 
-def test_figures_of_groups_no_longer_swept_are_removed(tmp_path):
+def test_figures_of_groups_no_longer_swept_are_removed_and_nothing_else(tmp_path):
+    """The report deletes the figures its previous run recorded and did not draw again; a file it never
+    wrote (a user's own figure, even one named like ours) stays."""
     out = tmp_path / "reports"
+    (out / "figures" / "mine").mkdir(parents=True)
+    (out / "figures" / "mine" / "final_accuracy.png").write_bytes(b"a user's figure")
+    (out / "figures" / "sketch.png").write_bytes(b"a user's figure")
     write_report(grouped_sweep(tmp_path / "grouped", GROUPS), out)
     write_report(_ungrouped(tmp_path / "plain", group_column=False), out)
     figures = sorted(p.relative_to(out / "figures").as_posix() for p in (out / "figures").rglob("*"))
-    assert figures == ["final_accuracy.png", "learning_curves.png", "steps_to_97.png", "train_loss_steps.png"]
+    assert figures == [
+        ".initstudy-figures.json",
+        "final_accuracy.png",
+        "learning_curves.png",
+        "mine",
+        "mine/final_accuracy.png",
+        "sketch.png",
+        "steps_to_97.png",
+        "train_loss_steps.png",
+    ]
+    assert (out / "figures" / "sketch.png").read_bytes() == b"a user's figure"

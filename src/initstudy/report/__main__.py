@@ -78,31 +78,50 @@ def diagnostics_section(diagnostics_dir: Path | None, out_dir: Path) -> list[str
 STAGING_PREFIX = ".report-staging-"
 
 
+FIGURES_RECORD = Path("figures") / ".initstudy-figures.json"  # the figures the last report drew
+
+
 def publish(staging: Path, out_dir: Path) -> None:
     """Move every file written to ``staging`` into ``out_dir`` (each replace atomic), then drop ``staging``.
-    Figures of an earlier report that this one did not draw (a group no longer swept) go: figures/ is ours."""
+    A figure the previous report drew (its record names it) and this one did not (a group no longer swept)
+    goes; a file no report recorded stays, whatever it is."""
     written = {path.relative_to(staging) for path in staging.rglob("*") if path.is_file()}
-    for relative in sorted(written):
+    figures = sorted(p.as_posix() for p in written if p.parts[0] == "figures")
+    atomic.write_json(staging / FIGURES_RECORD, {"figures": figures})
+    previous = _recorded_figures(out_dir)
+    for relative in sorted({*written, FIGURES_RECORD}):
         target = out_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / relative, target)
     for folder in sorted((p for p in staging.rglob("*") if p.is_dir()), reverse=True):
         folder.rmdir()
     staging.rmdir()
-    for stale in [*out_dir.glob("figures/*.png"), *out_dir.glob("figures/*/*.png")]:
-        if stale.relative_to(out_dir) not in written:
-            stale.unlink()
-    for folder in out_dir.glob("figures/*/"):
+    for stale in sorted(previous - set(figures)):
+        (out_dir / stale).unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: something else lives there; leave it
-            folder.rmdir()
+            (out_dir / stale).parent.rmdir()
+
+
+def _recorded_figures(out_dir: Path) -> set[str]:
+    """The figures the previous report recorded (inside figures/ only); none when there is no record."""
+    try:
+        recorded = json.loads((out_dir / FIGURES_RECORD).read_text()).get("figures", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {
+        name
+        for name in recorded
+        if isinstance(name, str) and name.startswith("figures/") and ".." not in name
+    }
 
 
 def remove_stale_staging(out_dir: Path) -> None:
     """A report killed before it published leaves its staging folder: the files in it are ours by name."""
     for staging in out_dir.glob(f"{STAGING_PREFIX}*"):
         for path in [*staging.glob("figures/*.png"), *staging.glob("figures/*/*.png"), *staging.glob("*.csv"),
-                     *staging.glob("*.json"), *staging.glob("*.md"), *staging.glob(".*.tmp")]:  # fmt: skip
-            path.unlink()
+                     *staging.glob("*.json"), *staging.glob("*.md"), *staging.glob(".*.tmp"),
+                     staging / FIGURES_RECORD, *staging.glob("figures/.*.tmp")]:  # fmt: skip
+            path.unlink(missing_ok=True)
         for folder in (*staging.glob("figures/*/"), staging / "figures", staging):
             with contextlib.suppress(OSError):
                 folder.rmdir()
