@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 os.chdir(REPO)
 
 from initstudy import atomic, numerics  # noqa: E402
@@ -122,30 +121,56 @@ def matmul_floor(repeats: int) -> list[float]:
     return times
 
 
-def pipeline_timings() -> dict:
-    """No-op `dvc repro report` and the download stage with files present, in a throw-away repo on tiny data."""
+# What a throw-away study repo needs: the tracked configuration and code (src/ for DVC's dependency hashes).
+STUDY_ITEMS = ("params.yaml", "dvc.yaml", "conf", "src/initstudy", ".dvc/config", ".dvc/plots", ".dvcignore",
+               ".gitignore")  # fmt: skip
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """A command as a user runs it (offline DVC, this interpreter first on PATH); fails loudly."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}\n{result.stderr[-3000:]}")
+    return result
+
+
+def study_copy(folder: Path) -> Path:
+    """A git repo holding this study's configuration and code, MNIST replaced by tiny synthetic files served
+    from a local folder, and a one-run default sweep of one epoch."""
     import yaml
 
-    from conftest import REPO_ITEMS, edit_params, make_synthetic, run
+    from initstudy.data.synthetic import make_synthetic
 
+    repo = folder / "study"
+    for item in STUDY_ITEMS:
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            (repo / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / item)
+    data = make_synthetic()
+    local = data.write(folder / "local")
+    download = yaml.safe_load((repo / "conf/download/default.yaml").read_text())
+    download.update(sources=["local"], local_dir=str(local), sha256=data.sha256)
+    (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["trainer"]["max_epochs"] = 1
+    params["hydra"]["sweeper"]["params"] = {"init": "he_uniform", "seed": "0"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):  # fmt: skip
+        run(command, repo)
+    return repo
+
+
+def pipeline_timings() -> dict:
+    """No-op `dvc repro report` and the download stage with files present, in a throw-away repo on tiny data."""
     with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
-        repo = Path(folder) / "study"
-        for item in REPO_ITEMS:
-            source = REPO / item
-            if source.is_dir():
-                shutil.copytree(source, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
-            elif source.exists():
-                (repo / item).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, repo / item)
-        data = make_synthetic()
-        local = data.write(Path(folder) / "local")
-        download = yaml.safe_load((repo / "conf/download/default.yaml").read_text())
-        download.update(sources=["local"], local_dir=str(local), sha256=data.sha256)
-        (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download))
-        edit_params(repo, trainer__max_epochs=1, hydra__sweeper__params={"init": "he_uniform", "seed": "0"})
-        for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):  # fmt: skip
-            run(command, repo)
+        repo = study_copy(Path(folder))
         dvc = str(Path(sys.executable).parent / "dvc")
         # The default study's stages only: the depth experiment (150 runs) is not what this measures.
         run([dvc, "repro", "report"], repo)
