@@ -211,7 +211,7 @@ def profile_cost(epochs: int, rounds: int = 3) -> dict:
     variants = {
         "portable": ["numerics=portable"],
         "fast": ["numerics=fast"],
-        "fast_1_thread": ["numerics=fast", "trainer.num_threads=1"],
+        "fast_1_thread": ["numerics=fast", "numerics.num_threads=1"],
     }
     raw: dict[str, list[float]] = {name: [] for name in variants}
     threads = {}
