@@ -66,8 +66,8 @@ def test_trainer_datamodule_and_module_are_instantiated_from_their_groups(at_rep
 def test_train_loss_interval_is_the_trainers_log_every_n_steps_in_optimizer_steps(
     at_repo: Path, data_root: Path, tmp_path: Path, every: int
 ):
-    """One window mean per log_every_n_steps optimizer steps (Lightning's global_step), across epoch ends,
-    while a Lightning batch is a chunk of data.steps_per_chunk=4 steps."""
+    """One window mean per log_every_n_steps optimizer steps, across epoch ends, while a Lightning batch is a
+    chunk of data.steps_per_chunk=4 steps."""
     metrics, history = train(data_root, tmp_path / "run", "init=he_uniform", "trainer.max_epochs=3",
                              f"trainer.log_every_n_steps={every}", "data.steps_per_chunk=4")  # fmt: skip
     steps = 3 * STEPS_PER_EPOCH

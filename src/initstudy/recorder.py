@@ -3,10 +3,10 @@
 It reads what the module accumulated on the device once per epoch (no per-step host sync), prints one
 concise line per epoch, and sends the epoch's points to MLflow in a single ``log_batch`` call.
 
-The interval follows the Trainer's own ``log_every_n_steps``, counted in the Trainer's ``global_step`` (one
-per optimizer step under manual optimization): one ``train/loss_step`` point, the window's mean, whenever
-``global_step`` reaches a multiple of it. Lightning's own on-step flush (``self.log(on_step=True)``) cannot
-do this here: it counts Lightning batches, which are chunks of ``steps_per_chunk`` optimizer steps.
+The interval is the Trainer's own ``log_every_n_steps`` (``trainer.log_every_n_steps``, from conf/trainer),
+counted in optimizer steps: one ``train/loss_step`` point, the window's mean, whenever the step count
+reaches a multiple of it. Lightning's own on-step flush (``self.log(on_step=True)``) cannot do this here: it
+counts Lightning batches, which are chunks of ``steps_per_chunk`` optimizer steps.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class RunRecorder(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
         epoch = trainer.current_epoch + 1
         losses, sizes = pl_module.epoch_step_losses()
-        step = trainer.global_step
+        step = pl_module.total_steps
         first_step = step - len(losses)
         train_loss = float((losses * sizes).sum() / sizes.sum()) if len(losses) else math.nan
         self._add(epoch, step, "train/loss", train_loss)

@@ -1,8 +1,9 @@
 """Train one configuration into its run folder and log it to MLflow, as a few steps that read like a pipeline.
 
 ``train_run``: resume (a complete run with the same identity returns at once) -> begin an attempt in the
-staging folder -> set up the process, data, model and Trainer -> fit and evaluate -> write the results ->
-marker -> promote the staging folder into place -> mark the MLflow run FINISHED. The run-folder rules
+staging folder -> set up the process; DataModule, model, LightningModule and Trainer from their config groups
+(``hydra.utils.instantiate``) -> ``trainer.fit`` -> ``trainer.test`` -> write the results -> marker ->
+promote the staging folder into place -> mark the MLflow run FINISHED. The run-folder rules
 (ownership, staging, completeness) live in :mod:`initstudy.rundir`; MLflow logging in :mod:`initstudy.tracking`.
 """
 
@@ -145,7 +146,7 @@ def lightning_hints_silenced() -> Iterator[None]:
         # It suggests DataLoader workers; our batches are slices of device-resident tensors.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # It compares log_every_n_steps with its batches, which are chunks of steps_per_chunk optimizer steps;
-        # the interval counts optimizer steps (global_step), see initstudy.recorder.
+        # the interval counts optimizer steps, see initstudy.recorder.
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for us to change.
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
@@ -273,7 +274,7 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
         fit_seconds = time.perf_counter() - started - setup_seconds
         trainer.test(module, datamodule=datamodule, verbose=False)
     history = pd.DataFrame(recorder.rows, columns=["epoch", "step", "metric", "value"])
-    metrics = run_metrics(cfg, module, trainer.global_step, datamodule, history)
+    metrics = run_metrics(cfg, module, datamodule, history)
     timing = {
         "wall_seconds": time.perf_counter() - started,
         "setup_seconds": setup_seconds,
@@ -291,7 +292,7 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
 
 
 def run_metrics(
-    cfg: DictConfig, module: InitStudyModule, steps: int, datamodule: MNISTDataModule, history: pd.DataFrame
+    cfg: DictConfig, module: InitStudyModule, datamodule: MNISTDataModule, history: pd.DataFrame
 ) -> dict[str, Any]:
     """metrics.json: the final test pass, the last epoch's train loss, thresholds, symmetry, divergence."""
     test, eval_split, divergence = module.test_evaluation, datamodule.eval.name, module.divergence
@@ -308,7 +309,7 @@ def run_metrics(
         "train/loss": float(final_train.iloc[-1]) if len(final_train) else None,
         **({f"{eval_split}/acc": module.evaluations[-1].acc} if eval_split != "test" else {}),
         "epochs_completed": len(final_train),
-        "steps_completed": steps,
+        "steps_completed": module.total_steps,
         **thresholds_reached(history, eval_split, datamodule.steps_per_epoch),
         **symmetry_diagnostics(module.model, test, datamodule.test.labels),
         "diverged": divergence is not None,
