@@ -13,6 +13,9 @@ metric: timings are noise-dependent). Absolute times swing on shared machines; c
 What the profile costs is measured apart, in fresh processes (the profile's kernels are chosen at start-up):
 ``python -m initstudy.train`` under numerics=portable, numerics=fast, and fast on one thread (the kernels'
 share of the cost apart from the thread count's).
+
+``--against ../main`` measures only (b), of another checkout and this one side by side in alternating fresh
+processes: whether a change made training slower.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 os.chdir(REPO)
 
 from initstudy import atomic, numerics  # noqa: E402
@@ -122,30 +124,56 @@ def matmul_floor(repeats: int) -> list[float]:
     return times
 
 
-def pipeline_timings() -> dict:
-    """No-op `dvc repro report` and the download stage with files present, in a throw-away repo on tiny data."""
+# What a throw-away study repo needs: the tracked configuration and code (src/ for DVC's dependency hashes).
+STUDY_ITEMS = ("params.yaml", "dvc.yaml", "conf", "src/initstudy", ".dvc/config", ".dvc/plots", ".dvcignore",
+               ".gitignore")  # fmt: skip
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """A command as a user runs it (offline DVC, this interpreter first on PATH); fails loudly."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}\n{result.stderr[-3000:]}")
+    return result
+
+
+def study_copy(folder: Path) -> Path:
+    """A git repo holding this study's configuration and code, MNIST replaced by tiny synthetic files served
+    from a local folder, and a one-run default sweep of one epoch."""
     import yaml
 
-    from conftest import REPO_ITEMS, edit_params, make_synthetic, run
+    from initstudy.data.synthetic import make_synthetic
 
+    repo = folder / "study"
+    for item in STUDY_ITEMS:
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            (repo / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / item)
+    data = make_synthetic()
+    local = data.write(folder / "local")
+    download = yaml.safe_load((repo / "conf/download/default.yaml").read_text())
+    download.update(sources=["local"], local_dir=str(local), sha256=data.sha256)
+    (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["trainer"]["max_epochs"] = 1
+    params["hydra"]["sweeper"]["params"] = {"init": "he_uniform", "seed": "0"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):  # fmt: skip
+        run(command, repo)
+    return repo
+
+
+def pipeline_timings() -> dict:
+    """No-op `dvc repro report` and the download stage with files present, in a throw-away repo on tiny data."""
     with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
-        repo = Path(folder) / "study"
-        for item in REPO_ITEMS:
-            source = REPO / item
-            if source.is_dir():
-                shutil.copytree(source, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
-            elif source.exists():
-                (repo / item).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, repo / item)
-        data = make_synthetic()
-        local = data.write(Path(folder) / "local")
-        download = yaml.safe_load((repo / "conf/download/default.yaml").read_text())
-        download.update(sources=["local"], local_dir=str(local), sha256=data.sha256)
-        (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download))
-        edit_params(repo, trainer__max_epochs=1, hydra__sweeper__params={"init": "he_uniform", "seed": "0"})
-        for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "b"]):  # fmt: skip
-            run(command, repo)
+        repo = study_copy(Path(folder))
         dvc = str(Path(sys.executable).parent / "dvc")
         # The default study's stages only: the depth experiment (150 runs) is not what this measures.
         run([dvc, "repro", "report"], repo)
@@ -186,7 +214,7 @@ def profile_cost(epochs: int, rounds: int = 3) -> dict:
     variants = {
         "portable": ["numerics=portable"],
         "fast": ["numerics=fast"],
-        "fast_1_thread": ["numerics=fast", "trainer.num_threads=1"],
+        "fast_1_thread": ["numerics=fast", "numerics.num_threads=1"],
     }
     raw: dict[str, list[float]] = {name: [] for name in variants}
     threads = {}
@@ -226,6 +254,62 @@ def numerics_only(epochs: int, out: Path) -> None:
     print(f"written to {out} (numerics only)")
 
 
+# (b) in a fresh process of a given checkout, through the API both sides of a comparison share; prints timing.json.
+PROJECT_RUN = """
+import json, sys, tempfile
+from pathlib import Path
+from initstudy import numerics
+from initstudy.config import compose_config
+overrides = sys.argv[1:]
+numerics.apply_before_torch(numerics.from_config(compose_config(overrides).numerics))
+from initstudy import rundir, tracking
+from initstudy.runner import train_run
+with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
+    uri = f"sqlite:///{folder}/mlflow.db"
+    cfg = compose_config([*overrides, f"logger.tracking_uri={uri}"])
+    tracking.ensure_experiment(uri, cfg.logger.experiment_name, Path(folder))
+    run = Path(folder) / "run"
+    train_run(cfg, run, rundir.staging_dir(run), "bench")
+    print(json.dumps(json.loads((run / "timing.json").read_text())))
+"""
+
+
+def data_root_of(checkouts: list[Path]) -> Path | None:
+    """The first checkout's MNIST folder that holds the real files (both sides must train on the same data)."""
+    for checkout in checkouts:
+        root = checkout / compose_config([]).data.root
+        if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+            return root
+    return None
+
+
+def against(other: Path, epochs: int, rounds: int, out: Path) -> None:
+    """(b) of ``other`` (another checkout, e.g. main) and of this one, each in fresh processes with its own
+    code and config, alternating for ``rounds`` rounds; each side keeps its fastest round, so that the
+    machine's drift falls on both alike. Writes the ``against`` entry of ``out``."""
+    checkouts = {"other": other.resolve(), "this": REPO}
+    root = data_root_of(list(checkouts.values()))
+    if root is None:
+        raise SystemExit("--against needs real MNIST in one of the two checkouts")
+    overrides = ["init=glorot_uniform", f"trainer.max_epochs={epochs}", f"data.root={root}"]
+    raw: dict[str, list[float]] = {name: [] for name in checkouts}
+    for _, (name, checkout) in itertools.product(range(rounds), checkouts.items()):
+        env = {**os.environ, "PYTHONPATH": str(checkout / "src"), "INITSTUDY_ROOT": str(checkout)}
+        done = subprocess.run([sys.executable, "-c", PROJECT_RUN, *overrides], cwd=checkout, env=env,
+                              check=True, capture_output=True, text=True)  # fmt: skip
+        timing = json.loads(done.stdout.strip().splitlines()[-1])
+        raw[name].append(median_after_warmup(timing["epoch_seconds"]))
+        print(f"{name}: {raw[name][-1]:.3f} s/epoch", flush=True)
+    seconds = {name: min(values) for name, values in raw.items()}
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    result["against"] = {"other": str(checkouts["other"]), "ratio_this_vs_other": seconds["this"] / seconds["other"],
+                         "seconds_per_epoch": seconds, "raw_seconds_per_epoch": raw, "data": str(root)}  # fmt: skip
+    atomic.write_json(out, result)
+    print(
+        f"this / other = {seconds['this'] / seconds['other']:.3f} (fastest of {rounds} rounds each); written to {out}"
+    )
+
+
 def median_after_warmup(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
@@ -235,9 +319,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is warm-up)")
     parser.add_argument("--out", type=Path, default=REPO / "reports/benchmarks.json")
     parser.add_argument("--numerics-only", action="store_true", help="only what the numerics profiles cost")
+    parser.add_argument("--against", type=Path, help="only (b), of another checkout (e.g. main) and this one")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of --against")
     args = parser.parse_args()
     if args.numerics_only:
         numerics_only(args.epochs, args.out)
+        return
+    if args.against:
+        against(args.against, args.epochs, args.rounds, args.out)
         return
     threads = torch.get_num_threads()
     x, y, data_name = mnist_or_synthetic()

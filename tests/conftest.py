@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from initstudy import numerics
-from initstudy.data.idx import to_idx_bytes
+from initstudy.data.synthetic import SyntheticMNIST, make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 # The test session is a job process too: tests that train in-process run under the study's default profile,
@@ -39,48 +35,6 @@ REPO_ITEMS = (
     ".dvcignore",
     ".gitignore",
 )
-
-
-def synthetic_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Digits drawn as a bright 6x6 square whose position encodes the class, plus noise: learnable in 1 epoch."""
-    labels = rng.integers(0, 10, size=n).astype(np.uint8)
-    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-    for i, label in enumerate(labels):
-        row, col = divmod(int(label), 5)
-        images[i, 4 + row * 12 : 10 + row * 12, 2 + col * 5 : 8 + col * 5] = 255
-    return images, labels
-
-
-@dataclass
-class SyntheticMNIST:
-    files: dict[str, bytes]  # uncompressed IDX bytes
-
-    @property
-    def sha256(self) -> dict[str, str]:
-        return {name: hashlib.sha256(data).hexdigest() for name, data in self.files.items()}
-
-    def write(self, folder: Path, compress: bool = False) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in self.files.items():
-            if compress:
-                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-            else:
-                (folder / name).write_bytes(data)
-        return folder
-
-
-def make_synthetic(n_train: int = 600, n_test: int = 200, seed: int = 0) -> SyntheticMNIST:
-    rng = np.random.default_rng(seed)
-    train_x, train_y = synthetic_images(n_train, rng)
-    test_x, test_y = synthetic_images(n_test, rng)
-    return SyntheticMNIST(
-        {
-            "train-images-idx3-ubyte": to_idx_bytes(train_x),
-            "train-labels-idx1-ubyte": to_idx_bytes(train_y),
-            "t10k-images-idx3-ubyte": to_idx_bytes(test_x),
-            "t10k-labels-idx1-ubyte": to_idx_bytes(test_y),
-        }
-    )
 
 
 @pytest.fixture(scope="session")

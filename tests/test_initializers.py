@@ -41,7 +41,7 @@ def initialized_layer(name: str, seed: int = 0) -> nn.Linear:
 
 
 def test_every_option_has_a_config_and_an_expectation():
-    assert set(group_options("init")) == set(EXPECTED) | {"zeros", "lsuv"}  # lsuv: tests/test_signal.py
+    assert set(group_options("init")) == set(EXPECTED) | {"zeros", "lsuv"}  # lsuv: tests/test_propagation.py
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,13 +55,18 @@ def test_portable_pins_every_import_time_choice_and_the_thread_count(at_repo: Pa
     assert not fast.pinned and numerics.import_time_environment(fast) == {}
 
 
-def test_thread_count_contradicting_the_profile_is_refused(at_repo: Path) -> None:
-    cfg = compose_config(["trainer.num_threads=2"])
-    with pytest.raises(ConfigError, match=r"trainer.num_threads=2 contradicts numerics=portable") as error:
-        validate(cfg)
-    assert "\n" not in str(error.value)
-    validate(compose_config(["trainer.num_threads=2", "numerics=fast"]))
-    validate(compose_config(["trainer.num_threads=2", "numerics.num_threads=2"]))
+def test_thread_count_is_the_profiles_else_the_jobs_share_of_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numerics.num_threads is the one thread count: fixed by portable, else what the launcher gives each job
+    ($OMP_NUM_THREADS: loky's cpus // n_jobs, the SLURM launcher's cpus_per_task), else the job's cores."""
+    fast = numerics.load("fast", REPO)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert numerics.resolve_threads(fast) == 3
+    assert numerics.resolve_threads(numerics.load("portable", REPO)) == 1
+    assert numerics.resolve_threads(replace(fast, num_threads=2)) == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert numerics.resolve_threads(fast) == len(os.sched_getaffinity(0))
 
 
 def test_bad_profile_values_are_one_line_config_errors(at_repo: Path) -> None:

@@ -50,8 +50,8 @@ def diagnose(overrides: list[str]) -> tuple[pd.DataFrame, dict[str, list[torch.T
     import torch
 
     from initstudy.data.datamodule import load_mnist
+    from initstudy.propagation import measure, predict
     from initstudy.runner import build_model, configure_process
-    from initstudy.signal import measure, predict
 
     jobs = plan(overrides, multirun=True)
     first = compose_config(list(jobs[0].overrides))
@@ -81,11 +81,8 @@ def diagnose(overrides: list[str]) -> tuple[pd.DataFrame, dict[str, list[torch.T
         net = (job.init, job.activation, job.depth)
         if net not in activations:
             with torch.no_grad():
-                x, captured = images, []
-                for block in model.hidden:
-                    x = block(x)
-                    captured.append(x.flatten().clone())
-            activations[net] = captured
+                passed = model.forward_with_intermediates(images)
+            activations[net] = [a.flatten() for a in passed.activations]
     return pd.DataFrame(rows), activations
 
 

@@ -24,8 +24,12 @@ Distribution = Literal["truncated_normal", "untruncated_normal", "uniform"]
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
-    """(fan_in, fan_out) exactly as torch and Keras count them for a dense kernel."""
-    return nn.init._calculate_fan_in_and_fan_out(weight)
+    """(fan_in, fan_out) exactly as torch and Keras count them: a (fan_out, fan_in, *receptive field) kernel.
+    Counted here because torch's own counter (``nn.init._calculate_fan_in_and_fan_out``) is private."""
+    if weight.dim() < 2:
+        raise ValueError(f"fans need a weight of at least 2 dimensions, got shape {tuple(weight.shape)}")
+    receptive_field = weight[0][0].numel()
+    return weight.shape[1] * receptive_field, weight.shape[0] * receptive_field
 
 
 def _number(key: str, value: object, low: float | None = None, strict: bool = False) -> float:
@@ -59,13 +63,11 @@ class Initializer(ABC):
     def _apply_to_module(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             with torch.no_grad():
-                self.init_weight(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+                self.init_linear(module)
 
     @abstractmethod
-    def init_weight(self, weight: torch.Tensor) -> None:
-        """Fill a (fan_out, fan_in) weight in place."""
+    def init_linear(self, layer: nn.Linear) -> None:
+        """Fill one layer's weight and bias in place."""
 
     def expected_weight_std(self, weight: torch.Tensor) -> float | None:
         """The std this initializer aims for on ``weight`` (None when it has no closed form)."""
@@ -76,7 +78,20 @@ class Initializer(ABC):
         return f"{type(self).__name__}({fields})"
 
 
-class Zeros(Initializer):
+class KernelInitializer(Initializer):
+    """Keras' split: the initializer draws the kernel, biases start at zero."""
+
+    def init_linear(self, layer: nn.Linear) -> None:
+        self.init_weight(layer.weight)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+    @abstractmethod
+    def init_weight(self, weight: torch.Tensor) -> None:
+        """Fill a (fan_out, fan_in) weight in place."""
+
+
+class Zeros(KernelInitializer):
     """All weights zero: every hidden unit of a layer computes the same function and gets the same update."""
 
     def init_weight(self, weight: torch.Tensor) -> None:
@@ -86,7 +101,7 @@ class Zeros(Initializer):
         return 0.0
 
 
-class RandomNormal(Initializer):
+class RandomNormal(KernelInitializer):
     """N(mean, std^2), independent of layer size (Keras ``RandomNormal``; the seed notebook uses std 0.01)."""
 
     def __init__(self, name: str, std: float = 0.01, mean: float = 0.0) -> None:
@@ -100,7 +115,7 @@ class RandomNormal(Initializer):
         return self.std
 
 
-class TruncatedNormal(Initializer):
+class TruncatedNormal(KernelInitializer):
     """N(mean, std^2) redrawn outside mean +- 2 std (Keras ``TruncatedNormal``: std is before truncation)."""
 
     def __init__(self, name: str, std: float = 0.05, mean: float = 0.0) -> None:
@@ -115,7 +130,7 @@ class TruncatedNormal(Initializer):
         return self.std * TRUNCATED_NORMAL_STD_CORRECTION
 
 
-class VarianceScaling(Initializer):
+class VarianceScaling(KernelInitializer):
     """Keras' ``VarianceScaling``: Var(w) = scale / fan, the family behind Glorot, He and LeCun.
 
     ``mode`` picks the fan (``fan_avg`` = (fan_in + fan_out) / 2 for Glorot, ``fan_in`` for He and LeCun);
@@ -154,7 +169,7 @@ class VarianceScaling(Initializer):
             nn.init.trunc_normal_(weight, 0.0, raw_std, a=-2 * raw_std, b=2 * raw_std)
 
 
-class Orthogonal(Initializer):
+class Orthogonal(KernelInitializer):
     """A (semi-)orthogonal matrix times ``gain`` (Saxe et al. 2014): preserves norms in linear networks."""
 
     def __init__(self, name: str, gain: float = 1.0) -> None:
@@ -172,14 +187,8 @@ class Orthogonal(Initializer):
 class TorchDefault(Initializer):
     """``nn.Linear.reset_parameters``: Kaiming-uniform with a=sqrt(5) (bound 1/sqrt(fan_in)), biases too."""
 
-    def _apply_to_module(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            module.reset_parameters()
-
-    def init_weight(self, weight: torch.Tensor) -> None:
-        fan_in, _ = fans(weight)
-        bound = 1.0 / math.sqrt(fan_in)
-        nn.init.uniform_(weight, -bound, bound)
+    def init_linear(self, layer: nn.Linear) -> None:
+        layer.reset_parameters()
 
     def expected_weight_std(self, weight: torch.Tensor) -> float:
         fan_in, _ = fans(weight)
@@ -211,25 +220,29 @@ class LSUV(Orthogonal):
         self.achieved: list[float] = []  # output variance reached per layer (for diagnostics and tests)
 
     def __call__(self, model: nn.Module, batch: torch.Tensor | None = None) -> nn.Module:
-        """Walk the layers in order, feeding each the (final) output of the ones before it: one pass."""
+        """Walk the layers in order, feeding each the (final) output of the ones before it."""
         if batch is None:
             raise ValueError("LSUV needs a batch of training inputs")
         super().__call__(model)
         self.achieved = []
-        blocks = [(block[0], block[1]) for block in model.hidden] + [(model.head, nn.Identity())]
-        x = batch
         with torch.no_grad():
-            for layer, activation in blocks:
-                z = layer(x)
-                for _ in range(self.max_iterations):
-                    variance = float(z.var())
-                    if abs(variance - 1.0) < self.tolerance or variance == 0.0:
-                        break
-                    layer.weight.div_(math.sqrt(variance))
-                    z = layer(x)
-                self.achieved.append(float(z.var()))
-                x = activation(z)
+            for index, layer in enumerate(model.linear_layers()):
+                # The layer's input through the layers below it, each already rescaled (one pass per layer).
+                x = model.forward_with_intermediates(batch).activations[index - 1] if index else batch
+                self.achieved.append(self._rescale(layer, x))
         return model
+
+    def _rescale(self, layer: nn.Linear, x: torch.Tensor) -> float:
+        """Divide ``layer``'s weights by the std of its output on ``x`` until that variance is 1; the variance
+        reached (0 for a layer whose output is constant)."""
+        z = layer(x)
+        for _ in range(self.max_iterations):
+            variance = float(z.var())
+            if abs(variance - 1.0) < self.tolerance or variance == 0.0:
+                break
+            layer.weight.div_(math.sqrt(variance))
+            z = layer(x)
+        return float(z.var())
 
     def expected_weight_std(self, weight: torch.Tensor) -> float | None:
         return None  # data-dependent: no closed form

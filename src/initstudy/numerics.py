@@ -61,7 +61,7 @@ class NumericsProfile:
     cpu_capability: str | None = None  # ATEN_CPU_CAPABILITY
     mkl_cbwr: str | None = None  # MKL_CBWR
     onednn_max_cpu_isa: str | None = None  # ONEDNN_MAX_CPU_ISA (and its old name DNNL_MAX_CPU_ISA)
-    num_threads: int | None = None  # ATen and MKL intra-op threads; None = trainer.num_threads or cores
+    num_threads: int | None = None  # ATen and MKL intra-op threads; None = the cores this job may use
     flush_denormal: bool = True
     deterministic: bool = True  # torch.use_deterministic_algorithms (and Lightning's deterministic flag)
     float32_matmul_precision: str = "highest"  # anything lower lets fp32 matmuls use TF32/bf16 kernels
@@ -239,13 +239,13 @@ def check_capability(profile: NumericsProfile) -> None:
         )
 
 
-def resolve_threads(profile: NumericsProfile, requested: int | None = None) -> int:
-    """The profile's count; else ``requested`` (trainer.num_threads), $OMP_NUM_THREADS, or this process's
-    CPUs (its affinity: a SLURM job's share of a node, not the whole node)."""
+def resolve_threads(profile: NumericsProfile) -> int:
+    """The profile's count; else $OMP_NUM_THREADS (a launcher's share per job: loky's cpus // n_jobs, the SLURM
+    launcher's cpus_per_task), or this process's CPUs (its affinity: a SLURM job's share, not the node)."""
     if profile.num_threads:
         return profile.num_threads
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return requested or int(os.environ.get("OMP_NUM_THREADS") or 0) or available
+    return int(os.environ.get("OMP_NUM_THREADS") or 0) or available
 
 
 def denormals_flushed() -> str:
@@ -260,7 +260,7 @@ def denormals_flushed() -> str:
     return "all" if zeros == product.numel() else "none" if zeros == 0 else "mixed"
 
 
-def apply_in_process(profile: NumericsProfile, requested_threads: int | None = None) -> int:
+def apply_in_process(profile: NumericsProfile) -> int:
     """Per-job settings after torch is imported; returns the thread count. For a pinned profile, verify
     that the effective state is the profile's and refuse (one line) otherwise."""
     import torch
@@ -268,7 +268,7 @@ def apply_in_process(profile: NumericsProfile, requested_threads: int | None = N
     if profile.pinned:
         _refuse_if_stale(profile, import_time_environment(profile))
         check_capability(profile)
-    threads = resolve_threads(profile, requested_threads)
+    threads = resolve_threads(profile)
     torch.set_num_threads(threads)
     # Before any parallel work of this job: workers the pool starts from now on inherit the mode.
     supported = torch.set_flush_denormal(profile.flush_denormal)

@@ -2,6 +2,11 @@
 
 It reads what the module accumulated on the device once per epoch (no per-step host sync), prints one
 concise line per epoch, and sends the epoch's points to MLflow in a single ``log_batch`` call.
+
+The interval is the Trainer's own ``log_every_n_steps`` (``trainer.log_every_n_steps``, from conf/trainer),
+counted in optimizer steps: one ``train/loss_step`` point, the window's mean, whenever the step count
+reaches a multiple of it. Lightning's own on-step flush (``self.log(on_step=True)``) cannot do this here: it
+counts Lightning batches, which are chunks of ``steps_per_chunk`` optimizer steps.
 """
 
 from __future__ import annotations
@@ -21,9 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class RunRecorder(pl.Callback):
-    def __init__(self, label: str, eval_split: str, log_every_n_steps: int, steps_per_epoch: int) -> None:
+    def __init__(self, label: str, eval_split: str) -> None:
         self.label, self.eval_split = label, eval_split
-        self.log_every_n_steps, self.steps_per_epoch = log_every_n_steps, steps_per_epoch
         self.rows: list[dict[str, float | int | str]] = []  # long format: epoch, step, metric, value
         self.epoch_seconds: list[float] = []
         self._losses: list[torch.Tensor] = []  # every optimizer step's loss, for interval means
@@ -58,14 +62,14 @@ class RunRecorder(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
         epoch = trainer.current_epoch + 1
         losses, sizes = pl_module.epoch_step_losses()
-        first_step = trainer.current_epoch * self.steps_per_epoch
-        step = first_step + len(losses)
+        step = pl_module.total_steps
+        first_step = step - len(losses)
         train_loss = float((losses * sizes).sum() / sizes.sum()) if len(losses) else math.nan
         self._add(epoch, step, "train/loss", train_loss)
         points = {"train/loss": (train_loss, epoch)}
         for name, value in self._add_evaluation(pl_module, epoch, step).items():
             points[name] = (value, epoch)
-        interval = self._interval_points(losses, sizes, first_step, epoch)
+        interval = self._interval_points(losses, sizes, first_step, epoch, trainer.log_every_n_steps)
         self._log_to_mlflow(trainer, points, interval)
         # An epoch's cost as a user pays it: its training steps, its evaluation pass and its MLflow write.
         self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
@@ -80,13 +84,12 @@ class RunRecorder(pl.Callback):
         )
 
     def _interval_points(
-        self, losses: torch.Tensor, sizes: torch.Tensor, first_step: int, epoch: int
+        self, losses: torch.Tensor, sizes: torch.Tensor, first_step: int, epoch: int, n: int
     ) -> list[tuple[float, int]]:
-        """Mean train loss over each window of ``log_every_n_steps`` optimizer steps ending in this epoch."""
+        """Mean train loss over each window of ``n`` optimizer steps ending in this epoch."""
         self._losses.append(losses)
         self._sizes.append(sizes)
         all_losses, all_sizes = torch.cat(self._losses), torch.cat(self._sizes)
-        n = self.log_every_n_steps
         points = []
         for end in range(n, first_step + len(losses) + 1, n):
             if end <= first_step:

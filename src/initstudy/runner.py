@@ -1,8 +1,9 @@
 """Train one configuration into its run folder and log it to MLflow, as a few steps that read like a pipeline.
 
 ``train_run``: resume (a complete run with the same identity returns at once) -> begin an attempt in the
-staging folder -> set up the process, data, model and Trainer -> fit and evaluate -> write the results ->
-marker -> promote the staging folder into place -> mark the MLflow run FINISHED. The run-folder rules
+staging folder -> set up the process; DataModule, model, LightningModule and Trainer from their config groups
+(``hydra.utils.instantiate``) -> ``trainer.fit`` -> ``trainer.test`` -> write the results -> marker ->
+promote the staging folder into place -> mark the MLflow run FINISHED. The run-folder rules
 (ownership, staging, completeness) live in :mod:`initstudy.rundir`; MLflow logging in :mod:`initstudy.tracking`.
 """
 
@@ -14,6 +15,8 @@ import resource
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,8 @@ from initstudy import atomic, numerics, provenance, rundir, tracking
 from initstudy.config import repo_root
 from initstudy.data.datamodule import MNISTDataModule
 from initstudy.faults import pause_point
-from initstudy.module import InitStudyModule
+from initstudy.model import MLP
+from initstudy.module import Evaluation, InitStudyModule
 from initstudy.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,7 @@ def configure_process(cfg: DictConfig) -> int:
     """Per-job process state, set explicitly: launchers reuse processes, so nothing may leak between jobs.
     Threads, flush-to-zero and deterministic algorithms come from the numerics profile, which also checks
     that the process runs the kernels it pins (initstudy.numerics); returns the thread count."""
-    threads = numerics.apply_in_process(numerics.from_config(cfg.numerics), cfg.trainer.num_threads)
+    threads = numerics.apply_in_process(numerics.from_config(cfg.numerics))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return threads
 
@@ -72,20 +76,16 @@ def thresholds_reached(history: pd.DataFrame, split: str, steps_per_epoch: int) 
     return reached
 
 
-@torch.inference_mode()
-def symmetry_diagnostics(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
-) -> dict[str, Any]:
+def symmetry_diagnostics(model: MLP, test: Evaluation, labels: torch.Tensor) -> dict[str, Any]:
     """Evidence for statements about symmetry: distinct weight rows per hidden layer after training, and
-    how many distinct classes the network predicts (1 = a constant prediction, whose accuracy is then the
-    share of that class in the test set)."""
+    how many distinct classes the network predicted in the test pass (1 = a constant prediction, whose
+    accuracy is then the share of that class in the test set)."""
     hidden = model.linear_layers()[:-1]
-    predictions = torch.cat([model(x).argmax(dim=1) for x in images.split(10_000)])
     counts = torch.bincount(labels, minlength=10)
     return {
         "distinct_hidden_units": [int(torch.unique(layer.weight, dim=0).shape[0]) for layer in hidden],
         "hidden_units": [int(layer.out_features) for layer in hidden],
-        "test/distinct_predictions": int(torch.unique(predictions).numel()),
+        "test/distinct_predictions": sum(1 for n in test.predicted_per_class if n),
         "test/majority_class": int(counts.argmax()),
         "test/majority_class_share": float(counts.max() / counts.sum()),
     }
@@ -98,7 +98,7 @@ def init_batch(train_images: torch.Tensor, initializer: Any, seed: int) -> torch
     return train_images[index.to(train_images.device)]
 
 
-def build_model(cfg: DictConfig, train_images: torch.Tensor) -> tuple[torch.nn.Module, Any]:
+def build_model(cfg: DictConfig, train_images: torch.Tensor) -> tuple[MLP, Any]:
     """The network of ``cfg`` at step 0: constructed, then initialized (with a data batch if it needs one).
     Call after seeding: the draws then equal the training run's."""
     model = instantiate(cfg.model)
@@ -106,6 +106,51 @@ def build_model(cfg: DictConfig, train_images: torch.Tensor) -> tuple[torch.nn.M
     batch = init_batch(train_images, initializer, cfg.seed) if initializer.needs_data else None
     initializer(model, batch=batch)
     return model, initializer
+
+
+def build_datamodule(cfg: DictConfig, device: str) -> MNISTDataModule:
+    """conf/data's DataModule, its tensors loaded onto ``device``: the module needs steps_per_epoch and LSUV
+    a training batch before the Trainer exists."""
+    datamodule = instantiate(cfg.data, root=str(repo_root() / cfg.data.root), seed=cfg.seed, device=device)
+    datamodule.setup()
+    return datamodule
+
+
+def build_trainer(
+    cfg: DictConfig, job_index: int, logger: Any, callbacks: list[pl.Callback], staging: Path
+) -> pl.Trainer:
+    """conf/trainer's Trainer, completed with what depends on the job and what this study fixes."""
+    accelerator, devices = resolve_device(cfg.trainer.accelerator, job_index)
+    return instantiate(
+        cfg.trainer,
+        _convert_="all",  # callbacks and devices as plain lists, as Lightning expects
+        accelerator=accelerator,
+        devices=devices,
+        deterministic=cfg.numerics.deterministic,
+        logger=logger or False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        # A live bar (epoch, chunk of steps) only on a terminal; CI, DVC and SLURM logs get the recorder's
+        # one line per epoch instead.
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        num_sanity_val_steps=-1,  # the whole evaluation split before training: the evaluation at init
+        default_root_dir=str(staging),
+    )
+
+
+@contextmanager
+def lightning_hints_silenced() -> Iterator[None]:
+    """Lightning's hints that do not apply to this design, silenced for the Trainer's lifetime only."""
+    with warnings.catch_warnings():
+        # It suggests DataLoader workers; our batches are slices of device-resident tensors.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # It compares log_every_n_steps with its batches, which are chunks of steps_per_chunk optimizer steps;
+        # the interval counts optimizer steps, see initstudy.recorder.
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for us to change.
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        yield
 
 
 def resolve_device(accelerator: str, job_index: int) -> tuple[str, list[int] | int]:
@@ -213,64 +258,50 @@ def job_device(cfg: DictConfig, job_index: int) -> tuple[str, list[int] | int, s
 
 
 def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: str) -> Outcome:
-    """Data, model, Trainer; fit; the final test evaluation and symmetry evidence."""
+    """DataModule, model, LightningModule and Trainer from their config groups; fit; the test pass."""
     started = time.perf_counter()
-    root = repo_root()
     threads = configure_process(cfg)
     quiet_lightning()
-    accelerator, devices, device = job_device(cfg, job_index)
-    datamodule = MNISTDataModule(
-        root=root / cfg.data.root,
-        batch_size=cfg.data.batch_size,
-        seed=cfg.seed,
-        train_size=cfg.data.train_size,
-        val_fraction=cfg.data.val_fraction,
-        eval_batch_size=cfg.data.eval_batch_size,
-        steps_per_chunk=cfg.trainer.steps_per_chunk,
-        device=device,
-    )
-    datamodule.setup()  # before the Trainer: the module needs steps_per_epoch
+    datamodule = build_datamodule(cfg, job_device(cfg, job_index)[2])
     model, _ = build_model(cfg, datamodule.train.images)
-    module = InitStudyModule(
-        model, instantiate(cfg.optimizer), datamodule.steps_per_epoch, cfg.trainer.stop_on_divergence
-    )
-    eval_split = datamodule.eval.name
-    recorder = RunRecorder(
-        position + run_label(cfg), eval_split, cfg.trainer.log_every_n_steps, datamodule.steps_per_epoch
-    )
-    with warnings.catch_warnings():
-        # Lightning suggests DataLoader workers; our batches are slices of device-resident tensors.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for us to change.
-        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-        trainer = pl.Trainer(
-            max_epochs=cfg.trainer.max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            deterministic=cfg.numerics.deterministic,
-            precision=cfg.trainer.precision,
-            logger=logger or False,
-            callbacks=[recorder],
-            enable_checkpointing=False,
-            # A live bar (epoch, chunk of steps) only on a terminal; CI, DVC and SLURM logs get the recorder's
-            # one line per epoch instead.
-            enable_progress_bar=sys.stderr.isatty(),
-            enable_model_summary=False,
-            num_sanity_val_steps=-1,
-            default_root_dir=str(staging),
-            log_every_n_steps=1,  # Lightning's own logging is unused (see RunRecorder); this silences its hint
-        )
+    module = instantiate(cfg.module, model=model, optimizer_factory=instantiate(cfg.optimizer),
+                         steps_per_epoch=datamodule.steps_per_epoch)  # fmt: skip
+    recorder = RunRecorder(position + run_label(cfg), datamodule.eval.name)
+    with lightning_hints_silenced():
+        trainer = build_trainer(cfg, job_index, logger, [recorder], staging)
         setup_seconds = time.perf_counter() - started
-        fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
-        fit_seconds = time.perf_counter() - fit_started
-
-    test = module.evaluate(datamodule.test.images, datamodule.test.labels, cfg.data.eval_batch_size)
-    symmetry = symmetry_diagnostics(model, datamodule.test.images, datamodule.test.labels)
+        fit_seconds = time.perf_counter() - started - setup_seconds
+        trainer.test(module, datamodule=datamodule, verbose=False)
     history = pd.DataFrame(recorder.rows, columns=["epoch", "step", "metric", "value"])
+    metrics = run_metrics(cfg, module, datamodule, history)
+    timing = {
+        "wall_seconds": time.perf_counter() - started,
+        "setup_seconds": setup_seconds,
+        "fit_seconds": fit_seconds,
+        **recorder_timing(recorder),
+        "eval_seconds": module.eval_seconds,
+        "logging_seconds": recorder.logging_seconds,
+        "process_start_to_training_seconds": recorder.process_start_to_training,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": str(datamodule.train.images.device),
+        "torch_threads": threads,
+        "torch_version": torch.__version__,
+    }
+    return Outcome(metrics, history, timing)
+
+
+def run_metrics(
+    cfg: DictConfig, module: InitStudyModule, datamodule: MNISTDataModule, history: pd.DataFrame
+) -> dict[str, Any]:
+    """metrics.json: the final test pass, the last epoch's train loss, thresholds, symmetry, divergence."""
+    test, eval_split, divergence = module.test_evaluation, datamodule.eval.name, module.divergence
+    assert test is not None, "trainer.test did not run"
     final_train = history[history.metric == "train/loss"].value
-    divergence = module.divergence
-    metrics = {
+    if divergence:
+        log.warning("[%s] diverged at step %d (epoch %d); last finite loss %s", run_label(cfg),
+                    divergence.step, divergence.epoch, divergence.last_finite_loss)  # fmt: skip
+    return {
         "init": cfg.init.name,
         "seed": cfg.seed,
         "test/acc": test.acc,
@@ -280,33 +311,21 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
         "epochs_completed": len(final_train),
         "steps_completed": module.total_steps,
         **thresholds_reached(history, eval_split, datamodule.steps_per_epoch),
-        **symmetry,
+        **symmetry_diagnostics(module.model, test, datamodule.test.labels),
         "diverged": divergence is not None,
         "diverged_at_step": divergence.step if divergence else None,
         "diverged_at_epoch": divergence.epoch if divergence else None,
         "last_finite_loss": divergence.last_finite_loss if divergence else None,
     }
-    timing = {
-        "wall_seconds": time.perf_counter() - started,
-        "setup_seconds": setup_seconds,
-        "fit_seconds": fit_seconds,
-        "epoch_seconds": recorder.epoch_seconds,
-        "seconds_per_epoch": float(pd.Series(recorder.epoch_seconds).median())
-        if recorder.epoch_seconds
-        else None,
-        # epoch_seconds include the per-epoch evaluation and MLflow write; these two are also measured apart.
-        "eval_seconds": module.eval_seconds,
-        "logging_seconds": recorder.logging_seconds,
-        "process_start_to_training_seconds": recorder.process_start_to_training,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "device": str(module.device),
-        "torch_threads": threads,
-        "torch_version": torch.__version__,
+
+
+def recorder_timing(recorder: RunRecorder) -> dict[str, Any]:
+    """Per-epoch wall times; they include the epoch's evaluation pass and MLflow write (also given apart)."""
+    seconds = recorder.epoch_seconds
+    return {
+        "epoch_seconds": seconds,
+        "seconds_per_epoch": float(pd.Series(seconds).median()) if seconds else None,
     }
-    if divergence:
-        log.warning("[%s] diverged at step %d (epoch %d); last finite loss %s", run_label(cfg),
-                    divergence.step, divergence.epoch, divergence.last_finite_loss)  # fmt: skip
-    return Outcome(metrics, history, timing)
 
 
 def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> None:
@@ -360,24 +379,40 @@ def train_run(
         return done
     rundir.begin_attempt(staging)
     resolved = resolved_config(cfg)
-    provenance = numerics.describe(numerics.from_config(cfg.numerics), job_device(cfg, job_index)[2])
-    run = start_tracking(cfg, repo_root(), final_dir, resolved, provenance)
+    described = job_numerics(cfg, job_index)
+    run = start_tracking(cfg, repo_root(), final_dir, resolved, described)
     try:
         outcome = fit(cfg, staging, run.logger, job_index, position)
-        outcome.provenance = provenance
+        outcome.provenance = described
         pause_point("trained")
-        write_results(staging, resolved, outcome)
-        if run.client is not None:
-            tracking.log_final(run.client, run.run_id, outcome.metrics, staging)
-        pause_point("before-marker")
-        rundir.write_marker(staging, identity, mlflow_run_id=run.run_id)
-        pause_point("before-promote")
-        rundir.promote(staging, final_dir)
-        pause_point("before-finished")
-        run.finish()
+        record(staging, resolved, outcome, run)
+        complete(staging, final_dir, identity, run)
     except BaseException as error:
         run.fail(error)
         raise
     log.info("[%s] test/acc %.4f  test/loss %.4f  (%.1f s)", run_label(cfg), outcome.metrics["test/acc"],
              outcome.metrics["test/loss"], time.perf_counter() - started)  # fmt: skip
     return outcome.metrics
+
+
+def job_numerics(cfg: DictConfig, job_index: int) -> dict[str, Any]:
+    """The numerics in effect for this job (numerics.json and MLflow tags)."""
+    return numerics.describe(numerics.from_config(cfg.numerics), job_device(cfg, job_index)[2])
+
+
+def record(staging: Path, resolved: dict[str, Any], outcome: Outcome, run: Tracking) -> None:
+    """The result files in the staging folder, then the final metrics and the folder to MLflow."""
+    write_results(staging, resolved, outcome)
+    if run.client is not None:
+        tracking.log_final(run.client, run.run_id, outcome.metrics, staging)
+
+
+def complete(staging: Path, final_dir: Path, identity: str, run: Tracking) -> None:
+    """Marker, promotion into place, MLflow FINISHED: in this order, so that an interruption between any
+    two leaves a state that resume() recognises (initstudy.rundir)."""
+    pause_point("before-marker")
+    rundir.write_marker(staging, identity, mlflow_run_id=run.run_id)
+    pause_point("before-promote")
+    rundir.promote(staging, final_dir)
+    pause_point("before-finished")
+    run.finish()

@@ -87,7 +87,9 @@ class EvaluationBatches:
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """Training split plus one evaluation split (the test set, or a held-out part of train)."""
+    """Training split plus one evaluation split (the test set, or a held-out part of train), and the test set.
+
+    Built by ``hydra.utils.instantiate(cfg.data, root=..., seed=..., device=...)`` (conf/data/mnist.yaml)."""
 
     def __init__(
         self,
@@ -148,3 +150,8 @@ class MNISTDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> EvaluationBatches:
         assert self.eval is not None
         return EvaluationBatches(self.eval, self.eval_batch_size)
+
+    def test_dataloader(self) -> EvaluationBatches:
+        """The test split for ``trainer.test``: the final evaluation, also when ``eval`` is a validation split."""
+        assert self.test is not None
+        return EvaluationBatches(self.test, self.eval_batch_size)

@@ -14,7 +14,7 @@ from conftest import python_module, run
 from initstudy.config import compose_config
 from initstudy.initializers import Orthogonal, VarianceScaling, Zeros
 from initstudy.model import MLP
-from initstudy.signal import gaussian_moments, measure, predict
+from initstudy.propagation import gaussian_moments, measure, predict
 
 
 @pytest.fixture

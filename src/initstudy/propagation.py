@@ -79,18 +79,10 @@ class LayerStats:
 def measure(model: MLP, images: torch.Tensor, labels: torch.Tensor) -> list[LayerStats]:
     """One forward and backward pass at initialization, recording every layer (no optimizer step)."""
     activation = model.activation_name
-    pre: list[torch.Tensor] = []
-    acts: list[torch.Tensor] = []
-    x = images
-    for block in model.hidden:
-        z = block[0](x)
-        a = block[1](z)
-        a.retain_grad()
-        pre.append(z)
-        acts.append(a)
-        x = a
-    logits = model.head(x)
-    logits.retain_grad()
+    passed = model.forward_with_intermediates(images)
+    pre, acts, logits = passed.pre_activations, passed.activations, passed.logits
+    for tensor in (*acts, logits):
+        tensor.retain_grad()
     model.zero_grad(set_to_none=True)
     F.cross_entropy(logits, labels).backward()
     stats = []
