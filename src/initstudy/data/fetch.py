@@ -76,50 +76,40 @@ def fetch_mnist(
     :class:`initstudy.locking.LockHeld` if another download into the same data folder is running.
     """
     with exclusive(lock_path(raw_dir), f"the MNIST download into {raw_dir.parents[1]}"):
-        return _fetch_locked(raw_dir, expected, sources, max_bytes, deadline_s)
-
-
-def _fetch_locked(
-    raw_dir: Path,
-    expected: Mapping[str, str],
-    sources: Sequence[Source],
-    max_bytes: Mapping[str, int],
-    deadline_s: float,
-) -> FetchReport:
-    clear_staging(raw_dir)
-    present = _keep_verified(raw_dir, expected)
-    missing = [name for name in expected if name not in present]
-    report = FetchReport(already_present=present, served_by={})
-    tried: list[str] = []  # "source: why", in order (two sources may describe themselves alike)
-    for source in sources:
-        if not missing:
-            break
-        request = FetchRequest(tuple(missing), max_bytes, Deadline(deadline_s))
-        payloads, problem = _ask(source, request)
-        problems = [problem] if problem else []
-        for name in [name for name in missing if name in payloads]:
-            try:
-                _check(name, payloads[name], expected[name], max_bytes[name], source.describe())
-            except VerificationError as error:
-                problems.append(str(error))
-                log.error("%s", error)
-                continue
-            install_atomically(payloads[name], raw_dir / name)
-            missing.remove(name)
-            report.served_by[name] = source.describe()
-            log.info("%s: served by %s, sha256 verified", name, source.describe())
-        if missing and not problems:
-            problems.append(f"did not provide {', '.join(missing)}")
-        if problems:
-            report.problems[source.describe()] = _one_line("; ".join(problems))
-            tried.append(f"{source.describe()}: {report.problems[source.describe()]}")
-    clear_staging(raw_dir)
-    if missing:
-        raise DownloadError(
-            f"could not obtain verified {', '.join(missing)}; "
-            f"sources tried: {SOURCE_SEPARATOR.join(tried) or 'none configured'}"
-        )
-    return report
+        clear_staging(raw_dir)
+        present = _keep_verified(raw_dir, expected)
+        missing = [name for name in expected if name not in present]
+        report = FetchReport(already_present=present, served_by={})
+        tried: list[str] = []  # "source: why", in order (two sources may describe themselves alike)
+        for source in sources:
+            if not missing:
+                break
+            request = FetchRequest(tuple(missing), max_bytes, Deadline(deadline_s))
+            payloads, problem = _ask(source, request)
+            problems = [problem] if problem else []
+            for name in [name for name in missing if name in payloads]:
+                try:
+                    _check(name, payloads[name], expected[name], max_bytes[name], source.describe())
+                except VerificationError as error:
+                    problems.append(str(error))
+                    log.error("%s", error)
+                    continue
+                install_atomically(payloads[name], raw_dir / name)
+                missing.remove(name)
+                report.served_by[name] = source.describe()
+                log.info("%s: served by %s, sha256 verified", name, source.describe())
+            if missing and not problems:
+                problems.append(f"did not provide {', '.join(missing)}")
+            if problems:
+                report.problems[source.describe()] = _one_line("; ".join(problems))
+                tried.append(f"{source.describe()}: {report.problems[source.describe()]}")
+        clear_staging(raw_dir)
+        if missing:
+            raise DownloadError(
+                f"could not obtain verified {', '.join(missing)}; "
+                f"sources tried: {SOURCE_SEPARATOR.join(tried) or 'none configured'}"
+            )
+        return report
 
 
 def _keep_verified(raw_dir: Path, expected: Mapping[str, str]) -> list[str]:

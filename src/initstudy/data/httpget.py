@@ -74,7 +74,13 @@ def _bounded(sock: _DeadlineSocket | _DeadlineSSLSocket) -> Iterator[None]:
         raise
 
 
-class _DeadlineHTTPConnection(http.client.HTTPConnection):
+class _DeadlineConnection:
+    """Mixin for http.client's connections: connecting (TCP, and TLS for HTTPS) is bounded by the time left,
+    then the socket bounds every read (``_bound_socket``)."""
+
+    sock: Any
+    timeout: Any
+
     def __init__(self, *args: Any, deadline: Deadline, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deadline = deadline
@@ -82,22 +88,24 @@ class _DeadlineHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         read_timeout = float(self.timeout)
         self.timeout = self.deadline.budget(read_timeout)
-        super().connect()
+        super().connect()  # type: ignore[misc]
+        self._bound_socket(read_timeout)
+
+    def _bound_socket(self, read_timeout: float) -> None:
+        raise NotImplementedError
+
+
+class _DeadlineHTTPConnection(_DeadlineConnection, http.client.HTTPConnection):
+    def _bound_socket(self, read_timeout: float) -> None:
         bounded = _DeadlineSocket(fileno=self.sock.detach())
         bounded.deadline, bounded.read_timeout = self.deadline, read_timeout
         bounded.settimeout(self.timeout)
         self.sock = bounded
 
 
-class _DeadlineHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args: Any, deadline: Deadline, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.deadline = deadline
-
-    def connect(self) -> None:
-        read_timeout = float(self.timeout)
-        self.timeout = self.deadline.budget(read_timeout)
-        super().connect()  # TCP connect and TLS handshake, each bounded by self.timeout
+class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    def _bound_socket(self, read_timeout: float) -> None:
+        # The TLS socket is already a _DeadlineSSLSocket (the context's sslsocket_class).
         self.sock.deadline, self.sock.read_timeout = self.deadline, read_timeout
 
 
