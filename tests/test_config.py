@@ -128,3 +128,58 @@ def test_malformed_params_yaml_is_one_line(tmp_path, monkeypatch):
     Path("params.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         compose_config([])
+
+
+# ---- the schema (initstudy.schema): types from Hydra structured configs, values from the YAML ------------
+
+
+def test_schema_holds_types_and_checks_and_no_values():
+    """A value lives in one place (the YAML); the schema only says what it must be."""
+    from dataclasses import MISSING as NO_DEFAULT
+    from dataclasses import fields
+
+    from omegaconf import MISSING
+
+    from initstudy import schema
+
+    for section in (schema.StudyConfig, *schema.SECTION_SCHEMAS.values()):
+        for field in fields(section):
+            assert field.default in (MISSING, NO_DEFAULT), (section.__name__, field.name, field.default)
+
+
+def test_schema_and_yaml_name_the_same_keys():
+    from initstudy import schema
+
+    cfg = compose_config([])
+    assert set(schema.top_level_keys()) == set(cfg)
+    for section in schema.SECTION_SCHEMAS:
+        assert set(schema.section_keys(section)) == set(cfg[section]), section
+
+
+@pytest.mark.parametrize(
+    ("group_file", "old", "new", "words"),
+    [
+        ("trainer/default.yaml", "log_every_n_steps: 50", "log_every_n_steps: fifty", ["trainer.log_every_n_steps='fifty'", "positive integer"]),
+        ("trainer/default.yaml", "log_every_n_steps: 50", "log_every_n_step: 50", ["log_every_n_step"]),
+        ("data/mnist.yaml", "eval_batch_size: 10000", "eval_batch_size: [1]", ["data.eval_batch_size"]),
+        ("module/default.yaml", "stop_on_divergence: true", "stop_on_divergence: perhaps", ["module.stop_on_divergence='perhaps'", "true or false"]),
+    ],
+)  # fmt: skip
+def test_a_group_option_with_a_bad_value_or_key_fails_composition(
+    tmp_path, monkeypatch, group_file, old, new, words
+):
+    """The YAML files are validated against the schema too, not only overrides: a typo in a group option is
+    refused when the config is composed, with one line."""
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    path = tmp_path / "conf" / group_file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        validate(compose_config([]))
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, (word, message)

@@ -23,9 +23,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ValidationError
+
+from initstudy import schema
 
 PRIMARY_CONFIG = "params"
 CONFIG_GROUPS_DIR = "conf"
+schema.register()  # before any composition: params.yaml's defaults list starts with the schema
 
 
 class ConfigError(ValueError):
@@ -58,9 +62,39 @@ def check_params_file(root: Path | None = None) -> None:
         raise ConfigError(f"{path.name} must be a YAML mapping, got {type(content).__name__}")
 
 
+def type_error(error: BaseException) -> str | None:
+    """A value the schema's type refuses (``seed=abc`` on the command line, or a group option's YAML), as one
+    line naming key, value and what is allowed; None for other errors."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ValidationError):
+        cause = cause.__cause__
+    text = str(cause if cause is not None else error)
+    key = re.search(r"full_key: (\S+)", text)
+    if key is None or (cause is None and "ValidationError" not in str(error)):
+        return None
+    name = re.sub(r"\[\d+\]$", "", key.group(1))
+    found = re.search(r"Value '([^']*)'", text)
+    value: Any = yaml.safe_load(found.group(1)) if found else None
+    option = re.search(r"^In '([\w/]+)'", str(error))
+    where = f" (in {CONFIG_GROUPS_DIR}/{option.group(1)}.yaml)" if option else ""
+    return f"invalid {name}={value!r}{where}: {schema.allowed_for(name)}"
+
+
 def one_line(error: Exception, root: Path | None = None) -> str:
     """Hydra's composition errors as one line, listing the allowed options where Hydra lists them."""
+    typed = type_error(error)
+    if typed:
+        return typed
     text = str(error).strip()
+    not_in_schema = re.search(r"^In '([\w/]+)'.*Key '[^']+' not in '\w+'\s+full_key: (\S+)", text, re.DOTALL)
+    if not_in_schema:
+        option, key = not_in_schema.groups()
+        section = key.split(".")[0]
+        allowed = (
+            schema.section_keys(section) if section in schema.SECTION_SCHEMAS else schema.top_level_keys()
+        )
+        return (f"unknown config key {key!r} (in {CONFIG_GROUPS_DIR}/{option}.yaml); allowed in {section}: "
+                f"{', '.join(sorted(allowed))}")  # fmt: skip
     missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()
@@ -88,57 +122,28 @@ def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = Fa
 
 # ---- validation ---------------------------------------------------------------------------------------
 
-TOP_LEVEL_KEYS = {
-    "seed", "init", "model", "optimizer", "data", "trainer", "logger", "download", "hydra", "numerics"
-}  # fmt: skip
-SECTION_KEYS = {
-    "model": {"_target_", "input_size", "num_classes", "hidden_sizes", "activation", "depth", "width"},
-    "data": {"root", "batch_size", "train_size", "val_fraction", "eval_batch_size"},
-    "trainer": {
-        "max_epochs",
-        "accelerator",
-        "log_every_n_steps",
-        "num_threads",
-        "stop_on_divergence",
-        "steps_per_chunk",
-        "precision",
-    },
-    "logger": {"tracking_uri", "experiment_name", "offline"},
-}
-
-
-# Lightning's seed range (seed_everything): a 32-bit unsigned integer.
-MAX_SEED = 2**32 - 1
-# What this study's training loop honours: full float32 (Lightning's names for it). Mixed precision needs
-# Lightning's manual_backward path, which the chunked loop does not take yet; float64 would leave the
-# device-resident float32 data unconverted.
-PRECISIONS = (32, "32", "32-true")
-DETERMINISTIC = (True, False, "warn")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
 
 def _fail(key: str, value: Any, allowed: str) -> None:
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value)
     raise ConfigError(f"invalid {key}={value!r}: {allowed}")
 
 
-def _check_keys(section: str, node: Any, allowed: set[str]) -> None:
+def _check_keys(section: str, node: Any, allowed: Sequence[str]) -> None:
+    """Keys the schema does not name (only ``+key=...`` can add one: Hydra's struct mode refuses the rest)."""
     if not isinstance(node, DictConfig):
         _fail(section, node, "must be a mapping")
+    prefix = f"{section}." if section else ""
     for key in node:
         if key not in allowed:
+            where = f"in {section}" if section else "top-level keys"
             raise ConfigError(
-                f"unknown config key '{section}.{key}'; allowed in {section}: {', '.join(sorted(allowed))}"
+                f"unknown config key '{prefix}{key}'; allowed {where}: {', '.join(sorted(allowed))}"
             )
 
 
-def _constructor_keys(node: DictConfig, section: str) -> set[str]:
+def _constructor_keys(node: DictConfig, section: str) -> list[str]:
+    """The schema of a group whose options differ in fields: the signature of the option's ``_target_``."""
     target = node.get("_target_")
     if not isinstance(target, str):
         raise ConfigError(f"{section} has no _target_; pick an option: {', '.join(group_options(section))}")
@@ -146,90 +151,39 @@ def _constructor_keys(node: DictConfig, section: str) -> set[str]:
         parameters = inspect.signature(get_class(target)).parameters
     except Exception as error:
         raise ConfigError(f"{section}._target_ {target!r} cannot be imported: {error}") from None
-    return set(parameters) | {"_target_", "_partial_"}
+    return [*parameters, "_target_", "_partial_"]
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check every value a run depends on; raise :class:`ConfigError` naming the first bad one."""
+    """Check what the schema's types cannot: unknown keys added with ``+``, ranges, choices and the relations
+    between values. Raise :class:`ConfigError` naming the first bad one."""
     from initstudy.model import ACTIVATIONS  # imports torch: not at module level (see the docstring)
+    from initstudy.numerics import from_config
 
-    for key in cfg:
-        if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(
-                f"unknown config key {key!r}; allowed top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}"
-            )
-    for section, allowed in SECTION_KEYS.items():
-        _check_keys(section, cfg[section], allowed)
-    _check_keys("init", cfg.init, _constructor_keys(cfg.init, "init"))
-    _check_keys("optimizer", cfg.optimizer, _constructor_keys(cfg.optimizer, "optimizer"))
-    _check_keys("numerics", cfg.numerics, _constructor_keys(cfg.numerics, "numerics"))
-
-    if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
-        _fail("seed", cfg.seed, f"must be an integer in [0, {MAX_SEED}] (Lightning's seed range)")
+    _check_keys("", cfg, [*schema.top_level_keys(), "hydra"])
+    for section in schema.SECTION_SCHEMAS:
+        _check_keys(section, cfg[section], schema.section_keys(section))
+    for section in ("init", "optimizer", "numerics"):
+        _check_keys(section, cfg[section], _constructor_keys(cfg[section], section))
+    for key, allowed, check in schema.field_checks():
+        value = OmegaConf.select(cfg, key)
+        if not check(value):
+            _fail(key, value, allowed)
     if cfg.init.get("name") not in group_options("init"):
         _fail("init.name", cfg.init.get("name"), f"must be one of {', '.join(group_options('init'))}")
-
-    hidden = cfg.model.hidden_sizes
-    depth, width = cfg.model.get("depth"), cfg.model.get("width")
-    if hidden is None and (depth is not None or width is not None):
-        for key, value in (("model.depth", depth), ("model.width", width)):
-            if not _is_int(value) or value <= 0:
-                _fail(key, value, "must be a positive integer when model.hidden_sizes is null")
-        hidden = ListConfig([width] * depth)
-    elif depth is not None or width is not None:
-        raise ConfigError(
-            f"model.hidden_sizes={OmegaConf.to_container(hidden)} and model.depth={depth}/model.width={width} "
-            "both given; set model.hidden_sizes=null to use depth and width"
-        )
-    if not isinstance(hidden, ListConfig) or len(hidden) == 0:
-        _fail(
-            "model.hidden_sizes",
-            OmegaConf.to_container(hidden) if hidden is not None else None,
-            "must be a non-empty list of positive integers, e.g. [256,128]",
-        )
-    for size in hidden:
-        if not _is_int(size) or size <= 0:
-            _fail(
-                "model.hidden_sizes", OmegaConf.to_container(hidden), "every size must be a positive integer"
-            )
+    _validate_layers(cfg.model)
     if cfg.model.activation not in ACTIVATIONS:
         _fail("model.activation", cfg.model.activation, f"must be one of {', '.join(ACTIVATIONS)}")
-
-    for key in ("input_size", "num_classes"):
-        value = cfg.model.get(key)
-        if not _is_int(value) or value <= 0:
-            _fail(f"model.{key}", value, "must be a positive integer")
-    _validate_optimizer(cfg.optimizer)
-    if not _is_int(cfg.data.batch_size) or cfg.data.batch_size <= 0:
-        _fail("data.batch_size", cfg.data.batch_size, "must be a positive integer")
-    if cfg.data.train_size is not None and (not _is_int(cfg.data.train_size) or cfg.data.train_size <= 0):
-        _fail("data.train_size", cfg.data.train_size, "must be a positive integer or null (all 60,000)")
-    if not _is_number(cfg.data.val_fraction) or not 0 <= cfg.data.val_fraction < 1:
-        _fail("data.val_fraction", cfg.data.val_fraction, "must be a number in [0, 1)")
-    if not _is_int(cfg.trainer.max_epochs) or cfg.trainer.max_epochs <= 0:
-        _fail("trainer.max_epochs", cfg.trainer.max_epochs, "must be a positive integer")
-    if not _is_int(cfg.trainer.log_every_n_steps) or cfg.trainer.log_every_n_steps <= 0:
-        _fail("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, "must be a positive integer")
-    if not _is_int(cfg.trainer.steps_per_chunk) or cfg.trainer.steps_per_chunk <= 0:
-        _fail("trainer.steps_per_chunk", cfg.trainer.steps_per_chunk, "must be a positive integer")
-    ebs = cfg.data.eval_batch_size
-    if not _is_int(ebs) or ebs <= 0:
-        _fail("data.eval_batch_size", ebs, "must be a positive integer")
-    if cfg.trainer.precision not in PRECISIONS:
-        _fail("trainer.precision", cfg.trainer.precision,
-              f"allowed: {', '.join(map(str, PRECISIONS))} (this study trains in float32)")  # fmt: skip
-    deterministic = cfg.numerics.get("deterministic")
-    if deterministic not in DETERMINISTIC or not isinstance(deterministic, bool | str):
-        _fail("numerics.deterministic", deterministic, "allowed: true, false, warn")
-    if not isinstance(cfg.trainer.stop_on_divergence, bool):
-        _fail("trainer.stop_on_divergence", cfg.trainer.stop_on_divergence, "must be true or false")
+    for key, (allowed, check) in schema.OPTIMIZER_CHECKS.items():
+        if key in cfg.optimizer and not check(cfg.optimizer[key]):
+            _fail(f"optimizer.{key}", cfg.optimizer[key], allowed)
+    if cfg.optimizer.get("nesterov") and not cfg.optimizer.get("momentum"):
+        _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0")
     _validate_logger(cfg.logger)
-    if cfg.trainer.accelerator not in ("auto", "cpu", "gpu", "cuda"):
-        _fail("trainer.accelerator", cfg.trainer.accelerator, "must be one of auto, cpu, gpu, cuda")
-    threads = cfg.trainer.num_threads
-    if threads is not None and (not _is_int(threads) or threads <= 0):
-        _fail("trainer.num_threads", threads, "must be a positive integer or null")
-    validate_numerics(cfg)
+    from_config(cfg.numerics)
+    deterministic = cfg.numerics.get("deterministic")
+    if deterministic not in schema.DETERMINISTIC or not isinstance(deterministic, bool | str):
+        _fail("numerics.deterministic", deterministic, "allowed: true, false, warn")
     try:
         init_kwargs = {k: v for k, v in cfg.init.items() if k != "_target_"}
         get_class(cfg.init._target_)(**init_kwargs)
@@ -237,47 +191,32 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"invalid init for {cfg.init.name!r}: {error}") from None
 
 
-def _validate_optimizer(optimizer: DictConfig) -> None:
-    lr = optimizer.get("lr")
-    if not _is_number(lr) or not lr > 0:
-        _fail("optimizer.lr", lr, "must be a positive number")
-    betas = optimizer.get("betas")
-    if betas is not None and (
-        not isinstance(betas, ListConfig)
-        or len(betas) != 2
-        or not all(_is_number(b) and 0 <= b < 1 for b in betas)
-    ):
-        _fail("optimizer.betas", OmegaConf.to_container(betas) if isinstance(betas, ListConfig) else betas,
-              "must be two numbers in [0, 1)")  # fmt: skip
-    for key, strict in (("eps", True), ("weight_decay", False), ("momentum", False)):
-        value = optimizer.get(key)
-        if value is None:
-            continue
-        if not _is_number(value) or value < 0 or (strict and value == 0):
-            _fail(
-                f"optimizer.{key}", value, "must be a positive number" if strict else "must be a number >= 0"
-            )
-    for key in ("fused", "nesterov"):
-        value = optimizer.get(key)
-        if value is not None and not isinstance(value, bool):
-            _fail(f"optimizer.{key}", value, "must be true, false or null")
-    if optimizer.get("nesterov") and not optimizer.get("momentum"):
-        _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0")
+def _validate_layers(model: DictConfig) -> None:
+    """``hidden_sizes``, or ``depth`` x ``width`` when it is null; never both."""
+    hidden, depth, width = model.hidden_sizes, model.depth, model.width
+    if hidden is None and (depth is not None or width is not None):
+        for key, value in (("model.depth", depth), ("model.width", width)):
+            if not schema.positive_int(value):
+                _fail(key, value, schema.allowed_for(key))
+        return
+    if depth is not None or width is not None:
+        raise ConfigError(
+            f"model.hidden_sizes={OmegaConf.to_container(hidden)} and model.depth={depth}/model.width={width} "
+            "both given; set model.hidden_sizes=null to use depth and width"
+        )
+    if hidden is None or len(hidden) == 0:
+        _fail("model.hidden_sizes", hidden, schema.allowed_for("model.hidden_sizes"))
+    if not all(schema.positive_int(size) for size in hidden):
+        _fail("model.hidden_sizes", hidden, "every size must be a positive integer")
 
 
 def _validate_logger(logger: DictConfig) -> None:
     uri = logger.tracking_uri
-    if uri is not None and not isinstance(uri, str):
-        _fail("logger.tracking_uri", uri, "must be a URI string or null")
     if isinstance(uri, str) and re.search(r"://[^/@\s]+@", uri):
         raise ConfigError(
             "logger.tracking_uri holds credentials (user:secret@...): the config is written to every run "
             "folder; set MLFLOW_TRACKING_URI in the environment instead (or MLFLOW_TRACKING_USERNAME/PASSWORD)"
         )
-    if not isinstance(logger.experiment_name, str) or not logger.experiment_name.strip():
-        _fail("logger.experiment_name", logger.experiment_name, "must be a non-empty string")
-    if not isinstance(logger.offline, bool):
-        _fail("logger.offline", logger.offline, "must be true or false")
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -290,30 +229,13 @@ def check_accelerator(cfg: DictConfig) -> None:
                   "torch sees no CUDA device here; use auto or cpu")  # fmt: skip
 
 
-def validate_numerics(cfg: DictConfig) -> None:
-    """The profile's values, and a thread count that agrees with it: a profile that fixes the count makes it
-    part of the run identity (``numerics`` is hashed, ``trainer.num_threads`` is not)."""
-    from initstudy.numerics import from_config
-
-    profile = from_config(cfg.numerics)
-    threads = cfg.trainer.num_threads
-    if profile.num_threads is not None and threads is not None and threads != profile.num_threads:
-        raise ConfigError(
-            f"trainer.num_threads={threads} contradicts numerics={profile.name} (num_threads "
-            f"{profile.num_threads}): set numerics.num_threads={threads} instead (a different run identity), "
-            "or use numerics=fast"
-        )
-
-
 def config_hash(cfg: DictConfig) -> str:
     """Hash of everything that determines a run's results (not where it is logged or how data is fetched)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     for ignored in ("hydra", "logger", "download"):
         container.pop(ignored, None)
-    # Speed knobs that do not change the maths. A thread count that does (numerics=portable fixes one) lives
-    # in `numerics`, which is hashed.
-    for ignored in ("num_threads", "steps_per_chunk"):
-        container.get("trainer", {}).pop(ignored, None)
+    # A speed knob that does not change the maths (the thread count does: it lives in `numerics`, hashed).
+    container.get("data", {}).pop("steps_per_chunk", None)
     text = yaml.safe_dump(container, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
