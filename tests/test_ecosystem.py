@@ -53,7 +53,6 @@ def test_submitit_local_sweep_completes_every_run_under_one_mlflow_parent(synthe
             "--multirun",
             "hydra/launcher=submitit_local",
             "hydra.launcher.timeout_min=10",
-            "trainer.num_threads=1",  # 4 jobs at once on a small machine
         ),
         repo,
         timeout=300,

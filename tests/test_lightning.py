@@ -137,9 +137,5 @@ def test_thread_count_is_hashed_with_numerics(at_repo: Path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.config_hash still drops trainer.steps_per_chunk; it must drop data.steps_per_chunk",
-)
 def test_steps_per_chunk_is_a_speed_knob_outside_the_run_identity(at_repo: Path):
     assert config_hash(compose_config([])) == config_hash(compose_config(["data.steps_per_chunk=8"]))
