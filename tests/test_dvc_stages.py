@@ -203,6 +203,10 @@ EDITS = {
         lambda r: replace(r / "conf/download/default.yaml", "timeout_s: 10", "timeout_s: 20"),
         set(),
     ),
+    "a speed knob": (
+        lambda r: replace(r / "conf/data/mnist.yaml", "steps_per_chunk: 32", "steps_per_chunk: 16"),
+        set(),
+    ),
     "report code": (
         lambda r: (r / "src/initstudy/report/markdown.py").write_text(
             (r / "src/initstudy/report/markdown.py").read_text() + "\n# wording\n"
