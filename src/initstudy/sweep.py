@@ -163,8 +163,14 @@ def group_name(cfg: DictConfig, layout: DictConfig) -> str:
         key = override.key_or_group
         if key in excluded:
             continue
-        parts[key] = f"~{key}" if override.is_delete() else f"{key}={override.get_value_element_as_str()}"
+        parts[key] = f"~{key}" if override.is_delete() else f"{key}={value_text(override)}"
     return safe_name(",".join(parts[key] for key in sorted(parts))) if parts else ""
+
+
+def value_text(override: Override) -> str:
+    """An override's value as the config will hold it: a string without the quotes the shell needed."""
+    value = override.value()
+    return value if isinstance(value, str) else override.get_value_element_as_str()
 
 
 def _group_resolver(*, _parent_: DictConfig, _root_: DictConfig) -> str:
