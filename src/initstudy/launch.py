@@ -96,6 +96,7 @@ class Preflight(Callback):
 
     @refusing
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ.pop(sweep.SWEPT_KEYS_ENV, None)  # a single run sweeps nothing
         numerics.apply_before_torch(numerics.from_config(config.numerics))
         job = sweep.make_job(config, list(config.hydra.overrides.task), multirun=False)
         sweep.check_data_files([config])
@@ -114,6 +115,9 @@ class Preflight(Callback):
 
     @refusing
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # The keys this sweep varies name the jobs' folders (sweep.group_name); the jobs inherit them.
+        arguments = sweep.sweeper_arguments(config.hydra) + list(config.hydra.overrides.task)
+        os.environ[sweep.SWEPT_KEYS_ENV] = ",".join(sweep.swept_keys(arguments))
         if sweep.is_grid(config.hydra):
             jobs, first = self.plan_grid(config)
         else:
@@ -287,6 +291,7 @@ def end_session(error: BaseException | None) -> None:
     """Close the open session: the parent run FINISHED, or FAILED / KILLED after ``error``; lock released."""
     global _session
     stack, _session = _session, None
+    os.environ.pop(sweep.SWEPT_KEYS_ENV, None)
     if stack is None:
         return
     if error is None:

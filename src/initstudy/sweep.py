@@ -13,12 +13,13 @@ in more than init and seed apart) and ``${initstudy.staging:}`` (where Hydra's o
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import itertools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -40,6 +41,7 @@ from initstudy.rundir import MANIFEST, run_identity
 MANIFEST_NAME = MANIFEST
 GROUP_RESOLVER = "initstudy.group"
 STAGING_RESOLVER = "initstudy.staging"
+SWEPT_KEYS_ENV = "INITSTUDY_SWEPT_KEYS"  # set by the launch for its jobs: the keys the sweep varies
 # Characters kept as they are in a group name; anything else is percent-encoded (%2F for "/"), so that a
 # value never adds a folder level, hides a folder (leading dot) or needs quoting in a shell.
 NAME_SAFE = "=,.+-_:@[]"
@@ -117,13 +119,18 @@ def is_grid(hydra_cfg: DictConfig) -> bool:
 
 def job_overrides(overrides: Sequence[str], multirun: bool) -> list[list[str]]:
     """Every job's overrides: the sweeper's params merged with the command line (which wins), as Hydra does."""
-    plain, sweep = split_overrides(overrides)
+    _, swept = split_overrides(overrides)
     if not multirun:
-        if sweep:
-            raise ConfigError(f"{sweep[0]!r} sweeps several values: add --multirun (-m)")
+        if swept:
+            raise ConfigError(f"{swept[0]!r} sweeps several values: add --multirun (-m)")
         return [list(overrides)]
-    base = compose_config(plain, return_hydra_config=True)
-    return grid(sweeper_arguments(base.hydra) + list(overrides))
+    return grid(sweep_arguments(overrides))
+
+
+def sweep_arguments(overrides: Sequence[str]) -> list[str]:
+    """What the grid sweeper is given: params.yaml's ``hydra.sweeper.params``, then the command line."""
+    plain, _ = split_overrides(overrides)
+    return sweeper_arguments(compose_config(plain, return_hydra_config=True).hydra) + list(overrides)
 
 
 # ---- where a job lands -----------------------------------------------------------------------------------
@@ -146,24 +153,47 @@ def named_keys(layout: DictConfig) -> set[str]:
     return {match for text in texts for match in INTERPOLATED_KEY.findall(text)}
 
 
-def group_name(cfg: DictConfig, layout: DictConfig) -> str:
-    """The readable level of a job: its overrides ``key=value``, sorted by key and joined by commas, leaving
-    out ``hydra.job.config.override_dirname.exclude_keys`` (init, seed, experiment, where it is logged...)
-    and the keys the layout already names. '' when nothing is left: the default sweep keeps
-    ``runs/<init>/seed_<n>``.
+def swept_keys(arguments: Sequence[str]) -> list[str]:
+    """The keys a sweep varies: those whose last override among ``arguments`` (the sweeper's params, then the
+    command line, which wins) is a sweep (``a,b``, ``range``, ``choice``, ``interval``, ``tag(...)``), for any
+    sweeper."""
+    last = {override.key_or_group: override.is_sweep_override() for override in parse(arguments)}
+    return sorted(key for key, swept in last.items() if swept)
 
-    Every override counts, swept or given once: a config that differs from params.yaml never takes the
-    folder of params.yaml's own run (``-m optimizer.lr=0.005`` lands in ``runs/optimizer.lr=0.005/...``, and
-    the default study is left alone). Values are taken as Hydra parsed them (``1e-3`` -> ``0.001``), so the
-    name depends neither on the order of the overrides nor on how a number is spelled."""
-    hydra_cfg = cfg.hydra
-    excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys) | named_keys(layout)
+
+@contextlib.contextmanager
+def sweeping(keys: Sequence[str]) -> Iterator[None]:
+    """Name ``keys`` as the swept keys while jobs are composed here (outside a launch)."""
+    before = os.environ.get(SWEPT_KEYS_ENV)
+    os.environ[SWEPT_KEYS_ENV] = ",".join(keys)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SWEPT_KEYS_ENV, None)
+        else:
+            os.environ[SWEPT_KEYS_ENV] = before
+
+
+def group_name(cfg: DictConfig, layout: DictConfig) -> str:
+    """The readable level of a job: ``key=value`` of each key the sweep varies, sorted by key and joined by
+    commas, leaving out ``hydra.job.config.override_dirname.exclude_keys`` (init, seed, experiment, where
+    it is logged...) and the keys the layout already names; '' when none is left, so the default sweep
+    (init x seed) keeps ``runs/<init>/seed_<n>``. Values as Hydra parsed them (``1e-3`` -> ``0.001``): the
+    name depends neither on the order of the overrides nor on how a number is spelled.
+
+    Only swept keys count (named by the launch in $INITSTUDY_SWEPT_KEYS, see :func:`swept_keys`): one sweep
+    needs one folder per config at once. A value given once (``-m trainer.max_epochs=2``) is like an edit
+    of params.yaml: the run keeps its folder, and the run identity (:func:`initstudy.rundir.run_identity`)
+    makes sure the folder is never taken for the old config; the new run replaces the old one only once it
+    is complete (``runner.resume``, ``rundir.promote``)."""
+    swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
+    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys) | named_keys(layout)
     parts: dict[str, str] = {}
-    for override in parse(list(hydra_cfg.overrides.task)):
+    for override in parse(list(cfg.hydra.overrides.task)):
         key = override.key_or_group
-        if key in excluded:
-            continue
-        parts[key] = f"~{key}" if override.is_delete() else f"{key}={value_text(override)}"
+        if key in swept and key not in excluded:
+            parts[key] = f"~{key}" if override.is_delete() else f"{key}={value_text(override)}"
     return safe_name(",".join(parts[key] for key in sorted(parts))) if parts else ""
 
 
@@ -313,9 +343,11 @@ def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> 
     """Compose and validate every job of the sweep (or the single run), then check the data files they read;
     raise ConfigError on the first bad value. For callers that start from overrides (diagnostics, tests);
     training plans from the config Hydra composed (:mod:`initstudy.launch`)."""
-    lists = job_overrides(overrides, multirun)
-    configs = [compose_config(job, return_hydra_config=True) for job in lists]
-    jobs = [make_job(cfg, job, multirun) for cfg, job in zip(configs, lists, strict=True)]
+    arguments = sweep_arguments(overrides) if multirun else []
+    lists = grid(arguments) if multirun else job_overrides(overrides, multirun=False)
+    with sweeping(swept_keys(arguments)):
+        configs = [compose_config(job, return_hydra_config=True) for job in lists]
+        jobs = [make_job(cfg, job, multirun) for cfg, job in zip(configs, lists, strict=True)]
     check_distinct(jobs)
     if verify_data:
         check_data_files(configs)
