@@ -169,9 +169,7 @@ def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data
     accuracies = {}
     for entry in manifest.itertuples():
         folder = data_repo / "runs" / entry.run_dir
-        assert (
-            entry.group.startswith("data.train_size=200,optimizer.lr=") and folder.parent.name == "he_uniform"
-        )
+        assert entry.group.startswith("optimizer.lr=") and folder.parent.name == "he_uniform"
         assert rundir.is_complete(folder, entry.identity), entry.run_dir
         accuracies[f"runs/{entry.run_dir}"] = json.loads((folder / "metrics.json").read_text())["test/acc"]
     assert sorted(p.name for p in (data_repo / "runs").iterdir() if p.is_file()) == [
@@ -195,3 +193,16 @@ def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data
     # The objective Optuna maximised is the test accuracy each job returned.
     assert float(parent.data.tags["best_value"]) == max(accuracies.values())
     assert "best.optimizer.lr" in parent.data.tags
+
+
+@pytest.mark.slow
+def test_a_trial_the_tuner_chose_is_validated_before_it_trains(data_repo: Path):
+    tune = ["--multirun", "hydra/sweeper=tune", "hydra.sweeper.n_trials=1", "init=he_uniform", "seed=0",
+            "optimizer.lr=interval(-0.5,-0.1)"]  # fmt: skip
+    result = run(python_module("initstudy.train", *tune), data_repo, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("error: invalid optimizer.lr=-0.") and "positive number" in last, last
+    leftovers = [p for p in (data_repo / "runs").rglob("*") if p.is_file()]
+    assert sorted(p.name for p in leftovers) == [".initstudy-runs", ".initstudy.lock", "manifest.csv"]
+    assert len(pd.read_csv(data_repo / "runs/manifest.csv")) == 0

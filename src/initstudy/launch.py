@@ -119,7 +119,7 @@ class Preflight(Callback):
         arguments = sweep.sweeper_arguments(config.hydra) + list(config.hydra.overrides.task)
         os.environ[sweep.SWEPT_KEYS_ENV] = ",".join(sweep.swept_keys(arguments))
         if sweep.is_grid(config.hydra):
-            jobs, first = self.plan_grid(config)
+            jobs, first = self.plan_grid(config, arguments)
         else:
             jobs, first = None, self.check_base(config)
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -139,10 +139,9 @@ class Preflight(Callback):
         else:
             log.info("sweep chosen by %s -> %s", config.hydra.sweeper.get("_target_"), sweep_dir)
 
-    def plan_grid(self, config: DictConfig) -> tuple[list[Job], DictConfig]:
+    def plan_grid(self, config: DictConfig, arguments: Sequence[str]) -> tuple[list[Job], DictConfig]:
         """Every job of a grid composed once (Hydra's own overrides included, as Hydra will compose it),
         the numerics environment set from them, then each validated; the data checked once."""
-        arguments = sweep.sweeper_arguments(config.hydra) + list(config.hydra.overrides.task)
         lists = sweep.grid(arguments)
         hydra_overrides = list(config.hydra.overrides.hydra)
         configs = [compose_job(hydra_overrides + job) for job in lists]
@@ -174,8 +173,11 @@ class Preflight(Callback):
             else:
                 self.admit_chosen(config, final)
             _verdicts[final] = None
-        except PREFLIGHT_ERRORS as error:
-            _verdicts[final] = str(error)
+        except Exception as error:  # Hydra would only warn: the job itself refuses (admit)
+            known = isinstance(error, PREFLIGHT_ERRORS)
+            _verdicts[final] = (
+                str(error) if known else f"its pre-flight failed: {type(error).__name__}: {error}"
+            )
             discard_attempt(config, final)
 
     def admit_chosen(self, config: DictConfig, final: str) -> None:
@@ -274,7 +276,8 @@ def open_session(
     experiment and, for a sweep, its parent run: all stay open until :func:`end_session`, which unwinds
     them in reverse."""
     global _session
-    end_session(None)
+    if _session is not None:  # left open by an earlier launch in this process
+        _session.close()
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(locking.exclusive(lock_dir / rundir.LOCK_NAME, "training runs"))
@@ -292,6 +295,7 @@ def end_session(error: BaseException | None) -> None:
     global _session
     stack, _session = _session, None
     os.environ.pop(sweep.SWEPT_KEYS_ENV, None)
+    os.environ.pop(SWEEP_SIZE_ENV, None)
     if stack is None:
         return
     if error is None:

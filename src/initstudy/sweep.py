@@ -385,13 +385,15 @@ def write_manifest(jobs: Sequence[Job], sweep_dir: Path) -> Path:
 
 
 def append_to_manifest(job: Job, sweep_dir: Path) -> None:
-    """Add a job a tuning sweeper chose: one write in append mode under an exclusive lock of the manifest
-    itself, so that parallel job processes add whole lines."""
-    line = manifest_frame([job], sweep_dir).to_csv(index=False, header=False)
-    with open(sweep_dir / MANIFEST_NAME, "a", encoding="utf-8") as handle:
+    """Add a job a tuning sweeper chose, once (a trial may pick a value again): one write in append mode
+    under an exclusive lock of the manifest itself, so that parallel job processes add whole lines."""
+    frame = manifest_frame([job], sweep_dir)
+    with open(sweep_dir / MANIFEST_NAME, "a+", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.write(line)
-        handle.flush()
+        handle.seek(0)
+        if frame.run_dir.iloc[0] not in set(pd.read_csv(handle, usecols=["run_dir"]).run_dir):
+            handle.write(frame.to_csv(index=False, header=False))
+            handle.flush()
 
 
 def read_manifest(sweep_dir: Path) -> pd.DataFrame:
