@@ -111,6 +111,26 @@ def test_the_preflight_is_a_registered_hydra_callback(in_repo):
     )
 
 
+def test_a_job_the_preflight_did_not_plan_is_refused_before_it_trains(in_repo, tmp_path):
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from initstudy import launch
+
+    cfg = compose_config(["hydra.run.dir=" + str(tmp_path / "elsewhere")], return_hydra_config=True)
+    with open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "elsewhere")
+        cfg.hydra.mode = RunMode.RUN
+    callback = launch.Preflight()
+    callback.planned = {str(tmp_path / "planned"): "some identity"}
+    callback.on_job_start(config=cfg, task_function=lambda _: None)  # Hydra would only warn if it raised
+    with pytest.raises(ConfigError, match="not one the pre-flight validated"):
+        launch.admit(tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / ".staging").exists()
+    with pytest.raises(RuntimeError, match=re.escape("python -m initstudy.train")):
+        launch.admit(tmp_path / "never-seen")
+
+
 def test_hydra_is_used_through_its_public_api_only():
     offenders = [
         str(path.relative_to(REPO))
