@@ -167,6 +167,9 @@ class Preflight(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         final = final_path(config.hydra.runtime.output_dir)
         sweep.staging_for(config.hydra).mkdir(parents=True, exist_ok=True)  # where the job log goes
+        # Hydra made its output folder (the run folder) before this hook; a run folder appears only once
+        # its run is complete (promoted from staging), so an empty one goes again.
+        rundir.prune_empty(Path(final), prune_stop(config, final))
         try:
             if self.planned is not None:
                 check_planned(config, final, self.planned)
@@ -200,15 +203,18 @@ def check_planned(config: DictConfig, final: str, planned: dict[str, str]) -> No
         )
 
 
+def prune_stop(config: DictConfig, final: str) -> Path:
+    """Up to where empty folders of a job may be removed: its sweep root, or a single run's parent."""
+    if config.hydra.mode == RunMode.MULTIRUN:
+        return Path(os.path.realpath(config.hydra.sweep.dir))
+    return Path(final).parent
+
+
 def discard_attempt(config: DictConfig, final: str) -> None:
-    """Hydra's files of a refused job (in staging) and the empty run folder Hydra made for it go again."""
-    multirun = config.hydra.mode == RunMode.MULTIRUN
-    stop = Path(os.path.abspath(config.hydra.sweep.dir)) if multirun else Path(final).parent
+    """Hydra's files of a refused job (in its staging folder) go again."""
     staging = sweep.staging_for(config.hydra)
     if rundir.remove_owned(staging):
-        rundir.prune_empty(staging.parent, stop)
-    if Path(final).is_dir() and not any(Path(final).iterdir()):
-        rundir.prune_empty(Path(final), stop)
+        rundir.prune_empty(staging.parent, prune_stop(config, final))
 
 
 def admit(final: Path | str) -> None:

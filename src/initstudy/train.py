@@ -33,7 +33,6 @@ from initstudy import launch, numerics, sweep
 from initstudy.config import CONFIG_GROUPS_DIR, ConfigError, compose_config, repo_root
 from initstudy.rundir import run_identity
 
-log = logging.getLogger("initstudy.train")
 LOG_LEVEL_ENV = "INITSTUDY_LOG_LEVEL"
 # Hydra's flags that answer without running anything.
 ANSWER_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion"}
