@@ -74,6 +74,12 @@ CASES = [
     (["--multirun", "hydra.sweep.dir=foreign"], ["sweep folder foreign", "canary.txt"]),
     (["--multirun", "init=zeros,nope"], ["'nope'", "allowed"]),
     (["init=zeros,he_uniform"], ["--multirun"]),
+    (["--multirun", "optimizer.lr=interval(0.001,0.01)"], ["interval", "hydra/sweeper=tune"]),
+    (["--multirun", "optimizer.lr=0.001,0", "seed=0"], ["optimizer.lr=0", "positive number"]),
+    (
+        ["--multirun", "hydra/sweeper=tune", "optimizer.lr=interval(0.001,0.01)", "trainer.max_epochs=0"],
+        ["trainer.max_epochs=0", "positive integer"],
+    ),  # a tuning sweep: what every trial shares, up front
 ]
 
 

@@ -1,0 +1,228 @@
+"""Sweeps of any key, and any sweeper: the pre-flight is a Hydra callback, every job lands in a run folder of
+its own whose name is readable and deterministic, a grid sweep resumes, and Optuna tunes through the same
+pre-flight, run folders and MLflow parent run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
+from initstudy import rundir, tracking
+from initstudy.config import ConfigError, compose_config
+from initstudy.sweep import grid, plan, safe_name
+
+GRID_8 = [
+    "init=he_uniform,glorot_uniform",
+    "optimizer.lr=0.001,0.003",
+    "model.activation=relu,tanh",
+    "seed=0",
+]
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)  # params.yaml's hydra.searchpath (file://conf) is relative to the repo root
+
+
+def folders(overrides: list[str], multirun: bool = True) -> list[str]:
+    return [job.run_dir.as_posix() for job in plan(overrides, multirun, verify_data=False)]
+
+
+# ---- naming (composed, not trained) ----------------------------------------------------------------------
+
+
+def test_any_key_can_be_swept_into_distinct_readable_folders(in_repo):
+    runs = folders(GRID_8)
+    assert len(runs) == len(set(runs)) == 8
+    assert "runs/model.activation=tanh,optimizer.lr=0.003/he_uniform/seed_0" in runs
+    assert "runs/model.activation=relu,optimizer.lr=0.001/glorot_uniform/seed_0" in runs
+    # Never nested: no run folder lies inside another.
+    assert not any(a != b and b.startswith(a + "/") for a in runs for b in runs)
+
+
+def test_folder_names_do_not_depend_on_the_order_or_spelling_of_overrides(in_repo):
+    shuffled = [
+        "model.activation=relu,tanh",
+        "seed=0",
+        "optimizer.lr=1e-3,0.003",
+        "init=he_uniform,glorot_uniform",
+    ]
+    assert sorted(folders(shuffled)) == sorted(folders(GRID_8))
+
+
+def test_default_sweep_and_depth_experiment_keep_their_layout(in_repo):
+    default = folders([])
+    assert len(default) == 20 and all(re.fullmatch(r"runs/\w+/seed_\d", run) for run in default)
+    assert {job.group for job in plan([], True, verify_data=False)} == {""}
+    depth = folders(["experiment=depth", "model.depth=2,5", "init=he_uniform", "seed=0"])
+    assert sorted(depth) == [
+        f"runs_depth/{activation}/depth_{d}/he_uniform/seed_0"
+        for activation in ("relu", "tanh")
+        for d in (2, 5)
+    ]
+    extra = folders(
+        ["experiment=depth", "model.depth=2", "init=he_uniform", "seed=0", "optimizer.lr=0.01,0.02"]
+    )
+    assert "runs_depth/optimizer.lr=0.02/tanh/depth_2/he_uniform/seed_0" in extra and len(set(extra)) == 4
+
+
+def test_values_given_once_keep_the_folder_like_an_edit_of_params(in_repo):
+    assert folders(["init=zeros", "seed=1", "trainer.max_epochs=2", "logger=offline"]) == [
+        "runs/zeros/seed_1"
+    ]
+    assert folders(["optimizer.lr=0.002"], multirun=False) == ["runs/glorot_uniform/seed_0"]
+    assert folders(["init=zeros", "seed=0", "optimizer.lr=0.002", "model.activation=relu,tanh"]) == [
+        "runs/model.activation=relu/zeros/seed_0",
+        "runs/model.activation=tanh/zeros/seed_0",
+    ]
+
+
+def test_unsafe_values_give_one_safe_folder_name(in_repo):
+    runs = folders(["init=zeros", "seed=0", "data.root='x/y z\"q',data"])
+    assert sorted(runs) == ["runs/data.root=data/zeros/seed_0", "runs/data.root=x%2Fy%20z%22q/zeros/seed_0"]
+    long = safe_name("a=" + "x" * 400)
+    assert len(long) <= 200 and long == safe_name("a=" + "x" * 400) and long != safe_name("a=" + "x" * 401)
+    assert safe_name("../..") == "..%2F.."
+
+
+def test_grid_follows_hydra_basic_sweeper_semantics():
+    assert grid(["init=a,b", "seed=0,1", "init=c"]) == [["init=c", "seed=0"], ["init=c", "seed=1"]]
+    assert grid(["x=range(0,2)", "y=choice(p,q)"]) == [
+        ["x=0", "y=p"],
+        ["x=0", "y=q"],
+        ["x=1", "y=p"],
+        ["x=1", "y=q"],
+    ]
+    with pytest.raises(ConfigError, match="tune"):
+        grid(["optimizer.lr=interval(0.001,0.01)"])
+
+
+def test_the_preflight_is_a_registered_hydra_callback(in_repo):
+    hydra_cfg = compose_config(return_hydra_config=True).hydra
+    assert hydra_cfg.callbacks.preflight._target_ == "initstudy.launch.Preflight"
+    assert (
+        compose_config(["hydra/sweeper=tune"], return_hydra_config=True).hydra.sweeper.direction == "maximize"
+    )
+
+
+def test_a_job_the_preflight_did_not_plan_is_refused_before_it_trains(in_repo, tmp_path):
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from initstudy import launch
+
+    cfg = compose_config(["hydra.run.dir=" + str(tmp_path / "elsewhere")], return_hydra_config=True)
+    with open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "elsewhere")
+        cfg.hydra.mode = RunMode.RUN
+    callback = launch.Preflight()
+    callback.planned = {str(tmp_path / "planned"): "some identity"}
+    callback.on_job_start(config=cfg, task_function=lambda _: None)  # Hydra would only warn if it raised
+    with pytest.raises(ConfigError, match="not one the pre-flight validated"):
+        launch.admit(tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / ".staging").exists()
+    with pytest.raises(RuntimeError, match=re.escape("python -m initstudy.train")):
+        launch.admit(tmp_path / "never-seen")
+
+
+def test_hydra_is_used_through_its_public_api_only():
+    offenders = [
+        str(path.relative_to(REPO))
+        for top in ("src", "tests", "benchmarks")
+        for path in (REPO / top).rglob("*.py")
+        if re.search(r"^\s*(from|import)\s+hydra\._internal", path.read_text(), re.MULTILINE)
+    ]
+    assert not offenders
+
+
+# ---- end to end (tiny synthetic data, 1 epoch) -------------------------------------------------------------
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture
+def data_repo(tmp_path, synthetic_mnist: SyntheticMNIST) -> Path:
+    repo = make_study_repo(tmp_path, synthetic_mnist)
+    synthetic_mnist.write(repo / "data/raw/MNIST/raw")
+    return repo
+
+
+@pytest.mark.slow
+def test_a_sweep_over_learning_rate_resumes_without_touching_a_file(data_repo: Path):
+    sweep = [
+        "--multirun",
+        "init=zeros,he_uniform",
+        "optimizer.lr=0.001,0.003",
+        "seed=0",
+        "data.train_size=200",
+    ]
+    run(python_module("initstudy.train", *sweep), data_repo)
+    manifest = pd.read_csv(data_repo / "runs/manifest.csv", keep_default_na=False)
+    assert len(manifest) == 4 and set(manifest.group) == {"optimizer.lr=0.001", "optimizer.lr=0.003"}
+    for entry in manifest.itertuples():
+        assert entry.run_dir == f"{entry.group}/{entry.init}/seed_0"
+        assert rundir.is_complete(data_repo / "runs" / entry.run_dir, entry.identity)
+    assert not (data_repo / "runs/.staging").exists()
+    before = digest(data_repo / "runs")
+
+    again = run(python_module("initstudy.train", *sweep), data_repo)
+    assert (again.stdout + again.stderr).count("skipped") == 4
+    assert digest(data_repo / "runs") == before
+
+
+@pytest.mark.slow
+def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data_repo: Path):
+    tune = ["--multirun", "hydra/sweeper=tune", "hydra.sweeper.n_trials=3", "init=he_uniform", "seed=0",
+            "optimizer.lr=tag(log,interval(1e-4,1e-1))", "data.train_size=200"]  # fmt: skip
+    run(python_module("initstudy.train", *tune), data_repo)
+    manifest = pd.read_csv(data_repo / "runs/manifest.csv", keep_default_na=False)
+    assert len(manifest) == 3 and manifest.run_dir.is_unique
+    accuracies = {}
+    for entry in manifest.itertuples():
+        folder = data_repo / "runs" / entry.run_dir
+        assert entry.group.startswith("optimizer.lr=") and folder.parent.name == "he_uniform"
+        assert rundir.is_complete(folder, entry.identity), entry.run_dir
+        accuracies[f"runs/{entry.run_dir}"] = json.loads((folder / "metrics.json").read_text())["test/acc"]
+    assert sorted(p.name for p in (data_repo / "runs").iterdir() if p.is_file()) == [
+        ".initstudy-runs",
+        ".initstudy.lock",
+        "manifest.csv",
+    ]  # Optuna's results file is on the parent run, not in the sweep root
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{data_repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("initstudy")
+    found = client.search_runs([experiment.experiment_id])
+    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    (parent,) = [r for r in found if tracking.SWEEP_ID_TAG in r.data.tags]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert {
+        r.data.tags[tracking.RUN_DIR_TAG]: r.data.metrics["final/test/acc"] for r in children
+    } == accuracies
+    assert all(r.info.status == "FINISHED" for r in found)
+    # The objective Optuna maximised is the test accuracy each job returned.
+    assert float(parent.data.tags["best_value"]) == max(accuracies.values())
+    assert "best.optimizer.lr" in parent.data.tags
+
+
+@pytest.mark.slow
+def test_a_trial_the_tuner_chose_is_validated_before_it_trains(data_repo: Path):
+    tune = ["--multirun", "hydra/sweeper=tune", "hydra.sweeper.n_trials=1", "init=he_uniform", "seed=0",
+            "optimizer.lr=interval(-0.5,-0.1)"]  # fmt: skip
+    result = run(python_module("initstudy.train", *tune), data_repo, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("error: invalid optimizer.lr=-0.") and "positive number" in last, last
+    leftovers = [p for p in (data_repo / "runs").rglob("*") if p.is_file()]
+    assert sorted(p.name for p in leftovers) == [".initstudy-runs", ".initstudy.lock", "manifest.csv"]
+    assert len(pd.read_csv(data_repo / "runs/manifest.csv")) == 0
