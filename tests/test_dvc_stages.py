@@ -179,68 +179,35 @@ def changed_stages(repo: Path) -> set[str]:
     return set(json.loads(result.stdout or "{}"))
 
 
-def replace(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, (path, old)
-    path.write_text(text.replace(old, new, 1))
+def edit(repo: Path, path: str, old: str | None, new: str) -> None:
+    """Replace ``old`` by ``new`` once in ``repo/path``, or append ``new`` when ``old`` is None."""
+    target = repo / path
+    text = target.read_text()
+    assert old is None or old in text, (path, old)
+    target.write_text(text + new if old is None else text.replace(old, new, 1))
 
 
+TRAINING_STAGES = {"train", "diagnose", "train_depth", "diagnose_depth"}
+# kind of edit: (file, text replaced (None: appended), new text, the stages dvc status must mark)
 EDITS = {
-    "comment in params.yaml": (
-        lambda r: replace(r / "params.yaml", "seed: 0", "seed: 0  # the first seed"),
-        set(),
-    ),
-    "comment in an option": (
-        lambda r: replace(r / "conf/init/he_uniform.yaml", "_target_", "# He (2015)\n_target_"),
-        set(),
-    ),
-    "launcher setting": (
-        lambda r: replace(r / "conf/hydra/launcher/slurm.yaml", "mem_gb: 4", "mem_gb: 6"),
-        set(),
-    ),
-    "MLflow setting": (lambda r: replace(r / "conf/logger/mlflow.yaml", "initstudy", "initstudy-2"), set()),
-    "download timeout": (
-        lambda r: replace(r / "conf/download/default.yaml", "timeout_s: 10", "timeout_s: 20"),
-        set(),
-    ),
-    "a speed knob": (
-        lambda r: replace(r / "conf/data/mnist.yaml", "steps_per_chunk: 32", "steps_per_chunk: 16"),
-        set(),
-    ),
-    "report code": (
-        lambda r: (r / "src/initstudy/report/markdown.py").write_text(
-            (r / "src/initstudy/report/markdown.py").read_text() + "\n# wording\n"
-        ),
-        {"report", "report_depth"},
-    ),
-    "download code": (
-        lambda r: (r / "src/initstudy/data/fetch.py").write_text(
-            (r / "src/initstudy/data/fetch.py").read_text() + "\n# note\n"
-        ),
-        {"download"},
-    ),
-    "learning rate": (
-        lambda r: replace(r / "params.yaml", "lr: 0.001", "lr: 0.002"),
-        {"train", "train_depth"},
-    ),
-    "optimizer choice": (
-        lambda r: replace(r / "params.yaml", "optimizer: adam", "optimizer: sgd"),
-        {"train", "diagnose", "train_depth", "diagnose_depth"},
-    ),
-    "an initializer's value": (
-        lambda r: replace(r / "conf/init/lsuv.yaml", "tolerance: 0.05", "tolerance: 0.1"),
-        {"train", "diagnose", "train_depth", "diagnose_depth"},
-    ),
+    "comment in params.yaml": ("params.yaml", "seed: 0", "seed: 0  # the first seed", set()),
+    "comment in an option": ("conf/init/he_uniform.yaml", "_target_", "# He (2015)\n_target_", set()),
+    "launcher setting": ("conf/hydra/launcher/slurm.yaml", "mem_gb: 4", "mem_gb: 6", set()),
+    "MLflow setting": ("conf/logger/mlflow.yaml", "initstudy", "initstudy-2", set()),
+    "download timeout": ("conf/download/default.yaml", "timeout_s: 10", "timeout_s: 20", set()),
+    "a speed knob": ("conf/data/mnist.yaml", "steps_per_chunk: 32", "steps_per_chunk: 16", set()),
+    "report code": ("src/initstudy/report/markdown.py", None, "\n# wording\n", {"report", "report_depth"}),
+    "download code": ("src/initstudy/data/fetch.py", None, "\n# note\n", {"download"}),
+    "learning rate": ("params.yaml", "lr: 0.001", "lr: 0.002", {"train", "train_depth"}),
+    "optimizer choice": ("params.yaml", "optimizer: adam", "optimizer: sgd", TRAINING_STAGES),
+    "an initializer's value": ("conf/init/lsuv.yaml", "tolerance: 0.05", "tolerance: 0.1", TRAINING_STAGES),
     "depth experiment's epochs": (
-        lambda r: replace(r / "conf/experiment/depth.yaml", "max_epochs: 3", "max_epochs: 4"),
+        "conf/experiment/depth.yaml",
+        "max_epochs: 3",
+        "max_epochs: 4",
         {"train_depth"},
     ),
-    "training code": (
-        lambda r: (r / "src/initstudy/module.py").write_text(
-            (r / "src/initstudy/module.py").read_text() + "\n#\n"
-        ),
-        {"train", "diagnose", "train_depth", "diagnose_depth"},
-    ),
+    "training code": ("src/initstudy/module.py", None, "\n#\n", TRAINING_STAGES),
 }
 
 
@@ -248,15 +215,15 @@ EDITS = {
 def test_dvc_status_marks_exactly_the_stages_an_edit_affects(committed_repo, tmp_path, kind):
     repo = tmp_path / "repo"
     shutil.copytree(committed_repo, repo, symlinks=True)
-    edit, expected = EDITS[kind]
-    edit(repo)
+    *change, expected = EDITS[kind]
+    edit(repo, *change)
     assert changed_stages(repo) == expected
 
 
 def test_a_group_choice_shows_in_params_diff_and_repro(committed_repo, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(committed_repo, repo, symlinks=True)
-    replace(repo / "params.yaml", "optimizer: adam", "optimizer: sgd")
+    edit(repo, "params.yaml", "optimizer: adam", "optimizer: sgd")
     diff = run(dvc("params", "diff", "--json"), repo).stdout
     assert "defaults" in json.loads(diff)["params.yaml"]
     dry = run(dvc("repro", "--dry"), repo).stdout
