@@ -80,6 +80,10 @@ CASES = [
     (["--multirun", "hydra.sweep.dir=foreign"], ["sweep folder foreign", "canary.txt"]),
     (["--multirun", "init=zeros,nope"], ["'nope'", "allowed"]),
     (["init=zeros,he_uniform"], ["--multirun"]),
+    (
+        ["--multirun", "hydra/sweeper=tune", "init=he_uniform", "seed=0", "optimizer.lr=interval(1e-4,1e-1)"],
+        ["data.val_fraction=0.0", "test set"],
+    ),
     (["--multirun", "optimizer.lr=interval(0.001,0.01)"], ["interval", "hydra/sweeper=tune"]),
     (["--multirun", "optimizer.lr=0.001,0", "seed=0"], ["optimizer.lr=0", "positive number"]),
     (

@@ -182,7 +182,7 @@ def test_a_sweep_over_learning_rate_resumes_without_touching_a_file(data_repo: P
 @pytest.mark.slow
 def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data_repo: Path):
     tune = ["--multirun", "hydra/sweeper=tune", "hydra.sweeper.n_trials=3", "init=he_uniform", "seed=0",
-            "optimizer.lr=tag(log,interval(1e-4,1e-1))", "data.train_size=200"]  # fmt: skip
+            "optimizer.lr=tag(log,interval(1e-4,1e-1))", "data.train_size=200", "data.val_fraction=0.25"]  # fmt: skip
     run(python_module("initstudy.train", *tune), data_repo)
     manifest = pd.read_csv(data_repo / "runs/manifest.csv", keep_default_na=False)
     assert len(manifest) == 3 and manifest.run_dir.is_unique
@@ -191,12 +191,13 @@ def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data
         folder = data_repo / "runs" / entry.run_dir
         assert entry.group.startswith("optimizer.lr=") and folder.parent.name == "he_uniform"
         assert rundir.is_complete(folder, entry.identity), entry.run_dir
-        accuracies[f"runs/{entry.run_dir}"] = json.loads((folder / "metrics.json").read_text())["test/acc"]
+        accuracies[f"runs/{entry.run_dir}"] = json.loads((folder / "metrics.json").read_text())["val/acc"]
     assert sorted(p.name for p in (data_repo / "runs").iterdir() if p.is_file()) == [
         ".initstudy-runs",
         ".initstudy.lock",
         "manifest.csv",
-    ]  # Optuna's results file is on the parent run, not in the sweep root
+        "optimization_results.yaml",
+    ]  # Optuna's own result, kept beside the manifest (and tagged on the parent run)
 
     import mlflow
 
@@ -207,10 +208,10 @@ def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data
     (parent,) = [r for r in found if tracking.SWEEP_ID_TAG in r.data.tags]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     assert {
-        r.data.tags[tracking.RUN_DIR_TAG]: r.data.metrics["final/test/acc"] for r in children
+        r.data.tags[tracking.RUN_DIR_TAG]: r.data.metrics["final/val/acc"] for r in children
     } == accuracies
     assert all(r.info.status == "FINISHED" for r in found)
-    # The objective Optuna maximised is the test accuracy each job returned.
+    # The objective Optuna maximised is the validation accuracy each job returned (never the test's).
     assert float(parent.data.tags["best_value"]) == max(accuracies.values())
     assert "best.optimizer.lr" in parent.data.tags
 
@@ -218,7 +219,7 @@ def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data
 @pytest.mark.slow
 def test_a_trial_the_tuner_chose_is_validated_before_it_trains(data_repo: Path):
     tune = ["--multirun", "hydra/sweeper=tune", "hydra.sweeper.n_trials=1", "init=he_uniform", "seed=0",
-            "optimizer.lr=interval(-0.5,-0.1)"]  # fmt: skip
+            "optimizer.lr=interval(-0.5,-0.1)", "data.val_fraction=0.25"]  # fmt: skip
     result = run(python_module("initstudy.train", *tune), data_repo, check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]

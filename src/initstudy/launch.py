@@ -46,7 +46,7 @@ log = logging.getLogger("initstudy.train")
 
 SWEEP_SIZE_ENV = "INITSTUDY_SWEEP_SIZE"
 PREFLIGHT_ERRORS = (ConfigError, tracking.TrackingUnavailable, locking.LockHeld)
-OPTUNA_RESULTS = "optimization_results.yaml"  # what the Optuna sweeper leaves in the sweep root
+OPTUNA_RESULTS = rundir.TUNING_RESULTS
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The launching process's open session (lock, parent run); a module global, not callback state: Hydra pickles
@@ -156,6 +156,11 @@ class Preflight(Callback):
         environment, values, data files), each job again when it starts."""
         apply_numerics([config])
         sweep.validate_job(config)
+        if not config.data.val_fraction:
+            raise ConfigError(
+                f"invalid data.val_fraction={config.data.val_fraction} for a tuning sweep: the tuner would maximise "
+                "the test accuracy (tuning on the test set); hold out a validation split, e.g. data.val_fraction=0.1"
+            )
         sweep.check_data_files([config])
         return config
 
@@ -312,17 +317,16 @@ def end_session(error: BaseException | None) -> None:
 
 @contextlib.contextmanager
 def sweep_folder(sweep_root: Path) -> Iterator[None]:
-    """On the way out: the staging folder pruned (empty once every attempt is promoted) and the file the
-    Optuna sweeper leaves in the sweep root taken out (the run-folder contract allows only the project's
-    files there; its content is in the log and on the parent run)."""
+    """On the way out: the staging folder pruned (empty once every attempt is promoted); the tuning result the
+    Optuna sweeper leaves in the sweep root stays there (a sweep-root file of the contract), and is logged
+    (and tagged on the parent run)."""
     try:
         yield
     finally:
         rundir.prune_tree(sweep_root / rundir.STAGING)
         results = sweep_root / OPTUNA_RESULTS
-        if results.is_file():
-            log.info("tuning result: %s", " ".join(results.read_text().split()))
-            results.unlink()
+        if results.is_file():  # kept beside the manifest (rundir.SWEEP_OWNED_FILES)
+            log.info("tuning result (%s): %s", results, " ".join(results.read_text().split()))
 
 
 @contextlib.contextmanager

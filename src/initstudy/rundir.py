@@ -50,7 +50,8 @@ OWNED_FILES = (*RESULT_FILES, "timing.json", "numerics.json", "provenance.json",
 HYDRA_SUBDIR = ".hydra"
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 # What a sweep root may hold besides run folders (and the folders leading to them).
-SWEEP_OWNED_FILES = (SWEEP_STAMP, MANIFEST, "multirun.yaml", LOCK_NAME)
+TUNING_RESULTS = "optimization_results.yaml"  # what the Optuna sweeper writes into the sweep root
+SWEEP_OWNED_FILES = (SWEEP_STAMP, MANIFEST, "multirun.yaml", LOCK_NAME, TUNING_RESULTS)
 SWEEP_OWNED_DIRS = (STAGING, ".submitit")
 # Folders of the project itself that no run may use, relative to the repo root.
 PROTECTED = (".git", ".dvc", ".venv", "src", "conf", "tests", "data", "reports", "benchmarks", "docs")

@@ -251,11 +251,24 @@ def read_labels(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=8)
 
 
-def check_fits_data(cfg: DictConfig, raw_dir: Path) -> None:
-    """Values that are valid alone but not for this data: sizes, the split, the class count."""
+@dataclass(frozen=True)
+class DataFacts:
+    """What the sizes of a config are checked against: read once per data folder, not once per job."""
+
+    train_images: int
+    classes: int  # the highest label + 1, over both splits
+
+
+def data_facts(raw_dir: Path) -> DataFacts:
     train_labels = read_labels(raw_dir / "train-labels-idx1-ubyte")
     test_labels = read_labels(raw_dir / "t10k-labels-idx1-ubyte")
-    available = len(train_labels)
+    classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
+    return DataFacts(len(train_labels), classes)
+
+
+def check_fits_data(cfg: DictConfig, facts: DataFacts) -> None:
+    """Values that are valid alone but not for this data: sizes, the split, the class count."""
+    available = facts.train_images
     size = cfg.data.train_size
     if size is not None and size > available:
         raise ConfigError(
@@ -272,10 +285,9 @@ def check_fits_data(cfg: DictConfig, raw_dir: Path) -> None:
         raise ConfigError(
             f"invalid data.val_fraction={cfg.data.val_fraction}: of {n} training images it leaves none to train on"
         )
-    classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
-    if cfg.model.num_classes < classes:
+    if cfg.model.num_classes < facts.classes:
         raise ConfigError(
-            f"invalid model.num_classes={cfg.model.num_classes}: the data's labels need at least {classes}"
+            f"invalid model.num_classes={cfg.model.num_classes}: the data's labels need at least {facts.classes}"
         )
 
 
@@ -328,15 +340,16 @@ def raw_dir_of(job_cfg: DictConfig) -> Path:
 
 def check_data_files(configs: Sequence[DictConfig]) -> None:
     """The data files every job reads are present and verified, and every job's sizes fit them."""
-    checked: set[Path] = set()
+    facts: dict[Path, DataFacts] = {}
     for cfg in configs:
         job_cfg = task_config(cfg)
         raw_dir = raw_dir_of(job_cfg)
-        if raw_dir not in checked:
+        if raw_dir not in facts:
             check_data(raw_dir, {str(k): str(v) for k, v in job_cfg.download.sha256.items()})
-            checked.add(raw_dir)
+            facts[raw_dir] = data_facts(raw_dir)
     for cfg in configs:
-        check_fits_data(task_config(cfg), raw_dir_of(task_config(cfg)))
+        job_cfg = task_config(cfg)
+        check_fits_data(job_cfg, facts[raw_dir_of(job_cfg)])
 
 
 def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> list[Job]:
