@@ -166,7 +166,6 @@ def committed_repo(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
             else:
                 path.mkdir(parents=True, exist_ok=True)
                 (path / "placeholder").write_text("x\n")
-    run(dvc("init", "-q", "--subdir") if not (repo / ".dvc").is_dir() else ["true"], repo)
     run(dvc("commit", "-f", "-q"), repo)
     run(["git", "add", "-A", "-f", "dvc.lock"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock"], repo)
