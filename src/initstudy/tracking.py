@@ -198,7 +198,7 @@ def log_points(client: Any, run_id: str, points: Iterable[tuple[str, float, int]
 def history_points(history: pd.DataFrame) -> list[tuple[str, float, int]]:
     """history.csv as MLflow points: per-epoch metrics at their epoch, the interval loss at its step."""
     return [
-        (row.metric, float(row.value), int(row.step if row.metric == "train/loss_step" else row.epoch))
+        (row.metric, float(row.value), int(row.step if row.metric.endswith("_step") else row.epoch))
         for row in history.itertuples(index=False)
     ]
 
