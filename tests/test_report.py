@@ -172,11 +172,8 @@ def test_paired_test_and_correction_decide_as_computed_by_hand(sweep):
 
 def test_benjamini_hochberg_adjusts_several_pairs_per_endpoint(tmp_path):
     sweep = tmp_path / "runs"
-    entries = [
-        make_run(sweep, name, s, [v + 0.001 * s + 0.0004 * s * s * (name == "b")])
-        for name, v in (("a", 0.9), ("b", 0.9), ("c", 0.95))
-        for s in range(3)
-    ]
+    values = {"a": [0.900, 0.901, 0.902], "b": [0.900, 0.9014, 0.9036], "c": [0.950, 0.953, 0.955]}
+    entries = [make_run(sweep, name, s, [v]) for name, vs in values.items() for s, v in enumerate(vs)]
     pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
     every = compare(sweep)
     comparisons = every[every.endpoint == ACCURACY].set_index(["init_a", "init_b"])

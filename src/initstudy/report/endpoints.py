@@ -63,20 +63,20 @@ def run_endpoints(
     none, e.g. a run that diverged before the first evaluation)."""
     done = runs[runs.status == "complete"]
     rows = []
-    for run in done.itertuples(index=False):
-        row = run._asdict()
+    for row in done.to_dict("records"):
+        run_dir = row["run_dir"]
         values = {
-            "init": run.init,
-            "seed": int(run.seed),
+            "init": row["init"],
+            "seed": int(row["seed"]),
             "test/acc": float(row["test/acc"]),
             "train/loss_auc": _float(row.get("train/loss_auc")),
-            "train/loss_epoch_1": _epoch_value(history, run.run_dir, "train/loss", 1),
+            "train/loss_epoch_1": _epoch_value(history, run_dir, "train/loss", 1),
             f"{split}/loss_min": _float(row.get(f"{split}/loss_min")),
             f"{split}/loss_min_step": _float(row.get(f"{split}/loss_min_step")),
         }
         if first_eval_step:
             values[f"{split}/loss_at_{first_eval_step}"] = _value_at(
-                history, run.run_dir, f"{split}/loss_step", first_eval_step
+                history, run_dir, f"{split}/loss_step", first_eval_step
             )
         rows.append(values)
     return pd.DataFrame(rows)
@@ -102,13 +102,12 @@ def times_to(runs: pd.DataFrame, threshold: float) -> pd.DataFrame:
     key = f"steps_to_{threshold_key(threshold)}"
     horizon = planned_steps(done)
     rows = []
-    for run in done.itertuples(index=False):
-        row = run._asdict()
+    for row in done.to_dict("records"):
         crossing = _float(row.get(key))
-        diverged = bool(row.get("diverged")) if row.get("diverged") is not None else False
+        diverged = row.get("diverged") is True or row.get("diverged") == 1
         stopped = horizon if diverged else _float(row.get("steps_completed"))
         reached = not math.isnan(crossing)
-        rows.append({"init": run.init, "seed": int(run.seed), "steps": crossing if reached else stopped,
+        rows.append({"init": row["init"], "seed": int(row["seed"]), "steps": crossing if reached else stopped,
                      "reached": reached})  # fmt: skip
     return pd.DataFrame(rows, columns=["init", "seed", "steps", "reached"])
 

@@ -432,8 +432,9 @@ def _verdict(endpoint: str, degenerate: str, margin: float | None, equivalent: b
 
 
 def _margin_text(endpoint: str, margin: float) -> str:
-    """±0.5 pp for an accuracy (a fraction, e.g. `test/acc`), the plain number for any other endpoint."""
-    if endpoint.rsplit("/", 1)[-1].startswith("acc"):
+    """±0.5 pp for an accuracy (a fraction: `test/acc`, or a label saying "accuracy"), the plain number for any
+    other endpoint."""
+    if "accuracy" in endpoint or endpoint.rsplit("/", 1)[-1].startswith("acc"):
         return "±" + f"{margin * 100:.2f}".rstrip("0").rstrip(".") + " pp"
     return f"±{margin:g}"
 
