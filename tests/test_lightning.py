@@ -144,7 +144,9 @@ def test_steps_per_chunk_is_a_speed_knob_outside_the_run_identity(at_repo: Path)
     assert config_hash(compose_config([])) == config_hash(compose_config(["data.steps_per_chunk=8"]))
 
 
-def test_validation_is_evaluated_every_k_steps_and_the_test_set_once(at_repo: Path, data_root: Path, tmp_path):
+def test_validation_is_evaluated_every_k_steps_and_the_test_set_once(
+    at_repo: Path, data_root: Path, tmp_path
+):
     from initstudy.convergence import first_crossing
 
     metrics, history = train(data_root, tmp_path / "run", "init=he_uniform", "trainer.max_epochs=2",

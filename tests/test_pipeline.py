@@ -14,8 +14,16 @@ from conftest import dvc, edit_params, python_module, run
 
 pytestmark = pytest.mark.slow
 
-RUN_FILES = ("metrics.json", "history.csv", "timing.json", "config.yaml", "weights_initial.pt", "weights_final.pt",
-             ".complete", ".hydra/config.yaml")
+RUN_FILES = (
+    "metrics.json",
+    "history.csv",
+    "timing.json",
+    "config.yaml",
+    "weights_initial.pt",
+    "weights_final.pt",
+    ".complete",
+    ".hydra/config.yaml",
+)
 SWEEP = [(init, seed) for init in ("zeros", "he_uniform") for seed in (0, 1)]
 
 
@@ -38,7 +46,9 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
         for name in RUN_FILES:
             assert (run_dir / name).is_file(), run_dir / name
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert {"test/acc", "test/loss", "val/acc", "steps_to_97", "train/loss_auc", "diverged"} <= set(metrics)
+        assert {"test/acc", "test/loss", "val/acc", "steps_to_97", "train/loss_auc", "diverged"} <= set(
+            metrics
+        )
         assert metrics["epochs_completed"] == 1 and metrics["diverged"] is False
         timing = json.loads((run_dir / "timing.json").read_text())
         assert timing["seconds_per_epoch"] > 0 and "wall_seconds" not in metrics

@@ -82,8 +82,14 @@ CASES = [
     (["--multirun", "init=zeros,nope"], ["'nope'", "allowed"]),
     (["init=zeros,he_uniform"], ["--multirun"]),
     (
-        ["--multirun", "hydra/sweeper=tune", "init=he_uniform", "seed=0", "optimizer.lr=interval(1e-4,1e-1)",
-         "data.val_size=0"],
+        [
+            "--multirun",
+            "hydra/sweeper=tune",
+            "init=he_uniform",
+            "seed=0",
+            "optimizer.lr=interval(1e-4,1e-1)",
+            "data.val_size=0",
+        ],
         ["data.val_size=0", "test set"],
     ),
     (["--multirun", "optimizer.lr=interval(0.001,0.01)"], ["interval", "hydra/sweeper=tune"]),

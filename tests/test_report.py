@@ -12,11 +12,11 @@ import pytest
 import yaml
 from scipy import stats
 
+from initstudy.convergence import THRESHOLDS, first_crossing, threshold_key
 from initstudy.report.__main__ import write_report
 from initstudy.report.depth import is_depth_sweep
-from initstudy.report.load import RunFileError, load_sweep, parse_group, split_groups
-from initstudy.convergence import THRESHOLDS, first_crossing, threshold_key
 from initstudy.report.endpoints import endpoints, run_endpoints
+from initstudy.report.load import RunFileError, load_sweep, parse_group, split_groups
 from initstudy.report.stats import adjust, compare_endpoints, summarize
 from initstudy.rundir import WEIGHT_FILES, write_marker
 from initstudy.sweep import MANIFEST_NAME
@@ -24,6 +24,7 @@ from initstudy.sweep import MANIFEST_NAME
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 STEPS_PER_EPOCH = 100
 ACCURACY = "test accuracy (once, after training)"
+FIGURE_NAMES = ("final_accuracy", "forest_plot", "loss_by_step", "val_error_by_step", "time_to_97")
 CONFIG = {
     "model": {"input_size": 784, "hidden_sizes": [8], "num_classes": 10, "activation": "relu"},
     "module": {"val_every_n_steps": STEPS_PER_EPOCH},
@@ -110,7 +111,9 @@ def compare(sweep_dir: Path) -> pd.DataFrame:
 
 def summary_of(sweep_dir: Path) -> pd.DataFrame:
     data = load_sweep(sweep_dir)
-    return summarize(data.runs, run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)).set_index("init")
+    return summarize(data.runs, run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)).set_index(
+        "init"
+    )
 
 
 @pytest.fixture
@@ -232,7 +235,9 @@ def test_every_output_is_written_and_parses(sweep, tmp_path):
     assert metrics["alpha"]["reached_97"] == 2
     curves = pd.read_csv(out / "curves.csv")
     assert list(curves.columns) == ["initializer", "seed", "epoch", "metric", "value"]
-    assert len(curves) == 6 * (1 + 3 * 3)  # epoch-level: val/acc at epoch 0, then train/loss, val/acc, val/loss
+    assert len(curves) == 6 * (
+        1 + 3 * 3
+    )  # epoch-level: val/acc at epoch 0, then train/loss, val/acc, val/loss
     assert set(pd.read_csv(out / "comparisons.csv").endpoint) == {e.label for e in endpoints("val", 100)}
     assert len(pd.read_csv(out / "endpoints.csv")) == 6
     for figure in FIGURE_NAMES:
@@ -377,7 +382,7 @@ def test_metrics_are_keyed_by_group(grouped_report):
 
 def test_figures_per_group_and_report_sections(grouped_report):
     figures = sorted(p.relative_to(grouped_report).as_posix() for p in grouped_report.rglob("*.png"))
-    names = ("final_accuracy", "learning_curves", "steps_to_97", "train_loss_steps")
+    names = FIGURE_NAMES
     assert figures == [f"figures/{group}/{name}.png" for group in GROUPS for name in names]
     report = (grouped_report / "report.md").read_text()
     assert "varied `model.activation` (relu, tanh), `optimizer.lr` (0.001, 0.003): 4 groups" in report

@@ -40,7 +40,6 @@ from initstudy.recorder import RunRecorder
 log = logging.getLogger(__name__)
 
 
-
 def run_label(cfg: DictConfig) -> str:
     return f"{cfg.init.name}/seed_{cfg.seed}"
 
@@ -319,7 +318,10 @@ def run_metrics(
         "test/loss": test.loss,
         "train/loss": float(final_train.iloc[-1]) if len(final_train) else None,
         **(
-            {f"{eval_split}/acc": module.evaluations[-1].acc, f"{eval_split}/loss": module.evaluations[-1].loss}
+            {
+                f"{eval_split}/acc": module.evaluations[-1].acc,
+                f"{eval_split}/loss": module.evaluations[-1].loss,
+            }
             if eval_split != "test"
             else {}
         ),

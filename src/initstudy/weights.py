@@ -20,7 +20,9 @@ INITIAL, FINAL = rundir.WEIGHT_FILES
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the model's state dict now (later optimizer steps do not change it)."""
-    return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model.state_dict().items()}
+    return {
+        name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model.state_dict().items()
+    }
 
 
 def save(state: dict[str, torch.Tensor], path: Path) -> None:

@@ -127,10 +127,14 @@ class MNISTDataModule(pl.LightningDataModule):
         n_train = n_pool if self.train_size is None else self.train_size
         self.test = Split("test", test_x.to(device), test_y.to(device))
         # Copies, so that the full 60,000-image storage is released.
-        self.train = Split("train", train_x[:n_train].clone().to(device), train_y[:n_train].clone().to(device))
+        self.train = Split(
+            "train", train_x[:n_train].clone().to(device), train_y[:n_train].clone().to(device)
+        )
         if self.val_size:
             held_out = slice(n_pool, None)
-            self.eval = Split("val", train_x[held_out].clone().to(device), train_y[held_out].clone().to(device))
+            self.eval = Split(
+                "val", train_x[held_out].clone().to(device), train_y[held_out].clone().to(device)
+            )
         else:
             self.eval = self.test
 

@@ -24,6 +24,8 @@ from initstudy import atomic
 from initstudy.faults import pause_point
 from initstudy.report import figures
 from initstudy.report.depth import is_depth_sweep, write_depth_report
+from initstudy.report.endpoints import endpoints, run_endpoints, times_to
+from initstudy.report.inference import DEFAULT_MARGIN
 from initstudy.report.load import (
     RunFileError,
     SweepRuns,
@@ -32,8 +34,6 @@ from initstudy.report.load import (
     split_groups,
     with_group_keys,
 )
-from initstudy.report.endpoints import endpoints, run_endpoints, times_to
-from initstudy.report.inference import DEFAULT_MARGIN
 from initstudy.report.markdown import Section, render
 from initstudy.report.stats import adjust, compare_endpoints, summarize
 

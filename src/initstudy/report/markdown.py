@@ -190,16 +190,20 @@ def degenerate_table(comparisons: pd.DataFrame) -> str:
 
 
 def power_table(comparisons: pd.DataFrame, endpoint: str) -> str:
-    rows = comparisons[(comparisons.endpoint == endpoint) & (comparisons.degenerate == "")] if len(comparisons) else comparisons
+    rows = (
+        comparisons[(comparisons.endpoint == endpoint) & (comparisons.degenerate == "")]
+        if len(comparisons)
+        else comparisons
+    )
     if rows.empty:
         return ""
     table = pd.DataFrame([{
         "A": r.init_a, "B": r.init_b, "design": r.design,
         "sd (of the per-seed differences when paired)": f"{r.sd * 100:.3f} pp",
         "minimum detectable difference": f"{r.mde * 100:.2f} pp",
-        "seeds for 0.1 pp": _fmt(getattr(r, "seeds_for_0_1pp"), 0),
-        "seeds for 0.2 pp": _fmt(getattr(r, "seeds_for_0_2pp"), 0),
-        "seeds for 0.5 pp": _fmt(getattr(r, "seeds_for_0_5pp"), 0),
+        "seeds for 0.1 pp": _fmt(r.seeds_for_0_1pp, 0),
+        "seeds for 0.2 pp": _fmt(r.seeds_for_0_2pp, 0),
+        "seeds for 0.5 pp": _fmt(r.seeds_for_0_5pp, 0),
     } for r in rows.itertuples(index=False)])  # fmt: skip
     return _table(table)
 
@@ -304,7 +308,9 @@ def convergence_statements(summary: pd.DataFrame, comparisons: pd.DataFrame, spl
             + "."
         )
     for row in summary[(summary.reached_97 == 0) & (summary.n_complete > 0)].itertuples(index=False):
-        out.append(f"`{row.init}` never reached 97% {split_name} accuracy in any of its {row.n_complete} runs.")
+        out.append(
+            f"`{row.init}` never reached 97% {split_name} accuracy in any of its {row.n_complete} runs."
+        )
     past = summary[
         summary.val_loss_min_step_median.notna() & (summary.val_loss_min_step_median < summary.horizon_steps)
     ]
@@ -394,7 +400,9 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
         "",
         *[
             f"- {statement}"
-            for statement in statements(section.summary, section.comparisons, section.runs, split, section.margin)
+            for statement in statements(
+                section.summary, section.comparisons, section.runs, split, section.margin
+            )
         ],
         "",
         f"{level} Pairwise comparisons",
