@@ -155,14 +155,12 @@ def comparisons_table(comparisons: pd.DataFrame) -> str:
         return "_No pair of initializers with spread on both sides: nothing to test._"
     rows = []
     for r in tested.itertuples(index=False):
-        scale, digits = _scale(r)
         rows.append({
             "endpoint": r.endpoint,
             "A": r.init_a,
             "B": r.init_b,
             "design": f"{r.design} (n={r.n_pairs if r.design == 'paired' else f'{r.n_a}+{r.n_b}'})",
-            "A − B [95% CI]": f"{r.diff_mean * scale:+.{digits}f} "
-            f"[{r.diff_ci_low * scale:+.{digits}f}, {r.diff_ci_high * scale:+.{digits}f}]" + (" pp" if scale != 1 else ""),
+            "A − B [95% CI]": _difference(r),
             "effect size [95% CI]": f"{r.effect_size_name} {_fmt(r.effect_size, 2)} {_interval(r.effect_ci_low, r.effect_ci_high, 2)}",
             "p": _p(r.p_value),
             "BH-adjusted p (tests)": f"{_p(r.p_adjusted)} ({r.family_size})",
@@ -179,11 +177,9 @@ def degenerate_table(comparisons: pd.DataFrame) -> str:
         return ""
     rows = []
     for r in apart.itertuples(index=False):
-        scale, digits = _scale(r)
         rows.append({
             "endpoint": r.endpoint, "A": r.init_a, "B": r.init_b, "why apart": r.degenerate,
-            "A − B [95% CI]": f"{r.diff_mean * scale:+.{digits}f} "
-            f"[{r.diff_ci_low * scale:+.{digits}f}, {r.diff_ci_high * scale:+.{digits}f}]" + (" pp" if scale != 1 else ""),
+            "A − B [95% CI]": _difference(r),
             "one-sample p": _p(r.p_value),
         })  # fmt: skip
     return _table(pd.DataFrame(rows))
@@ -209,12 +205,27 @@ def power_table(comparisons: pd.DataFrame, endpoint: str) -> str:
 
 
 def _scale(row: Any) -> tuple[float, int]:
-    """Accuracy differences in percentage points (2 decimals); other endpoints in their own units."""
+    """Accuracy differences in percentage points (2 decimals), step counts whole, other endpoints in their
+    own units (see :func:`_signed`)."""
     if isinstance(row.margin, float) and not math.isnan(row.margin):
         return 100.0, 2
-    if "step" in row.endpoint:
+    if row.endpoint.startswith("step"):
         return 1.0, 0
-    return 1.0, 4
+    return 1.0, -1
+
+
+def _signed(value: float, digits: int) -> str:
+    """A signed number: ``digits`` decimals, or 3 significant digits when ``digits`` is -1 (losses)."""
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:+.3g}" if digits < 0 else f"{value:+.{digits}f}"
+
+
+def _difference(row: Any) -> str:
+    scale, digits = _scale(row)
+    unit = " pp" if scale != 1 else ""
+    low, high = row.diff_ci_low * scale, row.diff_ci_high * scale
+    return f"{_signed(row.diff_mean * scale, digits)} [{_signed(low, digits)}, {_signed(high, digits)}]{unit}"
 
 
 def _p(value: float) -> str:
@@ -255,7 +266,7 @@ def statements(
             out.append(
                 f"`{row.init}`: the seed notebook's single run ({reference:.4f}) lies {notebook_verdict(row)} the 95% "
                 f"prediction interval for one new run of this study {_interval(row.acc_pi95_low, row.acc_pi95_high)} "
-                f"(mean {row.acc_mean:.4f}, difference {reference - row.acc_mean:+.4f})."
+                f"(mean {row.acc_mean:.4f}; notebook − mean = {reference - row.acc_mean:+.4f})."
             )
         if row.n_diverged:
             steps = group[group.get("diverged", False) == True].get("diverged_at_step")  # noqa: E712
@@ -312,7 +323,10 @@ def convergence_statements(summary: pd.DataFrame, comparisons: pd.DataFrame, spl
             f"`{row.init}` never reached 97% {split_name} accuracy in any of its {row.n_complete} runs."
         )
     past = summary[
-        summary.val_loss_min_step_median.notna() & (summary.val_loss_min_step_median < summary.horizon_steps)
+        (summary.reached_95 > 0)  # initializers that train: a flat loss has no best step to be past
+        & summary.val_loss_min_step_median.notna()
+        & (summary.val_loss_min_step_median < summary.horizon_steps)
+        & (summary.val_loss_final_mean > summary.val_loss_min_mean)
     ]
     if len(past):
         out.append(
@@ -334,7 +348,7 @@ def convergence_statements(summary: pd.DataFrame, comparisons: pd.DataFrame, spl
                     f"{endpoint[0].upper() + endpoint[1:]}: {len(significant)} of {len(rows)} trained pairs differ "
                     "significantly ("
                     + "; ".join(
-                        f"`{r.init_a}` − `{r.init_b}` = {r.diff_mean:+.4g}, adjusted p = {_p(r.p_adjusted)}"
+                        f"`{r.init_a}` − `{r.init_b}` = {_difference(r)}, adjusted p = {_p(r.p_adjusted)}"
                         for r in significant.itertuples(index=False)
                     )
                     + ")."
@@ -439,7 +453,11 @@ def groups_overview(sections: list[Section]) -> list[str]:
     """Which keys varied besides init and seed, and how the grouped report tests: said once, up front."""
     keys = [parse_group(section.group) for section in sections]
     varied = {key: sorted({k[key] for k in keys if key in k}) for key in sorted(set().union(*keys))}
-    n_tests = sum(int((s.comparisons.degenerate == "").sum()) for s in sections if not s.comparisons.empty)
+    n_tests = sum(
+        int(((s.comparisons.degenerate == "") & (s.comparisons.endpoint == ACCURACY_ENDPOINT)).sum())
+        for s in sections
+        if not s.comparisons.empty
+    )
     return [
         "## Groups",
         "",
@@ -449,7 +467,8 @@ def groups_overview(sections: list[Section]) -> list[str]:
         "shows the first run's values of these keys.",
         "",
         "Initializers are compared only within a group (paired by seed). "
-        f"The Benjamini-Hochberg correction runs per endpoint over all {n_tests} tests of the sweep at once, not per group: "
+        "The Benjamini-Hochberg correction runs per endpoint over all of the sweep's tests of that endpoint at once "
+        f"(for final test accuracy: over all {n_tests} tests of the sweep), not per group: "
         "the report reads them together, so it bounds the expected share of false discoveries among all of its "
         "significant differences, whichever group they are in (a per-group correction would bound it only within "
         "each group).",
