@@ -6,6 +6,7 @@ a few go through a real subprocess too."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,13 @@ import pytest
 
 from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
 from initstudy import train
+
+
+def entry_point_in(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    """``initstudy.train`` as `python -m initstudy.train` started in ``repo`` has it: Hydra's decorator takes
+    the config folder from the working directory at import, so the module is imported again there."""
+    monkeypatch.chdir(repo)
+    return importlib.reload(train)
 
 # (overrides, words the one line must contain). The synthetic data has 600 training images, labels 0-9.
 CASES = [
@@ -129,11 +137,11 @@ def finished_repo(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
     ("overrides", "words"), CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
 )
 def test_bad_input_is_one_line_and_touches_nothing(finished_repo, monkeypatch, capsys, overrides, words):
-    monkeypatch.chdir(finished_repo)
+    entry = entry_point_in(finished_repo, monkeypatch)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     before = snapshot(finished_repo)
     with pytest.raises(SystemExit) as exited:
-        train.main(list(overrides))
+        entry.main(list(overrides))
     assert exited.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -146,10 +154,10 @@ def test_bad_input_is_one_line_and_touches_nothing(finished_repo, monkeypatch, c
 def test_damaged_mlflow_store_is_refused_before_anything_runs(finished_repo, tmp_path, monkeypatch, capsys):
     store = tmp_path / "damaged.db"
     store.write_bytes(b"this is not a database" * 100)
-    monkeypatch.chdir(finished_repo)
+    entry = entry_point_in(finished_repo, monkeypatch)
     before = snapshot(finished_repo)
     with pytest.raises(SystemExit) as exited:
-        train.main(["init=zeros", f"logger.tracking_uri=sqlite:///{store}"])
+        entry.main(["init=zeros", f"logger.tracking_uri=sqlite:///{store}"])
     assert exited.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "not a readable SQLite database" in lines[0], lines
