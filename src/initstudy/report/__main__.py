@@ -35,7 +35,7 @@ from initstudy.report.load import (
     with_group_keys,
 )
 from initstudy.report.markdown import Section, render
-from initstudy.report.stats import adjust, compare_endpoints, summarize
+from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
 
 
 def metrics_json(summary: pd.DataFrame) -> dict:
@@ -194,7 +194,10 @@ def _write(
     per_run = {name: run_endpoints(part.runs, part.history, split, first_eval_step) for name, part in groups}
     # Initializers are compared within a group; the correction runs per endpoint over every test of the sweep
     # at once (the report reads them all together), which for a single group is the correction over its pairs.
-    tests = [compare_endpoints(per_run[name], compared, margin).assign(group=name) for name, _ in groups]
+    tests = [
+        compare_endpoints(per_run[name], compared, margin, set_apart=untrained(part.runs)).assign(group=name)
+        for name, part in groups
+    ]
     comparisons = adjust(pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True))
     sections = []
     for name, part in groups:

@@ -107,11 +107,32 @@ def _median(frame: pd.DataFrame, column: str) -> float:
     return float(values.median()) if len(values) else math.nan
 
 
+UNTRAINED = "did not train vs trained"
+
+
+def untrained(runs: pd.DataFrame) -> set[str]:
+    """Initializers none of whose complete runs learned anything: every run predicts a single class for the
+    whole test set (``zeros``). Their losses still vary a little with the seed, but a comparison with them
+    answers no question worth a test."""
+    done = runs[runs.status == "complete"]
+    if "test/distinct_predictions" not in done:
+        return set()
+    constant = done.groupby("init", sort=False)["test/distinct_predictions"].apply(
+        lambda d: bool((d == 1).all())
+    )
+    return {init for init, flat in constant.items() if flat}
+
+
 def compare_endpoints(
-    per_run: pd.DataFrame, endpoints: list[Endpoint], margin: float, paired: bool = True
+    per_run: pd.DataFrame,
+    endpoints: list[Endpoint],
+    margin: float,
+    paired: bool = True,
+    set_apart: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> pd.DataFrame:
     """Every pair of initializers on every endpoint (p-values unadjusted: :func:`adjust` corrects them per
-    endpoint over the whole sweep). Runs are paired by seed when ``paired``: within a group, runs with the same
+    endpoint over the whole sweep); pairs of one initializer in ``set_apart`` (:func:`untrained`) with one
+    outside it are marked degenerate, outside every family. Runs are paired by seed when ``paired``: within a group, runs with the same
     seed share the order of the training data (and, for initializers drawing from the same distribution family,
     the random draws), so their difference removes that shared variation."""
     frames = []
@@ -135,7 +156,13 @@ def compare_endpoints(
     if not frames:
         return pd.DataFrame()
     # Column names that are identifiers (itertuples): seeds_for_0.1pp -> seeds_for_0_1pp.
-    return pd.concat(frames, ignore_index=True).rename(columns=lambda c: c.replace(".", "_"))
+    out = pd.concat(frames, ignore_index=True).rename(columns=lambda c: c.replace(".", "_"))
+    # A pair with an initializer that did not train is reported apart on every endpoint, like a constant.
+    apart = (out.init_a.isin(set_apart) != out.init_b.isin(set_apart)) & (out.degenerate == "")
+    out.loc[apart, "degenerate"] = UNTRAINED
+    out.loc[apart, "verdict"] = f"{UNTRAINED}: not tested for equivalence"
+    out.loc[apart, "equivalent"] = False
+    return out
 
 
 def adjust(comparisons: pd.DataFrame) -> pd.DataFrame:
