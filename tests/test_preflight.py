@@ -23,6 +23,7 @@ def entry_point_in(repo: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(repo)
     return importlib.reload(train)
 
+
 # (overrides, words the one line must contain). The synthetic data has 600 training images, labels 0-9.
 CASES = [
     (["init=foo"], ["'foo'", "allowed", "he_uniform"]),
