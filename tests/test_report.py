@@ -528,3 +528,25 @@ def test_figures_of_groups_no_longer_swept_are_removed_and_nothing_else(tmp_path
         "val_error_by_step.png",
     ]
     assert (out / "figures" / "sketch.png").read_bytes() == b"a user's figure"
+
+
+def test_pairs_with_an_initializer_that_did_not_train_are_set_apart_on_every_endpoint(tmp_path):
+    """zeros' losses vary a little with the seed, so they are no constant; its pairs still leave the families."""
+    sweep = tmp_path / "runs"
+    entries = [make_run(sweep, "flat", s, [0.1135 + 0.0001 * s]) for s in range(3)]
+    entries += [make_run(sweep, name, s, [v + 0.002 * s * (1 + (name == "b"))])
+                for name, v in (("a", 0.97), ("b", 0.975)) for s in range(3)]  # fmt: skip
+    pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
+    data = load_sweep(sweep)
+    per_run = run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)
+    compared = endpoints("val", STEPS_PER_EPOCH)
+    kept = adjust(compare_endpoints(per_run, compared, margin=0.005))
+    apart = adjust(compare_endpoints(per_run, compared, margin=0.005, set_apart={"flat"}))
+    flat_pairs = apart.init_a.eq("flat") | apart.init_b.eq("flat")
+    assert (apart[flat_pairs].degenerate != "").all()
+    flat_accuracy = apart[flat_pairs & (apart.endpoint == ACCURACY)]
+    assert (flat_accuracy.degenerate == "did not train vs trained").all() and len(flat_accuracy) == 2
+    assert apart[flat_pairs].p_adjusted.isna().all() and not apart[flat_pairs].significant.any()
+    accuracy = apart[apart.endpoint == ACCURACY]
+    assert accuracy.set_index(["init_a", "init_b"]).loc[("a", "b")].family_size == 1
+    assert kept[kept.endpoint == ACCURACY].family_size.max() == 3  # without it: 3 tests
