@@ -376,18 +376,6 @@ def test_forest_plot_without_testable_rows_says_so(comparisons, tmp_path):
     assert "no testable comparisons" in [text.get_text() for ax in fig.axes for text in ax.texts]
 
 
-def test_kaplan_meier_matches_a_hand_computation():
-    # times 2 3 3+ 5 7+: at 2, 1 of 5 at risk reaches (4/5); at 3, 1 of 4 (the one censored at 3 still at risk):
-    # 4/5 * 3/4 = 3/5; at 5, 1 of 2: 3/10; the run censored at 7 leaves the curve at 3/10.
-    corners, fractions = figures._kaplan_meier([2, 3, 3, 5, 7], [True, True, False, True, False])
-    assert corners.tolist() == [0, 2, 3, 5]
-    assert np.allclose(fractions, [1, 0.8, 0.6, 0.3])
-    corners, fractions = figures._kaplan_meier([4, 4, 9], [True, True, True])  # ties: two events at once
-    assert np.allclose(fractions, [1, 1 / 3, 0])
-    corners, fractions = figures._kaplan_meier([9, 9], [False, False])  # never reached
-    assert corners.tolist() == [0] and fractions.tolist() == [1]
-
-
 def test_time_to_threshold_draws_the_estimate_with_censoring_marks(drawn, times):
     ax = drawn[1]["km"].axes[0]
     curves = {
@@ -433,17 +421,10 @@ def test_heatmap_cells_carry_counts_and_old_calls_still_work(drawn, tmp_path):
     assert [label.get_text() for label in old.axes[0].get_yticklabels()] == INITS[1:]
 
 
-def test_old_layout_figures_still_draw_with_the_fixed_colours(history, final, tmp_path):
-    runs, summary = final
-    runs = runs.assign(steps_to_97=1000.0)
-    curves = history.replace({"metric": {"val/acc": "test/acc", "val/loss": "train/loss"}})
-    fig = figures.learning_curves(curves, INITS, "test", tmp_path / "lc.png")
-    assert [line.get_color() for line in fig.axes[0].get_lines()] == [figures.INIT_COLOURS[i] for i in INITS]
-    figures.steps_to_threshold(runs, summary, "97", tmp_path / "s.png")
-    figures.train_loss_by_step(history, INITS, tmp_path / "t.png")
+def test_depth_accuracy_figure_uses_the_fixed_colours(tmp_path):
     depth_summary = _depth_summary().assign(acc_std=0.01)
     fig = depth.accuracy_figure(depth_summary, tmp_path / "a.png")
     assert {line.get_color() for line in fig.axes[0].get_lines()} >= {
         figures.INIT_COLOURS[i] for i in INITS[1:]
     }
-    assert all((tmp_path / name).stat().st_size > 0 for name in ("lc.png", "s.png", "t.png", "a.png"))
+    assert (tmp_path / "a.png").stat().st_size > 0

@@ -49,42 +49,31 @@ def endpoints(split: str, first_eval_step: int | None) -> list[Endpoint]:
     return out
 
 
-def _value_at(history: pd.DataFrame, run_dir: str, metric: str, step: int | None = None) -> float:
-    rows = history[(history.run_dir == run_dir) & (history.metric == metric)]
-    if step is not None:
-        rows = rows[rows.step == step]
-    return float(rows.value.iloc[0]) if len(rows) else math.nan
-
-
 def run_endpoints(
     runs: pd.DataFrame, history: pd.DataFrame, split: str, first_eval_step: int | None
 ) -> pd.DataFrame:
     """One row per complete run: init, seed, and every endpoint of :func:`endpoints` (NaN where a run has
     none, e.g. a run that diverged before the first evaluation)."""
-    done = runs[runs.status == "complete"]
+    # The two values read from the history, looked up by (run, epoch or step) from one index each.
+    epoch_1 = history[(history.metric == "train/loss") & (history.epoch == 1)].set_index("run_dir").value
+    at_step = history[(history.metric == f"{split}/loss_step") & (history.step == first_eval_step)]
+    at_step = at_step.set_index("run_dir").value
     rows = []
-    for row in done.to_dict("records"):
+    for row in runs[runs.status == "complete"].to_dict("records"):
         run_dir = row["run_dir"]
         values = {
             "init": row["init"],
             "seed": int(row["seed"]),
             "test/acc": float(row["test/acc"]),
             "train/loss_auc": _float(row.get("train/loss_auc")),
-            "train/loss_epoch_1": _epoch_value(history, run_dir, "train/loss", 1),
+            "train/loss_epoch_1": _float(epoch_1.get(run_dir)),
             f"{split}/loss_min": _float(row.get(f"{split}/loss_min")),
             f"{split}/loss_min_step": _float(row.get(f"{split}/loss_min_step")),
         }
         if first_eval_step:
-            values[f"{split}/loss_at_{first_eval_step}"] = _value_at(
-                history, run_dir, f"{split}/loss_step", first_eval_step
-            )
+            values[f"{split}/loss_at_{first_eval_step}"] = _float(at_step.get(run_dir))
         rows.append(values)
     return pd.DataFrame(rows)
-
-
-def _epoch_value(history: pd.DataFrame, run_dir: str, metric: str, epoch: int) -> float:
-    rows = history[(history.run_dir == run_dir) & (history.metric == metric) & (history.epoch == epoch)]
-    return float(rows.value.iloc[0]) if len(rows) else math.nan
 
 
 def _float(value: object) -> float:

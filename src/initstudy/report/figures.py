@@ -22,7 +22,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from initstudy.report.stats import SEED_NOTEBOOK, t_interval
+from initstudy.report.inference import km_curve
+from initstudy.report.stats import SEED_NOTEBOOK
 
 DPI = 110
 
@@ -64,11 +65,6 @@ def colour_map(inits: Iterable[str]) -> dict[str, str]:
     for index, name in enumerate(unknown):
         colours[name] = free[index] if index < len(free) else everything[index % len(everything)]
     return {name: colours[name] for name in names}
-
-
-def palette(inits: list[str]) -> dict[str, str]:
-    """The previous name of :func:`colour_map`, kept for code on other branches that still calls it."""
-    return colour_map(inits)
 
 
 def titled(title: str, group: str, separator: str = ": ") -> str:
@@ -310,29 +306,10 @@ def val_error_by_step(
 # Time to a threshold: right-censored, so Kaplan-Meier rather than a median of the runs that got there.
 
 
-def _kaplan_meier(times: Sequence[float], reached: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
-    """Product-limit estimate of the fraction of runs that have not reached the threshold by each step.
-
-    Returns the step function's corners: times (starting at 0) and the fraction from each time on. A run
-    censored at t still counts as at risk at t, as in statsmodels' SurvfuncRight. Written here because
-    statsmodels is not among this environment's dependencies; the estimator is a few lines and its test
-    checks it against a hand computation.
-    """
-    times = np.asarray(times, dtype=float)
-    reached = np.asarray(reached, dtype=bool)
-    corners, fractions, fraction = [0.0], [1.0], 1.0
-    for time in np.unique(times[reached]):
-        at_risk = int(np.sum(times >= time))
-        events = int(np.sum(times[reached] == time))
-        fraction *= 1 - events / at_risk
-        corners.append(float(time))
-        fractions.append(fraction)
-    return np.asarray(corners), np.asarray(fractions)
-
-
-def _fraction_at(corners: np.ndarray, fractions: np.ndarray, times: np.ndarray) -> np.ndarray:
+def _fraction_at(curve: pd.DataFrame, times: np.ndarray) -> np.ndarray:
     """The step function's value at ``times`` (right-continuous: a drop at t applies at t)."""
-    return fractions[np.searchsorted(corners, times, side="right") - 1]
+    corners = curve.time.to_numpy()
+    return curve.survival.to_numpy()[np.searchsorted(corners, times, side="right") - 1]
 
 
 def time_to_threshold(
@@ -348,13 +325,12 @@ def time_to_threshold(
         runs = frame[frame.init == init]
         steps = runs.steps.to_numpy(dtype=float)
         reached = runs.reached.map(_flag).to_numpy(dtype=bool)
-        corners, fractions = _kaplan_meier(steps, reached)
-        end = max(steps.max(), corners[-1])
-        ax.step(np.append(corners, end), np.append(fractions, fractions[-1]), where="post", lw=1.7,
+        curve = km_curve(steps, reached)  # starts at (0, 1) and runs to the last observed step
+        ax.step(curve.time, curve.survival, where="post", lw=1.7,
                 color=colours[init], label=f"{init} (reached {int(reached.sum())}/{len(reached)})")  # fmt: skip
         censored = steps[~reached]
         if len(censored):
-            ax.plot(censored, _fraction_at(corners, fractions, censored), ls="none", marker="+", ms=11, mew=1.6,
+            ax.plot(censored, _fraction_at(curve, censored), ls="none", marker="+", ms=11, mew=1.6,
                     color=colours[init])  # fmt: skip
     if inits:
         _steps_axis(ax, float(frame.steps.max()))
@@ -469,60 +445,7 @@ def forest_plot(comparisons: pd.DataFrame, path: Path, group: str = "") -> Figur
     return save(fig, path)
 
 
-# The figures of the earlier layout (test-split curves, steps-to-threshold bars), and the final accuracy.
-
-
-def _mean_band(curves: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for epoch, group in curves.groupby("epoch"):
-        low, high = t_interval(group.value)
-        mean = group.value.mean()
-        rows.append(
-            {
-                "epoch": epoch,
-                "mean": mean,
-                "low": mean if math.isnan(low) else low,
-                "high": mean if math.isnan(high) else high,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def learning_curves(
-    history: pd.DataFrame, inits: list[str], split: str, path: Path, group: str = ""
-) -> Figure:
-    """Error (log) and train loss (log) per epoch: mean over seeds with a 95% t-interval band.
-
-    Used by the earlier report layout; the step-level figures (loss_by_step, val_error_by_step) replace it.
-    """
-    colours = colour_map(inits)
-    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for init in inits:
-        acc = history[(history.init == init) & (history.metric == f"{split}/acc")]
-        if len(acc):
-            band = _mean_band(acc.assign(value=1 - acc.value))
-            ax_err.plot(band.epoch, band["mean"], marker="o", ms=3, color=colours[init], label=init)
-            ax_err.fill_between(band.epoch, band.low, band.high, color=colours[init], alpha=0.2, lw=0)
-        loss = history[(history.init == init) & (history.metric == "train/loss")]
-        if len(loss):
-            band = _mean_band(loss)
-            ax_loss.plot(band.epoch, band["mean"], marker="o", ms=3, color=colours[init], label=init)
-            ax_loss.fill_between(band.epoch, band.low, band.high, color=colours[init], alpha=0.2, lw=0)
-    ax_err.set(
-        yscale="log",
-        xlabel="epoch (0 = at initialization)",
-        ylabel=f"{split} error (1 - accuracy), log",
-        title=f"{split} error per epoch",
-    )
-    ax_loss.set(
-        yscale="log", xlabel="epoch", ylabel="train loss (epoch mean), log", title="training loss per epoch"
-    )
-    for ax in (ax_err, ax_loss):
-        ax.grid(True, which="both", alpha=0.3)
-    ax_err.legend(fontsize=8)
-    fig.suptitle(titled("Mean over seeds; bands: 95% t-interval", group), fontsize=9)
-    fig.tight_layout()
-    return save(fig, path)
+# The final test error.
 
 
 def _error_interval(row: pd.Series) -> tuple[float, float, float]:
@@ -584,69 +507,5 @@ def final_accuracy(runs: pd.DataFrame, summary: pd.DataFrame, path: Path, group:
         titled("Final test error: dots = seeds, square = mean ± 95% CI, x = seed notebook", group),
         fontsize=10,
     )
-    fig.tight_layout()
-    return save(fig, path)
-
-
-def steps_to_threshold(
-    runs: pd.DataFrame, summary: pd.DataFrame, threshold: str, path: Path, group: str = ""
-) -> Figure:
-    """Optimizer steps until test accuracy first reaches the threshold; runs that never did are counted.
-
-    Used by the earlier report layout; time_to_threshold (Kaplan-Meier, censoring kept) replaces it.
-    """
-    inits = list(summary.init)
-    colours = colour_map(inits)
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(inits)), 4.0))
-    column = f"steps_to_{threshold}"
-    for position, init in enumerate(inits):
-        done = runs[(runs.init == init) & (runs.status == "complete")]
-        reached = done[column].dropna().astype(float) if column in done else pd.Series(dtype=float)
-        if len(reached):
-            ax.bar(position, reached.median(), color=colours[init], alpha=0.5)
-            ax.scatter(np.full(len(reached), position), reached, color=colours[init], s=20, zorder=3)
-        ax.annotate(
-            f"{len(reached)}/{len(done)} reached",
-            (position, 0),
-            xytext=(0, 4),
-            textcoords="offset points",
-            ha="center",
-            fontsize=8,
-        )
-    ax.set_xticks(range(len(inits)), inits, rotation=20, ha="right")
-    ax.set(
-        ylabel=f"optimizer steps to {threshold}% test accuracy",
-        title=titled(f"Convergence speed: steps to {threshold}% (bar = median, dots = seeds)", group, "\n"),
-    )
-    ax.title.set_fontsize(9)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    return save(fig, path)
-
-
-def train_loss_by_step(history: pd.DataFrame, inits: list[str], path: Path, group: str = "") -> Figure:
-    """The fine-grained training curve: mean loss over each logging window, against optimizer steps.
-
-    Used by the earlier report layout; loss_by_step (training and validation, with bands) replaces it.
-    """
-    colours = colour_map(inits)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for init in inits:
-        points = history[(history.init == init) & (history.metric == "train/loss_step")]
-        if len(points):
-            mean = points.groupby("step").value.mean()
-            ax.plot(mean.index, _positive(mean.values), color=colours[init], label=init, lw=1.2)
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="optimizer step, log",
-        ylabel="train loss (window mean), log",
-        title=titled("Training loss against steps (mean over seeds)", group, "\n"),
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "runs too short for a step-level curve", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     return save(fig, path)
