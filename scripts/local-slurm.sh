@@ -63,7 +63,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$DIR/munge/munge.socket
+# cred_expire: how long a job credential lives, and so how long a requeued job waits before it starts
+# again (default 120 s); 30 s keeps a requeue quick.
+AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=30
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/run/slurmctld.pid
@@ -88,6 +90,8 @@ DefMemPerCPU=1024
 # A cancelled or timed-out job gets SIGTERM, then SIGKILL after this many seconds.
 KillWait=5
 InactiveLimit=0
+# The backfill scheduler every 5 s (default 30 s): a requeued job starts soon after it may.
+SchedulerParameters=bf_interval=5
 $(node_line) State=UNKNOWN
 # Up to 4 jobs share a core, so that a 2-core machine runs 8 one-CPU jobs at once (the tests' concurrency).
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4

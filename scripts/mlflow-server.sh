@@ -12,7 +12,8 @@
 # ports (the two ports, chosen on first start and kept) and pgpass (the database password, mode 0600, read
 # by libpq through PGPASSFILE: it never appears in a URI, a command line or a log).
 # Ports: MLFLOW_PORT (default 5000) and PG_PORT (default: a free one) on first start; later starts reuse
-# them. The mlflow command: MLFLOW (default .venv/bin/mlflow), whose Python needs psycopg2 (`make install`).
+# them. The mlflow command: MLFLOW (default .venv/bin/mlflow), whose Python needs psycopg2 (`make install`);
+# MLFLOW_WORKERS server processes (default 2: each takes ~15 s of a core to start).
 # As root the database runs as the `postgres` user (PostgreSQL refuses to run as root), so DIR must be
 # reachable by it. Exit status 3: this machine cannot run it (no PostgreSQL and no way to install it).
 set -euo pipefail
@@ -67,9 +68,9 @@ init_database() {
     echo "*:*:*:$DB_USER:$(cat "$DIR/password")" >"$DIR/pgpass"
     chmod 0600 "$DIR/pgpass"
     mkdir -p "$DIR/pgdata"
-    pwfile=$DIR/pgdata/.initdb-password
+    pwfile=$DIR/run/initdb-password
     cp "$DIR/password" "$pwfile"
-    if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$DIR/pgdata"; fi
+    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$DIR/pgdata" "$pwfile"; fi
     chmod 0700 "$DIR/pgdata"
     as_db_user test -w "$DIR/pgdata" || die "the postgres user cannot reach $DIR/pgdata (a parent folder is private)"
     # Password (SCRAM) authentication, on loopback TCP only: no Unix socket, no trust.
@@ -100,25 +101,28 @@ start() {
     if [ -f "$DIR/run/mlflow.pid" ] && kill -0 "$(cat "$DIR/run/mlflow.pid")" 2>/dev/null; then
         die "already running from $DIR (scripts/mlflow-server.sh stop $DIR first)"
     fi
-    local begin=$SECONDS first=false
+    local begin=$SECONDS
     mkdir -p "$DIR"/{artifacts,log,run}
     chmod 0711 "$DIR"
     if [ ! -f "$DIR/ports" ]; then
         echo "MLFLOW_PORT=${MLFLOW_PORT:-5000} PG_PORT=${PG_PORT:-$(free_port)}" >"$DIR/ports"
     fi
     eval "$(cat "$DIR/ports")"
-    if [ ! -f "$DIR/pgdata/PG_VERSION" ]; then init_database; first=true; fi
+    [ -f "$DIR/pgdata/PG_VERSION" ] || init_database
+    touch "$DIR/log/postgres.log"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$DIR/log/postgres.log"; fi
     pg -l "$DIR/log/postgres.log" -o "-p $PG_PORT" -w -t "$START_TIMEOUT_S" start >/dev/null \
         || die "PostgreSQL did not start; see $DIR/log/postgres.log"
     export PGPASSFILE=$DIR/pgpass
-    if $first; then
-        "$BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" || die "createdb failed"
-    fi
+    # The database, unless an earlier start made it.
+    "$BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" "$DB" 2>"$DIR/log/createdb.log" \
+        || grep -q "already exists" "$DIR/log/createdb.log" || die "createdb failed: $DIR/log/createdb.log"
+    # postgresql+psycopg2: SQLAlchemy's plain postgresql:// means psycopg 3, which the lock does not hold.
     # Its own session (process group), so that stop ends the server's workers with it.
     MLFLOW_DISABLE_TELEMETRY=true setsid "$MLFLOW" server \
-        --backend-store-uri "postgresql://$DB_USER@127.0.0.1:$PG_PORT/$DB" \
+        --backend-store-uri "postgresql+psycopg2://$DB_USER@127.0.0.1:$PG_PORT/$DB" \
         --artifacts-destination "$DIR/artifacts" \
-        --host 127.0.0.1 --port "$MLFLOW_PORT" --workers "${MLFLOW_WORKERS:-4}" \
+        --host 127.0.0.1 --port "$MLFLOW_PORT" --workers "${MLFLOW_WORKERS:-2}" \
         >"$DIR/log/mlflow.log" 2>&1 </dev/null &
     echo $! >"$DIR/run/mlflow.pid"
     wait_for_health
