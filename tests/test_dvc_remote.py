@@ -35,13 +35,14 @@ def test_a_clone_pulls_the_study_and_reproduces_nothing(study_repo: Path, tmp_pa
     run(dvc("remote", "add", "-d", "storage", str(remote)), repo)
     run([*GIT, "add", "-A"], repo)
     run([*GIT, "commit", "-qm", "study results"], repo)
-    pushed = run(dvc("push"), repo).stdout
+    pushed = run(dvc("push", "--with-deps", "report"), repo).stdout
     assert "pushed" in pushed, pushed
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     assert not (clone / "runs").exists() and not (clone / "data/raw").exists()  # not in git
-    run(dvc("pull"), clone)
+    # The default study's stages (this test does not run the depth experiment's).
+    run(dvc("pull", "--with-deps", "report"), clone)
 
     # Everything a stage produced is back: data verified, every run folder whole and complete.
     assert digest(clone / "data/raw/MNIST/raw") == digest(repo / "data/raw/MNIST/raw")
@@ -51,7 +52,7 @@ def test_a_clone_pulls_the_study_and_reproduces_nothing(study_repo: Path, tmp_pa
         assert rundir.is_complete(clone / "runs" / entry.run_dir, entry.identity), entry.run_dir
         assert digest(clone / "runs" / entry.run_dir) == digest(repo / "runs" / entry.run_dir)
 
-    status = run(dvc("status"), clone).stdout
+    status = run(dvc("status", "--with-deps", "report"), clone).stdout
     assert "Data and pipelines are up to date" in status, status
     repro = run(dvc("repro", "report"), clone).stdout
     assert "Running stage" not in repro, repro
@@ -61,7 +62,7 @@ def test_a_clone_pulls_the_study_and_reproduces_nothing(study_repo: Path, tmp_pa
     forced = run(dvc("repro", "--force", "--single-item", "report"), clone).stdout
     assert "Running stage 'report'" in forced, forced
     assert digest(clone / "reports") == before == digest(repo / "reports")
-    assert "Data and pipelines are up to date" in run(dvc("status"), clone).stdout
+    assert "Data and pipelines are up to date" in run(dvc("status", "--with-deps", "report"), clone).stdout
 
     # MLflow's store stays behind; the run folders rebuild it.
     assert not (clone / "mlflow.db").exists()
