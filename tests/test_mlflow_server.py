@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 import services
 from conftest import SyntheticMNIST, make_study_repo, python_module, run
@@ -98,7 +99,7 @@ def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
         finals = {f"final/{k}": float(v) for k, v in metrics.items()
                   if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
         assert {k: v for k, v in child.data.metrics.items() if k.startswith("final/")} == finals
-        config = tracking.flat_params(__import__("yaml").safe_load((folder / "config.yaml").read_text()))
+        config = tracking.flat_params(yaml.safe_load((folder / "config.yaml").read_text()))
         assert child.data.params == config
         params += len(child.data.params)
         # The run folder as artifacts, through the server into its artifacts folder (the marker comes after).
