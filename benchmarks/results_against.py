@@ -31,7 +31,7 @@ CONFIGS = {
         "seed=3",
     ],
     "zeros": ["init=zeros"],
-    "glorot_val": ["init=glorot_uniform", "data.val_fraction=0.1", "seed=1"],
+    "glorot_val": ["init=glorot_uniform", "data.val_size=10000", "seed=1"],
 }
 # Runs in the checkout under test, through the API both sides share (compose_config, runner.train_run).
 TRAIN = """

@@ -107,6 +107,7 @@ def make_study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
         repo,
         trainer__max_epochs=1,
         data__batch_size=32,
+        data__val_size=100,  # of the 600 synthetic training images
         hydra__sweeper__params={"init": "zeros,he_uniform", "seed": "0,1"},
     )
     run(["git", "init", "-q"], repo)

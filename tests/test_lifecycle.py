@@ -5,6 +5,7 @@ touched. Kills are SIGKILLs of the whole process group at named pause points (in
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -218,6 +219,7 @@ def test_unreachable_server_with_credentials_is_one_line_without_them(repo, monk
         port = sock.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:secret@127.0.0.1:{port}")
     monkeypatch.chdir(repo)  # a repo with data: the data check comes before the tracking check
+    train = importlib.reload(train)  # Hydra's decorator takes the config folder from the directory at import
     with pytest.raises(SystemExit):
         train.main(["init=zeros", "hydra.run.dir=" + str(tmp_path / "never")])
     err = capsys.readouterr().err

@@ -19,8 +19,9 @@ from initstudy.config import compose_config, config_hash
 from initstudy.data.synthetic import SyntheticMNIST
 from initstudy.model import MLP
 
-# 600 synthetic training images at batch 32: 19 optimizer steps per epoch, 200 test images.
-STEPS_PER_EPOCH = -(-600 // 32)
+# 600 synthetic training images, the last 100 held out: 500 at batch 32 = 16 optimizer steps per epoch; 200 test
+# images.
+STEPS_PER_EPOCH = -(-500 // 32)
 
 
 @pytest.fixture
@@ -40,7 +41,9 @@ def train(data_root: Path, out: Path, *overrides: str) -> tuple[dict, pd.DataFra
     """One run in this process (runner.train_run, offline) on the synthetic data; its metrics and history."""
     from initstudy.runner import train_run
 
-    cfg = compose_config(["logger=offline", f"data.root={data_root}", "data.batch_size=32", *overrides])
+    cfg = compose_config(
+        ["logger=offline", f"data.root={data_root}", "data.batch_size=32", "data.val_size=100", *overrides]
+    )
     train_run(cfg, out, rundir.staging_dir(out), "test")
     return json.loads((out / "metrics.json").read_text()), pd.read_csv(out / "history.csv")
 
@@ -91,7 +94,7 @@ def test_final_test_pass_runs_in_the_trainer_and_equals_an_evaluation_by_hand(
         lightning_hints_silenced,
     )
 
-    cfg = compose_config(["init=he_uniform", f"data.root={data_root}", "data.val_fraction=0.2",
+    cfg = compose_config(["init=he_uniform", f"data.root={data_root}", "data.val_size=100",
                           "trainer.max_epochs=1"])  # fmt: skip
     configure_process(cfg)
     datamodule = build_datamodule(cfg, "cpu")
@@ -139,3 +142,52 @@ def test_thread_count_is_hashed_with_numerics(at_repo: Path):
 
 def test_steps_per_chunk_is_a_speed_knob_outside_the_run_identity(at_repo: Path):
     assert config_hash(compose_config([])) == config_hash(compose_config(["data.steps_per_chunk=8"]))
+
+
+def test_validation_is_evaluated_every_k_steps_and_the_test_set_once(
+    at_repo: Path, data_root: Path, tmp_path
+):
+    from initstudy.convergence import first_crossing
+
+    metrics, history = train(data_root, tmp_path / "run", "init=he_uniform", "trainer.max_epochs=2",
+                             "module.val_every_n_steps=5")  # fmt: skip
+    series = history[history.metric == "val/acc_step"].sort_values("step")
+    # step 0, every 5 steps, every epoch end (16, 32): each once
+    assert series.step.tolist() == [0, 5, 10, 15, 16, 20, 25, 30, 32]
+    assert series.step.is_unique
+    epoch_ends = history[history.metric == "val/acc"].set_index("step").value
+    assert series.set_index("step").value[epoch_ends.index].tolist() == epoch_ends.tolist()
+    assert not history.metric.str.startswith("test/").any()  # the test set is not in any curve
+    for threshold in (0.90, 0.95, 0.97, 0.98):
+        expected = first_crossing(series.step.tolist(), series.value.tolist(), threshold)
+        assert metrics[f"steps_to_{round(threshold * 100)}"] == expected
+    losses = history[history.metric == "val/loss_step"]
+    best = losses.loc[losses.value.idxmin()]
+    assert (metrics["val/loss_min"], metrics["val/loss_min_step"]) == (best.value, best.step)
+    assert metrics["steps_completed"] == 2 * STEPS_PER_EPOCH
+
+
+def test_saved_weights_are_the_initial_and_final_network_and_reproduce_the_test_accuracy(
+    at_repo: Path, data_root: Path, tmp_path: Path
+):
+    from initstudy import weights
+    from initstudy.data.datamodule import EvaluationBatches
+    from initstudy.runner import build_datamodule, build_model, configure_process
+
+    overrides = ["init=he_uniform", "trainer.max_epochs=1"]
+    metrics, _ = train(data_root, tmp_path / "run", *overrides)
+    initial = weights.load(tmp_path / "run" / weights.INITIAL)
+    final = weights.load(tmp_path / "run" / weights.FINAL)
+    cfg = compose_config(["logger=offline", f"data.root={data_root}", "data.batch_size=32", "data.val_size=100",
+                          *overrides])  # fmt: skip
+    configure_process(cfg)
+    datamodule = build_datamodule(cfg, "cpu")
+    model, _ = build_model(cfg, datamodule.train.images)
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in initial.items())
+    assert any(not torch.equal(initial[name], final[name]) for name in initial)
+    model.load_state_dict(final)
+    correct = 0
+    with torch.no_grad():
+        for images, labels in EvaluationBatches(datamodule.test, cfg.data.eval_batch_size):
+            correct += int((model(images).argmax(dim=1) == labels).sum())
+    assert correct / len(datamodule.test) == metrics["test/acc"]

@@ -14,7 +14,16 @@ from conftest import dvc, edit_params, python_module, run
 
 pytestmark = pytest.mark.slow
 
-RUN_FILES = ("metrics.json", "history.csv", "timing.json", "config.yaml", ".complete", ".hydra/config.yaml")
+RUN_FILES = (
+    "metrics.json",
+    "history.csv",
+    "timing.json",
+    "config.yaml",
+    "weights_initial.pt",
+    "weights_final.pt",
+    ".complete",
+    ".hydra/config.yaml",
+)
 SWEEP = [(init, seed) for init in ("zeros", "he_uniform") for seed in (0, 1)]
 
 
@@ -37,12 +46,15 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
         for name in RUN_FILES:
             assert (run_dir / name).is_file(), run_dir / name
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert {"test/acc", "test/loss", "epochs_to_97", "steps_to_97", "diverged"} <= set(metrics)
+        assert {"test/acc", "test/loss", "val/acc", "steps_to_97", "train/loss_auc", "diverged"} <= set(
+            metrics
+        )
         assert metrics["epochs_completed"] == 1 and metrics["diverged"] is False
         timing = json.loads((run_dir / "timing.json").read_text())
         assert timing["seconds_per_epoch"] > 0 and "wall_seconds" not in metrics
         history = pd.read_csv(run_dir / "history.csv")
-        assert {"train/loss", "test/loss", "test/acc"} <= set(history.metric)
+        assert {"train/loss", "val/loss", "val/acc", "val/acc_step", "val/loss_step"} <= set(history.metric)
+        assert not history.metric.str.startswith("test/").any()  # the test set: once, in metrics.json
         results[(init, seed)] = (
             (run_dir / "metrics.json").read_bytes(),
             (run_dir / "history.csv").read_bytes(),
@@ -95,9 +107,11 @@ def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path)
         "comparisons.csv",
         "curves.csv",
         "report.md",
-        "figures/learning_curves.png",
+        "endpoints.csv",
+        "figures/forest_plot.png",
         "figures/final_accuracy.png",
-        "figures/steps_to_97.png",
+        "figures/time_to_97.png",
+        "figures/loss_by_step.png",
     ):
         assert (repo / "reports" / name).is_file(), name
     metrics = json.loads((repo / "reports/metrics.json").read_text())

@@ -6,6 +6,7 @@ a few go through a real subprocess too."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,14 @@ import pytest
 
 from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
 from initstudy import train
+
+
+def entry_point_in(repo: Path, monkeypatch: pytest.MonkeyPatch):
+    """``initstudy.train`` as `python -m initstudy.train` started in ``repo`` has it: Hydra's decorator takes
+    the config folder from the working directory at import, so the module is imported again there."""
+    monkeypatch.chdir(repo)
+    return importlib.reload(train)
+
 
 # (overrides, words the one line must contain). The synthetic data has 600 training images, labels 0-9.
 CASES = [
@@ -63,9 +72,10 @@ CASES = [
     (["optimizer=sgd", "optimizer.momentum=-0.5"], ["optimizer.momentum=-0.5", ">= 0"]),
     (["data.train_size=700"], ["data.train_size=700", "600 training images"]),
     (["data.train_size=0"], ["data.train_size=0", "positive integer or null"]),
-    (["data.train_size=100", "data.val_fraction=0.001"], ["data.val_fraction=0.001", "holds out none"]),
-    (["data.train_size=2", "data.val_fraction=0.9"], ["data.val_fraction=0.9", "none to train on"]),
-    (["data.val_fraction=1.5"], ["data.val_fraction=1.5", "[0, 1)"]),
+    (["data.val_size=600"], ["data.val_size=600", "none to train on", "at most 599"]),
+    (["data.train_size=550"], ["data.train_size=550", "100 of them held out", "at most 500"]),
+    (["data.val_size=-1"], ["data.val_size=-1", ">= 0"]),
+    (["data.val_size=0.5"], ["data.val_size", "integer"]),
     (["logger.tracking_uri=postgresql://user:secret@127.0.0.1/db"], ["credentials", "MLFLOW_TRACKING_URI"]),
     (["download.timeout_s=0"], ["download.timeout_s=0"]),
     (["download.sources=[ftp]"], ["download.sources", "ftp"]),
@@ -81,8 +91,15 @@ CASES = [
     (["--multirun", "init=zeros,nope"], ["'nope'", "allowed"]),
     (["init=zeros,he_uniform"], ["--multirun"]),
     (
-        ["--multirun", "hydra/sweeper=tune", "init=he_uniform", "seed=0", "optimizer.lr=interval(1e-4,1e-1)"],
-        ["data.val_fraction=0.0", "test set"],
+        [
+            "--multirun",
+            "hydra/sweeper=tune",
+            "init=he_uniform",
+            "seed=0",
+            "optimizer.lr=interval(1e-4,1e-1)",
+            "data.val_size=0",
+        ],
+        ["data.val_size=0", "test set"],
     ),
     (["--multirun", "optimizer.lr=interval(0.001,0.01)"], ["interval", "hydra/sweeper=tune"]),
     (["--multirun", "optimizer.lr=0.001,0", "seed=0"], ["optimizer.lr=0", "positive number"]),
@@ -121,11 +138,11 @@ def finished_repo(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
     ("overrides", "words"), CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
 )
 def test_bad_input_is_one_line_and_touches_nothing(finished_repo, monkeypatch, capsys, overrides, words):
-    monkeypatch.chdir(finished_repo)
+    entry = entry_point_in(finished_repo, monkeypatch)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     before = snapshot(finished_repo)
     with pytest.raises(SystemExit) as exited:
-        train.main(list(overrides))
+        entry.main(list(overrides))
     assert exited.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -138,10 +155,10 @@ def test_bad_input_is_one_line_and_touches_nothing(finished_repo, monkeypatch, c
 def test_damaged_mlflow_store_is_refused_before_anything_runs(finished_repo, tmp_path, monkeypatch, capsys):
     store = tmp_path / "damaged.db"
     store.write_bytes(b"this is not a database" * 100)
-    monkeypatch.chdir(finished_repo)
+    entry = entry_point_in(finished_repo, monkeypatch)
     before = snapshot(finished_repo)
     with pytest.raises(SystemExit) as exited:
-        train.main(["init=zeros", f"logger.tracking_uri=sqlite:///{store}"])
+        entry.main(["init=zeros", f"logger.tracking_uri=sqlite:///{store}"])
     assert exited.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "not a readable SQLite database" in lines[0], lines

@@ -119,7 +119,7 @@ def test_depth_preset_trains_smallest_and_deepest_then_diagnoses_and_reports(syn
     repo = synthetic_data_repo
     # The preset's 10,000 training images, cut to the synthetic data's 600 (a larger size is refused up front).
     sweep = ["experiment=depth", "model.depth=2,30", "model.activation=relu,tanh", "init=he_uniform,lsuv", "seed=0",
-             "trainer.max_epochs=1", "data.train_size=600"]  # fmt: skip
+             "trainer.max_epochs=1", "data.train_size=500"]  # fmt: skip
     run(python_module("initstudy.train", "--multirun", *sweep), repo)
     manifest = pd.read_csv(repo / "runs_depth/manifest.csv")
     assert len(manifest) == 8 and set(manifest.depth) == {2, 30}

@@ -176,12 +176,15 @@ def test_four_parallel_joblib_jobs_lose_no_run_and_no_metric(synthetic_data_repo
     client, _ = client_for(repo)
     children = children_by_name(repo)
     assert sorted(children) == ["he_uniform/seed_0", "he_uniform/seed_1", "zeros/seed_0", "zeros/seed_1"]
-    steps = epochs * -(-600 // 32)  # 19 steps per epoch over the 600 synthetic training images
+    steps = epochs * -(-500 // 32)  # 16 steps per epoch over the 500 synthetic training images not held out
     expected = {
-        "test/acc": epochs + 1,
-        "test/loss": epochs + 1,
+        "val/acc": epochs + 1,
+        "val/loss": epochs + 1,
         "train/loss": epochs,
         "train/loss_step": steps // every,
+        # step 0 and every epoch end (the 48 steps never reach module.val_every_n_steps = 100)
+        "val/acc_step": epochs + 1,
+        "val/loss_step": epochs + 1,
     }
     total = 0
     for name, (child,) in children.items():

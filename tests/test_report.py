@@ -12,19 +12,24 @@ import pytest
 import yaml
 from scipy import stats
 
+from initstudy.convergence import THRESHOLDS, first_crossing, threshold_key
 from initstudy.report.__main__ import write_report
 from initstudy.report.depth import is_depth_sweep
+from initstudy.report.endpoints import endpoints, run_endpoints
 from initstudy.report.load import RunFileError, load_sweep, parse_group, split_groups
-from initstudy.report.stats import compare, summarize
-from initstudy.rundir import write_marker
+from initstudy.report.stats import adjust, compare_endpoints, summarize
+from initstudy.rundir import WEIGHT_FILES, write_marker
 from initstudy.sweep import MANIFEST_NAME
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 STEPS_PER_EPOCH = 100
+ACCURACY = "test accuracy (once, after training)"
+FIGURE_NAMES = ("final_accuracy", "forest_plot", "loss_by_step", "val_error_by_step", "time_to_97")
 CONFIG = {
     "model": {"input_size": 784, "hidden_sizes": [8], "num_classes": 10, "activation": "relu"},
+    "module": {"val_every_n_steps": STEPS_PER_EPOCH},
     "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001},
-    "data": {"batch_size": 64, "val_fraction": 0.0},
+    "data": {"batch_size": 64, "val_size": 10000},
     "trainer": {"max_epochs": 3},
 }
 
@@ -38,35 +43,51 @@ def make_run(
     diverged: bool = False,
     group: str = "",
 ) -> dict:
-    """A run folder whose per-epoch test accuracies are ``accs`` (epochs 1..n) and train loss 1/epoch; a
-    ``group`` (swept keys besides init and seed) adds its level above ``<init>/seed_<n>``, as training does."""
+    """A run folder whose validation accuracies are ``accs`` at the end of epochs 1..n (0.1 at step 0; one pass
+    per epoch, as with val_every_n_steps = steps per epoch), train loss 1/epoch, validation loss 1 - accuracy,
+    and final test accuracy ``accs[-1]``; a ``group`` (swept keys besides init and seed) adds its level above
+    ``<init>/seed_<n>``, as training does."""
     relative = Path(group, init, f"seed_{seed}")
     run_dir = sweep / relative
     run_dir.mkdir(parents=True)
-    rows = [{"epoch": 0, "step": 0, "metric": "test/acc", "value": 0.1}]
+    rows = [
+        {"epoch": 0, "step": 0, "metric": "val/acc", "value": 0.1},
+        {"epoch": 0, "step": 0, "metric": "val/acc_step", "value": 0.1},
+        {"epoch": 0, "step": 0, "metric": "val/loss_step", "value": 0.9},
+    ]
     for epoch, acc in enumerate(accs, start=1):
         step = epoch * STEPS_PER_EPOCH
         rows += [
+            {"epoch": epoch, "step": step, "metric": "train/loss_step", "value": 1.0 / epoch},
             {"epoch": epoch, "step": step, "metric": "train/loss", "value": 1.0 / epoch},
-            {"epoch": epoch, "step": step, "metric": "test/acc", "value": acc},
-            {"epoch": epoch, "step": step, "metric": "test/loss", "value": 1 - acc},
+            {"epoch": epoch, "step": step, "metric": "val/acc", "value": acc},
+            {"epoch": epoch, "step": step, "metric": "val/loss", "value": 1 - acc},
+            {"epoch": epoch, "step": step, "metric": "val/acc_step", "value": acc},
+            {"epoch": epoch, "step": step, "metric": "val/loss_step", "value": 1 - acc},
         ]
     pd.DataFrame(rows).to_csv(run_dir / "history.csv", index=False)
-    first = {t: next((e for e, a in enumerate(accs, 1) if a >= t / 100), None) for t in (95, 97, 98)}
+    steps = [0, *(e * STEPS_PER_EPOCH for e in range(1, len(accs) + 1))]
+    best = min(range(len(accs)), key=lambda i: 1 - accs[i])
     metrics = {
         "init": init,
         "seed": seed,
         "test/acc": accs[-1],
         "test/loss": 1 - accs[-1],
         "train/loss": 1 / len(accs),
+        "val/acc": accs[-1],
+        "val/loss": 1 - accs[-1],
+        "steps_completed": len(accs) * STEPS_PER_EPOCH,
+        "train/loss_auc": sum(1 / e for e in range(1, len(accs) + 1)) / len(accs),
+        **{f"steps_to_{threshold_key(t)}": first_crossing(steps, [0.1, *accs], t) for t in THRESHOLDS},
+        "val/loss_min": 1 - accs[best],
+        "val/loss_min_step": (best + 1) * STEPS_PER_EPOCH,
         "diverged": diverged,
         "diverged_at_step": 150 if diverged else None,
     }
-    for t, epoch in first.items():
-        metrics[f"epochs_to_{t}"] = epoch
-        metrics[f"steps_to_{t}"] = None if epoch is None else epoch * STEPS_PER_EPOCH
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    for name in WEIGHT_FILES:
+        (run_dir / name).write_bytes(b"weights")
     identity = f"id-{relative.as_posix()}"
     if complete:
         write_marker(run_dir, identity)
@@ -79,6 +100,20 @@ def make_run(
         "overrides": f"init={init} seed={seed}",
         **({"group": group} if group else {}),
     }
+
+
+def compare(sweep_dir: Path) -> pd.DataFrame:
+    """The report's comparisons of a sweep (adjusted per endpoint)."""
+    data = load_sweep(sweep_dir)
+    per_run = run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)
+    return adjust(compare_endpoints(per_run, endpoints("val", STEPS_PER_EPOCH), margin=0.005))
+
+
+def summary_of(sweep_dir: Path) -> pd.DataFrame:
+    data = load_sweep(sweep_dir)
+    return summarize(data.runs, run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)).set_index(
+        "init"
+    )
 
 
 @pytest.fixture
@@ -98,8 +133,7 @@ def sweep(tmp_path: Path) -> Path:
 
 
 def test_means_stds_and_t_intervals_are_exact(sweep):
-    data = load_sweep(sweep)
-    summary = summarize(data.runs, data.history).set_index("init")
+    summary = summary_of(sweep)
     assert list(summary.index) == ["alpha", "beta"]
     alpha = summary.loc["alpha"]
     assert alpha.n_runs == 3 and alpha.n_complete == 3 and alpha.n_failed == 0
@@ -108,53 +142,64 @@ def test_means_stds_and_t_intervals_are_exact(sweep):
     half_width = T_975_DF2 * 0.02 / math.sqrt(3)
     assert alpha.acc_ci95_low == pytest.approx(0.92 - half_width, abs=1e-9)
     assert alpha.acc_ci95_high == pytest.approx(0.92 + half_width, abs=1e-9)
+    # one new run: mean ± t * s * sqrt(1 + 1/n)
+    assert alpha.acc_pi95_high - 0.92 == pytest.approx(T_975_DF2 * 0.02 * math.sqrt(1 + 1 / 3), abs=1e-9)
     assert (alpha.acc_min, alpha.acc_max) == pytest.approx((0.90, 0.94))
     assert summary.loc["beta"].acc_mean == pytest.approx((0.98 + 0.99 + 0.97) / 3)
-    assert alpha.train_loss_auc_mean == pytest.approx((1 + 0.5) / 2 + (0.5 + 1 / 3) / 2)
+    assert alpha.train_loss_auc_mean == pytest.approx((1 + 0.5 + 1 / 3) / 3)
 
 
-def test_thresholds_median_and_how_many_got_there(sweep):
-    data = load_sweep(sweep)
-    summary = summarize(data.runs, data.history).set_index("init")
-    # alpha reaches 97% at epoch 2 in seeds 1 and 2 only (0.96 in seed 0); 98% only in seed 2.
-    assert summary.loc["alpha"].reached_97 == 2 and summary.loc["alpha"].epochs_to_97_median == 2
-    assert summary.loc["alpha"].steps_to_97_median == 2 * STEPS_PER_EPOCH
-    assert summary.loc["alpha"].reached_98 == 1
-    assert summary.loc["beta"].reached_95 == 3 and summary.loc["beta"].epochs_to_95_median == 1
-    assert summary.loc["beta"].epochs_to_98_median == 2.5  # epochs 3 and 2; seed 2 never gets there
-    assert summary.loc["beta"].reached_98 == 2
+def test_time_to_threshold_is_interpolated_censored_and_counted(sweep):
+    alpha = summary_of(sweep).loc["alpha"]
+    # 97%: seed 0 never (0.96 at most: censored at step 300), seed 1 at 200 (0.92 -> 0.97 over steps 100-200),
+    # seed 2 at 175 (0.94 -> 0.98): KM S = 2/3 after 175, 1/3 after 200 -> median 200.
+    assert (alpha.reached_97, alpha.total_97) == (2, 3)
+    assert alpha.steps_to_97_km_median == pytest.approx(200)
+    # restricted mean to the 300-step horizon = area under S: 175 * 1 + 25 * 2/3 + 100 * 1/3
+    assert alpha.steps_to_97_rmst == pytest.approx(175 + 25 * 2 / 3 + 100 / 3)
+    # 98%: only seed 2 (at 200): S never falls to 1/2 -> no median
+    assert alpha.reached_98 == 1 and math.isnan(alpha.steps_to_98_km_median)
 
 
-def test_welch_test_and_correction_decide_as_computed_by_hand(sweep):
-    data = load_sweep(sweep)
-    comparisons = compare(data.runs)
-    row = comparisons.iloc[0]
+def test_paired_test_and_correction_decide_as_computed_by_hand(sweep):
+    comparisons = compare(sweep)
+    row = comparisons[comparisons.endpoint == ACCURACY].iloc[0]
     alpha, beta = [0.90, 0.92, 0.94], [0.98, 0.99, 0.97]
-    variance = 0.02**2 / 3 + 0.01**2 / 3
-    t = (sum(alpha) / 3 - sum(beta) / 3) / math.sqrt(variance)
-    df = variance**2 / ((0.02**2 / 3) ** 2 / 2 + (0.01**2 / 3) ** 2 / 2)
-    assert row.t == pytest.approx(t) and row.df == pytest.approx(df)
+    reference = stats.ttest_rel(alpha, beta)
+    assert row.design == "paired" and row.n_pairs == 3
+    assert row.t == pytest.approx(reference.statistic) and row.p_value == pytest.approx(reference.pvalue)
     assert row.diff_mean == pytest.approx(-0.06)
     assert row.p_adjusted == pytest.approx(row.p_value)  # a single pair: nothing to correct
-    assert bool(row.significant) is True and row.p_value < 0.05
+    assert row.family_size == 1
 
 
-def test_benjamini_hochberg_adjusts_several_pairs(tmp_path):
+def test_benjamini_hochberg_adjusts_several_pairs_per_endpoint(tmp_path):
     sweep = tmp_path / "runs"
-    entries = [
-        make_run(sweep, name, s, [v + 0.001 * s])
-        for name, v in (("a", 0.9), ("b", 0.9), ("c", 0.95))
-        for s in range(3)
-    ]
+    values = {"a": [0.900, 0.901, 0.902], "b": [0.900, 0.9014, 0.9036], "c": [0.950, 0.953, 0.955]}
+    entries = [make_run(sweep, name, s, [v]) for name, vs in values.items() for s, v in enumerate(vs)]
     pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
-    comparisons = compare(load_sweep(sweep).runs).set_index(["init_a", "init_b"])
+    every = compare(sweep)
+    comparisons = every[every.endpoint == ACCURACY].set_index(["init_a", "init_b"])
     assert len(comparisons) == 3
-    p = comparisons.p_value.sort_values()
-    ranks = {pair: rank for rank, pair in enumerate(p.index, start=1)}
-    for pair, value in p.items():  # BH: p * m / rank, then monotone from the top
-        assert comparisons.loc[pair].p_adjusted >= value
-        assert comparisons.loc[pair].p_adjusted <= min(1.0, value * 3 / ranks[pair]) + 1e-12
+    assert list(comparisons.p_adjusted) == pytest.approx(_bh(list(comparisons.p_value)))
     assert not comparisons.loc[("a", "b")].significant and comparisons.loc[("a", "c")].significant
+
+
+def test_a_constant_against_a_sample_is_reported_apart_from_the_family(tmp_path):
+    sweep = tmp_path / "runs"
+    entries = [make_run(sweep, "flat", s, [0.1135]) for s in range(3)]
+    entries += [make_run(sweep, name, s, [v + 0.002 * s * (1 + (name == "b"))])
+                for name, v in (("a", 0.97), ("b", 0.975)) for s in range(3)]  # fmt: skip
+    pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
+    every = compare(sweep)
+    accuracy = every[every.endpoint == ACCURACY].set_index(["init_a", "init_b"])
+    assert accuracy.loc[("flat", "a")].degenerate == "constant vs sample"
+    assert math.isnan(accuracy.loc[("flat", "a")].p_adjusted)
+    assert accuracy.loc[("a", "b")].family_size == 1  # the one pair of trained initializers
+    out = tmp_path / "reports"
+    write_report(sweep, out)
+    report = (out / "report.md").read_text()
+    assert "Pairs reported apart" in report and "constant vs sample" in report
 
 
 def test_incomplete_and_diverged_runs_are_shown_not_dropped(tmp_path):
@@ -187,15 +232,20 @@ def test_every_output_is_written_and_parses(sweep, tmp_path):
     write_report(sweep, out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["alpha"]["test_acc_mean"] == pytest.approx(0.92) and metrics["alpha"]["n_runs"] == 3
+    assert metrics["alpha"]["reached_97"] == 2
     curves = pd.read_csv(out / "curves.csv")
     assert list(curves.columns) == ["initializer", "seed", "epoch", "metric", "value"]
-    assert len(curves) == 6 * (1 + 3 * 3)
-    assert len(pd.read_csv(out / "comparisons.csv")) == 1
-    for figure in ("learning_curves", "final_accuracy", "steps_to_97", "train_loss_steps"):
+    assert len(curves) == 6 * (
+        1 + 3 * 3
+    )  # epoch-level: val/acc at epoch 0, then train/loss, val/acc, val/loss
+    assert set(pd.read_csv(out / "comparisons.csv").endpoint) == {e.label for e in endpoints("val", 100)}
+    assert len(pd.read_csv(out / "endpoints.csv")) == 6
+    for figure in FIGURE_NAMES:
         assert (out / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "784-8-10 MLP" in report and "Adam" in report  # setup derived from the resolved config
-    assert "![Final test error per initializer](figures/final_accuracy.png)" in report
+    assert "![Final test error per initializer (evaluated once)](figures/final_accuracy.png)" in report
+    assert "prediction interval" in report and "Kaplan-Meier" in report
 
 
 @pytest.mark.parametrize(
@@ -220,7 +270,7 @@ def test_missing_manifest_says_what_to_run(tmp_path):
 
 
 # ---- sweeps that vary keys besides init and seed: one report section per group ------------------------------
-OUTPUTS = ("metrics.json", "summary.csv", "comparisons.csv", "curves.csv", "report.md")
+OUTPUTS = ("metrics.json", "summary.csv", "comparisons.csv", "endpoints.csv", "curves.csv", "report.md")
 # 2 keys x 2 values = 4 groups, 2 initializers x 3 seeds in each. Only in one group does beta beat alpha by far;
 # elsewhere the two overlap.
 GROUPS = [
@@ -231,7 +281,7 @@ GROUPS = [
 ]
 DIFFERENT = GROUPS[3]
 FINAL = {  # group -> init -> final test accuracy per seed
-    group: {"alpha": [0.90, 0.91, 0.92], "beta": [0.97, 0.98, 0.99]}
+    group: {"alpha": [0.90, 0.91, 0.92], "beta": [0.97, 0.985, 0.99]}
     if group == DIFFERENT
     else {"alpha": [0.95, 0.96, 0.97], "beta": [0.96, 0.95, 0.97]}
     for group in GROUPS
@@ -309,14 +359,13 @@ def _bh(p_values: list[float]) -> list[float]:
 
 
 def test_initializers_are_tested_within_groups_and_corrected_over_all_tests(grouped_report):
-    comparisons = pd.read_csv(grouped_report / "comparisons.csv")
+    every = pd.read_csv(grouped_report / "comparisons.csv")
+    comparisons = every[every.endpoint == ACCURACY]
     assert len(comparisons) == len(GROUPS)  # one pair (alpha, beta) per group, never across groups
     groups = [f"model.activation={a},optimizer.lr={lr}" for a, lr in
               zip(comparisons["model.activation"], comparisons["optimizer.lr"], strict=True)]  # fmt: skip
     assert groups == GROUPS
-    raw = [
-        float(stats.ttest_ind(FINAL[g]["alpha"], FINAL[g]["beta"], equal_var=False).pvalue) for g in GROUPS
-    ]
+    raw = [float(stats.ttest_rel(FINAL[g]["alpha"], FINAL[g]["beta"]).pvalue) for g in GROUPS]
     assert list(comparisons.p_value) == pytest.approx(raw)
     assert list(comparisons.p_adjusted) == pytest.approx(_bh(raw))
     significant = dict(zip(groups, comparisons.significant, strict=True))
@@ -326,24 +375,23 @@ def test_initializers_are_tested_within_groups_and_corrected_over_all_tests(grou
 def test_metrics_are_keyed_by_group(grouped_report):
     metrics = json.loads((grouped_report / "metrics.json").read_text())
     assert list(metrics) == GROUPS
-    assert metrics[DIFFERENT]["beta"]["test_acc_mean"] == pytest.approx(0.98)
+    assert metrics[DIFFERENT]["beta"]["test_acc_mean"] == pytest.approx((0.97 + 0.985 + 0.99) / 3)
     assert metrics[GROUPS[0]]["alpha"] == {**metrics[GROUPS[0]]["alpha"], "n_runs": 3, "n_failed": 0}
 
 
 def test_figures_per_group_and_report_sections(grouped_report):
     figures = sorted(p.relative_to(grouped_report).as_posix() for p in grouped_report.rglob("*.png"))
-    names = ("final_accuracy", "learning_curves", "steps_to_97", "train_loss_steps")
-    assert figures == [f"figures/{group}/{name}.png" for group in GROUPS for name in names]
+    assert figures == [f"figures/{group}/{name}.png" for group in GROUPS for name in sorted(FIGURE_NAMES)]
     report = (grouped_report / "report.md").read_text()
     assert "varied `model.activation` (relu, tanh), `optimizer.lr` (0.001, 0.003): 4 groups" in report
-    assert "over all 4 tests of the sweep" in report
+    assert "for final test accuracy: over all 4 tests of the sweep" in report
     headings = re.findall(r"^## Group (.*)$", report, flags=re.MULTILINE)
     assert headings == [", ".join(f"`{pair}`" for pair in group.split(",")) for group in GROUPS]
     for figure in figures:  # every figure linked from the report
         assert f"]({figure})" in report
     different = report.split("## Group ")[4]
-    assert "1 of 1 pairwise differences in mean accuracy are significant" in different
-    assert "0 of 1 pairwise differences" in report.split("## Group ")[1]
+    assert "Final test accuracy: 1 of 1 pairs of trained initializers differ significantly" in different
+    assert "Final test accuracy: 0 of 1 pairs" in report.split("## Group ")[1]
 
 
 def test_curves_carry_the_group_keys(grouped_report):
@@ -384,7 +432,7 @@ def test_an_empty_group_column_reports_as_a_manifest_without_one(tmp_path):
     files = sorted(
         p.relative_to(without / "reports") for p in (without / "reports").rglob("*") if p.is_file()
     )
-    assert {f.as_posix() for f in files} >= {*OUTPUTS, "figures/learning_curves.png"}
+    assert {f.as_posix() for f in files} >= {*OUTPUTS, "figures/forest_plot.png"}
     for name in files:
         left, right = (without / "reports" / name).read_bytes(), (with_empty / "reports" / name).read_bytes()
         assert left.replace(b"/without/", b"/with/") == right, name
@@ -471,11 +519,34 @@ def test_figures_of_groups_no_longer_swept_are_removed_and_nothing_else(tmp_path
     assert figures == [
         ".initstudy-figures.json",
         "final_accuracy.png",
-        "learning_curves.png",
+        "forest_plot.png",
+        "loss_by_step.png",
         "mine",
         "mine/final_accuracy.png",
         "sketch.png",
-        "steps_to_97.png",
-        "train_loss_steps.png",
+        "time_to_97.png",
+        "val_error_by_step.png",
     ]
     assert (out / "figures" / "sketch.png").read_bytes() == b"a user's figure"
+
+
+def test_pairs_with_an_initializer_that_did_not_train_are_set_apart_on_every_endpoint(tmp_path):
+    """zeros' losses vary a little with the seed, so they are no constant; its pairs still leave the families."""
+    sweep = tmp_path / "runs"
+    entries = [make_run(sweep, "flat", s, [0.1135 + 0.0001 * s]) for s in range(3)]
+    entries += [make_run(sweep, name, s, [v + 0.002 * s * (1 + (name == "b"))])
+                for name, v in (("a", 0.97), ("b", 0.975)) for s in range(3)]  # fmt: skip
+    pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
+    data = load_sweep(sweep)
+    per_run = run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)
+    compared = endpoints("val", STEPS_PER_EPOCH)
+    kept = adjust(compare_endpoints(per_run, compared, margin=0.005))
+    apart = adjust(compare_endpoints(per_run, compared, margin=0.005, set_apart={"flat"}))
+    flat_pairs = apart.init_a.eq("flat") | apart.init_b.eq("flat")
+    assert (apart[flat_pairs].degenerate != "").all()
+    flat_accuracy = apart[flat_pairs & (apart.endpoint == ACCURACY)]
+    assert (flat_accuracy.degenerate == "did not train vs trained").all() and len(flat_accuracy) == 2
+    assert apart[flat_pairs].p_adjusted.isna().all() and not apart[flat_pairs].significant.any()
+    accuracy = apart[apart.endpoint == ACCURACY]
+    assert accuracy.set_index(["init_a", "init_b"]).loc[("a", "b")].family_size == 1
+    assert kept[kept.endpoint == ACCURACY].family_size.max() == 3  # without it: 3 tests

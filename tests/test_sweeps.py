@@ -182,7 +182,7 @@ def test_a_sweep_over_learning_rate_resumes_without_touching_a_file(data_repo: P
 @pytest.mark.slow
 def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data_repo: Path):
     tune = ["--multirun", "hydra/sweeper=tune", "hydra.sweeper.n_trials=3", "init=he_uniform", "seed=0",
-            "optimizer.lr=tag(log,interval(1e-4,1e-1))", "data.train_size=200", "data.val_fraction=0.25"]  # fmt: skip
+            "optimizer.lr=tag(log,interval(1e-4,1e-1))", "data.train_size=200", "data.val_size=50"]  # fmt: skip
     run(python_module("initstudy.train", *tune), data_repo)
     manifest = pd.read_csv(data_repo / "runs/manifest.csv", keep_default_na=False)
     assert len(manifest) == 3 and manifest.run_dir.is_unique
@@ -219,7 +219,7 @@ def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data
 @pytest.mark.slow
 def test_a_trial_the_tuner_chose_is_validated_before_it_trains(data_repo: Path):
     tune = ["--multirun", "hydra/sweeper=tune", "hydra.sweeper.n_trials=1", "init=he_uniform", "seed=0",
-            "optimizer.lr=interval(-0.5,-0.1)", "data.val_fraction=0.25"]  # fmt: skip
+            "optimizer.lr=interval(-0.5,-0.1)"]  # fmt: skip
     result = run(python_module("initstudy.train", *tune), data_repo, check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]

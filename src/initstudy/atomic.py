@@ -17,6 +17,11 @@ def _umask() -> int:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename (see :func:`write_bytes`)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
     """Write through a temporary file in the same folder, then rename. The file gets the ordinary
     permissions of a new file (0666 less the umask: group and others can read on a shared filesystem), not
     the 0600 that ``mkstemp`` gives its temporary files."""
@@ -24,8 +29,8 @@ def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
             os.fchmod(file.fileno(), 0o666 & ~_umask())

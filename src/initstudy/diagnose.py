@@ -23,7 +23,7 @@ import pandas as pd
 
 from initstudy import atomic, numerics
 from initstudy.config import ConfigError, compose_config, repo_root
-from initstudy.report.figures import DPI, palette
+from initstudy.report.figures import DPI, colour_map
 from initstudy.sweep import plan
 
 if TYPE_CHECKING:  # torch is imported in diagnose(), once the numerics profile is applied
@@ -148,7 +148,7 @@ def statements(summary: pd.DataFrame) -> list[str]:
 def figures(summary: pd.DataFrame, activations: dict, out: Path, pair: list[str]) -> dict[str, str]:
     made = {}
     inits = list(dict.fromkeys(summary.init))
-    colours = palette(inits)
+    colours = colour_map(inits)
     deepest = summary.depth.max()
     for statistic, title, name in (("act_std", "activation std", "activation_std.png"),
                                    ("grad_act_std", "std of dL/d(activation)", "gradient_std.png")):  # fmt: skip

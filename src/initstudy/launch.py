@@ -156,10 +156,10 @@ class Preflight(Callback):
         environment, values, data files), each job again when it starts."""
         apply_numerics([config])
         sweep.validate_job(config)
-        if not config.data.val_fraction:
+        if not config.data.val_size:
             raise ConfigError(
-                f"invalid data.val_fraction={config.data.val_fraction} for a tuning sweep: the tuner would maximise "
-                "the test accuracy (tuning on the test set); hold out a validation split, e.g. data.val_fraction=0.1"
+                f"invalid data.val_size={config.data.val_size} for a tuning sweep: the tuner would maximise the "
+                "test accuracy (tuning on the test set); hold out a validation split, e.g. data.val_size=10000"
             )
         sweep.check_data_files([config])
         return config

@@ -9,6 +9,11 @@ and the steps counted here (``total_steps``): Lightning's wrapper, which would c
 and float32 and bfloat16 need none of its gradient scaling (16-mixed would; it is refused in the config).
 Each chunk's step losses stay on the device as one stacked tensor; the only host sync per chunk is the
 finiteness check that lets a diverging run stop within ``steps_per_chunk`` steps.
+
+Convergence is measured at step resolution: every ``val_every_n_steps`` optimizer steps (inside a chunk, at the
+exact step) the module runs a full pass over the evaluation split, which lives on the device, so a pass is a
+few large forward matmuls. Together with the pass at step 0 (Lightning's sanity pass) and at every epoch end
+(its validation loop) they form the step series (``step_evaluations``) that time-to-threshold is read from.
 """
 
 from __future__ import annotations
@@ -47,12 +52,14 @@ class InitStudyModule(pl.LightningModule):
         optimizer_factory: Callable[..., torch.optim.Optimizer],
         steps_per_epoch: int,
         stop_on_divergence: bool = True,
+        val_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer_factory
         self.steps_per_epoch = steps_per_epoch
         self.stop_on_divergence = stop_on_divergence
+        self.val_every_n_steps = val_every_n_steps
         self.automatic_optimization = False
         self.divergence: Divergence | None = None
         self._last_finite_loss: float | None = None
@@ -60,7 +67,10 @@ class InitStudyModule(pl.LightningModule):
         self.eval_seconds = 0.0  # wall time spent in the per-epoch evaluation passes (timing.json)
         self.evaluations: list[Evaluation] = []  # one per validation pass, epoch 0 (at init) first
         self.test_evaluation: Evaluation | None = None  # trainer.test's pass over the test split
+        # (optimizer step, evaluation) every val_every_n_steps steps, in step order (epoch ends not included)
+        self.step_evaluations: list[tuple[int, Evaluation]] = []
         self._chunk_losses: list[torch.Tensor] = []
+        self._loss_total = torch.zeros((), dtype=torch.float64)  # sum of every step's loss, on the device
         self._step_sizes: list[int] = []
         self._eval_sums = torch.zeros(3)
         self._predicted = torch.zeros(0, dtype=torch.int64)
@@ -86,13 +96,27 @@ class InitStudyModule(pl.LightningModule):
             self.manual_backward(loss)
             optimizer.step()
             losses.append(loss.detach())
+            self.total_steps += 1
+            if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
+                self._evaluate_at_step()
         chunk_losses = torch.stack(losses)
         self._chunk_losses.append(chunk_losses)
+        self._loss_total = self._loss_total.to(chunk_losses.device) + chunk_losses.double().sum()
         self._step_sizes.extend(len(labels) for _, labels in chunk)
-        self.total_steps += len(chunk)
         # The one host sync per chunk: lets a diverging run stop within steps_per_chunk steps.
         if self.stop_on_divergence and not bool(torch.isfinite(chunk_losses).all()):
             self._record_divergence()
+
+    @torch.no_grad()
+    def _evaluate_at_step(self) -> None:
+        """A full pass over the evaluation split now, between two optimizer steps (the Trainer's precision
+        context of the training step applies, as in its validation loop)."""
+        started = time.perf_counter()
+        self._start_evaluation()
+        for batch in self.trainer.datamodule.val_dataloader():
+            self._accumulate(batch)
+        self.step_evaluations.append((self.total_steps, self._finish_evaluation()))
+        self.eval_seconds += time.perf_counter() - started
 
     def _record_divergence(self) -> None:
         losses, _ = self.epoch_step_losses()
@@ -113,6 +137,11 @@ class InitStudyModule(pl.LightningModule):
         return torch.cat(self._chunk_losses).float().cpu(), torch.tensor(
             self._step_sizes, dtype=torch.float32
         )
+
+    def mean_step_loss(self) -> float | None:
+        """The mean of every optimizer step's training loss: the area under the per-step loss curve divided by
+        the steps (a convergence endpoint: lower = faster). NaN once a loss was not finite."""
+        return float(self._loss_total) / self.total_steps if self.total_steps else None
 
     def on_train_epoch_end(self) -> None:
         losses, _ = self.epoch_step_losses()

@@ -7,6 +7,10 @@ The interval is the Trainer's own ``log_every_n_steps`` (``trainer.log_every_n_s
 counted in optimizer steps: one ``train/loss_step`` point, the window's mean, whenever the step count
 reaches a multiple of it. Lightning's own on-step flush (``self.log(on_step=True)``) cannot do this here: it
 counts Lightning batches, which are chunks of ``steps_per_chunk`` optimizer steps.
+
+The evaluation split also gets a step series, ``<split>/loss_step`` and ``<split>/acc_step``: the pass at step 0,
+every ``module.val_every_n_steps`` steps and every epoch end, with the optimizer step as its position. Time to a
+threshold is read from it (initstudy.convergence).
 """
 
 from __future__ import annotations
@@ -49,12 +53,25 @@ class RunRecorder(pl.Callback):
             self._add(epoch, step, metric, value)
         return points
 
+    def _add_step_series(self, module: InitStudyModule, epoch: int, first_step: int, step: int) -> list:
+        """The evaluation passes of steps (first_step, step], the epoch end's included: (name, value, step)."""
+        passes = [(at, e) for at, e in module.step_evaluations if first_step < at < step]
+        if len(module.evaluations) > epoch:
+            passes.append((step, module.evaluations[epoch]))
+        points = []
+        for at, evaluation in passes:
+            for name, value in (("loss_step", evaluation.loss), ("acc_step", evaluation.acc)):
+                self._add(epoch, at, f"{self.eval_split}/{name}", value)
+                points.append((f"{self.eval_split}/{name}", value, at))
+        return points
+
     # hooks ------------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
         self.process_start_to_training = time.time() - psutil.Process().create_time()
         # The sanity pass over the whole evaluation split ran before training: that is epoch 0 (at init).
         points = self._add_evaluation(pl_module, epoch=0, step=0)
-        self._log_to_mlflow(trainer, {name: (value, 0) for name, value in points.items()})
+        series = self._add_step_series(pl_module, epoch=0, first_step=-1, step=0)
+        self._log_to_mlflow(trainer, {name: (value, 0) for name, value in points.items()}, series=series)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -70,7 +87,8 @@ class RunRecorder(pl.Callback):
         for name, value in self._add_evaluation(pl_module, epoch, step).items():
             points[name] = (value, epoch)
         interval = self._interval_points(losses, sizes, first_step, epoch, trainer.log_every_n_steps)
-        self._log_to_mlflow(trainer, points, interval)
+        series = self._add_step_series(pl_module, epoch, first_step, step)
+        self._log_to_mlflow(trainer, points, interval, series)
         # An epoch's cost as a user pays it: its training steps, its evaluation pass and its MLflow write.
         self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
         summary = "  ".join(f"{name} {value:.4f}" for name, (value, _) in points.items())
@@ -105,6 +123,7 @@ class RunRecorder(pl.Callback):
         trainer: pl.Trainer,
         points: dict[str, tuple[float, int]],
         interval: list[tuple[float, int]] = (),  # type: ignore[assignment]
+        series: list[tuple[str, float, int]] = (),  # type: ignore[assignment]
     ) -> None:
         """One batched write per epoch instead of one per metric and step."""
         logger = trainer.logger
@@ -113,5 +132,6 @@ class RunRecorder(pl.Callback):
         started = time.perf_counter()
         points = [(name, value, step) for name, (value, step) in points.items()]
         points += [("train/loss_step", value, step) for value, step in interval]
+        points += list(series)
         tracking.log_points(logger.experiment, logger.run_id, points)
         self.logging_seconds += time.perf_counter() - started

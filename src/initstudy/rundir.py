@@ -44,7 +44,9 @@ SWEEP_STAMP = ".initstudy-runs"  # written into every sweep root the project cre
 STAGING = ".staging"
 LOCK_NAME = ".initstudy.lock"
 MANIFEST = "manifest.csv"
-RESULT_FILES = ("metrics.json", "history.csv", "config.yaml")
+# The weights at step 0 and after training (initstudy.weights writes them).
+WEIGHT_FILES = ("weights_initial.pt", "weights_final.pt")
+RESULT_FILES = ("metrics.json", "history.csv", "config.yaml", *WEIGHT_FILES)
 OWNED_FILES = (*RESULT_FILES, "timing.json", "numerics.json", "provenance.json", MARKER, STAMP, "train.log")
 # Hydra writes these into a job's output folder before the job runs.
 HYDRA_SUBDIR = ".hydra"

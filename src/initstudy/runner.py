@@ -28,8 +28,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from initstudy import atomic, numerics, provenance, rundir, tracking
+from initstudy import atomic, numerics, provenance, rundir, tracking, weights
 from initstudy.config import repo_root
+from initstudy.convergence import THRESHOLDS, first_crossing, threshold_key
 from initstudy.data.datamodule import MNISTDataModule
 from initstudy.faults import pause_point
 from initstudy.model import MLP
@@ -37,8 +38,6 @@ from initstudy.module import Evaluation, InitStudyModule
 from initstudy.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
-
-THRESHOLDS = (0.95, 0.97, 0.98)
 
 
 def run_label(cfg: DictConfig) -> str:
@@ -64,16 +63,24 @@ def configure_process(cfg: DictConfig) -> int:
     return threads
 
 
-def thresholds_reached(history: pd.DataFrame, split: str, steps_per_epoch: int) -> dict[str, int | None]:
-    acc = history[history.metric == f"{split}/acc"].sort_values("epoch")
-    reached: dict[str, int | None] = {}
-    for threshold in THRESHOLDS:
-        hits = acc[acc.value >= threshold]
-        epoch = int(hits.epoch.iloc[0]) if len(hits) else None
-        key = f"{round(threshold * 100)}"
-        reached[f"epochs_to_{key}"] = epoch
-        reached[f"steps_to_{key}"] = None if epoch is None else epoch * steps_per_epoch
-    return reached
+def thresholds_reached(history: pd.DataFrame, split: str) -> dict[str, float | None]:
+    """Optimizer steps to each threshold of ``<split>/acc_step``, interpolated (initstudy.convergence); None
+    for a threshold never reached (censored at ``steps_completed``)."""
+    series = history[history.metric == f"{split}/acc_step"].sort_values("step", kind="stable")
+    steps, values = series.step.tolist(), series.value.tolist()
+    return {
+        f"steps_to_{threshold_key(threshold)}": first_crossing(steps, values, threshold)
+        for threshold in THRESHOLDS
+    }
+
+
+def evaluation_minimum(history: pd.DataFrame, split: str) -> dict[str, float | int | None]:
+    """The lowest ``<split>/loss_step`` and its step: where a validation-driven choice would stop."""
+    series = history[history.metric == f"{split}/loss_step"].dropna(subset=["value"])
+    if series.empty:
+        return {f"{split}/loss_min": None, f"{split}/loss_min_step": None}
+    best = series.loc[series.value.idxmin()]
+    return {f"{split}/loss_min": float(best.value), f"{split}/loss_min_step": int(best.step)}
 
 
 def symmetry_diagnostics(model: MLP, test: Evaluation, labels: torch.Tensor) -> dict[str, Any]:
@@ -250,6 +257,7 @@ class Outcome:
     history: pd.DataFrame
     timing: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # numerics in effect: numerics.json
+    weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # file name: state dict
 
 
 def job_device(cfg: DictConfig, job_index: int) -> tuple[str, list[int] | int, str]:
@@ -264,6 +272,7 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
     quiet_lightning()
     datamodule = build_datamodule(cfg, job_device(cfg, job_index)[2])
     model, _ = build_model(cfg, datamodule.train.images)
+    initial_weights = weights.snapshot(model)
     module = instantiate(cfg.module, model=model, optimizer_factory=instantiate(cfg.optimizer),
                          steps_per_epoch=datamodule.steps_per_epoch)  # fmt: skip
     recorder = RunRecorder(position + run_label(cfg), datamodule.eval.name)
@@ -288,7 +297,8 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
         "torch_threads": threads,
         "torch_version": torch.__version__,
     }
-    return Outcome(metrics, history, timing)
+    saved = {weights.INITIAL: initial_weights, weights.FINAL: weights.snapshot(module.model)}
+    return Outcome(metrics, history, timing, weights=saved)
 
 
 def run_metrics(
@@ -307,10 +317,19 @@ def run_metrics(
         "test/acc": test.acc,
         "test/loss": test.loss,
         "train/loss": float(final_train.iloc[-1]) if len(final_train) else None,
-        **({f"{eval_split}/acc": module.evaluations[-1].acc} if eval_split != "test" else {}),
+        **(
+            {
+                f"{eval_split}/acc": module.evaluations[-1].acc,
+                f"{eval_split}/loss": module.evaluations[-1].loss,
+            }
+            if eval_split != "test"
+            else {}
+        ),
         "epochs_completed": len(final_train),
         "steps_completed": module.total_steps,
-        **thresholds_reached(history, eval_split, datamodule.steps_per_epoch),
+        "train/loss_auc": module.mean_step_loss(),
+        **thresholds_reached(history, eval_split),
+        **evaluation_minimum(history, eval_split),
         **symmetry_diagnostics(module.model, test, datamodule.test.labels),
         "diverged": divergence is not None,
         "diverged_at_step": divergence.step if divergence else None,
@@ -331,6 +350,8 @@ def recorder_timing(recorder: RunRecorder) -> dict[str, Any]:
 def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> None:
     """The run folder's result files (timings apart from results, so that results can be diffed)."""
     atomic.write_text(staging / "history.csv", outcome.history.to_csv(index=False))
+    for name, state in outcome.weights.items():
+        weights.save(state, staging / name)
     atomic.write_json(staging / "metrics.json", outcome.metrics)
     atomic.write_json(staging / "timing.json", outcome.timing)
     # What numerics were in effect (profile, kernels, threads, CPU, device), apart from metrics.json, which

@@ -77,7 +77,11 @@ class DataConfig:
     root: str = checked("a folder (relative to the repo root) holding MNIST/raw/")
     batch_size: int = checked("must be a positive integer", positive_int)
     train_size: int | None = checked("must be a positive integer or null (all 60,000)", positive_int_or_none)
-    val_fraction: float = checked("must be a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1)
+    val_size: int = checked(
+        "must be an integer >= 0 (the last N training images held out for validation; 0: none, the test set "
+        "is evaluated every epoch as in the seed notebook)",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    )
     eval_batch_size: int = checked("must be a positive integer", positive_int)
     steps_per_chunk: int = checked("must be a positive integer", positive_int)
 
@@ -103,6 +107,10 @@ class ModuleConfig:
 
     _target_: str = checked("the LightningModule's class")
     stop_on_divergence: bool = checked("must be true or false")
+    val_every_n_steps: int | None = checked(
+        "must be a positive integer (optimizer steps between validation passes) or null (once per epoch only)",
+        positive_int_or_none,
+    )
 
 
 @dataclass

@@ -268,22 +268,16 @@ def data_facts(raw_dir: Path) -> DataFacts:
 
 def check_fits_data(cfg: DictConfig, facts: DataFacts) -> None:
     """Values that are valid alone but not for this data: sizes, the split, the class count."""
-    available = facts.train_images
-    size = cfg.data.train_size
-    if size is not None and size > available:
+    available, val_size, size = facts.train_images, cfg.data.val_size, cfg.data.train_size
+    if val_size >= available:
         raise ConfigError(
-            f"invalid data.train_size={size}: the data has {available} training images (use at most that, "
-            "or null)"
+            f"invalid data.val_size={val_size}: of {available} training images it leaves none to train on "
+            f"(use at most {available - 1})"
         )
-    n = available if size is None else size
-    n_val = round(n * cfg.data.val_fraction)
-    if cfg.data.val_fraction > 0 and n_val == 0:
+    if size is not None and size > available - val_size:
         raise ConfigError(
-            f"invalid data.val_fraction={cfg.data.val_fraction}: of {n} training images it holds out none"
-        )
-    if n - n_val < 1:
-        raise ConfigError(
-            f"invalid data.val_fraction={cfg.data.val_fraction}: of {n} training images it leaves none to train on"
+            f"invalid data.train_size={size}: the data has {available} training images, {val_size} of them "
+            f"held out (data.val_size); use at most {available - val_size}, or null"
         )
     if cfg.model.num_classes < facts.classes:
         raise ConfigError(

@@ -198,7 +198,7 @@ def log_points(client: Any, run_id: str, points: Iterable[tuple[str, float, int]
 def history_points(history: pd.DataFrame) -> list[tuple[str, float, int]]:
     """history.csv as MLflow points: per-epoch metrics at their epoch, the interval loss at its step."""
     return [
-        (row.metric, float(row.value), int(row.step if row.metric == "train/loss_step" else row.epoch))
+        (row.metric, float(row.value), int(row.step if row.metric.endswith("_step") else row.epoch))
         for row in history.itertuples(index=False)
     ]
 
@@ -208,11 +208,16 @@ def log_history(client: Any, run_id: str, history: pd.DataFrame) -> None:
 
 
 def log_final(client: Any, run_id: str, metrics: Mapping[str, Any], run_dir: Path) -> None:
-    """The run's final metrics (``final/...``), the divergence tag and the run folder as artifacts."""
+    """The run's final metrics (``final/...``), the divergence tag and the run folder as artifacts (its
+    results and its initial and final weights, so that a run's model can be fetched from MLflow)."""
     from mlflow.entities import RunTag
 
     numeric = [(f"final/{key}", float(value), 0) for key, value in metrics.items()
                if isinstance(value, int | float) and not isinstance(value, bool)]  # fmt: skip
+    # The test set's one evaluation, also under its plain name (at the last epoch) for the run-comparison view.
+    epochs = int(metrics.get("epochs_completed") or 0)
+    numeric += [(key, float(metrics[key]), epochs) for key in ("test/acc", "test/loss")
+                if isinstance(metrics.get(key), int | float)]  # fmt: skip
     log_points(client, run_id, numeric)
     retry(client.log_batch, run_id, tags=[RunTag("diverged", str(metrics.get("diverged")).lower())])
     retry(client.log_artifacts, run_id, str(run_dir))

@@ -87,7 +87,11 @@ class EvaluationBatches:
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """Training split plus one evaluation split (the test set, or a held-out part of train), and the test set.
+    """Training split plus one evaluation split, and the test set.
+
+    The evaluation split is the validation split (the last ``val_size`` images of the 60,000 training images)
+    when ``val_size`` > 0, else the test set (the seed notebook's protocol). ``train_size`` takes the first
+    images of what is left, so every training size meets the same validation images.
 
     Built by ``hydra.utils.instantiate(cfg.data, root=..., seed=..., device=...)`` (conf/data/mnist.yaml)."""
 
@@ -97,7 +101,7 @@ class MNISTDataModule(pl.LightningDataModule):
         batch_size: int,
         seed: int,
         train_size: int | None = None,
-        val_fraction: float = 0.0,
+        val_size: int = 0,
         eval_batch_size: int = 10_000,
         steps_per_chunk: int = 32,
         device: str | torch.device = "cpu",
@@ -106,7 +110,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.device = torch.device(device)
         self.root = Path(root)
         self.batch_size, self.seed = batch_size, seed
-        self.train_size, self.val_fraction = train_size, val_fraction
+        self.train_size, self.val_size = train_size, val_size
         self.eval_batch_size, self.steps_per_chunk = eval_batch_size, steps_per_chunk
         self.train: Split | None = None
         self.eval: Split | None = None
@@ -119,14 +123,18 @@ class MNISTDataModule(pl.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else self.device
         train_x, train_y = load_mnist(self.root, train=True)
         test_x, test_y = load_mnist(self.root, train=False)
-        if self.train_size is not None:  # a copy, so that the full 60,000-image storage is released
-            train_x, train_y = train_x[: self.train_size].clone(), train_y[: self.train_size].clone()
-        n_val = round(len(train_y) * self.val_fraction)
+        n_pool = len(train_y) - self.val_size  # the images not held out
+        n_train = n_pool if self.train_size is None else self.train_size
         self.test = Split("test", test_x.to(device), test_y.to(device))
-        n_train = len(train_y) - n_val
-        self.train = Split("train", train_x[:n_train].to(device), train_y[:n_train].to(device))
-        if n_val:
-            self.eval = Split("val", train_x[-n_val:].to(device), train_y[-n_val:].to(device))
+        # Copies, so that the full 60,000-image storage is released.
+        self.train = Split(
+            "train", train_x[:n_train].clone().to(device), train_y[:n_train].clone().to(device)
+        )
+        if self.val_size:
+            held_out = slice(n_pool, None)
+            self.eval = Split(
+                "val", train_x[held_out].clone().to(device), train_y[held_out].clone().to(device)
+            )
         else:
             self.eval = self.test
 

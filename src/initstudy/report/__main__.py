@@ -1,7 +1,8 @@
 """``python -m initstudy.report [--runs runs] [--out reports]``: the DVC ``report`` stage.
 
 Reads only the runs listed in ``<runs>/manifest.csv`` (never MLflow) and writes, atomically:
-metrics.json (DVC metrics), summary.csv, comparisons.csv, curves.csv (DVC plots), figures/*.png, report.md.
+metrics.json (DVC metrics), summary.csv, comparisons.csv, endpoints.csv (every run's compared endpoints),
+curves.csv (DVC plots), figures/*.png, report.md.
 A sweep that varies keys besides init and seed (the manifest's ``group``) is reported per group: tables gain
 the group's keys as columns, metrics.json is keyed by group, figures go to figures/<group>/.
 """
@@ -23,6 +24,8 @@ from initstudy import atomic
 from initstudy.faults import pause_point
 from initstudy.report import figures
 from initstudy.report.depth import is_depth_sweep, write_depth_report
+from initstudy.report.endpoints import endpoints, run_endpoints, times_to
+from initstudy.report.inference import DEFAULT_MARGIN
 from initstudy.report.load import (
     RunFileError,
     SweepRuns,
@@ -32,7 +35,7 @@ from initstudy.report.load import (
     with_group_keys,
 )
 from initstudy.report.markdown import Section, render
-from initstudy.report.stats import adjust, pairwise, summarize
+from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
 
 
 def metrics_json(summary: pd.DataFrame) -> dict:
@@ -44,6 +47,10 @@ def metrics_json(summary: pd.DataFrame) -> dict:
             "test_acc_std": row.acc_std,
             "test_loss_mean": row.loss_mean,
             "test_loss_std": row.loss_std,
+            "steps_to_97_km_median": row.steps_to_97_km_median,
+            "reached_97": int(row.reached_97),
+            "train_loss_auc_mean": row.train_loss_auc_mean,
+            "val_loss_min_mean": row.val_loss_min_mean,
             "n_runs": int(row.n_complete),
             "n_diverged": int(row.n_diverged),
             "n_failed": int(row.n_failed),
@@ -52,8 +59,9 @@ def metrics_json(summary: pd.DataFrame) -> dict:
 
 
 def curves(history: pd.DataFrame) -> pd.DataFrame:
-    """Long format, epoch-level: initializer, seed, epoch, metric, value."""
-    per_epoch = history[history.metric != "train/loss_step"]
+    """Long format, epoch-level (DVC plots): initializer, seed, epoch, metric, value. The step series
+    (``*_step``) are in the figures and history.csv."""
+    per_epoch = history[~history.metric.str.endswith("_step")]
     frame = per_epoch.rename(columns={"init": "initializer"})[
         ["initializer", "seed", "epoch", "metric", "value"]
     ]
@@ -127,7 +135,9 @@ def remove_stale_staging(out_dir: Path) -> None:
                 folder.rmdir()
 
 
-def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = None) -> dict:
+def write_report(
+    runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = None, margin: float = DEFAULT_MARGIN
+) -> dict:
     """Read and check every run first, write everything to a staging folder, and only then replace the
     previous report's files: a failure at any point leaves the previous report as it was."""
     sweep = load_sweep(runs_dir)
@@ -135,7 +145,7 @@ def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = N
     remove_stale_staging(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
-        written = _write(sweep, staging, out_dir, diagnostics_dir)
+        written = _write(sweep, staging, out_dir, diagnostics_dir, margin)
     except BaseException:
         remove_stale_staging(out_dir)
         raise
@@ -145,43 +155,59 @@ def write_report(runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = N
 
 
 FIGURES = {
-    "Test error and training loss per epoch": "learning_curves.png",
-    "Final test error per initializer": "final_accuracy.png",
-    "Optimizer steps to 97% test accuracy": "steps_to_97.png",
-    "Training loss against optimizer steps": "train_loss_steps.png",
+    "Final test error per initializer (evaluated once)": "final_accuracy.png",
+    "Differences between initializers with 95% CIs and the equivalence margin": "forest_plot.png",
+    "Training and validation loss against optimizer steps (mean, min-max band over seeds)": "loss_by_step.png",
+    "Validation error against optimizer steps (mean, min-max band over seeds)": "val_error_by_step.png",
+    "Runs not yet at 97% validation accuracy (Kaplan-Meier)": "time_to_97.png",
 }
 
 
-def draw_figures(part: SweepRuns, summary: pd.DataFrame, split: str, figure_dir: Path, group: str) -> None:
-    """The four figures of one group (the whole sweep when there is one), titled with the group."""
+def draw_figures(
+    part: SweepRuns, summary: pd.DataFrame, comparisons: pd.DataFrame, figure_dir: Path, group: str
+) -> None:
+    """The figures of one group (the whole sweep when there is one), titled with the group."""
     inits = list(summary.init)
     figure_dir.mkdir(parents=True, exist_ok=True)
-    path = {caption: figure_dir / file for caption, file in FIGURES.items()}
-    figures.learning_curves(part.history, inits, split, path["Test error and training loss per epoch"], group)
-    figures.final_accuracy(part.runs, summary, path["Final test error per initializer"], group)
-    figures.steps_to_threshold(part.runs, summary, "97", path["Optimizer steps to 97% test accuracy"], group)
-    figures.train_loss_by_step(part.history, inits, path["Training loss against optimizer steps"], group)
+    path = {file: figure_dir / file for file in FIGURES.values()}
+    figures.final_accuracy(part.runs, summary, path["final_accuracy.png"], group)
+    figures.forest_plot(comparisons, path["forest_plot.png"], group)
+    figures.loss_by_step(part.history, inits, path["loss_by_step.png"], group)
+    figures.val_error_by_step(part.history, inits, path["val_error_by_step.png"], group)
+    figures.time_to_threshold(times_to(part.runs, 0.97), path["time_to_97.png"], "97%", group)
 
 
-def _write(sweep: SweepRuns, out_dir: Path, link_base: Path, diagnostics_dir: Path | None) -> dict:
+def evaluation_split(config: dict) -> tuple[str, str]:
+    """The split every curve is measured on: ('val', 'validation') with a held-out split, else the test set."""
+    return ("val", "validation") if int(config.get("data", {}).get("val_size") or 0) > 0 else ("test", "test")
+
+
+def _write(
+    sweep: SweepRuns, out_dir: Path, link_base: Path, diagnostics_dir: Path | None, margin: float
+) -> dict:
     if is_depth_sweep(sweep.runs):
         return write_depth_report(sweep, out_dir, diagnostics_dir, link_base)
-    split = "val" if (sweep.config.get("data", {}).get("val_fraction") or 0) > 0 else "test"
+    split, split_name = evaluation_split(sweep.config)
+    first_eval_step = sweep.config.get("module", {}).get("val_every_n_steps")
+    compared = endpoints(split, first_eval_step)
     groups = split_groups(sweep)
-    # Initializers are compared within a group; the correction runs over every test of the sweep at once (the
-    # report reads them all together), which for a single group is the correction over its pairs.
-    tests = [pairwise(part.runs).assign(group=name) for name, part in groups]
+    per_run = {name: run_endpoints(part.runs, part.history, split, first_eval_step) for name, part in groups}
+    # Initializers are compared within a group; the correction runs per endpoint over every test of the sweep
+    # at once (the report reads them all together), which for a single group is the correction over its pairs.
+    tests = [
+        compare_endpoints(per_run[name], compared, margin, set_apart=untrained(part.runs)).assign(group=name)
+        for name, part in groups
+    ]
     comparisons = adjust(pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True))
     sections = []
     for name, part in groups:
-        summary = summarize(part.runs, part.history)
+        summary = summarize(part.runs, per_run[name])
         tested = comparisons[comparisons.group == name] if len(comparisons) else comparisons
+        tested = tested.drop(columns="group", errors="ignore").reset_index(drop=True)
         folder = Path("figures", group_folder(name))
-        draw_figures(part, summary, split, out_dir / folder, name)
+        draw_figures(part, summary, tested, out_dir / folder, name)
         links = {caption: (folder / file).as_posix() for caption, file in FIGURES.items()}
-        sections.append(
-            Section(name, part.runs, summary, tested.drop(columns="group", errors="ignore"), links)
-        )
+        sections.append(Section(name, part.runs, summary, tested, links, split_name, margin))
 
     grouped = len(groups) > 1
     metrics = {s.group: metrics_json(s.summary) for s in sections}
@@ -189,6 +215,7 @@ def _write(sweep: SweepRuns, out_dir: Path, link_base: Path, diagnostics_dir: Pa
     for file, frames in (
         ("summary.csv", [with_group_keys(s.summary, s.group) for s in sections]),
         ("comparisons.csv", [with_group_keys(s.comparisons, s.group) for s in sections]),
+        ("endpoints.csv", [with_group_keys(per_run[name], name) for name, _ in groups]),
         ("curves.csv", [with_group_keys(curves(part.history), name) for name, part in groups]),
     ):
         atomic.write_text(out_dir / file, pd.concat(frames, ignore_index=True).to_csv(index=False))
@@ -206,9 +233,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="sweep folder holding manifest.csv")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
     parser.add_argument("--diagnostics", type=Path, default=None, help="output folder of the diagnose stage")
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        help=f"equivalence margin for accuracy differences, as a fraction (default {DEFAULT_MARGIN} = ±0.5 pp)",
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.margin < 1:
+        parser.error(f"invalid --margin={args.margin}: must be a fraction in (0, 1), e.g. 0.005 for ±0.5 pp")
     try:
-        means = write_report(args.runs, args.out, args.diagnostics)
+        means = write_report(args.runs, args.out, args.diagnostics, args.margin)
     except (RunFileError, FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -9,15 +9,19 @@ import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from initstudy import atomic
-from initstudy.report.figures import DPI, palette, titled
+from initstudy.report.endpoints import planned_steps, times_to
+from initstudy.report.figures import colour_map, save, titled
+from initstudy.report.inference import survival
 from initstudy.report.load import SweepRuns, group_folder, parse_group, split_groups, with_group_keys
 from initstudy.report.markdown import _fmt, _table
 
@@ -35,22 +39,18 @@ def is_depth_sweep(runs: pd.DataFrame) -> bool:
     return runs.depth.nunique() > 1 or (runs.activation.nunique() > 1 and not grouped_by_activation)
 
 
-def steps_to(history: pd.DataFrame, run_dir: str, threshold: float) -> float:
-    """Optimizer steps until the run's test accuracy first reaches ``threshold`` (NaN if never)."""
-    acc = history[(history.run_dir == run_dir) & (history.metric == "test/acc")].sort_values("step")
-    hits = acc[acc.value >= threshold]
-    return float(hits.step.iloc[0]) if len(hits) else math.nan
-
-
 def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """One row per (activation, depth, initializer). Steps to 90% are the runs' interpolated crossings of the
+    per-step evaluation series (metrics.json), right-censored: Kaplan-Meier median over the cell's runs, with
+    the count that got there."""
+    horizon = planned_steps(runs[runs.status == "complete"])
     rows = []
     for (activation, depth, init), group in runs.groupby(["activation", "depth", "init"], sort=False):
         done = group[group.status == "complete"]
         acc = done["test/acc"].astype(float)
         diverged = done.get("diverged", pd.Series(dtype=bool)).fillna(False).astype(bool)
-        reached = pd.Series(
-            [steps_to(history, d, SPEED_THRESHOLD) for d in done.run_dir], dtype=float
-        ).dropna()
+        times = times_to(group, SPEED_THRESHOLD)
+        curve = survival(times.steps.tolist(), times.reached.tolist(), horizon)
         failed = int(
             (acc < FAILS_BELOW).sum()
             + diverged[acc >= FAILS_BELOW].sum()
@@ -60,7 +60,8 @@ def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             "activation": activation, "depth": int(depth), "init": init, "n_runs": len(group),
             "acc_mean": acc.mean(), "acc_std": acc.std(ddof=1) if len(acc) > 1 else math.nan, "acc_min": acc.min(),
             "n_diverged": int(diverged.sum()), "n_failed_to_train": failed,
-            "steps_to_90_median": reached.median() if len(reached) else math.nan, "reached_90": len(reached),
+            "steps_to_90_km_median": curve.median, "reached_90": curve.n_reached, "total_90": curve.n_total,
+            "steps_to_90_rmst": curve.rmst,
         })  # fmt: skip
     return (
         pd.DataFrame(rows).sort_values(["activation", "init", "depth"], kind="stable").reset_index(drop=True)
@@ -91,9 +92,10 @@ def diagnostics_beside(summary: pd.DataFrame, diagnostics: pd.DataFrame | None) 
     return out
 
 
-def accuracy_figure(summary: pd.DataFrame, path: Path, group: str = "") -> None:
+def accuracy_figure(summary: pd.DataFrame, path: Path, group: str = "") -> Figure:
+    """Final test accuracy against depth per activation (used by the earlier depth layout)."""
     activations = list(dict.fromkeys(summary.activation))
-    colours = palette(list(dict.fromkeys(summary.init)))
+    colours = colour_map(dict.fromkeys(summary.init))
     fig, axes = plt.subplots(
         1, len(activations), figsize=(5.5 * len(activations), 4), squeeze=False, sharey=True
     )
@@ -116,30 +118,87 @@ def accuracy_figure(summary: pd.DataFrame, path: Path, group: str = "") -> None:
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    return save(fig, path)
+
+
+def count_annotations(summary: pd.DataFrame, column: str, reached: str, total: str, fmt: str) -> pd.DataFrame:
+    """Cell texts for :func:`heatmap_figure` that carry their count: "412 (2/3)", or "– (0/3)" when no run
+    got there; a median over the runs that reached a threshold means little without how many did."""
+    texts = [
+        f"{'–' if pd.isna(value) else format(value, fmt)} ({int(done)}/{int(runs)})"
+        for value, done, runs in zip(summary[column], summary[reached], summary[total], strict=True)
+    ]
+    return pd.DataFrame({column: texts}, index=summary.index)
+
+
+def _cell_texts(summary: pd.DataFrame, column: str, fmt: str, annotations: pd.DataFrame | None) -> pd.Series:
+    """One text per summary row: its annotation when given, else the value formatted ("–" for none)."""
+    texts = summary[column].map(lambda value: "–" if pd.isna(value) else format(value, fmt))
+    if annotations is None:
+        return texts
+    given = annotations[column] if column in annotations else annotations.iloc[:, 0]
+    given = given.reindex(summary.index)
+    return given.where(given.map(lambda text: isinstance(text, str)), texts)
+
+
+def _ink(colour: tuple) -> str:
+    """Black on light cells, white on dark ones (relative luminance), so every annotation stays legible."""
+    red, green, blue = colour[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
 
 
 def heatmap_figure(
-    summary: pd.DataFrame, column: str, title: str, path: Path, fmt: str, group: str = ""
-) -> None:
+    summary: pd.DataFrame,
+    column: str,
+    title: str,
+    path: Path,
+    fmt: str,
+    group: str = "",
+    annotations: pd.DataFrame | None = None,
+    colorbar_label: str | None = None,
+) -> Figure:
+    """``column`` per initializer (rows) and depth (columns), one panel per activation on one colour scale.
+
+    ``annotations``: strings indexed like ``summary``, in a column named ``column`` (or its only column), the
+    same shape as the values they label; shown in the cells instead of the formatted value, e.g.
+    :func:`count_annotations`' "412 (2/3)". Cells without a run stay grey with "–".
+    """
     activations = list(dict.fromkeys(summary.activation))
-    fig, axes = plt.subplots(1, len(activations), figsize=(5.5 * len(activations), 3.6), squeeze=False)
+    inits = list(dict.fromkeys(summary.init))
+    depths = sorted(summary.depth.unique())
+    texts = _cell_texts(summary, column, fmt, annotations)
+    finite = summary[column].astype(float)
+    finite = finite[np.isfinite(finite)]
+    norm = matplotlib.colors.Normalize(*(finite.min(), finite.max()) if len(finite) else (0, 1))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#e4e4e4")
+    longest = max((len(text) for text in texts), default=1)
+    cell_width = max(0.55, 0.065 * longest + 0.15)
+    fig, axes = plt.subplots(
+        1, len(activations), squeeze=False, layout="constrained",
+        figsize=(len(activations) * (1.7 + cell_width * len(depths)) + 1.0, 1.5 + 0.5 * len(inits)),
+    )  # fmt: skip
+    image = None
     for ax, activation in zip(axes[0], activations, strict=True):
-        table = summary[summary.activation == activation].pivot(index="init", columns="depth", values=column)
-        table = table.reindex(list(dict.fromkeys(summary.init)))
-        image = ax.imshow(table.to_numpy(dtype=float), aspect="auto", cmap="viridis")
-        ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
-        ax.set_yticks(range(len(table.index)), table.index)
-        for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
-            ax.text(j, i, "–" if math.isnan(value) else format(value, fmt), ha="center", va="center", fontsize=7,
-                    color="white")  # fmt: skip
-        ax.set(xlabel="hidden layers", title=activation)
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle(titled(title, group), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+        part = summary[summary.activation == activation].assign(_text=texts)
+        values = part.pivot(index="init", columns="depth", values=column).reindex(index=inits, columns=depths)
+        labels = part.pivot(index="init", columns="depth", values="_text").reindex(
+            index=inits, columns=depths
+        )
+        grid = values.to_numpy(dtype=float)
+        image = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm)
+        for (i, j), value in np.ndenumerate(grid):
+            text = labels.iat[i, j] if isinstance(labels.iat[i, j], str) else "–"
+            ink = "black" if math.isnan(value) else _ink(cmap(norm(value)))
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=ink)
+        ax.set_xticks(range(len(depths)), [str(d) for d in depths], fontsize=9)
+        ax.set_yticks(range(len(inits)), inits, fontsize=9)
+        ax.set_xlabel("hidden layers", fontsize=9)
+        ax.set_title(activation, fontsize=10)
+    colorbar = fig.colorbar(image, ax=axes[0].tolist(), fraction=0.04, pad=0.02)
+    colorbar.set_label(colorbar_label or title.split(" (")[0], fontsize=8)  # the title less its notes
+    colorbar.ax.tick_params(labelsize=8)
+    fig.suptitle(titled(title, group), fontsize=10)
+    return save(fig, path)
 
 
 def statements(summary: pd.DataFrame) -> list[str]:
@@ -177,9 +236,11 @@ def draw_depth_figures(summary: pd.DataFrame, figure_dir: Path, group: str) -> N
     heatmap_figure(
         summary, "acc_mean", "Mean final test accuracy", figure_dir / "accuracy_heatmap.png", ".2f", group
     )
-    heatmap_figure(summary, "steps_to_90_median",
-                   "Median optimizer steps to 90% test accuracy (– = never; evaluated once per epoch)",
-                   figure_dir / "steps_to_90_heatmap.png", ".0f", group)  # fmt: skip
+    heatmap_figure(summary, "steps_to_90_km_median",
+                   "Optimizer steps to 90% validation accuracy: Kaplan-Meier median (reached/runs; – = under half)",
+                   figure_dir / "steps_to_90_heatmap.png", ".0f", group,
+                   annotations=count_annotations(summary, "steps_to_90_km_median", "reached_90", "total_90", ".0f"),
+                   colorbar_label="optimizer steps")  # fmt: skip
 
 
 def depth_results(summary: pd.DataFrame, folder: Path, level: str) -> list[str]:
@@ -204,10 +265,11 @@ def depth_results(summary: pd.DataFrame, folder: Path, level: str) -> list[str]:
     ]
     columns = {"activation": "activation", "depth": "depth", "init": "init", "acc_mean": "acc mean",
                "acc_std": "acc std", "n_failed_to_train": "fails", "n_diverged": "diverged",
-               "steps_to_90_median": "steps to 90%", "act_std_last_over_first": "act last/first",
+               "steps_to_90": "steps to 90% (KM median, reached/runs)", "act_std_last_over_first": "act last/first",
                "grad_std_first_over_last": "grad first/last", "dead_or_saturated_max": "dead/sat."}  # fmt: skip
-    shown = summary[[c for c in columns if c in summary.columns]].rename(columns=columns)
-    shown["steps to 90%"] = shown["steps to 90%"].map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
+    counted = count_annotations(summary, "steps_to_90_km_median", "reached_90", "total_90", ".0f")
+    shown = summary.assign(steps_to_90=counted.iloc[:, 0])
+    shown = shown[[c for c in columns if c in shown.columns]].rename(columns=columns)
     lines.append(_table(shown.map(lambda v: _fmt(v, 3) if isinstance(v, float) else v)))
     return lines
 
@@ -247,7 +309,16 @@ def write_depth_report(
         f"- Reduced to fit a 2-core CPU: {data.get('train_size') or 'all 60,000'} training images, "
         f"{trainer.get('max_epochs')} epochs, batch {data.get('batch_size')}; Adam as in the main study. Accuracies are "
         "therefore lower than the main study's; the comparison across depth is the point.",
-        f"- A run *fails to train* when its final test accuracy is below {FAILS_BELOW:.0%} or it diverged.",
+        f"- A run *fails to train* when its final test accuracy (evaluated once, after training) is below "
+        f"{FAILS_BELOW:.0%} or it diverged.",
+        (
+            f"- Convergence is measured on the validation split (the last {int(data.get('val_size') or 0):,} "
+            "training images, never trained on): time to 90% accuracy is interpolated between evaluation passes "
+            f"(every {sweep.config.get('module', {}).get('val_every_n_steps')} steps and at every epoch end) and "
+            "censored for runs that never get there (Kaplan-Meier median; reached/runs beside every number)."
+            if int(data.get("val_size") or 0)
+            else "- No validation split: convergence is measured on the test set (`data.val_size=0`)."
+        ),
         "",
     ]
     if grouped:

@@ -32,10 +32,12 @@ def _table(frame: pd.DataFrame) -> str:
 
 def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
     model, optimizer, data, trainer = (config.get(k, {}) for k in ("model", "optimizer", "data", "trainer"))
+    module = config.get("module", {})
     sizes = [model.get("input_size", 784), *model.get("hidden_sizes", []), model.get("num_classes", 10)]
     opt_name = str(optimizer.get("_target_", "?")).rsplit(".", 1)[-1]
     opt_args = ", ".join(f"{k}={v}" for k, v in optimizer.items() if not k.startswith("_"))
-    train_size = data.get("train_size") or "all 60,000"
+    val_size = int(data.get("val_size") or 0)
+    train_size = data.get("train_size") or f"{60_000 - val_size:,}"
     seeds = sorted(runs.seed.unique().tolist())
     made_on = (
         runs.groupby(["device", "numerics"]).size().items()
@@ -45,6 +47,22 @@ def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
     numerics = "; ".join(
         f"{n} runs on {device} under `numerics={profile}`" for (device, profile), n in made_on
     )
+    every = module.get("val_every_n_steps")
+    if val_size:
+        protocol = (
+            f"- Validation: the last {val_size:,} of the 60,000 training images, never trained on. Every curve, "
+            "threshold and convergence number below is measured on them: a full pass at step 0, "
+            + (f"every {every} optimizer steps " if every else "")
+            + "and at every epoch end. The 10,000 test images are evaluated once, after training, and reported "
+            "once (final test accuracy)."
+        )
+    else:
+        protocol = (
+            "- No validation split (`data.val_size=0`, the seed notebook's protocol): the test images are "
+            "evaluated at step 0, "
+            + (f"every {every} optimizer steps " if every else "")
+            + "and after every epoch, so every curve and threshold below is measured on the test set."
+        )
     return "\n".join(
         [
             "## Setup",
@@ -52,11 +70,14 @@ def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
             f"- Network: {'-'.join(map(str, sizes))} MLP, {model.get('activation', '?')} activations, "
             "cross-entropy on logits; biases start at zero (except `torch_default`).",
             f"- Optimizer: {opt_name} ({opt_args}); batch size {data.get('batch_size')}; "
-            f"{trainer.get('max_epochs')} epochs; training images: {train_size}; "
-            f"held-out fraction: {data.get('val_fraction', 0.0)}.",
+            f"{trainer.get('max_epochs')} epochs; training images: {train_size}.",
             f"- Initializers: {', '.join(f'`{i}`' for i in runs.init.unique())}; seeds {seeds} "
             f"({len(runs)} runs in the sweep manifest).",
-            "- Accuracy is measured on the MNIST test images after every epoch (epoch 0 = at initialization).",
+            protocol,
+            "- Design: runs with the same seed share the order of the training data (and initializers drawing from "
+            "the same distribution share the draws: `glorot_uniform` and `he_uniform` rescale the same uniform "
+            "numbers). Comparisons are therefore paired by seed (paired t-test on the per-seed differences); "
+            "Welch's t-test where fewer than two seeds pair up.",
             f"- Numerics (each run's `numerics.json`): {numerics or 'not recorded'}. CPU and GPU results differ by "
             "design; `numerics=portable` pins the CPU arithmetic across x86-64 machines (README).",
             "- Derived from the resolved config of the runs (`runs/*/seed_*/config.yaml`), not retyped.",
@@ -64,56 +85,158 @@ def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
     )
 
 
+def _interval(low: float, high: float, digits: int = 4) -> str:
+    return f"[{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
+def notebook_verdict(row: Any) -> str:
+    reference = row.seed_notebook_acc
+    if math.isnan(reference) or math.isnan(row.acc_pi95_low):
+        return "–"
+    return "inside" if row.acc_pi95_low <= reference <= row.acc_pi95_high else "outside"
+
+
 def summary_table(summary: pd.DataFrame) -> str:
+    rows = summary.itertuples(index=False)
     table = pd.DataFrame(
-        {
-            "initializer": summary.init,
-            "runs": [f"{c}/{n}" for c, n in zip(summary.n_complete, summary.n_runs, strict=True)],
-            "test acc mean ± std": [
-                f"{_fmt(m)} ± {_fmt(s)}" for m, s in zip(summary.acc_mean, summary.acc_std, strict=True)
-            ],
-            "95% CI": [
-                f"[{_fmt(lo)}, {_fmt(hi)}]"
-                for lo, hi in zip(summary.acc_ci95_low, summary.acc_ci95_high, strict=True)
-            ],
-            "min": summary.acc_min,
-            "max": summary.acc_max,
-            "seed notebook": summary.seed_notebook_acc,
-            "test loss": summary.loss_mean,
-            "epochs to 97% (median, reached)": [
-                f"{_fmt(e, 1)} ({r}/{c})"
-                for e, r, c in zip(
-                    summary.epochs_to_97_median, summary.reached_97, summary.n_complete, strict=True
-                )
-            ],
-            "diverged": summary.n_diverged,
-            "failed": summary.n_failed,
-        }
+        [
+            {
+                "initializer": r.init,
+                "runs": f"{r.n_complete}/{r.n_runs}",
+                "test acc mean ± sd": f"{_fmt(r.acc_mean)} ± {_fmt(r.acc_std)}",
+                "95% CI of the mean": _interval(r.acc_ci95_low, r.acc_ci95_high),
+                "95% prediction interval (one new run)": _interval(r.acc_pi95_low, r.acc_pi95_high),
+                "seed notebook (one Keras run)": _fmt(r.seed_notebook_acc),
+                "notebook in the prediction interval": notebook_verdict(r),
+                "test loss": _fmt(r.loss_mean),
+                "diverged": r.n_diverged,
+                "failed": r.n_failed,
+            }
+            for r in rows
+        ]
+    )
+    return _table(table)
+
+
+def km_cell(row: Any, key: str) -> str:
+    """'1369 [1290, 1410] (5/5)': the Kaplan-Meier median with its CI and the runs that reached it."""
+    median = getattr(row, f"steps_to_{key}_km_median")
+    counts = f"({getattr(row, f'reached_{key}')}/{getattr(row, f'total_{key}')})"
+    if math.isnan(median):
+        return f"– {counts}"
+    low, high = getattr(row, f"steps_to_{key}_km_ci_low"), getattr(row, f"steps_to_{key}_km_ci_high")
+    return f"{median:.0f} {_interval(low, high, 0)} {counts}"
+
+
+def convergence_table(summary: pd.DataFrame, split_name: str) -> str:
+    table = pd.DataFrame(
+        [
+            {
+                "initializer": r.init,
+                **{
+                    f"steps to {key}% {split_name} acc: KM median [95% CI] (reached/runs)": km_cell(r, key)
+                    for key in ("95", "97", "98")
+                },
+                "steps to 97%: restricted mean": _fmt(r.steps_to_97_rmst, 0),
+                "train loss AUC / steps": _fmt(r.train_loss_auc_mean),
+                f"min {split_name} loss (mean) at step (median)": f"{_fmt(r.val_loss_min_mean)} at "
+                f"{_fmt(r.val_loss_min_step_median, 0)}",
+                f"final {split_name} loss": _fmt(r.val_loss_final_mean),
+            }
+            for r in summary.itertuples(index=False)
+        ]
     )
     return _table(table)
 
 
 def comparisons_table(comparisons: pd.DataFrame) -> str:
-    if comparisons.empty:
-        return "_Fewer than two initializers: nothing to compare._"
-    table = pd.DataFrame(
-        {
-            "A": comparisons.init_a,
-            "B": comparisons.init_b,
-            "mean acc A − B": comparisons.diff_mean,
-            "95% CI of difference": [
-                f"[{_fmt(lo)}, {_fmt(hi)}]"
-                for lo, hi in zip(comparisons.diff_ci95_low, comparisons.diff_ci95_high, strict=True)
-            ],
-            "Welch p": comparisons.p_value,
-            "BH-adjusted p": comparisons.p_adjusted,
-            f"significant (α={ALPHA})": ["yes" if s else "no" for s in comparisons.significant],
-        }
+    tested = comparisons[comparisons.degenerate == ""] if len(comparisons) else comparisons
+    if tested.empty:
+        return "_No pair of initializers with spread on both sides: nothing to test._"
+    rows = []
+    for r in tested.itertuples(index=False):
+        rows.append({
+            "endpoint": r.endpoint,
+            "A": r.init_a,
+            "B": r.init_b,
+            "design": f"{r.design} (n={r.n_pairs if r.design == 'paired' else f'{r.n_a}+{r.n_b}'})",
+            "A − B [95% CI]": _difference(r),
+            "effect size [95% CI]": f"{r.effect_size_name} {_fmt(r.effect_size, 2)} {_interval(r.effect_ci_low, r.effect_ci_high, 2)}",
+            "p": _p(r.p_value),
+            "BH-adjusted p (tests)": f"{_p(r.p_adjusted)} ({r.family_size})",
+            f"significant (α={ALPHA})": "yes" if r.significant else "no",
+            "equivalence (TOST)": r.verdict if isinstance(r.margin, float) and not math.isnan(r.margin) else "–",
+        })  # fmt: skip
+    return _table(pd.DataFrame(rows))
+
+
+def degenerate_table(comparisons: pd.DataFrame) -> str:
+    """Pairs that cannot differ in the sense a test asks (a constant against a sample): reported apart."""
+    apart = comparisons[comparisons.degenerate != ""] if len(comparisons) else comparisons
+    if apart.empty:
+        return ""
+    rows = []
+    for r in apart.itertuples(index=False):
+        rows.append({
+            "endpoint": r.endpoint, "A": r.init_a, "B": r.init_b, "why apart": r.degenerate,
+            "A − B [95% CI]": _difference(r),
+            "p (outside any correction)": _p(r.p_value),
+        })  # fmt: skip
+    return _table(pd.DataFrame(rows))
+
+
+def power_table(comparisons: pd.DataFrame, endpoint: str) -> str:
+    rows = (
+        comparisons[(comparisons.endpoint == endpoint) & (comparisons.degenerate == "")]
+        if len(comparisons)
+        else comparisons
     )
+    if rows.empty:
+        return ""
+    table = pd.DataFrame([{
+        "A": r.init_a, "B": r.init_b, "design": r.design,
+        "sd (of the per-seed differences when paired)": f"{r.sd * 100:.3f} pp",
+        "minimum detectable difference": f"{r.mde * 100:.2f} pp",
+        "seeds for 0.1 pp": _fmt(r.seeds_for_0_1pp, 0),
+        "seeds for 0.2 pp": _fmt(r.seeds_for_0_2pp, 0),
+        "seeds for 0.5 pp": _fmt(r.seeds_for_0_5pp, 0),
+    } for r in rows.itertuples(index=False)])  # fmt: skip
     return _table(table)
 
 
-def statements(summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+def _scale(row: Any) -> tuple[float, int]:
+    """Accuracy differences in percentage points (2 decimals), step counts whole, other endpoints in their
+    own units (see :func:`_signed`)."""
+    if isinstance(row.margin, float) and not math.isnan(row.margin):
+        return 100.0, 2
+    if row.endpoint.startswith("step"):
+        return 1.0, 0
+    return 1.0, -1
+
+
+def _signed(value: float, digits: int) -> str:
+    """A signed number: ``digits`` decimals, or 3 significant digits when ``digits`` is -1 (losses)."""
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:+.3g}" if digits < 0 else f"{value:+.{digits}f}"
+
+
+def _difference(row: Any) -> str:
+    scale, digits = _scale(row)
+    unit = " pp" if scale != 1 else ""
+    low, high = row.diff_ci_low * scale, row.diff_ci_high * scale
+    return f"{_signed(row.diff_mean * scale, digits)} [{_signed(low, digits)}, {_signed(high, digits)}]{unit}"
+
+
+def _p(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def statements(
+    summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame, split_name: str, margin: float
+) -> list[str]:
     """Short claims, each computed from this sweep's numbers."""
     out: list[str] = []
     done = runs[runs.status == "complete"]
@@ -139,57 +262,125 @@ def statements(summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFr
                 f"the accuracy equals the share of the most frequent test class ({classes}, {share:.4f})."
             )
         reference = SEED_NOTEBOOK.get(row.init)
-        if reference is not None and not math.isnan(row.acc_ci95_low):
-            inside = row.acc_ci95_low <= reference <= row.acc_ci95_high
+        if reference is not None and not math.isnan(row.acc_pi95_low):
             out.append(
-                f"`{row.init}`: the seed notebook's single run ({reference:.4f}) lies "
-                f"{'inside' if inside else 'outside'} this study's 95% CI [{row.acc_ci95_low:.4f}, {row.acc_ci95_high:.4f}] "
-                f"(mean {row.acc_mean:.4f}, difference {row.acc_mean - reference:+.4f})."
+                f"`{row.init}`: the seed notebook's single run ({reference:.4f}) lies {notebook_verdict(row)} the 95% "
+                f"prediction interval for one new run of this study {_interval(row.acc_pi95_low, row.acc_pi95_high)} "
+                f"(mean {row.acc_mean:.4f}; notebook − mean = {reference - row.acc_mean:+.4f})."
             )
         if row.n_diverged:
             steps = group[group.get("diverged", False) == True].get("diverged_at_step")  # noqa: E712
             out.append(
                 f"`{row.init}`: {row.n_diverged} run(s) diverged (loss NaN/inf) at step(s) {list(steps)}."
             )
-    if not comparisons.empty and comparisons.p_adjusted.notna().any():
-        significant = comparisons[comparisons.significant]
-        n = int(summary.n_complete.min())
-        out.append(
-            f"With {n}–{int(summary.n_complete.max())} seeds per initializer, {len(significant)} of "
-            f"{len(comparisons)} pairwise differences in mean accuracy are significant after Benjamini-Hochberg "
-            f"correction (α={ALPHA})."
-        )
-        nonsignificant = comparisons[~comparisons.significant & comparisons.p_adjusted.notna()]
-        for row in nonsignificant.itertuples(index=False):
-            out.append(
-                f"`{row.init_a}` vs `{row.init_b}`: difference {row.diff_mean:+.4f} is not distinguishable from "
-                f"seed noise at this number of seeds (adjusted p = {row.p_adjusted:.3f})."
-            )
-    reached = summary[summary.reached_97 > 0]
-    if len(reached) > 1:
-        best = reached.steps_to_97_median.min()
-        fastest = reached[reached.steps_to_97_median == best]
-        names = ", ".join(f"`{name}`" for name in fastest.init)
-        out.append(
-            f"Fastest to 97% test accuracy (evaluated once per epoch): {names} "
-            f"({'tied, ' if len(fastest) > 1 else ''}median {best:.0f} optimizer steps); "
-            + "; ".join(
-                f"`{r.init}` {r.steps_to_97_median:.0f} steps ({r.reached_97}/{r.n_complete} runs)"
-                for r in reached.sort_values("steps_to_97_median").itertuples(index=False)
-            )
-            + "."
-        )
-    never = summary[(summary.reached_97 == 0) & (summary.n_complete > 0)]
-    for row in never.itertuples(index=False):
-        out.append(f"`{row.init}` never reached 97% test accuracy in any of its {row.n_complete} runs.")
+    out += accuracy_statements(comparisons, margin)
+    out += convergence_statements(summary, comparisons, split_name)
     return out
 
 
+def accuracy_statements(comparisons: pd.DataFrame, margin: float) -> list[str]:
+    """Final test accuracy: which trained pairs differ, which are shown equivalent, and what n could detect."""
+    if comparisons.empty:
+        return []
+    acc = comparisons[comparisons.endpoint == ACCURACY_ENDPOINT]
+    tested = acc[acc.degenerate == ""]
+    apart = acc[acc.degenerate != ""]
+    out = []
+    if len(apart):
+        out.append(
+            f"{len(apart)} pair(s) set a constant against a sample ({', '.join(f'`{r.init_a}` vs `{r.init_b}`' for r in apart.itertuples())}): "
+            "reported apart, outside the multiple-comparison family (a constant cannot be in doubt); on the other "
+            "endpoints, whose values vary a little with the seed, the pairs with an initializer that did not train "
+            "are set apart likewise."
+        )
+    if len(tested):
+        significant = tested[tested.significant]
+        out.append(
+            f"Final test accuracy: {len(significant)} of {len(tested)} pairs of trained initializers differ "
+            f"significantly (paired by seed, Benjamini-Hochberg over these {len(tested)} tests, α={ALPHA})."
+        )
+        for r in tested.itertuples(index=False):
+            out.append(
+                f"`{r.init_a}` vs `{r.init_b}`: {r.diff_mean * 100:+.2f} pp [{r.diff_ci_low * 100:+.2f}, "
+                f"{r.diff_ci_high * 100:+.2f}], adjusted p = {_p(r.p_adjusted)}; {r.verdict} (TOST p = {_p(r.tost_p)}); "
+                f"with n = {r.n_pairs if r.design == 'paired' else min(r.n_a, r.n_b)} the smallest difference "
+                f"detectable with 80% power is {r.mde * 100:.2f} pp, and 0.1 / 0.2 / 0.5 pp would need "
+                f"{_fmt(r.seeds_for_0_1pp, 0)} / {_fmt(r.seeds_for_0_2pp, 0)} / {_fmt(r.seeds_for_0_5pp, 0)} seeds."
+            )
+    return out
+
+
+def convergence_statements(summary: pd.DataFrame, comparisons: pd.DataFrame, split_name: str) -> list[str]:
+    out = []
+    trained = summary[summary.reached_97 > 0]
+    if len(trained):
+        order = trained.sort_values(["steps_to_97_km_median", "steps_to_97_rmst"], na_position="last")
+        out.append(
+            f"Steps to 97% {split_name} accuracy (Kaplan-Meier median, interpolated between passes): "
+            + "; ".join(f"`{r.init}` {km_cell(r, '97')}" for r in order.itertuples(index=False))
+            + "."
+        )
+    for row in summary[(summary.reached_97 == 0) & (summary.n_complete > 0)].itertuples(index=False):
+        out.append(
+            f"`{row.init}` never reached 97% {split_name} accuracy in any of its {row.n_complete} runs."
+        )
+    past = summary[
+        (summary.reached_95 > 0)  # initializers that train: a flat loss has no best step to be past
+        & summary.val_loss_min_step_median.notna()
+        & (summary.val_loss_min_step_median < summary.horizon_steps)
+        & (summary.val_loss_final_mean > summary.val_loss_min_mean)
+    ]
+    if len(past):
+        out.append(
+            f"The endpoint is past the best {split_name} loss: "
+            + "; ".join(
+                f"`{r.init}` reaches its lowest {split_name} loss ({r.val_loss_min_mean:.4f}) at step "
+                f"{r.val_loss_min_step_median:.0f} (median) and ends at {r.val_loss_final_mean:.4f} after "
+                f"{r.horizon_steps:.0f} steps"
+                for r in past.itertuples(index=False)
+            )
+            + ". Final accuracy is a fixed-budget endpoint, not the best model a validation-driven stop would keep."
+        )
+    if not comparisons.empty:
+        others = comparisons[(comparisons.endpoint != ACCURACY_ENDPOINT) & (comparisons.degenerate == "")]
+        for endpoint, rows in others.groupby("endpoint", sort=False):
+            significant = rows[rows.significant]
+            if len(significant):
+                out.append(
+                    f"{endpoint[0].upper() + endpoint[1:]}: {len(significant)} of {len(rows)} trained pairs differ "
+                    "significantly ("
+                    + "; ".join(
+                        f"`{r.init_a}` − `{r.init_b}` = {_difference(r)}, adjusted p = {_p(r.p_adjusted)}"
+                        for r in significant.itertuples(index=False)
+                    )
+                    + ")."
+                )
+            else:
+                out.append(f"{endpoint[0].upper() + endpoint[1:]}: no trained pair differs significantly.")
+    return out
+
+
+ACCURACY_ENDPOINT = "test accuracy (once, after training)"
 SEED_NOTEBOOK_NOTE = (
-    "The seed notebook column is the Keras notebook's single run per initializer (seed 42). Its 0.1135 for "
-    "zeros is the share of the digit 1 among the 10,000 test images: a constant prediction."
+    "The seed notebook column is the Keras notebook's single run per initializer: another framework "
+    "(Keras/TensorFlow), another seed (42), and the notebook's protocol (trained on all 60,000 training images, "
+    "test set evaluated after every epoch; its final-epoch number is the one shown). A single run is judged "
+    "against the prediction interval for one new run (mean ± t·s·sqrt(1 + 1/n)), not against the confidence "
+    "interval of the mean. Its 0.1135 for zeros is the share of the digit 1 among the 10,000 test images: a "
+    "constant prediction."
 )
-SPREAD_NOTE = "Pairs where both initializers give the same value in every seed have no spread to test."
+KM_NOTE = (
+    "Time to a threshold is interpolated between evaluation passes and right-censored: a run that never "
+    "reaches it counts as censored at its last step (a diverged run at the planned horizon), never dropped. "
+    "Kaplan-Meier median with its 95% CI (– when fewer than half of the runs got there, or when the interval "
+    "is open); restricted mean = the mean steps to the threshold with every run capped at the horizon."
+)
+TESTS_NOTE = (
+    "Paired t-test on the per-seed differences (Welch's t-test where fewer than two seeds pair up); effect size "
+    "d_z (paired) or Hedges' g (Welch) with a noncentral-t 95% CI; Benjamini-Hochberg correction per endpoint over "
+    "the trained pairs. Equivalence: two one-sided tests (TOST) at the margin stated in the column, for accuracy "
+    "endpoints only (a margin needs the endpoint's units to mean something to a reader)."
+)
 
 
 @dataclass
@@ -199,33 +390,62 @@ class Section:
     group: str
     runs: pd.DataFrame
     summary: pd.DataFrame
-    comparisons: pd.DataFrame  # adjusted over every test of the sweep
+    comparisons: pd.DataFrame  # adjusted per endpoint over every test of the sweep
     figures: dict[str, str]  # caption: path relative to report.md
+    split_name: str = "validation"
+    margin: float = 0.005
 
 
 def results(section: Section, level: str, notes: bool) -> list[str]:
-    """Summary, statements and comparisons of one section, headed at ``level`` ('##' or '###')."""
+    """Tables, statements, comparisons and power of one section, headed at ``level`` ('##' or '###')."""
+    split = section.split_name
+    apart = degenerate_table(section.comparisons)
+    power = power_table(section.comparisons, ACCURACY_ENDPOINT)
     return [
-        f"{level} Final test accuracy per initializer",
+        f"{level} Final test accuracy per initializer (evaluated once)",
         "",
         summary_table(section.summary),
         "",
         *([SEED_NOTEBOOK_NOTE, ""] if notes else []),
+        f"{level} Convergence ({split} split)",
+        "",
+        convergence_table(section.summary, split),
+        "",
+        *([KM_NOTE, ""] if notes else []),
         f"{level} What the data support",
         "",
-        *[f"- {statement}" for statement in statements(section.summary, section.comparisons, section.runs)],
+        *[
+            f"- {statement}"
+            for statement in statements(
+                section.summary, section.comparisons, section.runs, split, section.margin
+            )
+        ],
         "",
         f"{level} Pairwise comparisons",
         "",
         comparisons_table(section.comparisons),
         "",
+        *([TESTS_NOTE, ""] if notes else []),
         *(
             [
-                "Welch's t-test on final test accuracy across seeds, p-values adjusted for the number of pairs with "
-                f"Benjamini-Hochberg. {SPREAD_NOTE}",
+                f"{level} Pairs reported apart (a constant, or an initializer that did not train)",
+                "",
+                apart,
                 "",
             ]
-            if notes
+            if apart
+            else []
+        ),
+        *(
+            [
+                f"{level} Power (final test accuracy)",
+                "",
+                f"Two-sided α={ALPHA}, 80% power, at each pair's number of seeds and measured spread.",
+                "",
+                power,
+                "",
+            ]
+            if power
             else []
         ),
     ]
@@ -244,7 +464,11 @@ def groups_overview(sections: list[Section]) -> list[str]:
     """Which keys varied besides init and seed, and how the grouped report tests: said once, up front."""
     keys = [parse_group(section.group) for section in sections]
     varied = {key: sorted({k[key] for k in keys if key in k}) for key in sorted(set().union(*keys))}
-    n_tests = sum(int(s.comparisons.p_value.notna().sum()) for s in sections if not s.comparisons.empty)
+    n_tests = sum(
+        int(((s.comparisons.degenerate == "") & (s.comparisons.endpoint == ACCURACY_ENDPOINT)).sum())
+        for s in sections
+        if not s.comparisons.empty
+    )
     return [
         "## Groups",
         "",
@@ -253,11 +477,12 @@ def groups_overview(sections: list[Section]) -> list[str]:
         + f": {len(sections)} groups, each reported in a section of its own below (sorted by name). The setup above "
         "shows the first run's values of these keys.",
         "",
-        "Initializers are compared only within a group (Welch's t-test on final test accuracy across seeds). "
-        f"The Benjamini-Hochberg correction runs over all {n_tests} tests of the sweep at once, not per group: "
+        "Initializers are compared only within a group (paired by seed). "
+        "The Benjamini-Hochberg correction runs per endpoint over all of the sweep's tests of that endpoint at once "
+        f"(for final test accuracy: over all {n_tests} tests of the sweep), not per group: "
         "the report reads them together, so it bounds the expected share of false discoveries among all of its "
         "significant differences, whichever group they are in (a per-group correction would bound it only within "
-        f"each group). {SPREAD_NOTE}",
+        "each group).",
         "",
         SEED_NOTEBOOK_NOTE,
         "",

@@ -1,18 +1,22 @@
-"""Statistics across seeds: summaries with confidence intervals and corrected pairwise tests (scipy)."""
+"""Statistics across seeds: per-initializer summaries and the pairwise comparisons of every endpoint.
+
+The routines themselves (intervals, Kaplan-Meier, paired/Welch tests, TOST, power) live in
+:mod:`initstudy.report.inference`; this module applies them to a sweep's runs.
+"""
 
 from __future__ import annotations
 
-import itertools
 import math
-import warnings
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
-CONFIDENCE = 0.95
-ALPHA = 0.05
-THRESHOLDS = ("95", "97", "98")
+from initstudy.convergence import THRESHOLDS, threshold_key
+from initstudy.report import inference
+from initstudy.report.endpoints import Endpoint, planned_steps, times_to
+
+CONFIDENCE = inference.CONFIDENCE
+ALPHA = inference.ALPHA
 
 # The seed notebook's test accuracies (one run each, Keras, seed 42), by this study's initializer names.
 SEED_NOTEBOOK = {"zeros": 0.1135, "random_normal": 0.9795, "glorot_uniform": 0.9836, "he_uniform": 0.9785}
@@ -31,22 +35,18 @@ def t_interval(values: pd.Series, confidence: float = CONFIDENCE) -> tuple[float
     return (float(low), float(high))
 
 
-def train_loss_auc(history: pd.DataFrame) -> float:
-    """Area under the per-epoch train-loss curve (loss x epochs, trapezoid): lower = faster convergence."""
-    curve = history[history.metric == "train/loss"].sort_values("epoch")
-    if len(curve) < 2:
-        return math.nan
-    return float(np.trapezoid(curve.value.to_numpy(), curve.epoch.to_numpy()))
-
-
-def summarize(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """One row per initializer, in the order of first appearance in the manifest."""
+def summarize(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
+    """One row per initializer, in the order of first appearance in the manifest. ``per_run``: the endpoints
+    of every complete run (:func:`initstudy.report.endpoints.run_endpoints`)."""
+    horizon = planned_steps(runs[runs.status == "complete"])
+    times = {threshold: times_to(runs, threshold) for threshold in THRESHOLDS}
     rows = []
     for init, group in runs.groupby("init", sort=False):
         done = group[group.status == "complete"]
-        acc = done["test/acc"].astype(float) if len(done) else pd.Series(dtype=float)
+        mine = per_run[per_run.init == init] if len(per_run) else per_run
+        acc = mine["test/acc"].astype(float) if len(mine) else pd.Series(dtype=float)
         low, high = t_interval(acc)
-        auc = [train_loss_auc(history[(history.init == init) & (history.seed == seed)]) for seed in done.seed]
+        pi_low, pi_high = inference.prediction_interval(acc)
         row = {
             "init": init,
             "n_runs": len(group),
@@ -59,81 +59,114 @@ def summarize(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             "acc_max": acc.max(),
             "acc_ci95_low": low,
             "acc_ci95_high": high,
-            "loss_mean": done["test/loss"].astype(float).mean() if len(done) else math.nan,
-            "loss_std": done["test/loss"].astype(float).std(ddof=1) if len(done) > 1 else math.nan,
-            "train_loss_final_mean": done["train/loss"].astype(float).mean() if len(done) else math.nan,
-            "train_loss_auc_mean": float(np.nanmean(auc))
-            if auc and not all(map(math.isnan, auc))
-            else math.nan,
+            "acc_pi95_low": pi_low,
+            "acc_pi95_high": pi_high,
+            "loss_mean": _mean(done, "test/loss"),
+            "loss_std": _std(done, "test/loss"),
+            "val_acc_mean": _mean(done, "val/acc"),
+            "val_loss_final_mean": _mean(done, "val/loss"),
+            "val_loss_min_mean": _mean(done, "val/loss_min"),
+            "val_loss_min_step_median": _median(done, "val/loss_min_step"),
+            "train_loss_final_mean": _mean(done, "train/loss"),
+            "train_loss_auc_mean": _mean(done, "train/loss_auc"),
+            "horizon_steps": horizon,
         }
-        for threshold in THRESHOLDS:
-            for unit in ("epochs", "steps"):
-                reached = done[f"{unit}_to_{threshold}"].dropna() if len(done) else pd.Series(dtype=float)
-                row[f"{unit}_to_{threshold}_median"] = reached.median() if len(reached) else math.nan
-            row[f"reached_{threshold}"] = len(reached)
+        for threshold, frame in times.items():
+            key = threshold_key(threshold)
+            own = frame[frame.init == init]
+            curve = inference.survival(own.steps.tolist(), own.reached.tolist(), horizon)
+            row.update({
+                f"steps_to_{key}_km_median": curve.median,
+                f"steps_to_{key}_km_ci_low": curve.median_ci_low,
+                f"steps_to_{key}_km_ci_high": curve.median_ci_high,
+                f"steps_to_{key}_rmst": curve.rmst,
+                f"reached_{key}": curve.n_reached,
+                f"total_{key}": curve.n_total,
+            })  # fmt: skip
         row["seed_notebook_acc"] = SEED_NOTEBOOK.get(init, math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def compare(runs: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """Welch's t-test of mean test accuracy for every pair, Benjamini-Hochberg adjusted across pairs."""
-    return adjust(pairwise(runs), alpha)
+def _column(frame: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(frame[column], errors="coerce") if column in frame else pd.Series(dtype=float)
 
 
-def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Welch's t-test of mean test accuracy for every pair of initializers in ``runs``, p-values unadjusted:
-    a grouped sweep tests within each group, then :func:`adjust` corrects over all of its tests at once."""
+def _mean(frame: pd.DataFrame, column: str) -> float:
+    values = _column(frame, column).dropna()
+    return float(values.mean()) if len(values) else math.nan
+
+
+def _std(frame: pd.DataFrame, column: str) -> float:
+    values = _column(frame, column).dropna()
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def _median(frame: pd.DataFrame, column: str) -> float:
+    values = _column(frame, column).dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
+UNTRAINED = "did not train vs trained"
+
+
+def untrained(runs: pd.DataFrame) -> set[str]:
+    """Initializers none of whose complete runs learned anything: every run predicts a single class for the
+    whole test set (``zeros``). Their losses still vary a little with the seed, but a comparison with them
+    answers no question worth a test."""
     done = runs[runs.status == "complete"]
-    samples = {
-        init: group["test/acc"].astype(float).to_numpy() for init, group in done.groupby("init", sort=False)
-    }
-    rows = []
-    for a, b in itertools.combinations(samples, 2):
-        x, y = samples[a], samples[b]
-        row = {"init_a": a, "init_b": b, "n_a": len(x), "n_b": len(y), "diff_mean": x.mean() - y.mean()}
-        if len(x) >= 2 and len(y) >= 2 and (x.std() > 0 or y.std() > 0):
-            with warnings.catch_warnings():
-                # A constant sample (e.g. zeros: 0.1135 in every seed) trips scipy's cancellation warning;
-                # Welch's test stays valid with one zero-variance group.
-                warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-                result = stats.ttest_ind(x, y, equal_var=False)
-            interval = result.confidence_interval(CONFIDENCE)
-            row.update(
-                t=float(result.statistic),
-                df=float(result.df),
-                p_value=float(result.pvalue),
-                diff_ci95_low=float(interval.low),
-                diff_ci95_high=float(interval.high),
-            )
-        elif len(x) >= 2 and len(y) >= 2:  # both constant: a difference is certain, equality too
-            same = bool(x[0] == y[0])
-            row.update(
-                t=math.nan,
-                df=math.nan,
-                p_value=1.0 if same else 0.0,
-                diff_ci95_low=row["diff_mean"],
-                diff_ci95_high=row["diff_mean"],
-            )
-        else:
-            row.update(
-                t=math.nan, df=math.nan, p_value=math.nan, diff_ci95_low=math.nan, diff_ci95_high=math.nan
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
+    if "test/distinct_predictions" not in done:
+        return set()
+    constant = done.groupby("init", sort=False)["test/distinct_predictions"].apply(
+        lambda d: bool((d == 1).all())
+    )
+    return {init for init, flat in constant.items() if flat}
 
 
-def adjust(frame: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """Benjamini-Hochberg over every tested row of ``frame``: one family, whatever groups it spans."""
-    if frame.empty:
-        return frame
-    frame = frame.copy()
-    tested = frame.p_value.notna()
-    frame["p_adjusted"] = math.nan
-    if tested.any():
-        frame.loc[tested, "p_adjusted"] = stats.false_discovery_control(
-            frame.loc[tested, "p_value"], method="bh"
+def compare_endpoints(
+    per_run: pd.DataFrame,
+    endpoints: list[Endpoint],
+    margin: float,
+    paired: bool = True,
+    set_apart: set[str] = frozenset(),  # type: ignore[assignment]
+) -> pd.DataFrame:
+    """Every pair of initializers on every endpoint (p-values unadjusted: :func:`adjust` corrects them per
+    endpoint over the whole sweep); pairs of one initializer in ``set_apart`` (:func:`untrained`) with one
+    outside it are marked degenerate, outside every family. Runs are paired by seed when ``paired``: within a group, runs with the same
+    seed share the order of the training data (and, for initializers drawing from the same distribution family,
+    the random draws), so their difference removes that shared variation."""
+    frames = []
+    for endpoint in endpoints:
+        if endpoint.column not in per_run:
+            continue
+        samples = {
+            init: group.set_index("seed")[endpoint.column].astype(float)
+            for init, group in per_run.groupby("init", sort=False)
+        }
+        if len(samples) < 2:
+            continue
+        frames.append(
+            inference.compare(
+                samples,
+                endpoint=endpoint.label,
+                paired=paired,
+                margin=margin if endpoint.accuracy else None,
+            )
         )
-    frame["significant"] = frame.p_adjusted < alpha
-    frame["correction"] = "benjamini-hochberg"
-    return frame
+    if not frames:
+        return pd.DataFrame()
+    # Column names that are identifiers (itertuples): seeds_for_0.1pp -> seeds_for_0_1pp.
+    out = pd.concat(frames, ignore_index=True).rename(columns=lambda c: c.replace(".", "_"))
+    # A pair with an initializer that did not train is reported apart on every endpoint, like a constant.
+    apart = (out.init_a.isin(set_apart) != out.init_b.isin(set_apart)) & (out.degenerate == "")
+    out.loc[apart, "degenerate"] = UNTRAINED
+    out.loc[apart, "verdict"] = f"{UNTRAINED}: not tested for equivalence"
+    out.loc[apart, "equivalent"] = False
+    return out
+
+
+def adjust(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Benjamini-Hochberg per endpoint over the testable pairs of the whole sweep (every group at once)."""
+    if comparisons.empty:
+        return comparisons
+    return inference.adjust(comparisons, by="endpoint")
