@@ -86,7 +86,7 @@ def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
         child = by_folder[f"runs/{entry.run_dir}"]
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert rundir.read_marker(folder)["mlflow_run_id"] == child.info.run_id
+        assert rundir.read_json(folder / "provenance.json")["mlflow_run_id"] == child.info.run_id
         # Every point of history.csv, as many times as it is there, and nothing else.
         history = pd.read_csv(folder / "history.csv")
         for metric, rows in history.groupby("metric"):
