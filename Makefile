@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock study test test-fast lint format bench numerics ui clean
+.PHONY: help install lock study test test-fast lint format bench numerics ui server server-stop slurm slurm-stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,12 +57,12 @@ test-fast: install  ## the suite without the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install  ## ruff lint and format check
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 format: install  ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts
 
 bench: install  ## training-speed benchmark -> reports/benchmarks.json
 	$(BIN)/python benchmarks/bench_train.py
@@ -72,6 +72,18 @@ numerics: install  ## which machine-dependent settings change the numbers -> rep
 
 ui: install  ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+server: install  ## MLflow server on PostgreSQL, http://127.0.0.1:5000; data in .mlflow-server/ (kept)
+	MLFLOW=$(CURDIR)/$(BIN)/mlflow scripts/mlflow-server.sh start
+
+server-stop:  ## stop `make server` (the database and artifacts stay in .mlflow-server/)
+	scripts/mlflow-server.sh stop
+
+slurm: install  ## a one-node SLURM cluster on this machine (root; state in .local-slurm/)
+	scripts/local-slurm.sh start
+
+slurm-stop:  ## stop `make slurm`
+	scripts/local-slurm.sh stop
 
 clean: install  ## delete the project's run folders (files it wrote only; not reports/, data/, .venv or the MLflow store)
 	$(BIN)/python -m initstudy.clean runs runs_depth

@@ -6,11 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+import services
 from initstudy import numerics
 from initstudy.data.synthetic import SyntheticMNIST, make_synthetic
 
@@ -119,3 +121,17 @@ def synthetic_data_repo(study_repo: Path, synthetic_mnist: SyntheticMNIST) -> Pa
     """``study_repo`` with the synthetic IDX files already in data/raw/MNIST/raw (no download stage needed)."""
     synthetic_mnist.write(study_repo / "data/raw/MNIST/raw")
     return study_repo
+
+
+@pytest.fixture
+def slurm_cluster() -> Iterator[services.SlurmCluster]:
+    """A real one-node SLURM cluster (munge, slurmctld, slurmd) on loopback, gone after the test."""
+    with services.local_slurm() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[services.MlflowServer]:
+    """A real MLflow server on a real PostgreSQL database, on loopback, shared by the session's tests."""
+    with services.mlflow_postgres_server() as server:
+        yield server

@@ -61,12 +61,12 @@ def test_submitit_local_sweep_completes_every_run_under_one_mlflow_parent(synthe
     assert "sweep of 4 runs" in output and "Submitit 'local' sweep output dir" in output, output[-3000:]
     manifest = pd.read_csv(repo / "runs/manifest.csv")
     assert list(zip(manifest.init, manifest.seed, strict=True)) == SWEEP
-    markers = {}
+    recorded = {}
     for init, seed in SWEEP:
         run_dir = repo / "runs" / init / f"seed_{seed}"
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["epochs_completed"] == 1 and metrics["init"] == init and metrics["seed"] == seed
-        markers[f"{init}/seed_{seed}"] = json.loads((run_dir / ".complete").read_text())
+        recorded[f"{init}/seed_{seed}"] = json.loads((run_dir / "provenance.json").read_text())
 
     # Every job ran as a submitit job, its log under runs/.submitit/<job id>/.
     logs = sorted((repo / "runs/.submitit").glob("*/*_log.out"))
@@ -77,11 +77,11 @@ def test_submitit_local_sweep_completes_every_run_under_one_mlflow_parent(synthe
     # The parent run's id reached the submitit jobs (INITSTUDY_MLFLOW_PARENT_RUN_ID): all 4 are its children.
     parents, children = mlflow_runs(repo)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(r.info.run_name for r in children) == sorted(markers)
+    assert sorted(r.info.run_name for r in children) == sorted(recorded)
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert markers[child.info.run_name]["mlflow_run_id"] == child.info.run_id
+        assert recorded[child.info.run_name]["mlflow_run_id"] == child.info.run_id
         assert "final/test/acc" in child.data.metrics
 
 

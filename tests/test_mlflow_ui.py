@@ -3,6 +3,9 @@
 What a user sees must be what the store holds: every (initializer, seed) child run under the sweep's parent run
 on the experiment page, with its test accuracy, and the same `test/acc` values in the run-comparison view.
 
+Run twice: over the default SQLite store, and against the tracking server on PostgreSQL that a cluster uses
+(tests/services.py starts it with scripts/mlflow-server.sh).
+
 Needs Debian's Chromium at /usr/bin/chromium and the `playwright` package (no browser download: Playwright
 drives the system Chromium). Skipped without them, except on CI (CI=true), where it fails instead.
 Screenshots go to the test's tmp_path; with INITSTUDY_UI_SCREENSHOT=/some/file.png the comparison view is
@@ -194,17 +197,29 @@ def compare_view_row(page, metric: str, n_runs: int) -> list[str]:
     )
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
-    synthetic_data_repo: Path, tmp_path: Path, request: pytest.FixtureRequest
+    store: str, synthetic_data_repo: Path, tmp_path: Path, request: pytest.FixtureRequest
 ):
+    """``sqlite``: the default store, a server started over it afterwards (``make ui``); ``postgresql``: the
+    sweep logs to the tracking server on PostgreSQL (scripts/mlflow-server.sh, ``make server``) directly."""
     sync_api = require_browser()
     repo = synthetic_data_repo
-    run(python_module("initstudy.train", "--multirun"), repo, timeout=300)
+    if store == "sqlite":
+        experiment_name, base = "initstudy", None
+        run(python_module("initstudy.train", "--multirun"), repo, timeout=300)
+        tracking_uri = f"sqlite:///{repo / 'mlflow.db'}"
+    else:
+        server = request.getfixturevalue("mlflow_server")
+        experiment_name, base = "ui-postgresql", server.url
+        sweep = ["--multirun", f"logger.experiment_name={experiment_name}"]
+        run(python_module("initstudy.train", *sweep), repo, timeout=300, env={"MLFLOW_TRACKING_URI": base})
+        tracking_uri = base
 
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("initstudy")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
@@ -213,7 +228,8 @@ def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
     parent = parents[0]
     accuracy = {name: children[name].data.metrics["test/acc"] for name in names}
 
-    base = start_mlflow_server(repo, tmp_path / "mlflow-server.log", request)
+    if base is None:
+        base = start_mlflow_server(repo, tmp_path / "mlflow-server.log", request)
     expect = sync_api.expect
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(

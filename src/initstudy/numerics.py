@@ -311,7 +311,9 @@ def cpu_model() -> str:
 
 
 def describe(profile: NumericsProfile | None = None, device: str = "cpu") -> dict[str, Any]:
-    """What is in effect in this process, for each run's record: a mismatch between two runs is visible."""
+    """The arithmetic in effect in this process (numerics.json): what the profile sets and the device, so a
+    mismatch between two runs is visible. Only what decides the numbers is here, so that the file is the same on
+    every machine that runs the same profile (DVC hashes it); the machine itself is :func:`machine`."""
     import torch
 
     described: dict[str, Any] = {
@@ -326,6 +328,20 @@ def describe(profile: NumericsProfile | None = None, device: str = "cpu") -> dic
         "flush_denormal": denormals_flushed(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if device.startswith("cuda"):
+        described["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG", "unset")
+    if profile is not None:
+        described["settings"] = asdict(profile)
+    return described
+
+
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """Which machine and build ran it (provenance.json and MLflow tags): differs between two machines that
+    produce the same bytes, so it is kept apart from the results."""
+    import torch
+
+    facts: dict[str, Any] = {
         "torch_version": torch.__version__,
         "cpu_model": cpu_model(),
         "machine": platform.machine(),
@@ -333,15 +349,12 @@ def describe(profile: NumericsProfile | None = None, device: str = "cpu") -> dic
     }
     if device.startswith("cuda"):
         index = torch.device(device).index or 0
-        described.update(
+        facts.update(
             gpu=torch.cuda.get_device_name(index),
             cuda_version=torch.version.cuda,
             cudnn_version=torch.backends.cudnn.version(),
-            cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG", "unset"),
         )
-    if profile is not None:
-        described["settings"] = asdict(profile)
-    return described
+    return facts
 
 
 def mlflow_tags(described: dict[str, Any]) -> dict[str, str]:

@@ -221,7 +221,11 @@ def start_tracking(
         run_name=run_label(cfg),
         tracking_uri=uri,
         tags=tracking.run_tags(
-            cfg.init.name, cfg.seed, name, root, {**numerics.mlflow_tags(provenance), **software_tags()}
+            cfg.init.name,
+            cfg.seed,
+            name,
+            root,
+            {**numerics.mlflow_tags(provenance), **machine_tags(provenance["device"])},
         ),
         artifact_location=tracking.artifact_location(uri, root),
     )
@@ -240,7 +244,7 @@ def resume(cfg: DictConfig, final_dir: Path, staging: Path, identity: str) -> di
     root = repo_root()
     if not cfg.logger.offline:
         client, experiment_id = experiment_client(cfg, root)
-        recorded = (rundir.read_marker(final_dir) or {}).get("mlflow_run_id")
+        recorded = recorded_run_id(final_dir)
         tracking.confirm_finished(client, recorded)
         if experiment_id is not None:
             tracking.end_interrupted_runs(
@@ -256,7 +260,8 @@ class Outcome:
     metrics: dict[str, Any]
     history: pd.DataFrame
     timing: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)  # numerics in effect: numerics.json
+    numerics: dict[str, Any] = field(default_factory=dict)  # the arithmetic in effect: numerics.json
+    mlflow_run_id: str | None = None  # provenance.json: which MLflow run holds this run (not a result)
     weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # file name: state dict
 
 
@@ -354,10 +359,15 @@ def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> 
         weights.save(state, staging / name)
     atomic.write_json(staging / "metrics.json", outcome.metrics)
     atomic.write_json(staging / "timing.json", outcome.timing)
-    # What numerics were in effect (profile, kernels, threads, CPU, device), apart from metrics.json, which
-    # must stay byte-identical across machines under numerics=portable.
-    atomic.write_json(staging / "numerics.json", outcome.provenance)
-    atomic.write_json(staging / "provenance.json", software())
+    # The arithmetic in effect (profile, kernels, threads, device): the same bytes on every machine that runs
+    # the same profile, like metrics.json. The machine, the software and the MLflow run are provenance.json,
+    # which differs between two machines that agree on every result (kept out of DVC's hash: .dvcignore).
+    atomic.write_json(staging / "numerics.json", outcome.numerics)
+    atomic.write_json(
+        staging / "provenance.json",
+        {**software(), "machine": numerics.machine(outcome.numerics.get("device", "cpu")),
+         "mlflow_run_id": outcome.mlflow_run_id},
+    )  # fmt: skip
     atomic.write_text(staging / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
 
@@ -373,6 +383,19 @@ def software() -> dict[str, Any]:
 def software_tags() -> dict[str, str]:
     versions = {f"version.{name}": version for name, version in provenance.package_versions().items()}
     return {**versions, "requirements_lock_sha256": provenance.lock_digest() or "none"}
+
+
+def machine_tags(device: str) -> dict[str, str]:
+    """The software and the machine as MLflow tags (``numerics.cpu_model``, ``version.torch``, ...)."""
+    facts = numerics.machine(device)
+    return {**software_tags(), **{f"numerics.{key}": str(value) for key, value in facts.items()}}
+
+
+def recorded_run_id(run_dir: Path) -> str | None:
+    """The MLflow run of a finished run folder (provenance.json; the marker of runs made before it moved)."""
+    path = run_dir / "provenance.json"
+    recorded = rundir.read_json(path).get("mlflow_run_id") if path.is_file() else None
+    return recorded or (rundir.read_marker(run_dir) or {}).get("mlflow_run_id")
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -404,7 +427,7 @@ def train_run(
     run = start_tracking(cfg, repo_root(), final_dir, resolved, described)
     try:
         outcome = fit(cfg, staging, run.logger, job_index, position)
-        outcome.provenance = described
+        outcome.numerics, outcome.mlflow_run_id = described, run.run_id
         pause_point("trained")
         record(staging, resolved, outcome, run)
         complete(staging, final_dir, identity, run)
@@ -432,7 +455,7 @@ def complete(staging: Path, final_dir: Path, identity: str, run: Tracking) -> No
     """Marker, promotion into place, MLflow FINISHED: in this order, so that an interruption between any
     two leaves a state that resume() recognises (initstudy.rundir)."""
     pause_point("before-marker")
-    rundir.write_marker(staging, identity, mlflow_run_id=run.run_id)
+    rundir.write_marker(staging, identity)
     pause_point("before-promote")
     rundir.promote(staging, final_dir)
     pause_point("before-finished")
