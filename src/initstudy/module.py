@@ -42,6 +42,77 @@ class Evaluation:
     predicted_per_class: list[int]  # how often each class was predicted (symmetry evidence)
 
 
+class EvaluationSums:
+    """One pass over a split: loss sum, correct predictions and images (float64 on the device, read once at
+    the end) and how often each class was predicted. Shared by this module and the stacked one
+    (initstudy.stacked), so that both evaluate with the same operations."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(3, device=device, dtype=torch.float64)
+        self.predicted = torch.zeros(0, device=device, dtype=torch.int64)
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        predicted = logits.argmax(dim=1)
+        correct = (predicted == labels).sum()
+        count = torch.tensor(float(len(labels)), device=labels.device, dtype=torch.float64)
+        self.sums += torch.stack([loss_sum.double(), correct.double(), count])
+        per_class = torch.bincount(predicted, minlength=logits.shape[1])
+        self.predicted = per_class + self.predicted if len(self.predicted) else per_class
+
+    def result(self) -> Evaluation:
+        loss_sum, correct, count = self.sums.tolist()
+        return Evaluation(
+            loss=loss_sum / count, acc=correct / count, predicted_per_class=self.predicted.tolist()
+        )
+
+
+class StepLosses:
+    """Every optimizer step's training loss of one run: the current epoch's on the device (one tensor per
+    chunk), their running sum in float64, and the last finite loss of earlier epochs (for the divergence
+    record). Shared with the stacked module, which keeps one per member."""
+
+    def __init__(self) -> None:
+        self.chunks: list[torch.Tensor] = []
+        self.sizes: list[int] = []
+        self.total = torch.zeros((), dtype=torch.float64)  # sum of every step's loss, on the device
+        self.steps = 0
+        self.last_finite: float | None = None
+
+    def start_epoch(self) -> None:
+        self.chunks, self.sizes = [], []
+
+    def add(self, losses: torch.Tensor, sizes: list[int]) -> None:
+        """One chunk: its steps' losses (a 1-D tensor on the device) and batch sizes."""
+        self.chunks.append(losses)
+        self.total = self.total.to(losses.device) + losses.double().sum()
+        self.sizes.extend(sizes)
+        self.steps += len(sizes)
+
+    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, batch size) of every optimizer step of the current epoch so far, on the host."""
+        if not self.chunks:
+            return torch.empty(0), torch.empty(0)
+        return torch.cat(self.chunks).float().cpu(), torch.tensor(self.sizes, dtype=torch.float32)
+
+    def mean(self) -> float | None:
+        return float(self.total) / self.steps if self.steps else None
+
+    def end_epoch(self) -> None:
+        losses, _ = self.epoch()
+        finite = losses[torch.isfinite(losses)]
+        if len(finite):
+            self.last_finite = float(finite[-1])
+
+    def divergence(self, epoch: int, steps_per_epoch: int) -> Divergence:
+        """The record of the first non-finite loss of the current epoch (``epoch`` counted from 0)."""
+        losses, _ = self.epoch()
+        bad = int((~torch.isfinite(losses)).nonzero()[0])
+        finite_before = losses[:bad]
+        last = float(finite_before[-1]) if len(finite_before) else self.last_finite
+        return Divergence(step=epoch * steps_per_epoch + bad + 1, epoch=epoch + 1, last_finite_loss=last)
+
+
 class InitStudyModule(pl.LightningModule):
     """Built by ``hydra.utils.instantiate(cfg.module, model=..., optimizer_factory=..., steps_per_epoch=...)``
     (conf/module/default.yaml)."""
@@ -62,18 +133,14 @@ class InitStudyModule(pl.LightningModule):
         self.val_every_n_steps = val_every_n_steps
         self.automatic_optimization = False
         self.divergence: Divergence | None = None
-        self._last_finite_loss: float | None = None
+        self.losses = StepLosses()
         self.total_steps = 0  # optimizer steps taken (the recorder's step axis)
         self.eval_seconds = 0.0  # wall time spent in the per-epoch evaluation passes (timing.json)
         self.evaluations: list[Evaluation] = []  # one per validation pass, epoch 0 (at init) first
         self.test_evaluation: Evaluation | None = None  # trainer.test's pass over the test split
         # (optimizer step, evaluation) every val_every_n_steps steps, in step order (epoch ends not included)
         self.step_evaluations: list[tuple[int, Evaluation]] = []
-        self._chunk_losses: list[torch.Tensor] = []
-        self._loss_total = torch.zeros((), dtype=torch.float64)  # sum of every step's loss, on the device
-        self._step_sizes: list[int] = []
-        self._eval_sums = torch.zeros(3)
-        self._predicted = torch.zeros(0, dtype=torch.int64)
+        self._eval: EvaluationSums | None = None
         self._eval_started = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,8 +151,7 @@ class InitStudyModule(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self._chunk_losses = []  # one tensor of step losses per chunk, on the device
-        self._step_sizes = []
+        self.losses.start_epoch()
 
     def training_step(self, chunk: list[tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
         optimizer = self.optimizers(use_pl_optimizer=False)
@@ -100,9 +166,7 @@ class InitStudyModule(pl.LightningModule):
             if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
                 self._evaluate_at_step()
         chunk_losses = torch.stack(losses)
-        self._chunk_losses.append(chunk_losses)
-        self._loss_total = self._loss_total.to(chunk_losses.device) + chunk_losses.double().sum()
-        self._step_sizes.extend(len(labels) for _, labels in chunk)
+        self.losses.add(chunk_losses, [len(labels) for _, labels in chunk])
         # The one host sync per chunk: lets a diverging run stop within steps_per_chunk steps.
         if self.stop_on_divergence and not bool(torch.isfinite(chunk_losses).all()):
             self._record_divergence()
@@ -119,35 +183,20 @@ class InitStudyModule(pl.LightningModule):
         self.eval_seconds += time.perf_counter() - started
 
     def _record_divergence(self) -> None:
-        losses, _ = self.epoch_step_losses()
-        bad = int((~torch.isfinite(losses)).nonzero()[0])
-        finite_before = losses[:bad]
-        last = float(finite_before[-1]) if len(finite_before) else self._last_finite_loss
-        self.divergence = Divergence(
-            step=self.current_epoch * self.steps_per_epoch + bad + 1,
-            epoch=self.current_epoch + 1,
-            last_finite_loss=last,
-        )
+        self.divergence = self.losses.divergence(self.current_epoch, self.steps_per_epoch)
         self.trainer.should_stop = True
 
     def epoch_step_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, batch size) of every optimizer step of the current epoch so far, on the host."""
-        if not self._chunk_losses:
-            return torch.empty(0), torch.empty(0)
-        return torch.cat(self._chunk_losses).float().cpu(), torch.tensor(
-            self._step_sizes, dtype=torch.float32
-        )
+        return self.losses.epoch()
 
     def mean_step_loss(self) -> float | None:
         """The mean of every optimizer step's training loss: the area under the per-step loss curve divided by
         the steps (a convergence endpoint: lower = faster). NaN once a loss was not finite."""
-        return float(self._loss_total) / self.total_steps if self.total_steps else None
+        return self.losses.mean()
 
     def on_train_epoch_end(self) -> None:
-        losses, _ = self.epoch_step_losses()
-        finite = losses[torch.isfinite(losses)]
-        if len(finite):
-            self._last_finite_loss = float(finite[-1])
+        self.losses.end_epoch()
 
     # ---- evaluation: Lightning's validation loop (the sanity pass is the evaluation at init) and test loop
     def on_validation_epoch_start(self) -> None:
@@ -171,23 +220,11 @@ class InitStudyModule(pl.LightningModule):
         self.test_evaluation = self._finish_evaluation()
 
     def _start_evaluation(self) -> None:
-        # Loss sum, correct predictions, images: float64 on the device, read once per pass.
-        self._eval_sums = torch.zeros(3, device=self.device, dtype=torch.float64)
-        self._predicted = torch.zeros(0, device=self.device, dtype=torch.int64)
+        self._eval = EvaluationSums(self.device)
 
     def _accumulate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         images, labels = batch
-        logits = self.model(images)
-        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-        predicted = logits.argmax(dim=1)
-        correct = (predicted == labels).sum()
-        count = torch.tensor(float(len(labels)), device=labels.device, dtype=torch.float64)
-        self._eval_sums += torch.stack([loss_sum.double(), correct.double(), count])
-        per_class = torch.bincount(predicted, minlength=logits.shape[1])
-        self._predicted = per_class + self._predicted if len(self._predicted) else per_class
+        self._eval.add(self.model(images), labels)
 
     def _finish_evaluation(self) -> Evaluation:
-        loss_sum, correct, count = self._eval_sums.tolist()
-        return Evaluation(
-            loss=loss_sum / count, acc=correct / count, predicted_per_class=self._predicted.tolist()
-        )
+        return self._eval.result()

@@ -115,10 +115,13 @@ def build_model(cfg: DictConfig, train_images: torch.Tensor) -> tuple[MLP, Any]:
     return model, initializer
 
 
-def build_datamodule(cfg: DictConfig, device: str) -> MNISTDataModule:
+def build_datamodule(cfg: DictConfig, device: str, **extra: Any) -> MNISTDataModule:
     """conf/data's DataModule, its tensors loaded onto ``device``: the module needs steps_per_epoch and LSUV
-    a training batch before the Trainer exists."""
-    datamodule = instantiate(cfg.data, root=str(repo_root() / cfg.data.root), seed=cfg.seed, device=device)
+    a training batch before the Trainer exists. ``extra``: more keyword arguments for ``instantiate`` (the
+    stacked trainer's subclass and its members' seeds)."""
+    datamodule = instantiate(
+        cfg.data, root=str(repo_root() / cfg.data.root), seed=cfg.seed, device=device, **extra
+    )
     datamodule.setup()
     return datamodule
 
@@ -287,29 +290,50 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
         trainer.fit(module, datamodule=datamodule)
         fit_seconds = time.perf_counter() - started - setup_seconds
         trainer.test(module, datamodule=datamodule, verbose=False)
-    history = pd.DataFrame(recorder.rows, columns=["epoch", "step", "metric", "value"])
+    history = history_frame(recorder)
     metrics = run_metrics(cfg, module, datamodule, history)
-    timing = {
+    timing = timing_record(started, setup_seconds, fit_seconds, recorder, module.eval_seconds, threads,
+                           str(datamodule.train.images.device))  # fmt: skip
+    saved = {weights.INITIAL: initial_weights, weights.FINAL: weights.snapshot(module.model)}
+    return Outcome(metrics, history, timing, weights=saved)
+
+
+def history_frame(recorder: RunRecorder) -> pd.DataFrame:
+    """history.csv: the recorder's rows in long format."""
+    return pd.DataFrame(recorder.rows, columns=["epoch", "step", "metric", "value"])
+
+
+def timing_record(
+    started: float,
+    setup_seconds: float,
+    fit_seconds: float,
+    recorder: RunRecorder,
+    eval_seconds: float,
+    threads: int,
+    device: str,
+) -> dict[str, Any]:
+    """timing.json: where the wall time went (apart from the results, which must diff byte for byte)."""
+    return {
         "wall_seconds": time.perf_counter() - started,
         "setup_seconds": setup_seconds,
         "fit_seconds": fit_seconds,
         **recorder_timing(recorder),
-        "eval_seconds": module.eval_seconds,
+        "eval_seconds": eval_seconds,
         "logging_seconds": recorder.logging_seconds,
         "process_start_to_training_seconds": recorder.process_start_to_training,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "device": str(datamodule.train.images.device),
+        "device": device,
         "torch_threads": threads,
         "torch_version": torch.__version__,
     }
-    saved = {weights.INITIAL: initial_weights, weights.FINAL: weights.snapshot(module.model)}
-    return Outcome(metrics, history, timing, weights=saved)
 
 
 def run_metrics(
     cfg: DictConfig, module: InitStudyModule, datamodule: MNISTDataModule, history: pd.DataFrame
 ) -> dict[str, Any]:
-    """metrics.json: the final test pass, the last epoch's train loss, thresholds, symmetry, divergence."""
+    """metrics.json: the final test pass, the last epoch's train loss, thresholds, symmetry, divergence.
+    ``module`` is the run's LightningModule, or a stacked member (initstudy.stacked.members), which answers
+    the same attributes."""
     test, eval_split, divergence = module.test_evaluation, datamodule.eval.name, module.divergence
     assert test is not None, "trainer.test did not run"
     final_train = history[history.metric == "train/loss"].value
@@ -421,21 +445,50 @@ def train_run(
     done = resume(cfg, final_dir, staging, identity)
     if done is not None:
         return done
+    attempt = begin(cfg, final_dir, staging, identity, job_index, started)
+    try:
+        outcome = fit(cfg, staging, attempt.run.logger, job_index, position)
+        return finish(attempt, outcome)
+    except BaseException as error:
+        attempt.run.fail(error)
+        raise
+
+
+@dataclass
+class Attempt:
+    """One attempt at a run folder, from its staging folder to its MLflow child run: what the per-run
+    bookkeeping needs before and after the fit (one per run; a stacked group has one per member)."""
+
+    cfg: DictConfig
+    final_dir: Path
+    staging: Path
+    identity: str
+    resolved: dict[str, Any]
+    numerics: dict[str, Any]
+    run: Tracking
+    started: float
+
+
+def begin(
+    cfg: DictConfig, final_dir: Path, staging: Path, identity: str, job_index: int, started: float
+) -> Attempt:
+    """A fresh staging folder, the numerics in effect and the attempt's MLflow child run."""
     rundir.begin_attempt(staging)
     resolved = resolved_config(cfg)
     described = job_numerics(cfg, job_index)
     run = start_tracking(cfg, repo_root(), final_dir, resolved, described)
-    try:
-        outcome = fit(cfg, staging, run.logger, job_index, position)
-        outcome.numerics, outcome.mlflow_run_id = described, run.run_id
-        pause_point("trained")
-        record(staging, resolved, outcome, run)
-        complete(staging, final_dir, identity, run)
-    except BaseException as error:
-        run.fail(error)
-        raise
-    log.info("[%s] test/acc %.4f  test/loss %.4f  (%.1f s)", run_label(cfg), outcome.metrics["test/acc"],
-             outcome.metrics["test/loss"], time.perf_counter() - started)  # fmt: skip
+    return Attempt(cfg, final_dir, staging, identity, resolved, described, run, started)
+
+
+def finish(attempt: Attempt, outcome: Outcome) -> dict[str, Any]:
+    """Results written, marker, promotion, MLflow FINISHED (the caller marks the run FAILED if this raises);
+    the run's metrics."""
+    outcome.numerics, outcome.mlflow_run_id = attempt.numerics, attempt.run.run_id
+    pause_point("trained")
+    record(attempt.staging, attempt.resolved, outcome, attempt.run)
+    complete(attempt.staging, attempt.final_dir, attempt.identity, attempt.run)
+    log.info("[%s] test/acc %.4f  test/loss %.4f  (%.1f s)", run_label(attempt.cfg), outcome.metrics["test/acc"],
+             outcome.metrics["test/loss"], time.perf_counter() - attempt.started)  # fmt: skip
     return outcome.metrics
 
 

@@ -59,11 +59,16 @@ class ChunkedBatches:
     def __len__(self) -> int:
         return math.ceil(self.steps_per_epoch / self.steps_per_chunk)
 
-    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    def batch_indices(self) -> tuple[torch.Tensor, ...]:
+        """The current epoch's mini-batches as index tensors on the device (the stacked trainer gathers one
+        per member and step from them)."""
         # The order depends on (seed, epoch) alone, not on how much global RNG earlier code consumed.
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
         order = torch.randperm(len(self.split), generator=generator).to(self.split.labels.device)
-        batches = order.split(self.batch_size)
+        return order.split(self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        batches = self.batch_indices()
         for start in range(0, len(batches), self.steps_per_chunk):
             yield [
                 (self.split.images[i], self.split.labels[i])
