@@ -10,6 +10,7 @@ line on stderr and exit status 2.
     python -m initstudy.train init=he_uniform seed=3            # one run, overridden
     python -m initstudy.train --multirun                        # the default sweep (params.yaml)
     python -m initstudy.train -m init=zeros,he_uniform seed=0,1 hydra/launcher=joblib
+    python -m initstudy.train -m hydra/launcher=stacked         # jobs equal but for init, seed: one model
     python -m initstudy.train -m optimizer.lr=0.001,0.003       # runs/optimizer.lr=0.001/<init>/seed_<n>
     python -m initstudy.train -m hydra/sweeper=tune init=he_uniform seed=0 'optimizer.lr=tag(log,interval(1e-4,1e-1))'
 """
@@ -22,7 +23,9 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -45,12 +48,21 @@ def apply_log_level() -> None:
     logging.getLogger("initstudy").setLevel(getattr(logging, level, logging.INFO))
 
 
-@hydra.main(config_path=str(repo_root()), config_name="params", version_base="1.3")
-def hydra_job(cfg: DictConfig) -> float | None:
-    """One Hydra job: train in the run folder's staging folder (where Hydra also wrote its files), promoted
-    into Hydra's output folder once complete. Returns test accuracy: the objective of a tuning sweeper."""
-    from initstudy.runner import train_run
+@dataclass(frozen=True)
+class JobSpec:
+    """One admitted job, ready to train: what ``runner.train_run`` (or a stacked group) needs."""
 
+    cfg: DictConfig
+    final: Path
+    staging: Path
+    identity: str
+    job_index: int
+    position: str
+
+
+def job_spec(cfg: DictConfig) -> JobSpec:
+    """Inside Hydra's job (``run_job``): the pre-flight's verdict on this job, its log level and numerics, and
+    where it trains (the run folder's staging folder, where Hydra also wrote its files)."""
     hydra_cfg = HydraConfig.get()
     final = Path(hydra_cfg.runtime.output_dir)
     launch.admit(final)  # the pre-flight's verdict on this job
@@ -61,11 +73,24 @@ def hydra_job(cfg: DictConfig) -> float | None:
     numerics.apply_before_torch(numerics.from_config(cfg.numerics))
     size = os.environ.get(launch.SWEEP_SIZE_ENV)
     position = f"run {job_index + 1}/{size} " if size else ""
-    staging = sweep.staging_for(hydra_cfg)
-    metrics = train_run(cfg, final, staging, run_identity(cfg), job_index, position)
-    # What a tuning sweeper maximises: the held-out validation accuracy (the pre-flight refuses to tune
-    # without a validation split: tuning on the test set would leak it into the choice).
+    return JobSpec(cfg, final, sweep.staging_for(hydra_cfg), run_identity(cfg), job_index, position)
+
+
+def objective(metrics: dict[str, Any]) -> float | None:
+    """What a tuning sweeper maximises: the held-out validation accuracy (the pre-flight refuses to tune
+    without a validation split: tuning on the test set would leak it into the choice)."""
     return metrics.get("val/acc", metrics.get("test/acc"))
+
+
+@hydra.main(config_path=str(repo_root()), config_name="params", version_base="1.3")
+def hydra_job(cfg: DictConfig) -> float | None:
+    """One Hydra job: train in the run folder's staging folder, promoted into Hydra's output folder once
+    complete. Returns :func:`objective`. (``hydra/launcher=stacked`` runs :func:`job_spec` per job and trains
+    the jobs it can group together: initstudy.stacked.)"""
+    from initstudy.runner import train_run
+
+    spec = job_spec(cfg)
+    return objective(train_run(cfg, spec.final, spec.staging, spec.identity, spec.job_index, spec.position))
 
 
 def answers_without_running(argv: Sequence[str]) -> bool:

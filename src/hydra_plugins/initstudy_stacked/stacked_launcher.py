@@ -1,0 +1,38 @@
+"""``hydra/launcher=stacked`` (conf/hydra/launcher/stacked.yaml): a thin Launcher; the work is initstudy.stacked.
+
+Hydra imports every module under ``hydra_plugins`` at start-up to find plugins, so this one imports nothing
+heavy: torch and the study's training code load only when a sweep is launched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class StackedLauncher(Launcher):
+    """Runs a sweep's jobs in this process; jobs equal but for ``init`` and ``seed`` train as one stacked
+    model, up to ``max_models`` at a time."""
+
+    def __init__(self, max_models: int = 32) -> None:
+        self.max_models = max_models
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from initstudy.stacked.grouping import check_max_models
+
+        check_max_models(self.max_models)  # a ConfigError: one line, before the pre-flight takes the lock
+        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from initstudy.stacked.launcher import launch
+
+        assert self.config is not None and self.task_function is not None and self.hydra_context is not None
+        return launch(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx,
+                      self.max_models)  # fmt: skip

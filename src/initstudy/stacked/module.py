@@ -1,0 +1,155 @@
+"""The LightningModule of a stacked group: the single run's module (initstudy.module) for M networks at once.
+
+Manual optimization over chunks, as in ``InitStudyModule``: per optimizer step one stacked forward, each
+member's mean cross-entropy on its own batch (computed per member, the single run's own call), and one backward
+of their sum, so that each member's gradient is its single-run gradient (the derivative of the sum by a member's
+loss is exactly 1). Members share no parameter and no reduction: the optimizer is elementwise over per-member
+tensors (initstudy.stacked.network), the finiteness check is per member, and there is no gradient norm.
+
+A member whose loss is not finite is stopped where its single run stops: at the end of that chunk, with one
+evaluation pass right away (the pass Lightning's validation loop makes when a run asks to stop) and its epoch
+closed. From then on it gets no gradient (its weights and optimizer state stay as they were), no evaluation,
+and is left out of the loss; the group stops once no member trains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from initstudy.module import Evaluation, EvaluationSums
+from initstudy.stacked.members import Member
+from initstudy.stacked.network import StackedMLP
+
+
+class StackedModule(pl.LightningModule):
+    def __init__(
+        self,
+        network: StackedMLP,
+        members: Sequence[Member],
+        optimizer_factory: Callable[..., torch.optim.Optimizer],
+        steps_per_epoch: int,
+        stop_on_divergence: bool = True,
+        val_every_n_steps: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.members = list(members)
+        self.optimizer_factory = optimizer_factory
+        self.steps_per_epoch = steps_per_epoch
+        self.stop_on_divergence = stop_on_divergence
+        self.val_every_n_steps = val_every_n_steps
+        self.automatic_optimization = False
+        self.total_steps = 0
+        self.eval_seconds = 0.0  # the group's evaluation passes (timing.json of every member)
+        self.just_stopped: list[int] = []  # members stopped in the last chunk (MemberRecorders closes them)
+        self._sums: dict[int, EvaluationSums] = {}
+        self._eval_started = 0.0
+
+    def active_members(self) -> list[int]:
+        return [m for m, member in enumerate(self.members) if member.active]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(
+            [alias for aliases in self.network.member_parameters() for alias in aliases]
+        )
+
+    # ---- training -------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        for m in self.active_members():
+            self.members[m].losses.start_epoch()
+
+    def training_step(self, chunk: list[tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        active = [member.active for member in self.members]
+        training = torch.tensor([m for m, on in enumerate(active) if on], device=self.device)
+        step_losses = []
+        for images, labels in chunk:
+            logits = self.network(images)
+            losses = torch.stack([F.cross_entropy(logits[m], labels[m]) for m in range(self.network.size)])
+            optimizer.zero_grad(set_to_none=True)
+            self.network.zero_grad(set_to_none=True)
+            self.manual_backward(losses[training].sum())
+            self.network.share_gradients(active)
+            optimizer.step()
+            step_losses.append(losses.detach())
+            self.total_steps += 1
+            if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
+                self._evaluate_at_step()
+        chunk_losses = torch.stack(step_losses, dim=1)  # [M, steps]: each member's row contiguous
+        sizes = [labels.shape[1] for _, labels in chunk]
+        for m in training.tolist():
+            self.members[m].losses.add(chunk_losses[m], sizes)
+            self.members[m].total_steps += len(chunk)
+        if self.stop_on_divergence:
+            # The one host sync per chunk, per member: a non-finite loss stops that member only.
+            finite = torch.isfinite(chunk_losses).all(dim=1).tolist()
+            for m in training.tolist():
+                if not finite[m]:
+                    self._stop(m)
+        if not any(member.active for member in self.members):
+            self.trainer.should_stop = True
+
+    def _stop(self, m: int) -> None:
+        member = self.members[m]
+        member.divergence = member.losses.divergence(self.current_epoch, self.steps_per_epoch)
+        started = time.perf_counter()
+        with torch.no_grad():
+            member.evaluations.append(self._evaluate([m], self.trainer.datamodule.val_dataloader())[m])
+        self.eval_seconds += time.perf_counter() - started
+        member.active = False
+        self.just_stopped.append(m)
+
+    @torch.no_grad()
+    def _evaluate_at_step(self) -> None:
+        """A full pass over the evaluation split for every training member, between two optimizer steps."""
+        started = time.perf_counter()
+        for m, evaluation in self._evaluate(
+            self.active_members(), self.trainer.datamodule.val_dataloader()
+        ).items():
+            self.members[m].step_evaluations.append((self.total_steps, evaluation))
+        self.eval_seconds += time.perf_counter() - started
+
+    def _evaluate(self, members: list[int], batches: object) -> dict[int, Evaluation]:
+        sums = {m: EvaluationSums(self.device) for m in members}
+        for images, labels in batches:  # type: ignore[attr-defined]
+            for m in members:
+                sums[m].add(self.network.member_forward(m, images), labels)
+        return {m: s.result() for m, s in sums.items()}
+
+    def on_train_epoch_end(self) -> None:
+        for m in self.active_members():
+            self.members[m].losses.end_epoch()
+
+    # ---- evaluation: Lightning's validation loop (the sanity pass is the evaluation at init) and test loop
+    def on_validation_epoch_start(self) -> None:
+        self._eval_started = time.perf_counter()
+        self._sums = {m: EvaluationSums(self.device) for m in self.active_members()}
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._accumulate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        for m, sums in self._sums.items():
+            self.members[m].evaluations.append(sums.result())
+        self.eval_seconds += time.perf_counter() - self._eval_started
+
+    def on_test_epoch_start(self) -> None:
+        # Every member, the stopped ones included: their single runs test the weights they stopped with.
+        self._sums = {m: EvaluationSums(self.device) for m in range(len(self.members))}
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._accumulate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        for m, sums in self._sums.items():
+            self.members[m].test_evaluation = sums.result()
+
+    def _accumulate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        images, labels = batch
+        for m, sums in self._sums.items():
+            sums.add(self.network.member_forward(m, images), labels)

@@ -1,0 +1,111 @@
+"""M copies of one MLP architecture as one network: each layer's parameters stacked along a leading model axis.
+
+A Linear layer of M members is one ``torch.baddbmm(bias[M, 1, out], x[M, B, in], weight[M, out, in]^T)``: on the
+CPU (MKL, single thread, the portable profile) each member's slice is bit for bit the ``addmm`` that its own
+``nn.Linear`` computes, forward and backward (checked by tests/test_stacked.py). ``bmm`` followed by a bias add, or
+``torch.func.vmap(functional_call)`` (which lowers to ``bmm`` + add), round differently in the last bit; they are
+also slower here (benchmarks/stacked_kernels.py: baddbmm 1.0x, vmap ~1.2-1.4x the time per step on this
+machine's CPU).
+
+The optimizer does not see the stacked tensors. It sees, per member, tensors of the single run's shapes that
+alias the member's slice (:meth:`StackedMLP.member_parameters`), and whose gradients are views of the stacked
+gradient (:meth:`StackedMLP.share_gradients`). Adam and SGD are elementwise, so an optimizer over them is each
+member's own optimizer with its own state. Handing it the stacked tensors would be the same maths but not the
+same bits: torch's fused CPU Adam runs the last ``numel % 8`` elements of each tensor through a scalar path
+that rounds differently from its vector path, so a member whose slice does not start on a multiple of 8
+(the head's bias: 10 elements) would round differently from its single run (seen). A frozen member (diverged)
+gets no gradient, so the optimizer skips its tensors and its weights stay as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initstudy.model import ACTIVATIONS, MLP
+
+# Activations whose scalar and vector kernels agree bit for bit (comparisons and one multiplication): applied to
+# the whole stack at once. The others (exp, tanh, erf) run their tail elements through a scalar kernel that
+# rounds differently; applied per member, each member's tail is its single run's tail.
+STACKABLE_ACTIVATIONS = ("relu", "leaky_relu", "linear")
+
+
+def layer_names(model: MLP) -> list[str]:
+    """The state-dict prefixes of the model's Linear layers, input first (``hidden.0.0``, ..., ``head``)."""
+    return [f"hidden.{index}.0" for index in range(len(model.hidden))] + ["head"]
+
+
+class StackedMLP(nn.Module):
+    """The members' MLPs (same sizes and activation), stacked; built from the members' initialized networks."""
+
+    def __init__(self, members: Sequence[MLP]) -> None:
+        super().__init__()
+        first = members[0]
+        self.size = len(members)
+        self.names = layer_names(first)
+        self.activation_name = first.activation_name
+        self.activation = ACTIVATIONS[first.activation_name]()
+        layers = [member.linear_layers() for member in members]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([layer[i].weight.detach() for layer in layers]).clone())
+            for i in range(len(self.names))
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([layer[i].bias.detach() for layer in layers]).clone())
+            for i in range(len(self.names))
+        )
+        self._aliases: list[list[nn.Parameter]] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: [M, B, in] (each member its own batch) -> logits [M, B, classes]."""
+        last = len(self.names) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            if index < last:
+                x = self._activate(x)
+        return x
+
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_name in STACKABLE_ACTIVATIONS:
+            return self.activation(x)
+        return torch.stack([self.activation(x[m]) for m in range(self.size)])
+
+    def member_forward(self, m: int, x: torch.Tensor) -> torch.Tensor:
+        """Member ``m`` alone on ``x`` [B, in], with exactly its single network's operations (evaluation)."""
+        last = len(self.names) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = F.linear(x, weight[m], bias[m])
+            if index < last:
+                x = self.activation(x)
+        return x
+
+    def member_parameters(self) -> list[list[nn.Parameter]]:
+        """Per member, its tensors in the single MLP's parameter order, aliasing the stacked storage. Made at
+        the first call, i.e. in ``configure_optimizers``, once the network is on its device (moving it
+        afterwards would leave them behind)."""
+        if self._aliases is None:
+            stacked = self._stacked()
+            self._aliases = [[nn.Parameter(full.data[m]) for full in stacked] for m in range(self.size)]
+        return self._aliases
+
+    def _stacked(self) -> list[nn.Parameter]:
+        return [p for weight, bias in zip(self.weights, self.biases, strict=True) for p in (weight, bias)]
+
+    def share_gradients(self, active: Sequence[bool]) -> None:
+        """After backward: each active member's aliases get views of the stacked gradients; a frozen member's
+        get none, so the optimizer leaves its weights and state alone."""
+        stacked = self._stacked()
+        for m, aliases in enumerate(self.member_parameters()):
+            for alias, full in zip(aliases, stacked, strict=True):
+                alias.grad = full.grad[m] if active[m] and full.grad is not None else None
+
+    def member_state(self, m: int) -> dict[str, torch.Tensor]:
+        """Member ``m``'s parameters in the single MLP's state-dict layout (``hidden.0.0.weight``, ...)."""
+        state = {}
+        for name, weight, bias in zip(self.names, self.weights, self.biases, strict=True):
+            state[f"{name}.weight"] = weight.detach()[m]
+            state[f"{name}.bias"] = bias.detach()[m]
+        return state
