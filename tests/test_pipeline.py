@@ -40,11 +40,12 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
     assert "sweep of 4 runs" in first.stderr + first.stdout
     manifest = pd.read_csv(repo / "runs/manifest.csv")
     assert list(zip(manifest.init, manifest.seed, strict=True)) == SWEEP
-    results = {}
+    results, numerics_records = {}, set()
     for init, seed in SWEEP:
         run_dir = repo / "runs" / init / f"seed_{seed}"
         for name in RUN_FILES:
             assert (run_dir / name).is_file(), run_dir / name
+        numerics_records.add((run_dir / "numerics.json").read_bytes())
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert {"test/acc", "test/loss", "val/acc", "steps_to_97", "train/loss_auc", "diverged"} <= set(
             metrics
@@ -62,6 +63,11 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
         assert (
             metrics["test/acc"] > 0.5 if init == "he_uniform" else metrics["test/distinct_predictions"] == 1
         )
+
+    # The 4 jobs ran in one process: each records the profile it ran under, the process's first job too.
+    assert len(numerics_records) == 1, numerics_records
+    described = json.loads(numerics_records.pop())
+    assert described["flush_denormal"] == "all" and described["deterministic_algorithms"] is True
 
     # MLflow: one parent for the sweep, a finished child per (init, seed) with config, metrics and tags.
     runs = search_runs(repo)

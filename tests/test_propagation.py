@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,7 +15,18 @@ from conftest import python_module, run
 from initstudy.config import compose_config
 from initstudy.initializers import Orthogonal, VarianceScaling, Zeros
 from initstudy.model import MLP
-from initstudy.propagation import gaussian_moments, measure, predict
+from initstudy.propagation import (
+    bias_variances,
+    gaussian_moments,
+    jacobian_singular_values,
+    mean_field,
+    measure,
+    measure_correlations,
+    pair_expectation,
+    predict,
+    predict_correlations,
+    predict_jacobian_mean_square,
+)
 
 
 @pytest.fixture
@@ -129,6 +141,13 @@ def test_depth_preset_trains_smallest_and_deepest_then_diagnoses_and_reports(syn
     run(python_module("initstudy.diagnose", "--out", "reports/depth/diagnostics", *sweep), repo)
     diagnostics = pd.read_csv(repo / "reports/depth/diagnostics/diagnostics.csv")
     assert set(diagnostics.depth) == {2, 30} and diagnostics.layer.max() == 31
+    assert set(diagnostics[diagnostics.statistic == "correlation"].layer) == set(range(1, 32))
+    jacobians = pd.read_csv(repo / "reports/depth/diagnostics/jacobian.csv")
+    assert (
+        len(jacobians) == 4 and (jacobians.seeds == 1).all()
+    )  # 2 inits x 2 activations x 2 depths / seeds... per net
+    for figure in ("correlation_map.png", "jacobian_spectrum.png"):
+        assert (repo / "reports/depth/diagnostics" / figure).is_file()
     run(python_module("initstudy.report", "--runs", "runs_depth", "--out", "reports/depth",
                       "--diagnostics", "reports/depth/diagnostics"), repo)  # fmt: skip
     report = (repo / "reports/depth/report.md").read_text()
@@ -149,7 +168,8 @@ def test_diagnostics_cover_every_network_of_the_sweep_and_match_the_training_ini
     from initstudy.runner import build_model, configure_process
 
     monkeypatch.chdir(synthetic_data_repo)
-    frame, _ = diagnose(["init=he_uniform,lsuv", "seed=0,1"])
+    diagnosis = diagnose(["init=he_uniform,lsuv", "seed=0,1"])
+    frame = diagnosis.layers
     assert set(zip(frame.init, frame.seed, strict=True)) == {
         (i, s) for i in ("he_uniform", "lsuv") for s in (0, 1)
     }
@@ -163,3 +183,106 @@ def test_diagnostics_cover_every_network_of_the_sweep_and_match_the_training_ini
             "layer"
         )
         assert rows.measured.tolist() == [layer.pre_std for layer in expected]
+
+
+# ---- bias variance, correlation map, mean field, Jacobian spectrum ------------------------------------------
+def monte_carlo(f, q_a: float, q_b: float, c: float, n: int = 2_000_000) -> float:
+    z = np.random.default_rng(0).standard_normal((2, n))
+    u = math.sqrt(q_a) * z[0]
+    v = math.sqrt(q_b) * (c * z[0] + math.sqrt(1 - c**2) * z[1])
+    return float(np.mean(f(u) * f(v)))
+
+
+@pytest.mark.parametrize(
+    ("activation", "f"),
+    [("relu", lambda x: np.maximum(x, 0)), ("leaky_relu", lambda x: np.where(x > 0, x, 0.01 * x)),
+     ("tanh", np.tanh), ("sigmoid", lambda x: 1 / (1 + np.exp(-x))), ("linear", lambda x: x)],
+)  # fmt: skip
+@pytest.mark.parametrize("c", [-0.6, 0.3, 0.95])
+def test_pair_expectation_matches_monte_carlo_and_the_one_variable_moments(activation, f, c):
+    assert pair_expectation(activation, 2.0, 3.0, c) == pytest.approx(monte_carlo(f, 2.0, 3.0, c), abs=4e-3)
+    diagonal = pair_expectation(activation, np.array([1.5]), np.array([1.5]), np.array([1.0]))[0]
+    assert diagonal == pytest.approx(gaussian_moments(activation, 1.5)[1], rel=1e-4)
+
+
+def test_relu_derivative_pair_expectation_is_the_share_of_jointly_active_units():
+    step = lambda x: (x > 0).astype(float)  # noqa: E731
+    assert pair_expectation("relu", 2.0, 3.0, 0.3, derivative=True) == pytest.approx(
+        monte_carlo(step, 2.0, 3.0, 0.3), abs=2e-3
+    )
+
+
+def test_mean_field_separates_order_from_chaos_for_tanh_and_puts_he_relu_at_the_edge():
+    ordered, chaotic = mean_field("tanh", 0.8, 0.05), mean_field("tanh", 2.5, 0.05)
+    assert ordered.chi_1 < 1 and ordered.c_star == pytest.approx(1.0, abs=1e-6)
+    assert ordered.xi_c == pytest.approx(-1 / math.log(ordered.chi_1), rel=1e-3)  # c* = 1: chi_c = chi_1
+    assert chaotic.chi_1 > 1 and chaotic.c_star < 0.9 and math.isfinite(chaotic.xi_c)
+    # q* is a fixed point of the variance map
+    assert ordered.q_star == pytest.approx(0.8 * gaussian_moments("tanh", ordered.q_star)[1] + 0.05, rel=1e-6)
+    assert mean_field("relu", 2.0, 0.0).chi_1 == pytest.approx(1.0, rel=1e-9)  # He: sigma_w^2 E[step^2] = 1
+
+
+def test_correlation_map_prediction_matches_a_wide_tanh_net_with_biases(batch):
+    images, _ = batch
+    torch.manual_seed(0)
+    model = MLP([2048] * 5, activation="tanh")
+    initializer = VarianceScaling("wide", 1.5, "fan_in", "untruncated_normal")
+    initializer(model)
+    with torch.no_grad():
+        for layer in model.linear_layers():
+            layer.bias.normal_(0.0, 0.3)
+    stds, biases = (
+        [initializer.expected_weight_std(m.weight) for m in model.linear_layers()],
+        bias_variances(model),
+    )
+    assert biases[0] == pytest.approx(0.09, rel=0.15)
+    measured = measure_correlations(model, images).mean(axis=0)
+    predicted = predict_correlations(model, stds, biases, images).mean(axis=0)
+    assert measured[:-1] == pytest.approx(predicted[:-1], abs=0.03)  # the 10-unit head is too narrow
+    # Without the bias term the prediction is off: biases pull the correlation of two inputs up.
+    unbiased = predict_correlations(model, stds, [0.0] * len(biases), images).mean(axis=0)
+    assert abs(unbiased[2] - measured[2]) > 0.05
+    stats = measure(model, images, torch.zeros(len(images), dtype=torch.int64))
+    with_bias = predict(model, stds, images, stats[-1].grad_act_std, biases)
+    assert stats[2].pre_std == pytest.approx(with_bias[2]["pre_std"], rel=0.1)
+
+
+def test_orthogonal_linear_network_is_an_isometry_and_gaussian_spreads_with_depth(batch):
+    images, _ = batch
+    torch.manual_seed(0)
+    spreads = {}
+    for depth in (2, 16):
+        orthogonal = MLP([128] * depth, activation="linear")
+        Orthogonal("orthogonal")(orthogonal)
+        values = jacobian_singular_values(orthogonal, images)
+        assert values == pytest.approx(np.ones_like(values), abs=1e-5)  # every singular value 1
+        gaussian = MLP([128] * depth, activation="linear")
+        initializer = VarianceScaling("lecun", 1.0, "fan_in", "untruncated_normal")
+        initializer(gaussian)
+        values = jacobian_singular_values(gaussian, images)
+        spreads[depth] = values.std() / np.sqrt((values**2).mean())
+        stds = [initializer.expected_weight_std(m.weight) for m in gaussian.linear_layers()]
+        if depth == 2:  # the mean squared singular value is what the variance recursion predicts
+            assert (values**2).mean() == pytest.approx(
+                predict_jacobian_mean_square(gaussian, stds, images), rel=0.1
+            )
+    assert spreads[16] > 1.5 * spreads[2] > 0  # the relative spread is at most 1
+
+
+def test_diagnose_writes_the_correlation_map_and_the_jacobian_per_network(synthetic_data_repo, monkeypatch):
+    from initstudy.diagnose import aggregate, aggregate_jacobians, diagnose
+
+    monkeypatch.chdir(synthetic_data_repo)
+    diagnosis = diagnose(["init=zeros,he_uniform", "seed=0,1"])
+    correlations = aggregate(diagnosis.layers).query("statistic == 'correlation'")
+    assert set(correlations.layer) == {1, 2, 3}
+    zeros = correlations[correlations.init == "zeros"]
+    assert (
+        zeros.layer.min() == 1 and zeros[zeros.layer > 1]["mean"].isna().all()
+    )  # zero activations: no cosine
+    he = correlations[correlations.init == "he_uniform"]
+    assert he["mean"].between(-1, 1).all() and he.predicted.notna().all()
+    jacobians = aggregate_jacobians(diagnosis.jacobians)
+    assert sorted(jacobians.init) == ["he_uniform", "zeros"] and (jacobians.seeds == 2).all()
+    assert jacobians.set_index("init").loc["zeros", "mean_sq"] == 0
+    assert jacobians.set_index("init").loc["he_uniform", "relative_spread"] > 0

@@ -1,10 +1,12 @@
 """``python -m initstudy.diagnose [--out DIR] [overrides]``: signal propagation at step 0 for every network
-of a sweep (the DVC ``diagnose`` stages), measured and predicted, averaged over seeds.
+of a sweep (the DVC ``diagnose`` stages), measured and predicted, averaged over seeds: per layer the scale of
+activations and gradients, and how the correlation of two inputs evolves through depth (the correlation map);
+per network the singular values of the input-output Jacobian (dynamical isometry).
 
 The sweep is the one ``python -m initstudy.train --multirun <overrides>`` would run (e.g. ``experiment=depth``);
 each (initializer, activation, hidden sizes) is built exactly as its training run builds it at step 0, for
-every seed, and measured on the same fixed batch of training images. Writes ``diagnostics.csv``,
-``statements.json`` and figures to ``--out``.
+every seed, and measured on the same fixed batch of training images. Writes ``diagnostics.csv`` (per layer),
+``jacobian.csv`` (per network), ``statements.json`` and figures to ``--out``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from initstudy import atomic, numerics
@@ -40,17 +45,44 @@ STATISTICS = (
     "weight_grad_std",
 )
 PREDICTED = ("pre_std", "act_std", "grad_act_std")
+# Per layer, mean over the image pairs (propagation.PAIRS): cosine similarity of two inputs' pre-activations.
+CORRELATION = "correlation"
+JACOBIAN_COLUMNS = ("mean_sq", "predicted_mean_sq", "s_05", "s_50", "s_95", "relative_spread")
 AGREEMENT = (0.8, 1.25)  # measured / predicted within this range counts as agreement
 
 
-def diagnose(overrides: list[str]) -> tuple[pd.DataFrame, dict[str, list[torch.Tensor]]]:
-    """Long frame (init, activation, depth, seed, layer, statistic, measured, predicted) over all jobs, and
-    the step-0 activations of the first seed of each network (for histograms)."""
+@dataclass
+class Diagnosis:
+    layers: pd.DataFrame  # long: init, activation, depth, seed, layer, statistic, measured, predicted
+    jacobians: pd.DataFrame  # one row per network and seed: JACOBIAN_COLUMNS
+    activations: dict[tuple, list[torch.Tensor]]  # step-0 activations, first seed of each network
+    singular_values: dict[tuple, np.ndarray]  # the Jacobian's singular values, first seed of each network
+
+
+def jacobian_row(singular_values: np.ndarray, predicted: float | None) -> dict[str, float]:
+    """Scale and spread of one network's Jacobian spectrum: relative spread = std(s) / rms(s), 0 for an
+    isometry (every singular value equal), towards 1 when a few directions carry all the gain."""
+    rms = float(np.sqrt((singular_values**2).mean()))
+    s_05, s_50, s_95 = (float(v) for v in np.quantile(singular_values, [0.05, 0.5, 0.95]))
+    return {"mean_sq": rms**2, "predicted_mean_sq": math.nan if predicted is None else predicted,
+            "s_05": s_05, "s_50": s_50, "s_95": s_95,
+            "relative_spread": float(singular_values.std()) / rms if rms > 0 else math.nan}  # fmt: skip
+
+
+def mean_over_pairs(correlations: np.ndarray) -> np.ndarray:
+    """Per layer, the mean over image pairs; NaN where no pair has one (zero activations)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN layers: NaN is the answer
+        return np.nanmean(correlations, axis=0)
+
+
+def diagnose(overrides: list[str]) -> Diagnosis:
+    """Every network of the sweep at step 0, measured and predicted (see :class:`Diagnosis`)."""
     numerics.apply_for_sweep(overrides, multirun=True)
     import torch
 
+    from initstudy import propagation
     from initstudy.data.datamodule import load_mnist
-    from initstudy.propagation import measure, predict
     from initstudy.runner import build_model, configure_process
 
     jobs = plan(overrides, multirun=True)
@@ -58,7 +90,8 @@ def diagnose(overrides: list[str]) -> tuple[pd.DataFrame, dict[str, list[torch.T
     configure_process(first)  # threads and flush-to-zero before the first parallel torch work (loading)
     train_images, train_labels = load_mnist(repo_root() / first.data.root, train=True)
     images, labels = train_images[:BATCH_SIZE], train_labels[:BATCH_SIZE]
-    rows, activations = [], {}
+    rows, activations, jacobians, spectra = [], {}, [], {}
+    correlation_predictions: dict[tuple, np.ndarray] = {}  # seed-independent: the same stds and images
     seen: set[tuple] = set()
     for job in jobs:
         key = (job.init, job.activation, job.hidden_sizes, job.seed)
@@ -69,8 +102,16 @@ def diagnose(overrides: list[str]) -> tuple[pd.DataFrame, dict[str, list[torch.T
         configure_process(cfg)  # deterministic algorithms too (the numerics profile)
         model, initializer = build_model(cfg, train_images)
         weight_stds = [initializer.expected_weight_std(layer.weight) for layer in model.linear_layers()]
-        stats = measure(model, images, labels)
-        predictions = predict(model, weight_stds, images, grad_logits_std=stats[-1].grad_act_std)
+        bias_vars = propagation.bias_variances(model)
+        stats = propagation.measure(model, images, labels)
+        predictions = propagation.predict(model, weight_stds, images, stats[-1].grad_act_std, bias_vars)
+        key_of_prediction = (job.activation, job.hidden_sizes, tuple(weight_stds), tuple(bias_vars))
+        if key_of_prediction not in correlation_predictions:
+            correlation_predictions[key_of_prediction] = propagation.predict_correlations(
+                model, weight_stds, bias_vars, images
+            )
+        measured_c = mean_over_pairs(propagation.measure_correlations(model, images))
+        predicted_c = mean_over_pairs(correlation_predictions[key_of_prediction])
         for layer_stats, predicted in zip(stats, predictions, strict=True):
             for statistic in STATISTICS:
                 value = getattr(layer_stats, statistic)
@@ -78,12 +119,21 @@ def diagnose(overrides: list[str]) -> tuple[pd.DataFrame, dict[str, list[torch.T
                              "layer": layer_stats.layer, "statistic": statistic,
                              "measured": math.nan if value is None else value,
                              "predicted": predicted.get(statistic) if statistic in PREDICTED else None})  # fmt: skip
+            rows.append({"init": job.init, "activation": job.activation, "depth": job.depth, "seed": job.seed,
+                         "layer": layer_stats.layer, "statistic": CORRELATION,
+                         "measured": measured_c[layer_stats.layer - 1],
+                         "predicted": predicted_c[layer_stats.layer - 1]})  # fmt: skip
+        singular_values = propagation.jacobian_singular_values(model, images)
+        predicted_gain = propagation.predict_jacobian_mean_square(model, weight_stds, images, bias_vars)
+        jacobians.append({"init": job.init, "activation": job.activation, "depth": job.depth, "seed": job.seed,
+                          **jacobian_row(singular_values, predicted_gain)})  # fmt: skip
         net = (job.init, job.activation, job.depth)
         if net not in activations:
             with torch.no_grad():
                 passed = model.forward_with_intermediates(images)
             activations[net] = [a.flatten() for a in passed.activations]
-    return pd.DataFrame(rows), activations
+            spectra[net] = singular_values
+    return Diagnosis(pd.DataFrame(rows), pd.DataFrame(jacobians), activations, spectra)
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -96,12 +146,62 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def aggregate_jacobians(jacobians: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of each spectrum statistic, one row per network."""
+    keys = ["init", "activation", "depth"]
+    grouped = jacobians.groupby(keys, sort=False)[list(JACOBIAN_COLUMNS)]
+    out = grouped.mean().add_suffix("").reset_index()
+    spread = grouped.std()["relative_spread"].to_numpy()
+    out.insert(out.columns.get_loc("relative_spread") + 1, "relative_spread_std", spread)
+    out.insert(len(keys), "seeds", grouped.size().to_numpy())
+    return out
+
+
+def correlation_statements(summary: pd.DataFrame) -> list[str]:
+    """Per activation at the deepest depth: where two inputs' correlation ends up, measured and predicted."""
+    out = []
+    deepest = summary.depth.max()
+    rows = summary[(summary.statistic == CORRELATION) & (summary.depth == deepest)]
+    for (init, activation), group in rows.groupby(["init", "activation"], sort=False):
+        ordered = group.sort_values("layer")
+        hidden = ordered[ordered.layer <= deepest]
+        if hidden["mean"].isna().all():
+            continue
+        first, last = hidden.iloc[0], hidden.iloc[-1]
+        predicted = (
+            ""
+            if pd.isna(last.predicted)
+            else f" (mean-field prediction {first.predicted:.3f} -> {last.predicted:.3f})"
+        )
+        out.append(f"`{init}` ({activation}, {deepest} hidden layers): two inputs' correlation goes from "
+                   f"{first['mean']:.3f} at layer 1 to {last['mean']:.3f} at layer {int(last.layer)}{predicted}.")  # fmt: skip
+    return out
+
+
+def jacobian_statements(jacobians: pd.DataFrame) -> list[str]:
+    """Per activation at the deepest depth: the Jacobian's scale and spread (dynamical isometry: spread 0)."""
+    out = []
+    deepest = jacobians.depth.max()
+    for row in jacobians[jacobians.depth == deepest].itertuples(index=False):
+        if not row.mean_sq > 0:
+            out.append(
+                f"`{row.init}` ({row.activation}, {deepest} hidden layers): the input-output Jacobian is zero."
+            )
+            continue
+        predicted = "" if math.isnan(row.predicted_mean_sq) else f" (predicted {row.predicted_mean_sq:.3g})"
+        out.append(f"`{row.init}` ({row.activation}, {deepest} hidden layers): input-output Jacobian mean squared "
+                   f"singular value {row.mean_sq:.3g}{predicted}, singular values 5/50/95% {row.s_05:.2g} / "
+                   f"{row.s_50:.2g} / {row.s_95:.2g}, relative spread {row.relative_spread:.2f} (0 = isometry).")  # fmt: skip
+    return out
+
+
 def statements(summary: pd.DataFrame) -> list[str]:
     """Where measurement and prediction agree, and where they part (activation std, gradient std)."""
     out = []
     low, high = AGREEMENT
     for (init, activation, depth), group in summary.groupby(["init", "activation", "depth"], sort=False):
         net = f"`{init}` ({activation}, {depth} hidden layers)"
+        group = group[group.statistic != CORRELATION]
         acts = group[(group.statistic == "act_std") & group.predicted.notna()]
         grads = group[
             (group.statistic == "grad_act_std") & group.predicted.notna() & (group.layer < group.layer.max())
@@ -195,6 +295,70 @@ def figures(summary: pd.DataFrame, activations: dict, out: Path, pair: list[str]
     return made
 
 
+def correlation_figure(summary: pd.DataFrame, out: Path) -> dict[str, str]:
+    """The correlation map through depth for the deepest networks: measured (markers) against mean-field
+    (dotted), one panel per activation."""
+    deepest = summary.depth.max()
+    rows = summary[(summary.statistic == CORRELATION) & (summary.depth == deepest)]
+    if rows.empty or rows["mean"].isna().all():
+        return {}
+    colours = colour_map(list(dict.fromkeys(summary.init)))
+    panels = list(dict.fromkeys(rows.activation))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False, sharey=True)
+    for ax, activation in zip(axes[0], panels, strict=True):
+        for init, net in rows[rows.activation == activation].groupby("init", sort=False):
+            net = net.sort_values("layer")
+            if net["mean"].isna().all():
+                continue
+            ax.errorbar(net.layer, net["mean"], yerr=net["std"].fillna(0), color=colours[init], marker="o", ms=3,
+                        capsize=2, label=init)  # fmt: skip
+            if net.predicted.notna().any():
+                ax.plot(net.layer, net.predicted, color=colours[init], ls=":", lw=1)
+        ax.set(xlabel="layer (last = output)", ylabel="cosine similarity of two inputs' pre-activations",
+               title=f"{activation}, {deepest} hidden layers (dotted: mean field)")  # fmt: skip
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "correlation_map.png", dpi=DPI)
+    plt.close(fig)
+    return {"Correlation of two inputs through depth at initialization": "correlation_map.png"}
+
+
+def jacobian_figure(singular_values: dict[tuple, np.ndarray], out: Path) -> dict[str, str]:
+    """The distribution of the Jacobian's singular values (empirical CDF, log axis) for the deepest networks,
+    one panel per activation: an isometry is a step at 1."""
+    if not singular_values:
+        return {}
+    deepest = max(net[2] for net in singular_values)
+    chosen = {net: values for net, values in singular_values.items() if net[2] == deepest}
+    colours = colour_map(list(dict.fromkeys(net[0] for net in singular_values)))
+    panels = list(dict.fromkeys(net[1] for net in chosen))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False, sharey=True)
+    drawn = False
+    for ax, activation in zip(axes[0], panels, strict=True):
+        for (init, net_activation, _), values in chosen.items():
+            positive = np.sort(values[values > 0])
+            if net_activation != activation or not len(positive):
+                continue
+            ax.step(positive, np.arange(1, len(positive) + 1) / len(values), where="post", color=colours[init],
+                    label=init)  # fmt: skip
+            drawn = True
+        ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.set(xscale="log", xlabel="singular value of d(last hidden layer)/d(input), log", ylabel="share of values",
+               title=f"{activation}, {deepest} hidden layers (first seed)")  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if not drawn:
+        plt.close(fig)
+        return {}
+    fig.tight_layout()
+    fig.savefig(out / "jacobian_spectrum.png", dpi=DPI)
+    plt.close(fig)
+    return {"Singular values of the input-output Jacobian at initialization": "jacobian_spectrum.png"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m initstudy.diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/diagnostics"))
@@ -202,18 +366,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="sweep overrides, as for python -m initstudy.train -m")
     args = parser.parse_args(argv)
     try:
-        frame, activations = diagnose(args.overrides)
+        diagnosis = diagnose(args.overrides)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    summary = aggregate(frame)
+    summary = aggregate(diagnosis.layers)
+    jacobians = aggregate_jacobians(diagnosis.jacobians)
     args.out.mkdir(parents=True, exist_ok=True)
     pair = [name for name in args.pair.split(",") if name in set(summary.init)] or list(
         dict.fromkeys(summary.init)
     )[:2]
-    made = figures(summary, activations, args.out, pair)
+    made = figures(summary, diagnosis.activations, args.out, pair)
+    made |= correlation_figure(summary, args.out) | jacobian_figure(diagnosis.singular_values, args.out)
     atomic.write_text(args.out / "diagnostics.csv", summary.to_csv(index=False))
-    atomic.write_json(args.out / "statements.json", {"statements": statements(summary), "figures": made})
+    atomic.write_text(args.out / "jacobian.csv", jacobians.to_csv(index=False))
+    said = statements(summary) + correlation_statements(summary) + jacobian_statements(jacobians)
+    atomic.write_json(args.out / "statements.json", {"statements": said, "figures": made})
     print(f"diagnostics of {summary.groupby(['init', 'activation', 'depth']).ngroups} networks -> {args.out}")
 
 

@@ -126,10 +126,10 @@ def _dead_or_saturated(a: torch.Tensor, activation: str) -> float | None:
 
 
 def predict(model: nn.Module, weight_stds: list[float | None], images: torch.Tensor,
-            grad_logits_std: float) -> list[dict[str, float | None]]:  # fmt: skip
+            grad_logits_std: float, bias_vars: list[float] | None = None) -> list[dict[str, float | None]]:  # fmt: skip
     """Per layer: predicted pre-activation std, activation std and std of dL/d(activation), from the weight
-    stds the initializer aims for (None = no closed form: no prediction), the measured second moment of the
-    input and the measured std of the gradient at the logits."""
+    stds the initializer aims for (None = no closed form: no prediction), the bias variances (default zero),
+    the measured second moment of the input and the measured std of the gradient at the logits."""
     layers = model.linear_layers()
     activation = model.activation_name
     q_input = float((images.double() ** 2).mean())  # E[x^2] per input feature
@@ -143,7 +143,7 @@ def predict(model: nn.Module, weight_stds: list[float | None], images: torch.Ten
             predictions.append({"pre_std": None, "act_std": None})
             second_moment = None
             continue
-        q = layer.in_features * std**2 * second_moment
+        q = layer.in_features * std**2 * second_moment + (bias_vars[index] if bias_vars else 0.0)
         qs.append(q)
         last = index == len(layers) - 1
         if last:
@@ -169,3 +169,184 @@ def predict(model: nn.Module, weight_stds: list[float | None], images: torch.Ten
         q = qs[index]
         grad_variance = None if q is None else grad_act_variance * gaussian_moments(activation, q)[2]
     return predictions
+
+
+def bias_variances(model: MLP) -> list[float]:
+    """Each Linear layer's bias second moment as the network has it (zero for the Keras-style initializers;
+    ``nn.Linear``'s own uniform draw for torch_default): the sigma_b^2 of the mean-field recursion."""
+    return [float((layer.bias.detach().double() ** 2).mean()) if layer.bias is not None else 0.0
+            for layer in model.linear_layers()]  # fmt: skip
+
+
+# ---- two inputs through depth: the correlation map (Poole et al. 2016; Schoenholz et al. 2017) -------------
+PAIRS = 32  # the first 2 * PAIRS images of the fixed batch, paired (0, 1), (2, 3), ...
+# Gauss-Hermite (probabilists') nodes for the bivariate expectations of smooth activations; ReLU-like ones
+# (kinked) use their closed forms (the arc-cosine kernel of Cho & Saul 2009).
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
+_GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
+
+
+def _arccos_kernel(q_a: np.ndarray, q_b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """E[relu(u) relu(v)] for centred Gaussians with variances q_a, q_b and correlation c."""
+    theta = np.arccos(np.clip(c, -1.0, 1.0))
+    return np.sqrt(q_a * q_b) / (2 * np.pi) * (np.sin(theta) + (np.pi - theta) * np.cos(theta))
+
+
+def pair_expectation(activation: str, q_a: np.ndarray, q_b: np.ndarray, c: np.ndarray,
+                     derivative: bool = False) -> np.ndarray:  # fmt: skip
+    """E[f(u) f(v)], (u, v) centred Gaussian with variances q_a, q_b and correlation c (arrays, element-wise);
+    f = phi, or phi' with ``derivative``."""
+    q_a, q_b, c = (np.asarray(x, dtype=float) for x in (q_a, q_b, c))
+    if activation == "linear":
+        return np.sqrt(q_a * q_b) * c if not derivative else np.ones_like(c)
+    if activation in ("relu", "leaky_relu"):
+        slope = 0.01 if activation == "leaky_relu" else 0.0
+        theta = np.arccos(np.clip(c, -1.0, 1.0))
+        if (
+            derivative
+        ):  # E[step(u) step(v)] = (pi - theta) / 2pi; by symmetry E[step(-u) step(v)] = theta / 2pi
+            same, crossed = (np.pi - theta) / (2 * np.pi), theta / (2 * np.pi)
+            return same * (1 + slope**2) + 2 * slope * crossed
+        return (1 + slope**2) * _arccos_kernel(q_a, q_b, c) - 2 * slope * _arccos_kernel(q_a, q_b, -c)
+    phi, dphi = _NUMPY_ACTIVATIONS[activation]
+    f = dphi if derivative else phi
+    if np.all(c == 1.0) and np.array_equal(q_a, q_b):  # one variable: a one-dimensional rule suffices
+        u = np.sqrt(q_a)[..., None] * _GH_NODES
+        return (f(u) ** 2 * _GH_WEIGHTS).sum(axis=-1)
+    z1, z2 = _GH_NODES[:, None], _GH_NODES[None, :]
+    weights = _GH_WEIGHTS[:, None] * _GH_WEIGHTS[None, :]
+    c = np.clip(c, -1.0, 1.0)[..., None, None]
+    u = np.sqrt(q_a)[..., None, None] * z1
+    v = np.sqrt(q_b)[..., None, None] * (c * z1 + np.sqrt(1 - c**2) * z2)
+    return (f(u) * f(v) * weights).sum(axis=(-2, -1))
+
+
+def measure_correlations(model: MLP, images: torch.Tensor, pairs: int = PAIRS) -> np.ndarray:
+    """[pairs, layers]: the cosine similarity of the two images' pre-activation vectors at every Linear layer
+    (the logits last); NaN where a vector is zero."""
+    with torch.no_grad():
+        passed = model.forward_with_intermediates(images[: 2 * pairs])
+    out = []
+    for h in (*passed.pre_activations, passed.logits):
+        a, b = h[0::2].double(), h[1::2].double()
+        norms = a.norm(dim=1) * b.norm(dim=1)
+        cosine = (a * b).sum(dim=1) / norms
+        out.append(torch.where(norms > 0, cosine, torch.full_like(cosine, math.nan)).numpy())
+    return np.stack(out, axis=1)
+
+
+def predict_correlations(model: MLP, weight_stds: list[float | None], bias_vars: list[float],
+                         images: torch.Tensor, pairs: int = PAIRS) -> np.ndarray:  # fmt: skip
+    """[pairs, layers]: the mean-field prediction of :func:`measure_correlations` for the same image pairs:
+    q^1_ab = s_1^2 x_a.x_b + v_1, then q^l_ab = n_{l-1} s_l^2 E[phi(u_a) phi(u_b)] + v_l, c^l = q^l_ab /
+    sqrt(q^l_aa q^l_bb) (per-weight std s_l, bias variance v_l). NaN where a std has no closed form."""
+    x = images[: 2 * pairs].double().numpy()
+    xa, xb = x[0::2], x[1::2]
+    out = np.full((len(xa), len(model.linear_layers())), math.nan)
+    # Zero weights make 0/0 correlations: NaN is the answer there, not a warning.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _correlation_recursion(model, weight_stds, bias_vars, xa, xb, out)
+
+
+def _correlation_recursion(model: MLP, weight_stds: list[float | None], bias_vars: list[float], xa: np.ndarray,
+                           xb: np.ndarray, out: np.ndarray) -> np.ndarray:  # fmt: skip
+    layers = model.linear_layers()
+    q_aa = q_bb = q_ab = np.zeros(len(xa))
+    for index, (layer, std, bias_var) in enumerate(zip(layers, weight_stds, bias_vars, strict=True)):
+        if std is None:
+            break
+        if index == 0:
+            q_aa = std**2 * (xa * xa).sum(1) + bias_var
+            q_bb = std**2 * (xb * xb).sum(1) + bias_var
+            q_ab = std**2 * (xa * xb).sum(1) + bias_var
+        else:
+            c = q_ab / np.sqrt(q_aa * q_bb)
+            sigma_w2 = (
+                layer.in_features * std**2
+            )  # the mean-field weight variance (per-weight variance x fan-in)
+            activation = model.activation_name
+            q_ab = sigma_w2 * pair_expectation(activation, q_aa, q_bb, c) + bias_var
+            q_aa = sigma_w2 * pair_expectation(activation, q_aa, q_aa, np.ones_like(c)) + bias_var
+            q_bb = sigma_w2 * pair_expectation(activation, q_bb, q_bb, np.ones_like(c)) + bias_var
+        out[:, index] = np.where(q_aa * q_bb > 0, q_ab / np.sqrt(q_aa * q_bb), math.nan)
+    return out
+
+
+@dataclass
+class MeanField:
+    """The infinitely wide network's fixed point for weight variance sigma_w^2 (times fan-in) and bias
+    variance sigma_b^2 (Schoenholz et al. 2017): q*, c*, chi_1 (> 1: chaos, < 1: order) and the depth scale
+    xi_c over which two inputs' correlation relaxes to c* (a small multiple of it bounds the trainable depth)."""
+
+    q_star: float
+    c_star: float
+    chi_1: float
+    xi_c: float
+
+
+def mean_field(activation: str, sigma_w2: float, sigma_b2: float, iterations: int = 500) -> MeanField:
+    one = np.ones(1)
+    q = 1.0
+    for _ in range(iterations):
+        q = float(sigma_w2 * pair_expectation(activation, q * one, q * one, one)[0] + sigma_b2)
+    chi_1 = float(sigma_w2 * pair_expectation(activation, q * one, q * one, one, derivative=True)[0])
+    c = 0.5
+    for _ in range(iterations):
+        if q <= 0:
+            break
+        c = float((sigma_w2 * pair_expectation(activation, q * one, q * one, c * one)[0] + sigma_b2) / q)
+    chi_c = float(sigma_w2 * pair_expectation(activation, q * one, q * one, c * one, derivative=True)[0])
+    xi_c = -1.0 / math.log(chi_c) if 0 < chi_c < 1 else math.inf
+    return MeanField(q_star=q, c_star=c, chi_1=chi_1, xi_c=xi_c)
+
+
+# ---- dynamical isometry: the input-output Jacobian's singular values (Pennington et al. 2017) --------------
+JACOBIAN_IMAGES = 8  # Jacobians at the first 8 images of the fixed batch, their singular values pooled
+# Singular values below this share of a Jacobian's largest are below float64's resolution of the product (and
+# exact zeros of dead ReLU paths among them): recorded as 0.
+RESOLUTION = 1e-13
+
+
+def jacobian_singular_values(model: MLP, images: torch.Tensor, count: int = JACOBIAN_IMAGES) -> np.ndarray:
+    """The singular values of d(last hidden activation)/d(input) at each of ``count`` images, pooled (each
+    Jacobian is width x 784: min(width, 784) values per image).
+
+    J = D_L W_L ... D_1 W_1 with D_l = diag(phi'(h_l)), multiplied out in float64 from the output side (a
+    batched matmul per layer; ~100x faster than ``torch.func.jacrev`` here). phi' comes from autograd on the
+    network's own activation modules, so any element-wise activation works."""
+    x = images[:count].detach()
+    derivatives, weights = [], []
+    with torch.enable_grad():
+        for linear, activation in model.hidden:
+            h = linear(x).detach().requires_grad_(True)
+            out = activation(h)
+            (slope,) = torch.autograd.grad(out.sum(), h)
+            derivatives.append(slope.double())
+            weights.append(linear.weight.detach().double())
+            x = out.detach()
+    jacobian = torch.diag_embed(derivatives[-1])  # [images, width, width]
+    for index in range(len(weights) - 1, -1, -1):
+        jacobian = jacobian @ weights[index]
+        if index > 0:
+            jacobian = jacobian * derivatives[index - 1][:, None, :]
+    values = torch.linalg.svdvals(jacobian)
+    values = torch.where(values < RESOLUTION * values[:, :1], torch.zeros_like(values), values)
+    return values.flatten().numpy()
+
+
+def predict_jacobian_mean_square(model: MLP, weight_stds: list[float | None], images: torch.Tensor,
+                                 bias_vars: list[float] | None = None) -> float | None:  # fmt: skip
+    """The mean squared singular value the recursion predicts: E||J v||^2 = prod_l n_l s_l^2 E[phi'(z_l)^2]
+    for a unit input direction v, times 784 input directions, over min(width, 784) singular values."""
+    hidden = model.linear_layers()[:-1]
+    bias_vars = bias_vars or [0.0] * len(hidden)
+    second_moment = float((images.double() ** 2).mean())
+    gain = 1.0
+    for layer, std, bias_var in zip(hidden, weight_stds, bias_vars, strict=False):
+        if std is None:
+            return None
+        q = layer.in_features * std**2 * second_moment + bias_var
+        _, second_moment, derivative = gaussian_moments(model.activation_name, q)
+        gain *= layer.out_features * std**2 * derivative
+    inputs, width = hidden[0].in_features, hidden[-1].out_features
+    return gain * inputs / min(inputs, width)

@@ -493,8 +493,12 @@ def finish(attempt: Attempt, outcome: Outcome) -> dict[str, Any]:
 
 
 def job_numerics(cfg: DictConfig, job_index: int) -> dict[str, Any]:
-    """The numerics in effect for this job (numerics.json and MLflow tags)."""
-    return numerics.describe(numerics.from_config(cfg.numerics), job_device(cfg, job_index)[2])
+    """The numerics in effect for this job (numerics.json and MLflow tags). The profile is applied first: a
+    process's first job would otherwise describe the state before it (e.g. no flush-to-zero), and the record
+    would depend on which job a launcher's process happened to run first."""
+    profile = numerics.from_config(cfg.numerics)
+    numerics.apply_in_process(profile)
+    return numerics.describe(profile, job_device(cfg, job_index)[2])
 
 
 def record(staging: Path, resolved: dict[str, Any], outcome: Outcome, run: Tracking) -> None:
