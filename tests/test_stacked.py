@@ -154,12 +154,10 @@ SWEEP = [(init, seed) for init in ("zeros", "he_uniform") for seed in (0, 1)]
 
 
 def run_folder_bytes(repo: Path) -> dict[tuple[str, int], dict[str, bytes]]:
-    """The result files of every run. Not the first job's numerics.json: the one-job path describes the process
-    before applying the profile, so the first job of a process records flush_denormal "none" and
-    deterministic_algorithms false (a quirk of that path, docs/NEXT-stacked.md); a group applies it first."""
+    """The result files of every run, numerics.json included (each job applies its profile before describing
+    it, whichever job a process runs first)."""
     files = {(init, seed): {name: (repo / "runs" / init / f"seed_{seed}" / name).read_bytes() for name in RESULTS}
              for init, seed in SWEEP}  # fmt: skip
-    del files[SWEEP[0]]["numerics.json"]
     return files
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from initstudy.runner import Attempt, Outcome, begin, configure_process, finish, fit, resume
+from initstudy.runner import Attempt, Outcome, begin, finish, fit, resume
 from initstudy.stacked.fit import fit_group
 from initstudy.train import JobSpec
 
@@ -26,10 +26,6 @@ def train_group(specs: Sequence[JobSpec]) -> list[dict[str, Any] | Exception]:
     gc.collect()  # the previous unit's data set, freed only by the cycle collector (see runner.train_run)
     results: dict[int, dict[str, Any] | Exception] = {}
     attempts: dict[int, Attempt] = {}
-    # The profile applied before any member describes it (numerics.json). A single run describes the process
-    # as the previous job left it: the first job of a process records the state before the profile
-    # (flush_denormal "none", deterministic_algorithms false; docs/NEXT-stacked.md).
-    configure_process(specs[0].cfg)
     try:
         for i, spec in enumerate(specs):
             done = resume(spec.cfg, spec.final, spec.staging, spec.identity)
