@@ -125,7 +125,7 @@ def matmul_floor(repeats: int) -> list[float]:
 
 
 # What a throw-away study repo needs: the tracked configuration and code (src/ for DVC's dependency hashes).
-STUDY_ITEMS = ("params.yaml", "dvc.yaml", "conf", "src/initstudy", ".dvc/config", ".dvc/plots", ".dvcignore",
+STUDY_ITEMS = ("params.yaml", "dvc.yaml", "conf", "src/initstudy", "src/hydra_plugins", ".dvc/config", ".dvc/plots", ".dvcignore",
                ".gitignore")  # fmt: skip
 
 

@@ -32,6 +32,7 @@ REPO_ITEMS = (
     "dvc.yaml",
     "conf",
     "src/initstudy",
+    "src/hydra_plugins",
     ".dvc/config",
     ".dvc/plots",
     ".dvcignore",

@@ -18,7 +18,10 @@ from conftest import REPO, SyntheticMNIST, dvc, make_study_repo, run
 from initstudy import rundir
 from initstudy.config import compose_config
 
-PACKAGE = REPO / "src" / "initstudy"
+# The project's code: the package, and its Hydra launcher plugins (src/hydra_plugins/initstudy_*).
+SOURCE = REPO / "src"
+PACKAGE = SOURCE / "initstudy"
+PLUGINS = SOURCE / "hydra_plugins"
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 # Groups whose options change a stage's outputs, per entry point (launcher, logger and download settings do
 # not; `hydra` is the run-folder layout, which names the outputs).
@@ -27,6 +30,7 @@ RESULT_GROUPS = {
     "initstudy.diagnose": ("init", "model", "data", "numerics"),
 }
 ALL_STAGES = set(STAGES)
+TRAINING_ENTRY = "initstudy.train"
 
 
 def entry_module(stage: dict) -> str:
@@ -46,36 +50,68 @@ def module_file(name: str) -> Path | None:
 
 def instantiated_modules() -> set[str]:
     """Package modules that the configs name as ``_target_`` (built by hydra.utils.instantiate, never imported
-    by name, so an import scan cannot see them)."""
-    modules = set()
-    for path in (REPO / "conf").rglob("*.yaml"):
-        content = yaml.safe_load(path.read_text())
-        stack = [content]
+    by name, so an import scan cannot see them). Launchers apart: :func:`project_launchers`."""
+    return {target.rsplit(".", 1)[0] for target in config_targets(REPO / "conf", "initstudy.")}
+
+
+def config_targets(folder: Path, prefix: str) -> set[str]:
+    """Every ``_target_`` starting with ``prefix`` in the YAML files under ``folder``."""
+    targets = set()
+    for path in folder.rglob("*.yaml"):
+        stack = [yaml.safe_load(path.read_text())]
         while stack:
             node = stack.pop()
             if isinstance(node, dict):
                 target = node.get("_target_")
-                if isinstance(target, str) and target.startswith("initstudy."):
-                    modules.add(target.rsplit(".", 1)[0])
+                if isinstance(target, str) and target.startswith(prefix):
+                    targets.add(target)
                 stack.extend(node.values())
             elif isinstance(node, list):
                 stack.extend(node)
-    return modules
+    return targets
+
+
+def project_launchers() -> set[Path]:
+    """The files of the project's own launchers (conf/hydra/launcher/, e.g. ``stacked``): every one, not only
+    the one a stage's command names. Any launcher may write the runs a stage then reuses (a sweep started by
+    hand with hydra/launcher=stacked, then `dvc repro` with joblib), so a run's code identity must cover the
+    code of every launcher that can train it; a launcher's settings change no result and stay untracked."""
+    files = set()
+    for target in config_targets(REPO / "conf/hydra/launcher", "hydra_plugins.initstudy_"):
+        path = SOURCE / Path(*target.rsplit(".", 1)[0].split(".")).with_suffix(".py")
+        assert path.is_file(), target
+        files.add(path)
+    return files
+
+
+def imported_files(script: Path, extra_modules: set[str] = frozenset()) -> set[Path]:
+    """The files ``script`` imports at any depth (lazy imports included), plus ``extra_modules``'."""
+    finder = modulefinder.ModuleFinder(path=[str(SOURCE)])
+    finder.run_script(str(script))
+    for name in extra_modules:
+        finder.import_hook(name)
+    return {Path(m.__file__).resolve() for m in finder.modules.values() if m.__file__}
+
+
+def is_project_code(path: Path) -> bool:
+    return path.is_relative_to(PACKAGE.resolve()) or (
+        path.is_relative_to(PLUGINS.resolve())
+        and path.relative_to(PLUGINS.resolve()).parts[0].startswith("initstudy_")
+    )
 
 
 def code_closure(entry: str) -> set[str]:
-    """Every package file the entry point imports (at any depth, lazy imports included) or instantiates."""
-    finder = modulefinder.ModuleFinder(path=[str(REPO / "src")])
+    """Every project file the entry point imports (at any depth, lazy imports included) or instantiates; for
+    the training entry point also every project launcher and what it imports (:func:`project_launchers`)."""
     main = module_file(entry)
     assert main is not None, entry
     if main.name == "__init__.py":
         main = main.with_name("__main__.py")
-    finder.run_script(str(main))
-    if entry in RESULT_GROUPS:
-        for target in instantiated_modules():
-            finder.import_hook(target)
-    files = {Path(m.__file__).resolve() for m in finder.modules.values() if m.__file__}
-    return {f.relative_to(REPO).as_posix() for f in files if f.is_relative_to(PACKAGE.resolve())}
+    files = imported_files(main, instantiated_modules() if entry in RESULT_GROUPS else set())
+    if entry == TRAINING_ENTRY:
+        for launcher in project_launchers():  # one finder per script: a finder keeps one __main__
+            files |= imported_files(launcher)
+    return {f.relative_to(REPO).as_posix() for f in files if is_project_code(f)}
 
 
 def code_deps(stage: dict) -> set[str]:
@@ -93,9 +129,9 @@ def test_code_deps_are_exactly_what_the_entry_point_runs(name):
 
 
 def test_run_identity_covers_the_train_stages_code():
-    assert rundir.training_code(REPO) == sorted(
-        d.removeprefix("src/initstudy/") for d in code_deps(STAGES["train"])
-    )
+    assert rundir.training_code(REPO) == sorted(d.removeprefix("src/") for d in code_deps(STAGES["train"]))
+    assert "hydra_plugins/initstudy_stacked/stacked_launcher.py" in rundir.training_code(REPO)
+    assert "initstudy/stacked/network.py" in rundir.training_code(REPO)
     assert code_deps(STAGES["train"]) == code_deps(STAGES["train_depth"])
 
 
@@ -207,6 +243,7 @@ EDITS = {
         {"train_depth"},
     ),
     "training code": ("src/initstudy/module.py", None, "\n#\n", TRAINING_STAGES),
+    "stacked launcher code": ("src/initstudy/stacked/network.py", None, "\n#\n", {"train", "train_depth"}),
 }
 
 

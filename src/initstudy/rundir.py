@@ -61,7 +61,9 @@ TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # atomic.write_text's tem
 
 # The stage whose code dependencies (dvc.yaml) are a run's code identity: one list for DVC and for resume.
 TRAINING_STAGE = "train"
-PACKAGE_PREFIX = "src/initstudy/"
+SOURCE_DIR = "src/"
+# The project's code under src/: this package, and its Hydra plugins (the stacked launcher trains runs too).
+CODE_PREFIXES = ("src/initstudy/", "src/hydra_plugins/initstudy_")
 
 
 class RunFolderError(ConfigError):
@@ -72,7 +74,7 @@ class RunFolderError(ConfigError):
 
 
 def training_code(root: Path) -> list[str]:
-    """The package files the train stage depends on, as dvc.yaml names them (paths under src/initstudy/)."""
+    """The project's source files the train stage depends on, as dvc.yaml names them (paths under src/)."""
     path = root / "dvc.yaml"
     try:
         stage = yaml.safe_load(path.read_text())["stages"][TRAINING_STAGE]
@@ -80,27 +82,29 @@ def training_code(root: Path) -> list[str]:
         raise RunFolderError(
             f"{path} names no `{TRAINING_STAGE}` stage ({error}): run from the study's root"
         ) from None
-    deps = [dep for dep in stage.get("deps", []) if isinstance(dep, str) and dep.startswith(PACKAGE_PREFIX)]
+    deps = [dep for dep in stage.get("deps", []) if isinstance(dep, str) and dep.startswith(CODE_PREFIXES)]
     if not deps:
         raise RunFolderError(
-            f"{path}: the `{TRAINING_STAGE}` stage lists no {PACKAGE_PREFIX} file in its deps"
+            f"{path}: the `{TRAINING_STAGE}` stage lists no {CODE_PREFIXES[0]} file in its deps"
         )
-    return sorted(dep.removeprefix(PACKAGE_PREFIX) for dep in deps)
+    return sorted(dep.removeprefix(SOURCE_DIR) for dep in deps)
 
 
 def code_fingerprint() -> str:
-    """SHA-256 over the training code that runs (this package's files), as listed by dvc.yaml's train stage:
-    editing one of them changes every run's identity; editing the report, the docs or a test does not."""
+    """SHA-256 over the training code that runs (this package's files and its launcher plugin), as listed by
+    dvc.yaml's train stage: editing one of them changes every run's identity; editing the report, the docs or
+    a test does not."""
     return _fingerprint(repo_root())
 
 
 @functools.cache
 def _fingerprint(root: Path) -> str:
-    """Once per process and repo: a sweep asks for it once per job, and the code that runs cannot change."""
-    package = Path(__file__).resolve().parent
+    """Once per process and repo: a sweep asks for it once per job, and the code that runs cannot change.
+    The files hashed are the installed ones (the code that runs), found next to this package."""
+    source = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for name in training_code(root):
-        path = package / name
+        path = source / name
         if path.is_file():
             digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
