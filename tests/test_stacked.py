@@ -111,11 +111,13 @@ def test_a_diverging_member_stops_alone_and_changes_no_other_member(study_root: 
 # ---- grouping ------------------------------------------------------------------------------------------------
 
 
-def plan_of(root: Path, jobs: list[list[str]], max_models: int, complete: set[int] = frozenset()) -> list:
+def plan_of(
+    root: Path, jobs: list[list[str]], max_models: int, complete: set[int] = frozenset(), workers: int = 1
+) -> list:
     from initstudy.stacked.grouping import Candidate, plan
 
     cfgs = [compose_config([*BASE, f"data.root={root / 'data'}", *job]) for job in jobs]
-    return plan([Candidate(i, cfg, i in complete) for i, cfg in enumerate(cfgs)], max_models)
+    return plan([Candidate(i, cfg, i in complete) for i, cfg in enumerate(cfgs)], max_models, workers)
 
 
 def test_jobs_group_when_they_differ_only_in_init_and_seed(study_root: Path):
@@ -125,11 +127,24 @@ def test_jobs_group_when_they_differ_only_in_init_and_seed(study_root: Path):
     assert plan_of(study_root, jobs, 32) == [[0, 1, 5], [2, 3], [4]]
 
 
-def test_max_models_cuts_groups_and_a_remainder_of_one_runs_alone(study_root: Path):
+def test_max_models_cuts_groups_of_balanced_sizes_and_a_group_of_one_runs_alone(study_root: Path):
     jobs = [[f"init={init}", f"seed={seed}"] for init in ("zeros", "he_uniform") for seed in (0, 1, 2)]
-    assert plan_of(study_root, jobs, 4) == [[0, 1, 2, 3], [4, 5]]
-    assert plan_of(study_root, jobs, 5) == [[0, 1, 2, 3, 4], [5]]
+    assert plan_of(study_root, jobs, 4) == [[0, 1, 2], [3, 4, 5]]
+    assert plan_of(study_root, jobs, 5) == [[0, 1, 2], [3, 4, 5]]
+    assert plan_of(study_root, jobs, 2) == [[0, 1], [2, 3], [4, 5]]
     assert plan_of(study_root, jobs, 1) == [[i] for i in range(6)]
+
+
+def test_workers_split_a_sweep_into_at_least_as_many_units(study_root: Path):
+    jobs = [[f"init={init}", f"seed={seed}"] for init in ("zeros", "he_uniform") for seed in range(5)]
+    assert plan_of(study_root, jobs, 32, workers=2) == [list(range(5)), list(range(5, 10))]
+    assert plan_of(study_root, jobs, 4, workers=2) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert plan_of(study_root, jobs, 32, workers=4) == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
+    assert plan_of(study_root, jobs, 32, workers=16) == [[i] for i in range(10)]
+    # Another key (a learning rate) is a unit of its own; complete jobs do not count as work.
+    mixed = [*jobs[:6], ["init=zeros", "seed=0", "optimizer.lr=0.01"]]
+    assert plan_of(study_root, mixed, 32, workers=3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert plan_of(study_root, mixed, 32, complete={6}, workers=3) == [[0, 1], [2, 3], [4, 5], [6]]
 
 
 def test_complete_and_unstackable_jobs_run_one_by_one(study_root: Path):
@@ -145,6 +160,16 @@ def test_max_models_must_be_a_positive_integer(bad: object):
 
     with pytest.raises(ConfigError, match=rf"^invalid hydra.launcher.max_models={bad!r}: must be a positive"):
         StackedLauncher(max_models=bad).setup(hydra_context=None, task_function=None, config=None)
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, True, "2"])
+def test_n_jobs_must_be_a_non_zero_integer(bad: object):
+    from hydra_plugins.initstudy_stacked.stacked_launcher import StackedLauncher
+
+    with pytest.raises(
+        ConfigError, match=rf"^invalid hydra.launcher.n_jobs={bad!r}: must be a non-zero integer"
+    ):
+        StackedLauncher(n_jobs=bad).setup(hydra_context=None, task_function=None, config=None)
 
 
 # ---- through Hydra -------------------------------------------------------------------------------------------
@@ -182,10 +207,12 @@ def test_stacked_sweep_writes_what_the_basic_launcher_writes_and_resumes_member_
         shutil.rmtree(repo / leftover)
     (repo / "mlflow.db").unlink()
 
-    # max_models=3: one group of three, and the fourth job alone (the one-job path).
+    # max_models=3, two workers: two groups of two, each trained in its own worker process at once.
     stacked = run(python_module("initstudy.train", "--multirun", "hydra/launcher=stacked",
-                                "hydra.launcher.max_models=3"), repo)  # fmt: skip
-    assert "4 jobs: 3 in 1 stacked group(s) of at most 3, 1 one by one" in stacked.stdout + stacked.stderr
+                                "hydra.launcher.max_models=3", "hydra.launcher.n_jobs=2"), repo)  # fmt: skip
+    assert "4 jobs: 4 in 2 stacked group(s) of at most 3, 0 one by one; 2 worker process(es)" in (
+        stacked.stdout + stacked.stderr
+    )
     assert run_folder_bytes(repo) == basic
     for init, seed in SWEEP:
         folder = repo / "runs" / init / f"seed_{seed}"
@@ -201,11 +228,12 @@ def test_stacked_sweep_writes_what_the_basic_launcher_writes_and_resumes_member_
         assert child.data.metrics == by_name[child.info.run_name].data.metrics
         assert child.data.params == by_name[child.info.run_name].data.params
 
-    # Two members of the group lose their completion: the rerun trains those two only, as a group.
+    # Two members lose their completion: the rerun trains those two only, as one group in this process.
     for init, seed in (("zeros", 1), ("he_uniform", 0)):
         (repo / "runs" / init / f"seed_{seed}" / rundir.MARKER).unlink()
-    again = run(python_module("initstudy.train", "--multirun", "hydra/launcher=stacked"), repo)
+    again = run(python_module("initstudy.train", "--multirun", "hydra/launcher=stacked", "hydra.launcher.n_jobs=1"),
+                repo)  # fmt: skip
     output = again.stdout + again.stderr
-    assert "4 jobs: 2 in 1 stacked group(s) of at most 32, 2 one by one" in output
+    assert "4 jobs: 2 in 1 stacked group(s) of at most 32, 2 one by one; 1 worker process(es)" in output
     assert output.count("skipped") == 2
     assert run_folder_bytes(repo) == basic

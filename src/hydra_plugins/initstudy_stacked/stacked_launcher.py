@@ -15,19 +15,20 @@ from omegaconf import DictConfig
 
 
 class StackedLauncher(Launcher):
-    """Runs a sweep's jobs in this process; jobs equal but for ``init`` and ``seed`` train as one stacked
-    model, up to ``max_models`` at a time."""
+    """Runs a sweep's jobs; jobs equal but for ``init`` and ``seed`` train as one stacked model, up to
+    ``max_models`` at a time, and up to ``n_jobs`` units at once in worker processes (1: in this process)."""
 
-    def __init__(self, max_models: int = 32) -> None:
-        self.max_models = max_models
+    def __init__(self, max_models: int = 32, n_jobs: int = 1) -> None:
+        self.max_models, self.n_jobs = max_models, n_jobs
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from initstudy.stacked.grouping import check_max_models
+        from initstudy.stacked.grouping import check_max_models, check_n_jobs
 
         check_max_models(self.max_models)  # a ConfigError: one line, before the pre-flight takes the lock
+        check_n_jobs(self.n_jobs)
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -35,4 +36,4 @@ class StackedLauncher(Launcher):
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         return launch(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx,
-                      self.max_models)  # fmt: skip
+                      self.max_models, self.n_jobs)  # fmt: skip

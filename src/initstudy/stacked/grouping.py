@@ -40,6 +40,23 @@ def check_max_models(max_models: object) -> int:
     return max_models
 
 
+def check_n_jobs(n_jobs: object) -> int:
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ConfigError(
+            f"invalid hydra.launcher.n_jobs={n_jobs!r}: must be a non-zero integer (worker processes; -1: one per CPU)"
+        )
+    return n_jobs
+
+
+def worker_count(n_jobs: int) -> int:
+    """Worker processes for ``n_jobs`` as joblib counts them: n > 0 is n, -1 every CPU this process may use,
+    -2 all but one, ...; at least one."""
+    from joblib import cpu_count
+
+    check_n_jobs(n_jobs)
+    return max(1, n_jobs if n_jobs > 0 else cpu_count() + 1 + n_jobs)
+
+
 def unsupported(cfg: DictConfig) -> str | None:
     """Why the job ``cfg`` (without its ``hydra`` node) cannot be a stacked member, or None."""
     for section, targets in STACKABLE_TARGETS.items():
@@ -68,10 +85,15 @@ class Candidate:
     complete: bool
 
 
-def plan(candidates: Sequence[Candidate], max_models: int) -> list[list[int]]:
-    """The sweep as units of work, in job order (a unit starts where its first job stood): groups of 2 to
-    ``max_models`` incomplete, stackable jobs with equal keys, and single jobs (complete ones, unstackable
-    ones, and what is left of a key after the groups are cut)."""
+def plan(candidates: Sequence[Candidate], max_models: int, workers: int = 1) -> list[list[int]]:
+    """The sweep as units of work, in job order (a unit starts where its first job stood): groups of
+    incomplete, stackable jobs with equal keys, and single jobs (complete ones, unstackable ones, and groups
+    that came out at one member).
+
+    A key's jobs split into consecutive groups of sizes that differ by at most one: the fewest groups of at most
+    ``max_models`` members, and more while fewer units of work than ``workers`` exist (a worker process per
+    unit: 20 jobs on 2 workers are 2 groups of 10, not 1 of 20 and an idle worker). Which group a job joins
+    changes none of its numbers (each member is its single run, bit for bit)."""
     check_max_models(max_models)
     by_key: dict[str, list[int]] = {}
     units: list[list[int]] = []
@@ -80,6 +102,31 @@ def plan(candidates: Sequence[Candidate], max_models: int) -> list[list[int]]:
             units.append([candidate.index])
         else:
             by_key.setdefault(group_key(candidate.cfg), []).append(candidate.index)
-    for indices in by_key.values():
-        units.extend(indices[start : start + max_models] for start in range(0, len(indices), max_models))
+    working = sum(1 for c in candidates if not c.complete and unsupported(c.cfg) is not None)
+    counts = split_counts([len(indices) for indices in by_key.values()], max_models, workers - working)
+    for indices, count in zip(by_key.values(), counts, strict=True):
+        units.extend(balanced(indices, count))
     return sorted(units, key=lambda unit: unit[0])
+
+
+def split_counts(sizes: Sequence[int], max_models: int, workers: int) -> list[int]:
+    """How many groups each key's ``sizes[k]`` jobs form: at least ``ceil(size / max_models)``; then, while
+    the groups number fewer than ``workers``, the key with the largest group gets one group more."""
+    counts = [-(-size // max_models) for size in sizes]
+    while sum(counts) < workers:
+        largest = max(range(len(sizes)), key=lambda k: (-(-sizes[k] // counts[k]), -k), default=None)
+        if largest is None or counts[largest] >= sizes[largest]:
+            break
+        counts[largest] += 1
+    return counts
+
+
+def balanced(indices: Sequence[int], count: int) -> list[list[int]]:
+    """``indices`` cut into ``count`` consecutive parts whose sizes differ by at most one (larger first)."""
+    size, extra = divmod(len(indices), count)
+    parts, start = [], 0
+    for part in range(count):
+        end = start + size + (part < extra)
+        parts.append(list(indices[start:end]))
+        start = end
+    return parts

@@ -2,7 +2,8 @@
 
 Hydra's launcher API, as its BasicLauncher uses it: ``config_loader.load_sweep_config`` composes each job,
 ``run_job`` runs it (output folder, ``.hydra/`` files, job logging, callbacks, JobReturn). Planned units
-(initstudy.stacked.grouping) run in job order:
+(initstudy.stacked.grouping) run in job order in this process, or with ``n_jobs`` > 1 in as many worker
+processes (initstudy.stacked.workers), each unit as here:
 
 - a single job: ``run_job`` with the sweep's own task function (``initstudy.train.hydra_job``), unchanged;
 - a group: ``run_job`` per member with :func:`initstudy.train.job_spec` as the task, so that every member
@@ -40,6 +41,7 @@ def launch(
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
     max_models: int,
+    n_jobs: int = 1,
 ) -> list[JobReturn]:
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
@@ -49,20 +51,37 @@ def launch(
     candidates = [
         grouping.Candidate(i, sweep.task_config(cfg), is_complete(cfg)) for i, cfg in enumerate(configs)
     ]
-    units = grouping.plan(candidates, max_models)
+    workers = grouping.worker_count(n_jobs)
+    units = grouping.plan(candidates, max_models, workers)
+    workers = min(workers, len(units))
     groups = [unit for unit in units if len(unit) > 1]
-    log.info("Launching %d jobs: %d in %d stacked group(s) of at most %d, %d one by one", len(configs),
-             sum(map(len, groups)), len(groups), max_models, len(units) - len(groups))  # fmt: skip
-    returns: dict[int, JobReturn] = {}
+    log.info("Launching %d jobs: %d in %d stacked group(s) of at most %d, %d one by one; %d worker process(es)",
+             len(configs), sum(map(len, groups)), len(groups), max_models, len(units) - len(groups),
+             workers)  # fmt: skip
     for unit in units:
         for i in unit:
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
-        if len(unit) == 1:
-            returns[unit[0]] = run_one(hydra_context, task_function, configs[unit[0]])
-        else:
-            returns.update(run_group(hydra_context, {i: configs[i] for i in unit}))
-        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    unit_configs = [{i: configs[i] for i in unit} for unit in units]
+    if workers > 1:
+        from initstudy.stacked.workers import run_units
+
+        returns = run_units(hydra_context, task_function, unit_configs, workers)
+    else:
+        returns = {}
+        for unit in unit_configs:
+            returns.update(run_unit(hydra_context, task_function, unit))
+            configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return [returns[i] for i in range(len(configs))]
+
+
+def run_unit(
+    hydra_context: HydraContext, task_function: TaskFunction, configs: dict[int, DictConfig]
+) -> dict[int, JobReturn]:
+    """One unit of the plan, by job index: a single job the one-job way, or a stacked group."""
+    if len(configs) == 1:
+        ((i, cfg),) = configs.items()
+        return {i: run_one(hydra_context, task_function, cfg)}
+    return run_group(hydra_context, configs)
 
 
 def job_config(

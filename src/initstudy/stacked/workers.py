@@ -1,0 +1,52 @@
+"""Units of a stacked sweep in worker processes, as Hydra's joblib launcher runs jobs: ``joblib.Parallel`` on
+its loky backend, each worker given Hydra's global state (``Singleton``) and the launcher's context.
+
+Why processes: under ``numerics=portable`` every job runs on one thread, so one process trains one unit on
+one core; on N cores N units train at once. A worker runs a unit exactly as the launching process would
+(:func:`initstudy.stacked.launcher.run_unit`), so where a unit runs changes none of its bytes. loky reuses its
+workers and starts them with ``OMP_NUM_THREADS`` = CPUs / workers (what ``numerics=fast`` then uses); they
+inherit the launching process's environment: the numerics profile's variables and the MLflow parent run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+def run_units(
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    units: Sequence[dict[int, DictConfig]],
+    workers: int,
+) -> dict[int, JobReturn]:
+    """Every unit (job index -> config) in up to ``workers`` processes, the largest units first (they finish
+    last otherwise); each job's JobReturn by its index."""
+    from joblib import Parallel, delayed
+
+    state = Singleton.get_state()
+    order = sorted(units, key=len, reverse=True)
+    done = Parallel(n_jobs=workers, backend="loky")(
+        delayed(in_worker)(hydra_context, task_function, unit, state) for unit in order
+    )
+    return {i: ret for returns in done for i, ret in returns.items()}
+
+
+def in_worker(
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    unit: dict[int, DictConfig],
+    singleton_state: dict[Any, Any],
+) -> dict[int, JobReturn]:
+    """One unit, in a worker: Hydra's globals first (resolvers, ConfigStore, HydraConfig), as joblib's
+    ``execute_job`` sets them."""
+    from initstudy.stacked.launcher import run_unit
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    return run_unit(hydra_context, task_function, unit)
