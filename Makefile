@@ -64,8 +64,9 @@ format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 	$(BIN)/ruff format src tests benchmarks scripts
 
-bench: install  ## training-speed benchmark -> reports/benchmarks.json
+bench: install  ## training-speed benchmark, stacked sweep vs basic, start-up -> reports/benchmarks.json
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_stacked.py
 
 numerics: install  ## which machine-dependent settings change the numbers -> reports/numerics_matrix.json
 	$(BIN)/python benchmarks/numerics_matrix.py

@@ -39,6 +39,9 @@ class RunRecorder(pl.Callback):
         self._epoch_start = 0.0
         self.logging_seconds = 0.0  # wall time spent writing to MLflow (timing.json)
         self.process_start_to_training: float | None = None
+        # The same span in CPU seconds (user + system) of this process: what start-up costs apart from what
+        # else the machine runs (benchmarks/bench_stacked.py compares it with the bare imports').
+        self.process_cpu_to_training: float | None = None
 
     # rows -----------------------------------------------------------------------------------------------
     def _add(self, epoch: int, step: int, metric: str, value: float) -> None:
@@ -67,7 +70,9 @@ class RunRecorder(pl.Callback):
 
     # hooks ------------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
-        self.process_start_to_training = time.time() - psutil.Process().create_time()
+        process = psutil.Process()
+        self.process_start_to_training = time.time() - process.create_time()
+        self.process_cpu_to_training = sum(process.cpu_times()[:2])
         # The sanity pass over the whole evaluation split ran before training: that is epoch 0 (at init).
         points = self._add_evaluation(pl_module, epoch=0, step=0)
         series = self._add_step_series(pl_module, epoch=0, first_step=-1, step=0)

@@ -321,6 +321,7 @@ def timing_record(
         "eval_seconds": eval_seconds,
         "logging_seconds": recorder.logging_seconds,
         "process_start_to_training_seconds": recorder.process_start_to_training,
+        "process_cpu_to_training_seconds": recorder.process_cpu_to_training,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": device,
         "torch_threads": threads,

@@ -1,0 +1,296 @@
+"""``make bench`` (second part): a sweep through the stacked launcher against the basic one, per-step costs
+against the matmul floor, and start-up against the bare imports; all ratios measured in this one run.
+
+(a) A reduced default study (params.yaml's sweep: 4 initializers x 5 seeds = 20 runs; 1 epoch on
+    ``--train-size`` images) through ``python -m initstudy.train --multirun`` with ``hydra/launcher=basic``
+    and ``hydra/launcher=stacked`` (its default ``n_jobs``: one worker per CPU), in a throw-away copy of the
+    study on real MNIST: wall time, and peak resident memory of the whole process tree (sampled) and of its
+    largest process.
+(b) Per optimizer step, training only (fit minus evaluations, from each run's timing.json): a single run's
+    step, and a stacked group's step divided by its members, each against the floor: only the forward and
+    backward matmuls of one 784-256-128-10 model at batch 64 (``torch.addmm``/``torch.mm``) on the runs'
+    thread count, timed in this process before and after the sweeps (the faster kept).
+(c) Start-up: ``python -c "import torch, pytorch_lightning"`` against a run's time from process start to its
+    first training step (timing.json), wall and CPU seconds, in fresh processes, alternating, fastest of
+    ``--rounds`` each (``--startup-only``: only this).
+
+Writes the ``stacked`` entry of reports/benchmarks.json (keeps the others). Absolute times swing on shared
+machines; compare the ratios, and read ``machine.shared``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ("params.yaml", "dvc.yaml", "conf")
+BATCH, SIZES = 64, (784, 256, 128, 10)
+
+from initstudy import atomic  # noqa: E402  (light: no torch)
+
+
+def mnist_folder(candidates: list[Path]) -> Path:
+    """The first ``<root>/MNIST/raw`` that holds the real files (this checkout's, or ``--mnist``)."""
+    for folder in candidates:
+        if (folder / "train-images-idx3-ubyte").is_file():
+            return folder
+    raise SystemExit(
+        f"no MNIST files in {', '.join(map(str, candidates))}: run `dvc repro download` or pass --mnist"
+    )
+
+
+def study_copy(folder: Path, mnist: Path) -> Path:
+    """The study's configuration in ``folder``, its data folder a link to real MNIST: runs, MLflow store and
+    lock land there, never in this checkout. The code is this checkout's (PYTHONPATH / the editable install)."""
+    repo = folder / "study"
+    repo.mkdir()
+    for item in COPIED:
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy2)(REPO / item, repo / item)
+    (repo / "data/raw/MNIST").mkdir(parents=True)
+    (repo / "data/raw/MNIST/raw").symlink_to(mnist.resolve())
+    return repo
+
+
+def environment(repo: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(INITSTUDY_ROOT=str(repo), MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+class TreeMemory:
+    """Peak resident memory of a process and its descendants, sampled every 50 ms: the sum (what the machine
+    must hold at once) and the largest single process."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.total = self.largest = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        import psutil
+
+        while not self.done.is_set():
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+                sizes = []
+                for process in processes:
+                    with contextlib.suppress(psutil.Error):
+                        sizes.append(process.memory_info().rss)
+                self.total, self.largest = (
+                    max(self.total, sum(sizes)),
+                    max(self.largest, max(sizes, default=0)),
+                )
+            except psutil.Error:
+                pass
+            self.done.wait(0.05)
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.thread.join()
+        return {"peak_rss_tree_mib": self.total / 2**20, "peak_rss_largest_process_mib": self.largest / 2**20}
+
+
+def sweep(repo: Path, launcher: list[str], train_size: int) -> dict:
+    """The default sweep, 1 epoch on ``train_size`` images, through ``launcher``; wall time, memory, each
+    run's timing.json. The runs and the MLflow store are removed first."""
+    for leftover in ("runs", "mlartifacts"):
+        shutil.rmtree(repo / leftover, ignore_errors=True)
+    (repo / "mlflow.db").unlink(missing_ok=True)
+    command = [sys.executable, "-m", "initstudy.train", "--multirun", *launcher, "trainer.max_epochs=1",
+               f"data.train_size={train_size}"]  # fmt: skip
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=repo, env=environment(repo), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    memory = TreeMemory(process.pid)
+    output, _ = process.communicate()
+    wall = time.perf_counter() - started
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited {process.returncode}\n{output[-3000:]}")
+    timings = [json.loads(path.read_text()) for path in sorted((repo / "runs").glob("*/seed_*/timing.json"))]
+    assert len(timings) == 20, len(timings)
+    return {"wall_seconds": wall, **memory.stop(), "timings": timings}
+
+
+def train_step_seconds(timing: dict, steps: int) -> float:
+    """Seconds per optimizer step, training only: the fit without its evaluations, per model (a stacked
+    group's timing.json holds the group's times, shared by ``stacked_members`` models)."""
+    return (timing["fit_seconds"] - timing["eval_seconds"]) / steps / timing.get("stacked_members", 1)
+
+
+def matmul_floor(threads: int, steps: int = 2000) -> float:
+    """Seconds per step of only the forward and backward matmuls of one 784-256-128-10 model at batch 64:
+    per layer the forward ``addmm`` and the weight-gradient ``mm``, and the input-gradient ``mm`` of the
+    layers after the first (8 products), on preallocated tensors, ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    weights = [torch.randn(o, i) for i, o in itertools.pairwise(SIZES)]
+    biases = [torch.randn(o) for o in SIZES[1:]]
+    acts = [torch.randn(BATCH, s) for s in SIZES]
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(steps // 5):
+            for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+                torch.addmm(bias, acts[layer], weight.T)  # forward
+                torch.mm(acts[layer + 1].T, acts[layer])  # weight gradient
+                if layer:
+                    torch.mm(acts[layer + 1], weight)  # gradient w.r.t. the layer's input
+        best = min(best, (time.perf_counter() - started) / (steps // 5))
+    return best
+
+
+STARTUP_IMPORTS = "import torch, pytorch_lightning"
+# The bare imports, then this process's CPU seconds (user + system), the measure timing.json's
+# process_cpu_to_training_seconds uses.
+IMPORTS_CPU = STARTUP_IMPORTS + "; import os; print(sum(os.times()[:2]))"
+
+
+def startup(repo: Path, rounds: int) -> dict:
+    """Fastest of ``rounds`` fresh processes each, alternating: the bare imports, and one run from process
+    start to its first training step (1 epoch on 640 images, MLflow logging on, as a user starts it). Wall
+    seconds, and CPU seconds of the process: on a shared machine the wall time follows the other load, the
+    CPU time much less, so the CPU ratio is the one to read there."""
+    wall: dict[str, list[float]] = {"imports": [], "to_training": []}
+    cpu: dict[str, list[float]] = {"imports": [], "to_training": []}
+    for round_ in range(rounds):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", IMPORTS_CPU], check=True, env=environment(repo),
+                              capture_output=True, text=True)  # fmt: skip
+        wall["imports"].append(time.perf_counter() - started)
+        cpu["imports"].append(float(done.stdout.split()[-1]))
+        run_dir = repo / "runs" / f"startup-{round_}"
+        command = [sys.executable, "-m", "initstudy.train", "trainer.max_epochs=1", "data.train_size=640",
+                   f"hydra.run.dir={run_dir}"]  # fmt: skip
+        subprocess.run(command, cwd=repo, env=environment(repo), check=True, capture_output=True)
+        timing = json.loads((run_dir / "timing.json").read_text())
+        wall["to_training"].append(timing["process_start_to_training_seconds"])
+        cpu["to_training"].append(timing["process_cpu_to_training_seconds"])
+    best = {kind: {name: min(values) for name, values in series.items()} for kind, series in (("wall", wall),
+            ("cpu", cpu))}  # fmt: skip
+    return {
+        "ratio_start_to_training_vs_imports_cpu": best["cpu"]["to_training"] / best["cpu"]["imports"],
+        "ratio_start_to_training_vs_imports_wall": best["wall"]["to_training"] / best["wall"]["imports"],
+        "seconds": best,
+        "imports": STARTUP_IMPORTS,
+        "logger": "mlflow (the default), to a SQLite store in the throw-away copy",
+        "raw": {"wall": wall, "cpu": cpu},
+    }
+
+
+def print_startup(start: dict) -> None:
+    wall, cpu = start["seconds"]["wall"], start["seconds"]["cpu"]
+    print(f"start-up: imports {wall['imports']:.2f} s wall / {cpu['imports']:.2f} s CPU; process start to "
+          f"training {wall['to_training']:.2f} s / {cpu['to_training']:.2f} s: "
+          f"{start['ratio_start_to_training_vs_imports_wall']:.2f}x wall, "
+          f"{start['ratio_start_to_training_vs_imports_cpu']:.2f}x CPU", flush=True)  # fmt: skip
+
+
+def startup_only(args: argparse.Namespace, mnist: Path) -> None:
+    """Re-measure only the start-up, into ``stacked.startup`` of an existing benchmarks.json."""
+    with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
+        start = startup(study_copy(Path(folder), mnist), args.rounds)
+    print_startup(start)
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    section = report.setdefault("stacked", {})
+    section["startup"] = start
+    section["ratio_start_to_training_vs_imports_cpu"] = start["ratio_start_to_training_vs_imports_cpu"]
+    section["ratio_start_to_training_vs_imports_wall"] = start["ratio_start_to_training_vs_imports_wall"]
+    section.pop("ratio_start_to_training_vs_imports", None)
+    atomic.write_json(args.out, report)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=6400, help="training images per run (1 epoch)")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per start-up measurement")
+    parser.add_argument("--mnist", type=Path, help="a folder holding MNIST's four IDX files")
+    parser.add_argument("--out", type=Path, default=REPO / "reports/benchmarks.json")
+    parser.add_argument("--startup-only", action="store_true", help="only (c), into an existing report")
+    parser.add_argument("--shared", default="", help="note in the JSON what else ran on the machine")
+    args = parser.parse_args()
+    mnist = mnist_folder([p for p in (args.mnist, REPO / "data/raw/MNIST/raw") if p is not None])
+    if args.startup_only:
+        startup_only(args, mnist)
+        return
+    steps = -(-args.train_size // BATCH)
+    launchers = {"basic": ["hydra/launcher=basic"], "stacked": ["hydra/launcher=stacked"]}
+    with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
+        repo = study_copy(Path(folder), mnist)
+        start = startup(repo, args.rounds)
+        print_startup(start)
+        threads = None
+        floors = []
+        sweeps = {}
+        for name, launcher in launchers.items():
+            sweeps[name] = sweep(repo, launcher, args.train_size)
+            threads = sweeps[name]["timings"][0]["torch_threads"]
+            floors.append(matmul_floor(threads))
+            print(f"{name}: {sweeps[name]['wall_seconds']:.1f} s, peak RSS (tree) "
+                  f"{sweeps[name]['peak_rss_tree_mib']:.0f} MiB", flush=True)  # fmt: skip
+    floor = min(floors)
+    single = statistics.median(train_step_seconds(t, steps) for t in sweeps["basic"]["timings"])
+    stacked = statistics.median(train_step_seconds(t, steps) for t in sweeps["stacked"]["timings"])
+    members = sorted({t.get("stacked_members", 1) for t in sweeps["stacked"]["timings"]})
+    result = {
+        "ratio_sweep_basic_vs_stacked": sweeps["basic"]["wall_seconds"] / sweeps["stacked"]["wall_seconds"],
+        "ratio_single_step_vs_floor": single / floor,
+        "ratio_stacked_step_per_model_vs_floor": stacked / floor,
+        "ratio_start_to_training_vs_imports_cpu": start["ratio_start_to_training_vs_imports_cpu"],
+        "ratio_start_to_training_vs_imports_wall": start["ratio_start_to_training_vs_imports_wall"],
+        "sweep": {name: {k: v for k, v in s.items() if k != "timings"} for name, s in sweeps.items()},
+        "step_seconds": {
+            "single_run": single,
+            "stacked_per_model": stacked,
+            "matmul_floor": floor,
+            "matmul_floor_raw": floors,
+        },
+        "stacked_members": members,
+        "startup": start,
+        "setup": {
+            "runs": 20,
+            "epochs": 1,
+            "train_size": args.train_size,
+            "steps_per_run": steps,
+            "batch_size": BATCH,
+            "torch_threads": threads,
+            "mnist": str(mnist),
+        },
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "shared": args.shared or None,
+        },
+    }
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    report["stacked"] = result
+    atomic.write_json(args.out, report)
+    print(f"\nsweep of 20 runs: basic {sweeps['basic']['wall_seconds']:.1f} s, stacked "
+          f"{sweeps['stacked']['wall_seconds']:.1f} s ({members} members per group): "
+          f"{result['ratio_sweep_basic_vs_stacked']:.2f}x")  # fmt: skip
+    print(f"per step: single run {single * 1e3:.2f} ms = {single / floor:.1f}x the floor; stacked per model "
+          f"{stacked * 1e3:.2f} ms = {stacked / floor:.1f}x; floor {floor * 1e3:.3f} ms ({threads} thread)")  # fmt: skip
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
