@@ -19,29 +19,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${2:-$ROOT/.local-slurm}
 START_TIMEOUT_S=${INITSTUDY_SLURM_START_TIMEOUT_S:-60}
 
-cannot() { echo "local-slurm: $*" >&2; exit 3; }
-die() { echo "local-slurm: $*" >&2; exit 1; }
-
-# A port nothing listens on yet (bash's /dev/tcp connect fails), from the unprivileged range.
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
-    done
-    die "no free port found"
-}
+NAME=local-slurm
+# shellcheck source=scripts/service-lib.sh
+source "$ROOT/scripts/service-lib.sh"
 
 install_if_missing() {
     local missing=()
     for bin in munged slurmctld slurmd sbatch; do command -v "$bin" >/dev/null || missing+=("$bin"); done
     [ ${#missing[@]} -eq 0 ] && return
-    command -v apt-get >/dev/null || cannot "${missing[*]} missing and no apt-get to install slurm-wlm munge"
-    export DEBIAN_FRONTEND=noninteractive
-    # The package lists may be stale or absent on a fresh machine: update once if the first try fails.
-    apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1; } \
-        || cannot "apt-get could not install slurm-wlm munge"
+    apt_install slurm-wlm munge
 }
 
 # This machine's processors and memory as slurmd sees them, under the node name the cluster uses.

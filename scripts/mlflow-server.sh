@@ -26,17 +26,9 @@ START_TIMEOUT_S=${INITSTUDY_SERVER_START_TIMEOUT_S:-120}
 DB=mlflow
 DB_USER=mlflow
 
-cannot() { echo "mlflow-server: $*" >&2; exit 3; }
-die() { echo "mlflow-server: $*" >&2; exit 1; }
-
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
-    done
-    die "no free port found"
-}
+NAME=mlflow-server
+# shellcheck source=scripts/service-lib.sh
+source "$ROOT/scripts/service-lib.sh"
 
 pg_bindir() {
     local found
@@ -46,13 +38,7 @@ pg_bindir() {
     return 1
 }
 
-install_postgres() {
-    [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null || cannot "PostgreSQL is not installed (apt-get install postgresql)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq postgresql >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq postgresql >/dev/null 2>&1; } \
-        || cannot "apt-get could not install postgresql"
-}
+install_postgres() { apt_install postgresql; }
 
 # The database server runs as the invoking user, or as `postgres` when that is root.
 as_db_user() {

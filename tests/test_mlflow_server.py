@@ -91,11 +91,15 @@ def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
         history = pd.read_csv(folder / "history.csv")
         for metric, rows in history.groupby("metric"):
             logged = client.get_metric_history(child.info.run_id, metric)
-            expected = [(int(r.step if metric == "train/loss_step" else r.epoch), r.value)
+            expected = [(int(r.step if metric.endswith("_step") else r.epoch), r.value)  # step series: at the step
                         for r in rows.itertuples() if math.isfinite(r.value)]  # fmt: skip
             assert sorted((m.step, m.value) for m in logged) == sorted(expected), metric
             points += len(logged)
         metrics = json.loads((folder / "metrics.json").read_text())
+        # The test set, evaluated once after training: one point each, metrics.json's value.
+        for name in ("test/acc", "test/loss"):
+            assert [m.value for m in client.get_metric_history(child.info.run_id, name)] == [metrics[name]]
+            points += 1
         finals = {f"final/{k}": float(v) for k, v in metrics.items()
                   if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
         assert {k: v for k, v in child.data.metrics.items() if k.startswith("final/")} == finals

@@ -150,7 +150,7 @@ def aggregate_jacobians(jacobians: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of each spectrum statistic, one row per network."""
     keys = ["init", "activation", "depth"]
     grouped = jacobians.groupby(keys, sort=False)[list(JACOBIAN_COLUMNS)]
-    out = grouped.mean().add_suffix("").reset_index()
+    out = grouped.mean().reset_index()
     spread = grouped.std()["relative_spread"].to_numpy()
     out.insert(out.columns.get_loc("relative_spread") + 1, "relative_spread_std", spread)
     out.insert(len(keys), "seeds", grouped.size().to_numpy())
