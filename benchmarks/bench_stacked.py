@@ -2,14 +2,18 @@
 against the matmul floor, and start-up against the bare imports; all ratios measured in this one run.
 
 (a) A reduced default study (params.yaml's sweep: 4 initializers x 5 seeds = 20 runs; 1 epoch on
-    ``--train-size`` images) through ``python -m initstudy.train --multirun`` with ``hydra/launcher=basic``
-    and ``hydra/launcher=stacked`` (its default ``n_jobs``: one worker per CPU), in a throw-away copy of the
+    ``--train-size`` images, by default all 60,000: an epoch of the study's, evaluations every 100 steps
+    included) through ``python -m initstudy.train --multirun`` with ``hydra/launcher=basic`` (one job after
+    another in one process), ``hydra/launcher=joblib`` (what the DVC stages used before: one job per CPU) and
+    ``hydra/launcher=stacked`` (its default ``n_jobs``: one worker per CPU), in a throw-away copy of the
     study on real MNIST: wall time, and peak resident memory of the whole process tree (sampled) and of its
     largest process.
 (b) Per optimizer step, training only (fit minus evaluations, from each run's timing.json): a single run's
     step, and a stacked group's step divided by its members, each against the floor: only the forward and
-    backward matmuls of one 784-256-128-10 model at batch 64 (``torch.addmm``/``torch.mm``) on the runs'
-    thread count, timed in this process before and after the sweeps (the faster kept).
+    backward matmuls of one 784-256-128-10 model at batch 64 (``torch.addmm``/``torch.mm``), on one thread,
+    in a fresh process under the runs' numerics profile (``portable``: MKL's SSE2 branch, the same kernels
+    the runs use, so "the floor of the same work"), and for reference under ``fast`` (the CPU's own AVX2 or
+    AVX-512 kernels: what the runs would get if they gave up identical bytes across machines).
 (c) Start-up: ``python -c "import torch, pytorch_lightning"`` against a run's time from process start to its
     first training step (timing.json), wall and CPU seconds, in fresh processes, alternating, fastest of
     ``--rounds`` each (``--startup-only``: only this).
@@ -135,13 +139,30 @@ def train_step_seconds(timing: dict, steps: int) -> float:
     return (timing["fit_seconds"] - timing["eval_seconds"]) / steps / timing.get("stacked_members", 1)
 
 
-def matmul_floor(threads: int, steps: int = 2000) -> float:
+def matmul_floor(profile: str, repo: Path) -> float:
+    """The floor (below) in a fresh process whose environment is the numerics profile ``profile`` (its
+    import-time variables must be set before torch loads MKL, hence the process), fastest of two."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--floor", profile]
+    return min(
+        float(
+            subprocess.run(command, check=True, capture_output=True, text=True, env=environment(repo)).stdout
+        )
+        for _ in range(2)
+    )
+
+
+def floor_here(profile: str, steps: int = 2000) -> float:
     """Seconds per step of only the forward and backward matmuls of one 784-256-128-10 model at batch 64:
     per layer the forward ``addmm`` and the weight-gradient ``mm``, and the input-gradient ``mm`` of the
-    layers after the first (8 products), on preallocated tensors, ``threads`` torch threads."""
+    layers after the first (8 products), on preallocated tensors, one torch thread, under ``profile``."""
+    from initstudy import numerics
+
+    settings = numerics.load(profile, REPO)
+    numerics.apply_before_torch(settings)
     import torch
 
-    torch.set_num_threads(threads)
+    numerics.apply_in_process(settings)
+    torch.set_num_threads(1)
     weights = [torch.randn(o, i) for i, o in itertools.pairwise(SIZES)]
     biases = [torch.randn(o) for o in SIZES[1:]]
     acts = [torch.randn(BATCH, s) for s in SIZES]
@@ -220,40 +241,50 @@ def startup_only(args: argparse.Namespace, mnist: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=6400, help="training images per run (1 epoch)")
+    parser.add_argument("--train-size", type=int, default=60000, help="training images per run (1 epoch)")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per start-up measurement")
     parser.add_argument("--mnist", type=Path, help="a folder holding MNIST's four IDX files")
     parser.add_argument("--out", type=Path, default=REPO / "reports/benchmarks.json")
     parser.add_argument("--startup-only", action="store_true", help="only (c), into an existing report")
     parser.add_argument("--shared", default="", help="note in the JSON what else ran on the machine")
+    parser.add_argument("--floor", metavar="PROFILE", help=argparse.SUPPRESS)  # internal: one floor, printed
     args = parser.parse_args()
+    if args.floor:
+        print(floor_here(args.floor))
+        return
     mnist = mnist_folder([p for p in (args.mnist, REPO / "data/raw/MNIST/raw") if p is not None])
     if args.startup_only:
         startup_only(args, mnist)
         return
     steps = -(-args.train_size // BATCH)
-    launchers = {"basic": ["hydra/launcher=basic"], "stacked": ["hydra/launcher=stacked"]}
+    launchers = {
+        "basic": ["hydra/launcher=basic"],
+        "joblib": ["hydra/launcher=joblib"],
+        "stacked": ["hydra/launcher=stacked"],
+    }
     with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
         repo = study_copy(Path(folder), mnist)
         start = startup(repo, args.rounds)
         print_startup(start)
-        threads = None
-        floors = []
+        floors: dict[str, list[float]] = {"portable": [], "fast": []}
         sweeps = {}
         for name, launcher in launchers.items():
             sweeps[name] = sweep(repo, launcher, args.train_size)
-            threads = sweeps[name]["timings"][0]["torch_threads"]
-            floors.append(matmul_floor(threads))
+            for profile, values in floors.items():
+                values.append(matmul_floor(profile, repo))
             print(f"{name}: {sweeps[name]['wall_seconds']:.1f} s, peak RSS (tree) "
                   f"{sweeps[name]['peak_rss_tree_mib']:.0f} MiB", flush=True)  # fmt: skip
-    floor = min(floors)
+        threads = sweeps["basic"]["timings"][0]["torch_threads"]
+    floor, fast_floor = min(floors["portable"]), min(floors["fast"])
     single = statistics.median(train_step_seconds(t, steps) for t in sweeps["basic"]["timings"])
     stacked = statistics.median(train_step_seconds(t, steps) for t in sweeps["stacked"]["timings"])
     members = sorted({t.get("stacked_members", 1) for t in sweeps["stacked"]["timings"]})
     result = {
         "ratio_sweep_basic_vs_stacked": sweeps["basic"]["wall_seconds"] / sweeps["stacked"]["wall_seconds"],
+        "ratio_sweep_joblib_vs_stacked": sweeps["joblib"]["wall_seconds"] / sweeps["stacked"]["wall_seconds"],
         "ratio_single_step_vs_floor": single / floor,
         "ratio_stacked_step_per_model_vs_floor": stacked / floor,
+        "ratio_stacked_step_per_model_vs_fast_floor": stacked / fast_floor,
         "ratio_start_to_training_vs_imports_cpu": start["ratio_start_to_training_vs_imports_cpu"],
         "ratio_start_to_training_vs_imports_wall": start["ratio_start_to_training_vs_imports_wall"],
         "sweep": {name: {k: v for k, v in s.items() if k != "timings"} for name, s in sweeps.items()},
@@ -261,6 +292,8 @@ def main() -> None:
             "single_run": single,
             "stacked_per_model": stacked,
             "matmul_floor": floor,
+            "matmul_floor_profile": "portable (the runs' own)",
+            "matmul_floor_fast": fast_floor,
             "matmul_floor_raw": floors,
         },
         "stacked_members": members,
@@ -284,11 +317,13 @@ def main() -> None:
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report["stacked"] = result
     atomic.write_json(args.out, report)
-    print(f"\nsweep of 20 runs: basic {sweeps['basic']['wall_seconds']:.1f} s, stacked "
-          f"{sweeps['stacked']['wall_seconds']:.1f} s ({members} members per group): "
-          f"{result['ratio_sweep_basic_vs_stacked']:.2f}x")  # fmt: skip
-    print(f"per step: single run {single * 1e3:.2f} ms = {single / floor:.1f}x the floor; stacked per model "
-          f"{stacked * 1e3:.2f} ms = {stacked / floor:.1f}x; floor {floor * 1e3:.3f} ms ({threads} thread)")  # fmt: skip
+    print(f"\nsweep of 20 runs: basic {sweeps['basic']['wall_seconds']:.1f} s, joblib "
+          f"{sweeps['joblib']['wall_seconds']:.1f} s, stacked {sweeps['stacked']['wall_seconds']:.1f} s "
+          f"({members} members per group): {result['ratio_sweep_basic_vs_stacked']:.2f}x basic, "
+          f"{result['ratio_sweep_joblib_vs_stacked']:.2f}x joblib")  # fmt: skip
+    print(f"per step: single run {single * 1e3:.2f} ms = {single / floor:.2f}x the floor; stacked per model "
+          f"{stacked * 1e3:.2f} ms = {stacked / floor:.2f}x; floor {floor * 1e3:.3f} ms (portable, 1 thread), "
+          f"{fast_floor * 1e3:.3f} ms (fast kernels: stacked {stacked / fast_floor:.1f}x)")  # fmt: skip
     print(f"written to {args.out}")
 
 

@@ -77,7 +77,13 @@ ODD = ["model.activation=tanh", "optimizer=sgd", "optimizer.lr=0.05", "model.hid
        "data.batch_size=17"]  # fmt: skip
 
 
-@pytest.mark.parametrize("overrides", [DEFAULTS, ODD], ids=["relu-adam", "tanh-sgd-odd-sizes"])
+# tanh on the whole stack at once: members' activations are multiples of 64 elements (32 x 64, 32 x 32).
+ALIGNED = ["model.activation=tanh", "model.hidden_sizes=[64,32]"]
+
+
+@pytest.mark.parametrize(
+    "overrides", [DEFAULTS, ODD, ALIGNED], ids=["relu-adam", "tanh-sgd-odd-sizes", "tanh-adam-aligned"]
+)
 def test_every_member_is_its_single_run_bit_for_bit(study_root: Path, tmp_path: Path, overrides: list[str]):
     """Initial weights, final weights, metrics.json and history.csv: the same bytes as each job's own run
     (CPU, portable profile). Not merely close: the stacked kernels were chosen so (initstudy.stacked.network)."""

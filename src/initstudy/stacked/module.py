@@ -1,8 +1,8 @@
 """The LightningModule of a stacked group: the single run's module (initstudy.module) for M networks at once.
 
 Manual optimization over chunks, as in ``InitStudyModule``: per optimizer step one stacked forward, each
-member's mean cross-entropy on its own batch (computed per member, the single run's own call), and one backward
-of their sum, so that each member's gradient is its single-run gradient (the derivative of the sum by a member's
+member's mean cross-entropy on its own batch (one batched call whose gradients are each member's own), and one
+backward of their sum, so that each member's gradient is its single-run gradient (the derivative of the sum by a member's
 loss is exactly 1). Members share no parameter and no reduction: the optimizer is elementwise over per-member
 tensors (initstudy.stacked.network), the finiteness check is per member, and there is no gradient norm.
 
@@ -24,6 +24,26 @@ import torch.nn.functional as F
 from initstudy.module import Evaluation, EvaluationSums
 from initstudy.stacked.members import Member
 from initstudy.stacked.network import StackedMLP
+
+
+def member_mean_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy, [M, B, C] -> [M], as one batched call: the gradient it gives every
+    member's logits is bit for bit that of the member's own ``F.cross_entropy`` (tests/test_stacked.py), and
+    costs one op where M calls on slices of the stack cost M (each slice's backward also fills a zero
+    gradient of the whole stack: M^2 work). Its loss values may differ from the single run's in the last bit
+    (the mean sums in another order): what a run records comes from :func:`recorded_losses`."""
+    members, batch, classes = logits.shape
+    flat = F.cross_entropy(logits.reshape(-1, classes), labels.reshape(-1), reduction="none")
+    return flat.view(members, batch).mean(dim=1)
+
+
+def recorded_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy as its single run computes the value it records: one batched
+    ``log_softmax`` (row by row, so each row is the single run's), then ``F.nll_loss`` per member (its mean
+    reduction is the single run's sum order). No gradient: nothing here enters the backward pass."""
+    with torch.no_grad():
+        log_probabilities = F.log_softmax(logits, dim=-1)
+        return torch.stack([F.nll_loss(log_probabilities[m], labels[m]) for m in range(logits.shape[0])])
 
 
 class StackedModule(pl.LightningModule):
@@ -70,13 +90,12 @@ class StackedModule(pl.LightningModule):
         step_losses = []
         for images, labels in chunk:
             logits = self.network(images)
-            losses = torch.stack([F.cross_entropy(logits[m], labels[m]) for m in range(self.network.size)])
             optimizer.zero_grad(set_to_none=True)
             self.network.zero_grad(set_to_none=True)
-            self.manual_backward(losses[training].sum())
+            self.manual_backward(member_mean_losses(logits, labels)[training].sum())
             self.network.share_gradients(active)
             optimizer.step()
-            step_losses.append(losses.detach())
+            step_losses.append(recorded_losses(logits.detach(), labels))
             self.total_steps += 1
             if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
                 self._evaluate_at_step()
