@@ -2,7 +2,7 @@
 against the matmul floor, and start-up against the bare imports; all ratios measured in this one run.
 
 (a) A reduced default study (params.yaml's sweep: 4 initializers x 5 seeds = 20 runs; 1 epoch on
-    ``--train-size`` images, by default all 60,000: an epoch of the study's, evaluations every 100 steps
+    ``--train-size`` images, by default 50,000: an epoch of the study's, evaluations every 100 steps
     included) through ``python -m initstudy.train --multirun`` with ``hydra/launcher=basic`` (one job after
     another in one process), ``hydra/launcher=joblib`` (what the DVC stages used before: one job per CPU) and
     ``hydra/launcher=stacked`` (its default ``n_jobs``: one worker per CPU), in a throw-away copy of the
@@ -241,7 +241,7 @@ def startup_only(args: argparse.Namespace, mnist: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=60000, help="training images per run (1 epoch)")
+    parser.add_argument("--train-size", type=int, default=50000, help="training images per run (1 epoch)")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per start-up measurement")
     parser.add_argument("--mnist", type=Path, help="a folder holding MNIST's four IDX files")
     parser.add_argument("--out", type=Path, default=REPO / "reports/benchmarks.json")

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from initstudy.config import compose_config, group_options
+from initstudy.config import ConfigError, compose_config, group_options, validate
 from initstudy.initializers import TRUNCATED_NORMAL_STD_CORRECTION
 from initstudy.model import MLP
 
@@ -30,6 +30,7 @@ EXPECTED = {
     "lecun_normal": (math.sqrt(1 / FAN_IN), 2 * math.sqrt(1 / FAN_IN) / TRUNCATED_NORMAL_STD_CORRECTION),
     "orthogonal": (1 / math.sqrt(FAN_IN), None),
     "torch_default": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),
+    "standard": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),  # Glorot & Bengio's eq. 1, zero biases
 }
 
 
@@ -99,3 +100,38 @@ def test_parameters_are_config_fields():
     instantiate(compose_config(["init=orthogonal", "init.gain=2.0"]).init)(layer)
     weight = layer.weight.detach().double()
     assert torch.allclose(weight @ weight.T, 4 * torch.eye(FAN_OUT, dtype=torch.float64), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["he_uniform", "random_normal", "orthogonal", "standard", "zeros"])
+def test_bias_std_draws_biases_after_their_kernel_and_zero_draws_nothing(name: str):
+    """``+init.bias_std=s``: biases ~ N(0, s^2) (the mean-field sigma_b), each drawn right after its layer's
+    kernel; the default 0 leaves them zero without touching the random stream (every existing run's draw)."""
+    torch.manual_seed(0)
+    plain = MLP([512, 512])
+    instantiate(compose_config([f"init={name}"]).init)(plain)
+    torch.manual_seed(0)
+    zero = MLP([512, 512])
+    instantiate(compose_config([f"init={name}", "+init.bias_std=0.0"]).init)(zero)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), zero.state_dict().values()))
+    torch.manual_seed(0)
+    drawn = MLP([512, 512])
+    instantiate(compose_config([f"init={name}", "+init.bias_std=0.3"]).init)(drawn)
+    biases = torch.cat([layer.bias.detach() for layer in drawn.linear_layers()]).double()
+    assert biases.std().item() == pytest.approx(0.3, rel=0.05)
+    assert abs(biases.mean().item()) < 5 * 0.3 / biases.numel() ** 0.5
+    # The first kernel is drawn before any bias: the same as without biases.
+    assert torch.equal(drawn.linear_layers()[0].weight, plain.linear_layers()[0].weight)
+
+
+@pytest.mark.parametrize("override", ["+init.bias_std=-0.1", "+init.bias_std=abc"])
+def test_a_bad_bias_std_is_one_line_naming_it(override: str):
+    with pytest.raises(ConfigError, match="bias_std") as error:
+        validate(compose_config(["init=he_uniform", override]))
+    assert "\n" not in str(error.value).strip()
+
+
+@pytest.mark.parametrize("name", ["lsuv", "torch_default"])
+def test_lsuv_and_torch_default_take_no_bias_std(name: str):
+    """LSUV keeps biases at zero by design; torch_default draws them its own way: neither accepts one."""
+    with pytest.raises(ConfigError, match="bias_std"):
+        validate(compose_config([f"init={name}", "+init.bias_std=0.1"]))

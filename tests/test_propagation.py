@@ -195,7 +195,8 @@ def monte_carlo(f, q_a: float, q_b: float, c: float, n: int = 2_000_000) -> floa
 @pytest.mark.parametrize(
     ("activation", "f"),
     [("relu", lambda x: np.maximum(x, 0)), ("leaky_relu", lambda x: np.where(x > 0, x, 0.01 * x)),
-     ("tanh", np.tanh), ("sigmoid", lambda x: 1 / (1 + np.exp(-x))), ("linear", lambda x: x)],
+     ("tanh", np.tanh), ("sigmoid", lambda x: 1 / (1 + np.exp(-x))), ("linear", lambda x: x),
+     ("softsign", lambda x: x / (1 + np.abs(x)))],
 )  # fmt: skip
 @pytest.mark.parametrize("c", [-0.6, 0.3, 0.95])
 def test_pair_expectation_matches_monte_carlo_and_the_one_variable_moments(activation, f, c):

@@ -47,7 +47,10 @@ def single_run_files(cfg, out: Path) -> dict[str, bytes]:
     from initstudy.runner import train_run
 
     train_run(cfg, out, rundir.staging_dir(out), "test")
-    return {name: (out / name).read_bytes() for name in ("metrics.json", "history.csv", *rundir.WEIGHT_FILES)}
+    names = ["metrics.json", "history.csv", *rundir.WEIGHT_FILES]
+    if (out / rundir.LAYER_STATS).is_file():
+        names.append(rundir.LAYER_STATS)
+    return {name: (out / name).read_bytes() for name in names}
 
 
 def stacked_files(cfgs: list, staging: Path) -> list[dict[str, bytes]]:
@@ -60,6 +63,8 @@ def stacked_files(cfgs: list, staging: Path) -> list[dict[str, bytes]]:
         atomic.write_json(out / "metrics.json", outcome.metrics)
         member = {"metrics.json": (out / "metrics.json").read_bytes(),
                   "history.csv": outcome.history.to_csv(index=False).encode()}  # fmt: skip
+        if outcome.layer_stats is not None:
+            member[rundir.LAYER_STATS] = outcome.layer_stats.to_csv(index=False).encode()
         for name, state in outcome.weights.items():
             buffer = io.BytesIO()
             torch.save(state, buffer)
@@ -77,8 +82,9 @@ ODD = ["model.activation=tanh", "optimizer=sgd", "optimizer.lr=0.05", "model.hid
        "data.batch_size=17"]  # fmt: skip
 
 
-# tanh on the whole stack at once: members' activations are multiples of 64 elements (32 x 64, 32 x 32).
-ALIGNED = ["model.activation=tanh", "model.hidden_sizes=[64,32]"]
+# tanh on the whole stack at once: members' activations are multiples of 64 elements (32 x 64, 32 x 32);
+# per-layer probes every 7 steps (layer_stats.csv: the same bytes as the single run's too).
+ALIGNED = ["model.activation=tanh", "model.hidden_sizes=[64,32]", "module.layer_stats_every_n_steps=7"]
 
 
 @pytest.mark.parametrize(
@@ -91,6 +97,7 @@ def test_every_member_is_its_single_run_bit_for_bit(study_root: Path, tmp_path: 
     stacked = stacked_files(cfgs, tmp_path / "group")
     for (init, seed), cfg, member in zip(JOBS, cfgs, stacked, strict=True):
         single = single_run_files(cfg, tmp_path / "single" / init / str(seed))
+        assert set(member) == set(single)
         for name in single:
             assert member[name] == single[name], f"{init}/seed_{seed}: {name}"
     # Run to run: the same bytes again.

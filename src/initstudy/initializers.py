@@ -1,7 +1,8 @@
 """Weight initializers, each a Hydra option under ``conf/init/`` and built on ``torch.nn.init``.
 
 Semantics follow Keras where Keras has the same name, so that the seed notebook is reproduced:
-kernels are drawn by the initializer, biases start at zero, and the "normal" variance-scaling variants
+kernels are drawn by the initializer, biases start at zero (or, with ``bias_std`` > 0, are drawn from
+N(0, bias_std^2): the sigma_b of the mean-field analyses, Schoenholz et al. 2017), and the "normal" variance-scaling variants
 (Glorot/He/LeCun normal) are normals truncated at two standard deviations whose std is divided by
 0.87962566103423978 (the std of a unit normal truncated to [-2, 2]) so that the *resulting* variance is
 ``scale / fan``. ``torch_default`` keeps ``nn.Linear``'s own initialization, biases included.
@@ -79,11 +80,21 @@ class Initializer(ABC):
 
 
 class KernelInitializer(Initializer):
-    """Keras' split: the initializer draws the kernel, biases start at zero."""
+    """Keras' split: the initializer draws the kernel, biases start at zero; with ``bias_std`` > 0 they are
+    drawn from N(0, bias_std^2) right after their layer's kernel (0, the default, draws nothing, so the random
+    stream of every zero-bias configuration is what it always was)."""
+
+    def __init__(self, name: str, bias_std: float = 0.0) -> None:
+        super().__init__(name)
+        self.bias_std = _number("bias_std", bias_std, 0.0)
 
     def init_linear(self, layer: nn.Linear) -> None:
         self.init_weight(layer.weight)
-        if layer.bias is not None:
+        if layer.bias is None:
+            return
+        if self.bias_std > 0:
+            nn.init.normal_(layer.bias, mean=0.0, std=self.bias_std)
+        else:
             nn.init.zeros_(layer.bias)
 
     @abstractmethod
@@ -104,8 +115,8 @@ class Zeros(KernelInitializer):
 class RandomNormal(KernelInitializer):
     """N(mean, std^2), independent of layer size (Keras ``RandomNormal``; the seed notebook uses std 0.01)."""
 
-    def __init__(self, name: str, std: float = 0.01, mean: float = 0.0) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, std: float = 0.01, mean: float = 0.0, bias_std: float = 0.0) -> None:
+        super().__init__(name, bias_std)
         self.std, self.mean = _number("std", std, 0.0), _number("mean", mean)
 
     def init_weight(self, weight: torch.Tensor) -> None:
@@ -118,8 +129,8 @@ class RandomNormal(KernelInitializer):
 class TruncatedNormal(KernelInitializer):
     """N(mean, std^2) redrawn outside mean +- 2 std (Keras ``TruncatedNormal``: std is before truncation)."""
 
-    def __init__(self, name: str, std: float = 0.05, mean: float = 0.0) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, std: float = 0.05, mean: float = 0.0, bias_std: float = 0.0) -> None:
+        super().__init__(name, bias_std)
         self.std, self.mean = _number("std", std, 0.0), _number("mean", mean)
 
     def init_weight(self, weight: torch.Tensor) -> None:
@@ -138,9 +149,14 @@ class VarianceScaling(KernelInitializer):
     """
 
     def __init__(
-        self, name: str, scale: float = 1.0, mode: FanMode = "fan_in", distribution: Distribution = "uniform"
+        self,
+        name: str,
+        scale: float = 1.0,
+        mode: FanMode = "fan_in",
+        distribution: Distribution = "uniform",
+        bias_std: float = 0.0,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, bias_std)
         scale = _number("scale", scale, 0.0, strict=True)
         if mode not in ("fan_in", "fan_out", "fan_avg"):
             raise ValueError(f"init.mode {mode!r} is not one of fan_in, fan_out, fan_avg")
@@ -172,8 +188,8 @@ class VarianceScaling(KernelInitializer):
 class Orthogonal(KernelInitializer):
     """A (semi-)orthogonal matrix times ``gain`` (Saxe et al. 2014): preserves norms in linear networks."""
 
-    def __init__(self, name: str, gain: float = 1.0) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, gain: float = 1.0, bias_std: float = 0.0) -> None:
+        super().__init__(name, bias_std)
         self.gain = _number("gain", gain, 0.0, strict=True)
 
     def init_weight(self, weight: torch.Tensor) -> None:
@@ -182,6 +198,21 @@ class Orthogonal(KernelInitializer):
     def expected_weight_std(self, weight: torch.Tensor) -> float:
         fan_in, fan_out = fans(weight)
         return self.gain / math.sqrt(max(fan_in, fan_out))
+
+
+class Standard(KernelInitializer):
+    """Glorot & Bengio (2010), eq. 1, their "standard" initialization: W ~ U[-1/sqrt(fan_in), 1/sqrt(fan_in)],
+    biases zero (Var(W) = 1/(3 fan_in)). Not ``torch_default``: nn.Linear draws its weights from the same
+    bounds but its biases too, from U[-1/sqrt(fan_in), 1/sqrt(fan_in)]."""
+
+    def init_weight(self, weight: torch.Tensor) -> None:
+        fan_in, _ = fans(weight)
+        bound = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(weight, -bound, bound)
+
+    def expected_weight_std(self, weight: torch.Tensor) -> float:
+        fan_in, _ = fans(weight)
+        return 1.0 / math.sqrt(3.0 * fan_in)
 
 
 class TorchDefault(Initializer):

@@ -18,6 +18,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU,
     "linear": nn.Identity,
+    "softsign": nn.Softsign,  # x / (1 + |x|): Glorot & Bengio 2010's alternative to tanh
 }
 
 

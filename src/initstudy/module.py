@@ -14,6 +14,9 @@ Convergence is measured at step resolution: every ``val_every_n_steps`` optimize
 exact step) the module runs a full pass over the evaluation split, which lives on the device, so a pass is a
 few large forward matmuls. Together with the pass at step 0 (Lightning's sanity pass) and at every epoch end
 (its validation loop) they form the step series (``step_evaluations``) that time-to-threshold is read from.
+
+With ``layer_stats_every_n_steps``, the module also probes every hidden layer's activations and back-propagated
+gradients at step 0 and every N optimizer steps (initstudy.layer_stats), without touching what training uses.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from initstudy import layer_stats
 
 
 @dataclass
@@ -124,9 +129,12 @@ class InitStudyModule(pl.LightningModule):
         steps_per_epoch: int,
         stop_on_divergence: bool = True,
         val_every_n_steps: int | None = None,
+        layer_stats_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.layer_stats_every_n_steps = layer_stats_every_n_steps
+        self.layer_stats: list[dict[str, float | int | str]] = []  # layer_stats.csv's rows, step order
         self.optimizer_factory = optimizer_factory
         self.steps_per_epoch = steps_per_epoch
         self.stop_on_divergence = stop_on_divergence
@@ -150,6 +158,15 @@ class InitStudyModule(pl.LightningModule):
         return self.optimizer_factory(self.model.parameters())
 
     # ---- training -------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if self.layer_stats_every_n_steps and self.total_steps == 0:
+            self._probe_layers()
+
+    def _probe_layers(self) -> None:
+        split = self.trainer.datamodule.eval
+        images, labels = layer_stats.probe(split.images, split.labels)
+        self.layer_stats.extend(layer_stats.measure(self.model, images, labels, self.total_steps))
+
     def on_train_epoch_start(self) -> None:
         self.losses.start_epoch()
 
@@ -165,6 +182,8 @@ class InitStudyModule(pl.LightningModule):
             self.total_steps += 1
             if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
                 self._evaluate_at_step()
+            if self.layer_stats_every_n_steps and self.total_steps % self.layer_stats_every_n_steps == 0:
+                self._probe_layers()
         chunk_losses = torch.stack(losses)
         self.losses.add(chunk_losses, [len(labels) for _, labels in chunk])
         # The one host sync per chunk: lets a diverging run stop within steps_per_chunk steps.

@@ -47,7 +47,17 @@ MANIFEST = "manifest.csv"
 # The weights at step 0 and after training (initstudy.weights writes them).
 WEIGHT_FILES = ("weights_initial.pt", "weights_final.pt")
 RESULT_FILES = ("metrics.json", "history.csv", "config.yaml", *WEIGHT_FILES)
-OWNED_FILES = (*RESULT_FILES, "timing.json", "numerics.json", "provenance.json", MARKER, STAMP, "train.log")
+LAYER_STATS = "layer_stats.csv"  # a result too, written only when module.layer_stats_every_n_steps is set
+OWNED_FILES = (
+    *RESULT_FILES,
+    LAYER_STATS,
+    "timing.json",
+    "numerics.json",
+    "provenance.json",
+    MARKER,
+    STAMP,
+    "train.log",
+)
 # Hydra writes these into a job's output folder before the job runs.
 HYDRA_SUBDIR = ".hydra"
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")

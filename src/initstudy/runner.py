@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from initstudy import atomic, numerics, provenance, rundir, tracking, weights
+from initstudy import atomic, layer_stats, numerics, provenance, rundir, tracking, weights
 from initstudy.config import repo_root
 from initstudy.convergence import THRESHOLDS, first_crossing, threshold_key
 from initstudy.data.datamodule import MNISTDataModule
@@ -266,6 +266,7 @@ class Outcome:
     numerics: dict[str, Any] = field(default_factory=dict)  # the arithmetic in effect: numerics.json
     mlflow_run_id: str | None = None  # provenance.json: which MLflow run holds this run (not a result)
     weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # file name: state dict
+    layer_stats: pd.DataFrame | None = None  # layer_stats.csv, when module.layer_stats_every_n_steps is set
 
 
 def job_device(cfg: DictConfig, job_index: int) -> tuple[str, list[int] | int, str]:
@@ -295,7 +296,8 @@ def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: s
     timing = timing_record(started, setup_seconds, fit_seconds, recorder, module.eval_seconds, threads,
                            str(datamodule.train.images.device))  # fmt: skip
     saved = {weights.INITIAL: initial_weights, weights.FINAL: weights.snapshot(module.model)}
-    return Outcome(metrics, history, timing, weights=saved)
+    probes = layer_stats.frame(module.layer_stats) if module.layer_stats_every_n_steps else None
+    return Outcome(metrics, history, timing, weights=saved, layer_stats=probes)
 
 
 def history_frame(recorder: RunRecorder) -> pd.DataFrame:
@@ -380,6 +382,8 @@ def recorder_timing(recorder: RunRecorder) -> dict[str, Any]:
 def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> None:
     """The run folder's result files (timings apart from results, so that results can be diffed)."""
     atomic.write_text(staging / "history.csv", outcome.history.to_csv(index=False))
+    if outcome.layer_stats is not None:
+        atomic.write_text(staging / rundir.LAYER_STATS, outcome.layer_stats.to_csv(index=False))
     for name, state in outcome.weights.items():
         weights.save(state, staging / name)
     atomic.write_json(staging / "metrics.json", outcome.metrics)

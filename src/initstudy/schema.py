@@ -111,6 +111,10 @@ class ModuleConfig:
         "must be a positive integer (optimizer steps between validation passes) or null (once per epoch only)",
         positive_int_or_none,
     )
+    layer_stats_every_n_steps: int | None = checked(
+        "must be a positive integer (optimizer steps between per-layer probes, layer_stats.csv) or null (none)",
+        positive_int_or_none,
+    )
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from initstudy import weights
+from initstudy import layer_stats, weights
 from initstudy.recorder import RunRecorder
 from initstudy.runner import (
     Outcome,
@@ -64,7 +64,8 @@ def fit_group(
         members.append(Member(model))
     network = StackedMLP([member.model for member in members]).to(datamodule.train.images.device)
     module = StackedModule(network, members, instantiate(first.optimizer), datamodule.steps_per_epoch,
-                           first.module.stop_on_divergence, first.module.val_every_n_steps)  # fmt: skip
+                           first.module.stop_on_divergence, first.module.val_every_n_steps,
+                           first.module.layer_stats_every_n_steps)  # fmt: skip
     recorders = [RunRecorder(position + run_label(cfg), datamodule.eval.name)
                  for cfg, position in zip(cfgs, positions, strict=True)]  # fmt: skip
     with lightning_hints_silenced():
@@ -81,5 +82,7 @@ def fit_group(
                                str(datamodule.train.images.device))  # fmt: skip
         saved = {weights.INITIAL: initial[m], weights.FINAL: weights.snapshot(member.model)}
         metrics = run_metrics(cfg, member, datamodule, history)  # type: ignore[arg-type]
-        outcomes.append(Outcome(metrics, history, {**timing, "stacked_members": len(cfgs)}, weights=saved))
+        timing = {**timing, "stacked_members": len(cfgs)}
+        probes = layer_stats.frame(member.layer_stats) if module.layer_stats_every_n_steps else None
+        outcomes.append(Outcome(metrics, history, timing, weights=saved, layer_stats=probes))
     return outcomes

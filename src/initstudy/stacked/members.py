@@ -32,6 +32,7 @@ class Member:
     divergence: Divergence | None = None
     total_steps: int = 0
     active: bool = True  # trains on; False once its run would have stopped (diverged)
+    layer_stats: list[dict[str, float | int | str]] = field(default_factory=list)  # layer_stats.csv's rows
 
     def epoch_step_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.losses.epoch()

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from initstudy import layer_stats
 from initstudy.module import Evaluation, EvaluationSums
 from initstudy.stacked.members import Member
 from initstudy.stacked.network import StackedMLP
@@ -55,9 +56,11 @@ class StackedModule(pl.LightningModule):
         steps_per_epoch: int,
         stop_on_divergence: bool = True,
         val_every_n_steps: int | None = None,
+        layer_stats_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.network = network
+        self.layer_stats_every_n_steps = layer_stats_every_n_steps
         self.members = list(members)
         self.optimizer_factory = optimizer_factory
         self.steps_per_epoch = steps_per_epoch
@@ -79,6 +82,21 @@ class StackedModule(pl.LightningModule):
         )
 
     # ---- training -------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if self.layer_stats_every_n_steps and self.total_steps == 0:
+            self._probe_layers()
+
+    def _probe_layers(self) -> None:
+        """Each training member's probe, on its own network (its MLP given the member's current weights): the
+        single run's operations on the same weights, so the same rows."""
+        split = self.trainer.datamodule.eval
+        images, labels = layer_stats.probe(split.images, split.labels)
+        for m in self.active_members():
+            member = self.members[m]
+            with torch.no_grad():
+                member.model.to(self.device).load_state_dict(self.network.member_state(m))
+            member.layer_stats.extend(layer_stats.measure(member.model, images, labels, self.total_steps))
+
     def on_train_epoch_start(self) -> None:
         for m in self.active_members():
             self.members[m].losses.start_epoch()
@@ -99,6 +117,8 @@ class StackedModule(pl.LightningModule):
             self.total_steps += 1
             if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
                 self._evaluate_at_step()
+            if self.layer_stats_every_n_steps and self.total_steps % self.layer_stats_every_n_steps == 0:
+                self._probe_layers()
         chunk_losses = torch.stack(step_losses, dim=1)  # [M, steps]: each member's row contiguous
         sizes = [labels.shape[1] for _, labels in chunk]
         for m in training.tolist():
