@@ -112,7 +112,10 @@ def test_bias_std_draws_biases_after_their_kernel_and_zero_draws_nothing(name: s
     torch.manual_seed(0)
     zero = MLP([512, 512])
     instantiate(compose_config([f"init={name}", "+init.bias_std=0.0"]).init)(zero)
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), zero.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), zero.state_dict().values(), strict=True)
+    )
     torch.manual_seed(0)
     drawn = MLP([512, 512])
     instantiate(compose_config([f"init={name}", "+init.bias_std=0.3"]).init)(drawn)

@@ -41,7 +41,12 @@ def _summary(prefix: str, values: torch.Tensor) -> dict[str, float]:
     flat = values.detach().flatten().double()
     quantiles = torch.quantile(flat, torch.tensor(QUANTILES, dtype=torch.float64, device=flat.device))
     stats = {f"{prefix}_mean": float(flat.mean()), f"{prefix}_std": float(flat.std())}
-    stats.update({f"{prefix}_q{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, quantiles.tolist())})
+    stats.update(
+        {
+            f"{prefix}_q{round(q * 100):02d}": float(v)
+            for q, v in zip(QUANTILES, quantiles.tolist(), strict=True)
+        }
+    )
     return stats
 
 
