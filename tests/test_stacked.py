@@ -250,3 +250,42 @@ def test_stacked_sweep_writes_what_the_basic_launcher_writes_and_resumes_member_
     assert "4 jobs: 2 in 1 stacked group(s) of at most 32, 2 one by one; 1 worker process(es)" in output
     assert output.count("skipped") == 2
     assert run_folder_bytes(repo) == basic
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_killed_launcher_and_the_rerun_completes_every_run(synthetic_data_repo: Path):
+    """SIGKILL of the launching process while its two workers train: the workers exit within seconds (they
+    watch their parent) instead of training on unlocked; the same command afterwards completes every run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    repo = synthetic_data_repo
+    command = python_module("initstudy.train", "--multirun", "hydra/launcher=stacked", "hydra.launcher.max_models=2",
+                            "hydra.launcher.n_jobs=2", "trainer.max_epochs=400", "logger=offline")  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    launcher = subprocess.Popen(
+        command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    workers: list[psutil.Process] = []
+    while time.monotonic() < deadline and not any((repo / "runs").rglob("train.log")):
+        time.sleep(0.5)  # the groups have started (a member's job log exists)
+    workers = [p for p in psutil.Process(launcher.pid).children() if "LokyProcess" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [p.pid for p in alive]
+    run([*command[:-2], "trainer.max_epochs=2", "logger=offline"], repo)
+    for init, seed in SWEEP:
+        folder = repo / "runs" / init / f"seed_{seed}"
+        assert rundir.is_complete(folder, rundir.read_marker(folder)["identity"])

@@ -2,13 +2,11 @@
 
 A Linear layer of M members is one ``torch.baddbmm(bias[M, 1, out], x[M, B, in], weight[M, out, in]^T)``: on the
 CPU (MKL, single thread, the portable profile) each member's slice is bit for bit the ``addmm`` that its own
-``nn.Linear`` computes, forward and backward (checked by tests/test_stacked.py). ``bmm`` followed by a bias add, or
-``torch.func.vmap(functional_call)`` round differently in the last bit. Speed decides nothing between them
-here: per step of 8 members (benchmarks/stacked_kernels.py, one thread, on this shared 2-core machine) baddbmm
-took 37-64 ms, vmap 34-70 ms and 8 separate networks 29-61 ms, within each other's noise, since the matmuls
-are the same FLOPs. What stacking saves is the per-step Python and Lightning machinery, paid once for M
-members (2.7-2.8x faster than the same runs one by one for 8 and 32 members on tiny data, docs/NEXT-stacked.md).
-baddbmm is the one that is also bit for bit.
+``nn.Linear`` computes, forward and backward (checked by tests/test_stacked.py). ``bmm`` followed by a bias add,
+``torch.func.vmap(functional_call)``, or weights stored as [M, in, out] round differently in the last bit. The
+matmuls are the same FLOPs as M separate networks; what stacking saves is the per-step Python and Lightning
+machinery and the small ops, paid once for M members, and (:class:`StackedLinear`) a transposed copy of every
+weight gradient (README, Performance; docs/stacked.md).
 
 The optimizer does not see the stacked tensors. It sees, per member, tensors of the single run's shapes that
 alias the member's slice (:meth:`StackedMLP.member_parameters`), and whose gradients are views of the stacked

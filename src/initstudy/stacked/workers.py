@@ -6,10 +6,18 @@ one core; on N cores N units train at once. A worker runs a unit exactly as the 
 (:func:`initstudy.stacked.launcher.run_unit`), so where a unit runs changes none of its bytes. loky reuses its
 workers and starts them with ``OMP_NUM_THREADS`` = CPUs / workers (what ``numerics=fast`` then uses); they
 inherit the launching process's environment: the numerics profile's variables and the MLflow parent run.
+
+A worker does not outlive the launching process: loky notices a dead parent only between tasks, so a launcher
+killed (SIGTERM, SIGKILL, a lost terminal) would leave its workers training on, unlocked, into folders that the
+next attempt's pre-flight recovers. Each worker watches its parent and exits within a second of its death; the
+folders it leaves are an interrupted attempt's, which resume handles (README, Reliability).
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +55,25 @@ def in_worker(
     ``execute_job`` sets them."""
     from initstudy.stacked.launcher import run_unit
 
+    exit_with_parent()
     setup_globals()
     Singleton.set_state(singleton_state)
     return run_unit(hydra_context, task_function, unit)
+
+
+_watching = threading.Event()
+
+
+def exit_with_parent(interval_s: float = 1.0) -> None:
+    """Once per worker process: a daemon thread that ends the process when its parent is gone (reparented)."""
+    if _watching.is_set():
+        return
+    _watching.set()
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(70)  # EX_SOFTWARE: no cleanup; the run folders are an interrupted attempt's
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
