@@ -1,9 +1,9 @@
 """``make bench`` (second part): a sweep through the stacked launcher against the basic one, per-step costs
 against the matmul floor, and start-up against the bare imports; all ratios measured in this one run.
 
-(a) A reduced default study (params.yaml's sweep: 4 initializers x 5 seeds = 20 runs; 1 epoch on
-    ``--train-size`` images, by default 50,000: an epoch of the study's, evaluations every 100 steps
-    included) through ``python -m initstudy.train --multirun`` with ``hydra/launcher=basic`` (one job after
+(a) A reduced default study (params.yaml's sweep: 4 initializers x 5 seeds = 20 runs; ``--epochs`` epochs
+    (1 by default; the study trains 10) on ``--train-size`` images, by default 50,000: the study's epoch,
+    evaluations every 100 steps included) through ``python -m initstudy.train --multirun`` with ``hydra/launcher=basic`` (one job after
     another in one process), ``hydra/launcher=joblib`` (what the DVC stages used before: one job per CPU) and
     ``hydra/launcher=stacked`` (its default ``n_jobs``: one worker per CPU), in a throw-away copy of the
     study on real MNIST: wall time, and peak resident memory of the whole process tree (sampled) and of its
@@ -13,7 +13,9 @@ against the matmul floor, and start-up against the bare imports; all ratios meas
     backward matmuls of one 784-256-128-10 model at batch 64 (``torch.addmm``/``torch.mm``), on one thread,
     in a fresh process under the runs' numerics profile (``portable``: MKL's SSE2 branch, the same kernels
     the runs use, so "the floor of the same work"), and for reference under ``fast`` (the CPU's own AVX2 or
-    AVX-512 kernels: what the runs would get if they gave up identical bytes across machines).
+    AVX-512 kernels: what the runs would get if they gave up identical bytes across machines), and with one
+    floor process per core at once (the stacked sweep trains one group per core: they share caches and memory
+    bandwidth, which a floor measured alone on an idle machine does not pay).
 (c) Start-up: ``python -c "import torch, pytorch_lightning"`` against a run's time from process start to its
     first training step (timing.json), wall and CPU seconds, in fresh processes, alternating, fastest of
     ``--rounds`` each (``--startup-only``: only this).
@@ -112,13 +114,13 @@ class TreeMemory:
         return {"peak_rss_tree_mib": self.total / 2**20, "peak_rss_largest_process_mib": self.largest / 2**20}
 
 
-def sweep(repo: Path, launcher: list[str], train_size: int) -> dict:
-    """The default sweep, 1 epoch on ``train_size`` images, through ``launcher``; wall time, memory, each
+def sweep(repo: Path, launcher: list[str], train_size: int, epochs: int) -> dict:
+    """The default sweep, ``epochs`` epochs on ``train_size`` images, through ``launcher``; wall time, memory, each
     run's timing.json. The runs and the MLflow store are removed first."""
     for leftover in ("runs", "mlartifacts"):
         shutil.rmtree(repo / leftover, ignore_errors=True)
     (repo / "mlflow.db").unlink(missing_ok=True)
-    command = [sys.executable, "-m", "initstudy.train", "--multirun", *launcher, "trainer.max_epochs=1",
+    command = [sys.executable, "-m", "initstudy.train", "--multirun", *launcher, f"trainer.max_epochs={epochs}",
                f"data.train_size={train_size}"]  # fmt: skip
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=repo, env=environment(repo), stdout=subprocess.PIPE,
@@ -139,16 +141,18 @@ def train_step_seconds(timing: dict, steps: int) -> float:
     return (timing["fit_seconds"] - timing["eval_seconds"]) / steps / timing.get("stacked_members", 1)
 
 
-def matmul_floor(profile: str, repo: Path) -> float:
+def matmul_floor(profile: str, repo: Path, concurrent: int = 1) -> float:
     """The floor (below) in a fresh process whose environment is the numerics profile ``profile`` (its
-    import-time variables must be set before torch loads MKL, hence the process), fastest of two."""
+    import-time variables must be set before torch loads MKL, hence the process), fastest of two rounds. With
+    ``concurrent`` > 1, that many such processes at once (the mean of their floors): the floor under the load
+    that the stacked launcher's ``concurrent`` workers put on the cores' shared caches and memory bandwidth."""
     command = [sys.executable, str(Path(__file__).resolve()), "--floor", profile]
-    return min(
-        float(
-            subprocess.run(command, check=True, capture_output=True, text=True, env=environment(repo)).stdout
-        )
-        for _ in range(2)
-    )
+    rounds = []
+    for _ in range(2):
+        processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment(repo))
+                     for _ in range(concurrent)]  # fmt: skip
+        rounds.append(statistics.mean(float(process.communicate()[0]) for process in processes))
+    return min(rounds)
 
 
 def floor_here(profile: str, steps: int = 2000) -> float:
@@ -242,6 +246,12 @@ def startup_only(args: argparse.Namespace, mnist: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-size", type=int, default=50000, help="training images per run (1 epoch)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="epochs per run (the study: 10; fixed costs per sweep and per run weigh less with more)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per start-up measurement")
     parser.add_argument("--mnist", type=Path, help="a folder holding MNIST's four IDX files")
     parser.add_argument("--out", type=Path, default=REPO / "reports/benchmarks.json")
@@ -256,7 +266,7 @@ def main() -> None:
     if args.startup_only:
         startup_only(args, mnist)
         return
-    steps = -(-args.train_size // BATCH)
+    steps = -(-args.train_size // BATCH) * args.epochs
     launchers = {
         "basic": ["hydra/launcher=basic"],
         "joblib": ["hydra/launcher=joblib"],
@@ -266,16 +276,19 @@ def main() -> None:
         repo = study_copy(Path(folder), mnist)
         start = startup(repo, args.rounds)
         print_startup(start)
-        floors: dict[str, list[float]] = {"portable": [], "fast": []}
+        floors: dict[str, list[float]] = {"portable": [], "fast": [], "portable_concurrent": []}
         sweeps = {}
         for name, launcher in launchers.items():
-            sweeps[name] = sweep(repo, launcher, args.train_size)
-            for profile, values in floors.items():
-                values.append(matmul_floor(profile, repo))
+            sweeps[name] = sweep(repo, launcher, args.train_size, args.epochs)
+            workers = os.cpu_count() or 1
+            for name_, values in floors.items():
+                profile, concurrent = name_.split("_")[0], workers if name_.endswith("concurrent") else 1
+                values.append(matmul_floor(profile, repo, concurrent))
             print(f"{name}: {sweeps[name]['wall_seconds']:.1f} s, peak RSS (tree) "
                   f"{sweeps[name]['peak_rss_tree_mib']:.0f} MiB", flush=True)  # fmt: skip
         threads = sweeps["basic"]["timings"][0]["torch_threads"]
     floor, fast_floor = min(floors["portable"]), min(floors["fast"])
+    loaded_floor = min(floors["portable_concurrent"])
     single = statistics.median(train_step_seconds(t, steps) for t in sweeps["basic"]["timings"])
     stacked = statistics.median(train_step_seconds(t, steps) for t in sweeps["stacked"]["timings"])
     members = sorted({t.get("stacked_members", 1) for t in sweeps["stacked"]["timings"]})
@@ -285,6 +298,8 @@ def main() -> None:
         "ratio_single_step_vs_floor": single / floor,
         "ratio_stacked_step_per_model_vs_floor": stacked / floor,
         "ratio_stacked_step_per_model_vs_fast_floor": stacked / fast_floor,
+        # The stacked sweep trains one group per core at once; this floor runs one process per core at once.
+        "ratio_stacked_step_per_model_vs_concurrent_floor": stacked / loaded_floor,
         "ratio_start_to_training_vs_imports_cpu": start["ratio_start_to_training_vs_imports_cpu"],
         "ratio_start_to_training_vs_imports_wall": start["ratio_start_to_training_vs_imports_wall"],
         "sweep": {name: {k: v for k, v in s.items() if k != "timings"} for name, s in sweeps.items()},
@@ -294,13 +309,14 @@ def main() -> None:
             "matmul_floor": floor,
             "matmul_floor_profile": "portable (the runs' own)",
             "matmul_floor_fast": fast_floor,
+            "matmul_floor_concurrent": loaded_floor,
             "matmul_floor_raw": floors,
         },
         "stacked_members": members,
         "startup": start,
         "setup": {
             "runs": 20,
-            "epochs": 1,
+            "epochs": args.epochs,
             "train_size": args.train_size,
             "steps_per_run": steps,
             "batch_size": BATCH,
@@ -323,7 +339,8 @@ def main() -> None:
           f"{result['ratio_sweep_joblib_vs_stacked']:.2f}x joblib")  # fmt: skip
     print(f"per step: single run {single * 1e3:.2f} ms = {single / floor:.2f}x the floor; stacked per model "
           f"{stacked * 1e3:.2f} ms = {stacked / floor:.2f}x; floor {floor * 1e3:.3f} ms (portable, 1 thread), "
-          f"{fast_floor * 1e3:.3f} ms (fast kernels: stacked {stacked / fast_floor:.1f}x)")  # fmt: skip
+          f"{fast_floor * 1e3:.3f} ms (fast kernels: stacked {stacked / fast_floor:.1f}x), "
+          f"{loaded_floor * 1e3:.3f} ms (portable, one per core at once: stacked {stacked / loaded_floor:.2f}x)")  # fmt: skip
     print(f"written to {args.out}")
 
 
