@@ -279,7 +279,13 @@ def test_workers_die_with_a_killed_launcher_and_the_rerun_completes_every_run(sy
     workers: list[psutil.Process] = []
     while time.monotonic() < deadline and not any((repo / "runs").rglob("train.log")):
         time.sleep(0.5)  # the groups have started (a member's job log exists)
-    workers = [p for p in psutil.Process(launcher.pid).children() if "LokyProcess" in " ".join(p.cmdline())]
+    while time.monotonic() < deadline:  # both workers, whichever started first
+        workers = [
+            p for p in psutil.Process(launcher.pid).children() if "LokyProcess" in " ".join(p.cmdline())
+        ]
+        if len(workers) == 2:
+            break
+        time.sleep(0.5)
     assert len(workers) == 2
     launcher.send_signal(signal.SIGKILL)
     launcher.wait()
