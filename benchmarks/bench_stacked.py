@@ -135,6 +135,51 @@ def sweep(repo: Path, launcher: list[str], train_size: int, epochs: int) -> dict
     return {"wall_seconds": wall, **memory.stop(), "timings": timings}
 
 
+# A reduced depth experiment (conf/experiment/depth.yaml): ReLU, depths 2, 10 and 30, its five initializers,
+# one seed, one epoch of its 10,000 images: 15 runs, 3 stacked groups of 5.
+DEPTH_SWEEP = [
+    "experiment=depth",
+    "model.activation=relu",
+    "model.depth=2,10,30",
+    "seed=0",
+    "trainer.max_epochs=1",
+]
+
+
+def depth_sweep(repo: Path, launcher: list[str]) -> dict:
+    """The reduced depth experiment through ``launcher``: wall time and peak memory (runs_depth/ removed first)."""
+    for leftover in ("runs_depth", "mlartifacts"):
+        shutil.rmtree(repo / leftover, ignore_errors=True)
+    (repo / "mlflow.db").unlink(missing_ok=True)
+    command = [sys.executable, "-m", "initstudy.train", "--multirun", *launcher, *DEPTH_SWEEP]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=repo, env=environment(repo), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    memory = TreeMemory(process.pid)
+    output, _ = process.communicate()
+    wall = time.perf_counter() - started
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited {process.returncode}\n{output[-3000:]}")
+    runs = len(list((repo / "runs_depth").glob("*/*/*/seed_*/metrics.json")))
+    assert runs == 15, runs
+    return {"wall_seconds": wall, **memory.stop(), "runs": runs}
+
+
+def depth_only(args: argparse.Namespace, mnist: Path) -> None:
+    """The reduced depth experiment through the basic and the stacked launcher, alternating nothing (one run
+    each), into ``stacked.depth_sweep`` of an existing benchmarks.json."""
+    with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
+        repo = study_copy(Path(folder), mnist)
+        sweeps = {name: depth_sweep(repo, [f"hydra/launcher={name}"]) for name in ("basic", "stacked")}
+    result = {"ratio_basic_vs_stacked": sweeps["basic"]["wall_seconds"] / sweeps["stacked"]["wall_seconds"],
+              "sweep": sweeps, "overrides": DEPTH_SWEEP}  # fmt: skip
+    print(f"depth sweep of 15 runs: basic {sweeps['basic']['wall_seconds']:.1f} s, stacked "
+          f"{sweeps['stacked']['wall_seconds']:.1f} s: {result['ratio_basic_vs_stacked']:.2f}x")  # fmt: skip
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    report.setdefault("stacked", {})["depth_sweep"] = result
+    atomic.write_json(args.out, report)
+
+
 def train_step_seconds(timing: dict, steps: int) -> float:
     """Seconds per optimizer step, training only: the fit without its evaluations, per model (a stacked
     group's timing.json holds the group's times, shared by ``stacked_members`` models)."""
@@ -256,6 +301,11 @@ def main() -> None:
     parser.add_argument("--mnist", type=Path, help="a folder holding MNIST's four IDX files")
     parser.add_argument("--out", type=Path, default=REPO / "reports/benchmarks.json")
     parser.add_argument("--startup-only", action="store_true", help="only (c), into an existing report")
+    parser.add_argument(
+        "--depth-only",
+        action="store_true",
+        help="only the reduced depth experiment, basic vs stacked, into an existing report",
+    )
     parser.add_argument("--shared", default="", help="note in the JSON what else ran on the machine")
     parser.add_argument("--floor", metavar="PROFILE", help=argparse.SUPPRESS)  # internal: one floor, printed
     args = parser.parse_args()
@@ -265,6 +315,9 @@ def main() -> None:
     mnist = mnist_folder([p for p in (args.mnist, REPO / "data/raw/MNIST/raw") if p is not None])
     if args.startup_only:
         startup_only(args, mnist)
+        return
+    if args.depth_only:
+        depth_only(args, mnist)
         return
     steps = -(-args.train_size // BATCH) * args.epochs
     launchers = {
