@@ -117,11 +117,21 @@ class TreeMemory:
 def sweep(repo: Path, launcher: list[str], train_size: int, epochs: int) -> dict:
     """The default sweep, ``epochs`` epochs on ``train_size`` images, through ``launcher``; wall time, memory, each
     run's timing.json. The runs and the MLflow store are removed first."""
-    for leftover in ("runs", "mlartifacts"):
+    measured = timed_sweep(
+        repo, "runs", [*launcher, f"trainer.max_epochs={epochs}", f"data.train_size={train_size}"]
+    )
+    timings = [json.loads(path.read_text()) for path in sorted((repo / "runs").glob("*/seed_*/timing.json"))]
+    assert len(timings) == 20, len(timings)
+    return {**measured, "timings": timings}
+
+
+def timed_sweep(repo: Path, runs: str, overrides: list[str]) -> dict:
+    """``python -m initstudy.train --multirun <overrides>`` in the throw-away copy: wall time and peak memory.
+    Its runs folder, MLflow store and artifacts (the copy's, written by the previous sweep) are removed first."""
+    for leftover in (runs, "mlartifacts"):
         shutil.rmtree(repo / leftover, ignore_errors=True)
     (repo / "mlflow.db").unlink(missing_ok=True)
-    command = [sys.executable, "-m", "initstudy.train", "--multirun", *launcher, f"trainer.max_epochs={epochs}",
-               f"data.train_size={train_size}"]  # fmt: skip
+    command = [sys.executable, "-m", "initstudy.train", "--multirun", *overrides]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=repo, env=environment(repo), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -130,9 +140,7 @@ def sweep(repo: Path, launcher: list[str], train_size: int, epochs: int) -> dict
     wall = time.perf_counter() - started
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}\n{output[-3000:]}")
-    timings = [json.loads(path.read_text()) for path in sorted((repo / "runs").glob("*/seed_*/timing.json"))]
-    assert len(timings) == 20, len(timings)
-    return {"wall_seconds": wall, **memory.stop(), "timings": timings}
+    return {"wall_seconds": wall, **memory.stop()}
 
 
 # A reduced depth experiment (conf/experiment/depth.yaml): ReLU, depths 2, 10 and 30, its five initializers,
@@ -148,21 +156,10 @@ DEPTH_SWEEP = [
 
 def depth_sweep(repo: Path, launcher: list[str]) -> dict:
     """The reduced depth experiment through ``launcher``: wall time and peak memory (runs_depth/ removed first)."""
-    for leftover in ("runs_depth", "mlartifacts"):
-        shutil.rmtree(repo / leftover, ignore_errors=True)
-    (repo / "mlflow.db").unlink(missing_ok=True)
-    command = [sys.executable, "-m", "initstudy.train", "--multirun", *launcher, *DEPTH_SWEEP]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=repo, env=environment(repo), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    memory = TreeMemory(process.pid)
-    output, _ = process.communicate()
-    wall = time.perf_counter() - started
-    if process.returncode:
-        raise RuntimeError(f"{' '.join(command)} exited {process.returncode}\n{output[-3000:]}")
+    measured = timed_sweep(repo, "runs_depth", [*launcher, *DEPTH_SWEEP])
     runs = len(list((repo / "runs_depth").glob("*/*/*/seed_*/metrics.json")))
     assert runs == 15, runs
-    return {"wall_seconds": wall, **memory.stop(), "runs": runs}
+    return {**measured, "runs": runs}
 
 
 def depth_only(args: argparse.Namespace, mnist: Path) -> None:

@@ -82,6 +82,21 @@ def dvc(*args: str) -> list[str]:
 
 
 @pytest.fixture
+def study_root(tmp_path: Path, synthetic_mnist: SyntheticMNIST, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The study's configs and synthetic data as the working directory and INITSTUDY_ROOT (no git, no DVC):
+    for tests that train in-process through initstudy.runner or initstudy.stacked."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for item in ("params.yaml", "dvc.yaml", "conf"):
+        copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy2
+        copy(REPO / item, root / item)
+    synthetic_mnist.write(root / "data" / "MNIST" / "raw")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("INITSTUDY_ROOT", str(root))
+    return root
+
+
+@pytest.fixture
 def study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
     """A git + DVC repo with this project's configuration, tiny synthetic MNIST in a local source folder, and
     a tiny default study: 2 initializers x 2 seeds, 1 epoch. Nothing is downloaded."""

@@ -3,7 +3,6 @@ bit of training, and where the rows land (layer_stats.csv)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -12,27 +11,12 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from conftest import REPO
 from initstudy import layer_stats, rundir
 from initstudy.config import ConfigError, compose_config, validate
-from initstudy.data.synthetic import SyntheticMNIST
 from initstudy.model import MLP
 
 BASE = ["logger=offline", "data.batch_size=32", "data.val_size=100", "trainer.max_epochs=2",
         "model.hidden_sizes=[48,32,16]"]  # fmt: skip
-
-
-@pytest.fixture
-def study_root(tmp_path: Path, synthetic_mnist: SyntheticMNIST, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "root"
-    root.mkdir()
-    for item in ("params.yaml", "dvc.yaml", "conf"):
-        copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy2
-        copy(REPO / item, root / item)
-    synthetic_mnist.write(root / "data" / "MNIST" / "raw")
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("INITSTUDY_ROOT", str(root))
-    return root
 
 
 def run_files(root: Path, out: Path, *overrides: str) -> dict[str, bytes]:

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, python_module, run
+from conftest import python_module, run
 from initstudy import atomic, rundir, weights
 from initstudy.config import ConfigError, compose_config
-from initstudy.data.synthetic import SyntheticMNIST
 
 BASE = ["logger=offline", "data.batch_size=32", "data.val_size=100", "trainer.max_epochs=2",
         "module.val_every_n_steps=5"]  # fmt: skip
@@ -23,18 +22,10 @@ EXPLODING = "_target_: initstudy.initializers.RandomNormal\nname: exploding\nstd
 
 
 @pytest.fixture
-def study_root(tmp_path: Path, synthetic_mnist: SyntheticMNIST, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The study's configs (plus an initializer that diverges) and synthetic data, as the working directory."""
-    root = tmp_path / "root"
-    root.mkdir()
-    for item in ("params.yaml", "dvc.yaml", "conf"):
-        copy = shutil.copytree if (REPO / item).is_dir() else shutil.copy2
-        copy(REPO / item, root / item)
-    (root / "conf/init/exploding.yaml").write_text(EXPLODING)
-    synthetic_mnist.write(root / "data" / "MNIST" / "raw")
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("INITSTUDY_ROOT", str(root))
-    return root
+def study_root(study_root: Path) -> Path:
+    """conftest's study root, plus an initializer that diverges."""
+    (study_root / "conf/init/exploding.yaml").write_text(EXPLODING)
+    return study_root
 
 
 def configs(root: Path, jobs: list[tuple[str, int]], *overrides: str) -> list:
