@@ -87,4 +87,4 @@ slurm-stop:  ## stop `make slurm`
 	scripts/local-slurm.sh stop
 
 clean: install  ## delete the project's run folders (files it wrote only; not reports/, data/, .venv or the MLflow store)
-	$(BIN)/python -m initstudy.clean runs runs_depth
+	$(BIN)/python -m initstudy.clean

@@ -132,7 +132,8 @@ def test_run_identity_covers_the_train_stages_code():
     assert rundir.training_code(REPO) == sorted(d.removeprefix("src/") for d in code_deps(STAGES["train"]))
     assert "hydra_plugins/initstudy_stacked/stacked_launcher.py" in rundir.training_code(REPO)
     assert "initstudy/stacked/network.py" in rundir.training_code(REPO)
-    assert code_deps(STAGES["train"]) == code_deps(STAGES["train_depth"])
+    for name in TRAIN_STAGES:  # every sweep's runs share one code identity
+        assert code_deps(STAGES[name]) == code_deps(STAGES["train"]), name
 
 
 def group_choices_of_sweep(overrides: list[str]) -> list[list[str]]:
@@ -222,7 +223,11 @@ def edit(repo: Path, path: str, old: str | None, new: str) -> None:
     target.write_text(text + new if old is None else text.replace(old, new, 1))
 
 
-TRAINING_STAGES = {"train", "diagnose", "train_depth", "diagnose_depth"}
+# Every train and diagnose stage composes the training config: the default study, the depth experiment and the
+# classic papers' presets (train_<paper>, diagnose_<paper>).
+TRAINING_STAGES = {name for name in STAGES if name.startswith(("train", "diagnose"))}
+TRAIN_STAGES = {name for name in STAGES if name.startswith("train")}
+REPORT_STAGES = {name for name in STAGES if name.startswith("report")}
 # kind of edit: (file, text replaced (None: appended), new text, the stages dvc status must mark)
 EDITS = {
     "comment in params.yaml": ("params.yaml", "seed: 0", "seed: 0  # the first seed", set()),
@@ -231,7 +236,9 @@ EDITS = {
     "MLflow setting": ("conf/logger/mlflow.yaml", "initstudy", "initstudy-2", set()),
     "download timeout": ("conf/download/default.yaml", "timeout_s: 10", "timeout_s: 20", set()),
     "a speed knob": ("conf/data/mnist.yaml", "steps_per_chunk: 32", "steps_per_chunk: 16", set()),
-    "report code": ("src/initstudy/report/markdown.py", None, "\n# wording\n", {"report", "report_depth"}),
+    "report code": ("src/initstudy/report/markdown.py", None, "\n# wording\n", REPORT_STAGES),
+    "a paper's report code": ("src/initstudy/report/saxe2014.py", None, "\n# wording\n", REPORT_STAGES),
+    "a paper's preset": ("conf/experiment/saxe2014.yaml", "max_epochs: 2", "max_epochs: 3", {"train_saxe2014"}),
     "download code": ("src/initstudy/data/fetch.py", None, "\n# note\n", {"download"}),
     "learning rate": ("params.yaml", "lr: 0.001", "lr: 0.002", {"train", "train_depth"}),
     "optimizer choice": ("params.yaml", "optimizer: adam", "optimizer: sgd", TRAINING_STAGES),
@@ -243,7 +250,7 @@ EDITS = {
         {"train_depth"},
     ),
     "training code": ("src/initstudy/module.py", None, "\n#\n", TRAINING_STAGES),
-    "stacked launcher code": ("src/initstudy/stacked/network.py", None, "\n#\n", {"train", "train_depth"}),
+    "stacked launcher code": ("src/initstudy/stacked/network.py", None, "\n#\n", TRAIN_STAGES),
 }
 
 

@@ -550,3 +550,26 @@ def test_pairs_with_an_initializer_that_did_not_train_are_set_apart_on_every_end
     accuracy = apart[apart.endpoint == ACCURACY]
     assert accuracy.set_index(["init_a", "init_b"]).loc[("a", "b")].family_size == 1
     assert kept[kept.endpoint == ACCURACY].family_size.max() == 3  # without it: 3 tests
+
+
+def test_the_depth_report_sets_step_0_weight_gradients_against_adams_eps():
+    """Under Adam a cell's step-0 weight gradients (median over hidden layers) are compared with eps: the share
+    of a full step Adam's first update takes, g / (g + eps), and how many cells below and above eps fail."""
+    from initstudy.report.depth import adam_eps, adam_statement, diagnostics_beside
+
+    assert adam_eps({"optimizer": {"_target_": "torch.optim.Adam", "eps": 1e-7}}) == 1e-7
+    assert adam_eps({"optimizer": {"_target_": "torch.optim.SGD"}}) is None
+    summary = pd.DataFrame([{"init": "tiny", "activation": "relu", "depth": 2, "n_failed_to_train": 3},
+                            {"init": "fine", "activation": "relu", "depth": 2, "n_failed_to_train": 0}])  # fmt: skip
+    diagnostics = pd.DataFrame([
+        {"init": init, "activation": "relu", "depth": 2, "layer": layer, "statistic": "weight_grad_std", "mean": g}
+        for init, grads in {"tiny": [1e-12, 3e-12], "fine": [1e-3, 2e-3]}.items()
+        for layer, g in enumerate(grads, start=1)
+    ])  # fmt: skip
+    beside = diagnostics_beside(summary, diagnostics, eps=1e-7).set_index("init")
+    assert beside.loc["tiny", "weight_grad_std_median"] == pytest.approx(2e-12)
+    assert beside.loc["tiny", "adam_step_share"] == pytest.approx(2e-12 / (2e-12 + 1e-7))
+    assert beside.loc["fine", "adam_step_share"] == pytest.approx(1.5e-3 / (1.5e-3 + 1e-7))
+    said = " ".join(adam_statement(beside.reset_index(), 1e-7))
+    assert "1 cells sit below eps" in said and "1 of them fail" in said and "0 of them fail" in said
+    assert adam_statement(beside.reset_index(), None) == []

@@ -11,14 +11,25 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from initstudy import locking, rundir
 from initstudy.config import repo_root
 
-DEFAULT_ROOTS = ("runs", "runs_depth")
+
+def default_roots() -> list[str]:
+    """The default sweep's folder and every experiment preset's (conf/experiment/*.yaml: hydra.sweep.dir), so
+    that a new preset's runs are cleaned without a list to keep in step."""
+    roots = ["runs"]
+    for preset in sorted((repo_root() / "conf" / "experiment").glob("*.yaml")):
+        folder = ((yaml.safe_load(preset.read_text()) or {}).get("hydra", {}).get("sweep", {})).get("dir")
+        if isinstance(folder, str) and "${" not in folder and folder not in roots:
+            roots.append(folder)
+    return roots
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    roots = list(sys.argv[1:] if argv is None else argv) or list(DEFAULT_ROOTS)
+    roots = list(sys.argv[1:] if argv is None else argv) or default_roots()
     kept: list[Path] = []
     for name in roots:
         root = rundir.check_destination(Path(name), repo_root(), what="sweep folder")

@@ -69,6 +69,14 @@ def jacobian_row(singular_values: np.ndarray, predicted: float | None) -> dict[s
             "relative_spread": float(singular_values.std()) / rms if rms > 0 else math.nan}  # fmt: skip
 
 
+def init_label(overrides: tuple[str, ...] | list[str], init: str) -> str:
+    """The initializer as the diagnostics name it: its option, plus the ``init.<key>=<value>`` overrides a
+    sweep varies (``gaussian (scale=2.0)``), so that a sweep over an initializer's own parameter (Schoenholz
+    et al.'s sigma_w^2, He et al.'s N(0, 1/n) against N(0, 2/n)) keeps one network per value."""
+    own = [o.removeprefix("init.") for o in overrides if o.startswith("init.") and "=" in o]
+    return f"{init} ({', '.join(own)})" if own else init
+
+
 def mean_over_pairs(correlations: np.ndarray) -> np.ndarray:
     """Per layer, the mean over image pairs; NaN where no pair has one (zero activations)."""
     with warnings.catch_warnings():
@@ -94,7 +102,8 @@ def diagnose(overrides: list[str]) -> Diagnosis:
     correlation_predictions: dict[tuple, np.ndarray] = {}  # seed-independent: the same stds and images
     seen: set[tuple] = set()
     for job in jobs:
-        key = (job.init, job.activation, job.hidden_sizes, job.seed)
+        label = init_label(job.overrides, job.init)
+        key = (label, job.activation, job.hidden_sizes, job.seed)
         if key in seen:
             continue
         seen.add(key)
@@ -115,19 +124,19 @@ def diagnose(overrides: list[str]) -> Diagnosis:
         for layer_stats, predicted in zip(stats, predictions, strict=True):
             for statistic in STATISTICS:
                 value = getattr(layer_stats, statistic)
-                rows.append({"init": job.init, "activation": job.activation, "depth": job.depth, "seed": job.seed,
+                rows.append({"init": label, "activation": job.activation, "depth": job.depth, "seed": job.seed,
                              "layer": layer_stats.layer, "statistic": statistic,
                              "measured": math.nan if value is None else value,
                              "predicted": predicted.get(statistic) if statistic in PREDICTED else None})  # fmt: skip
-            rows.append({"init": job.init, "activation": job.activation, "depth": job.depth, "seed": job.seed,
+            rows.append({"init": label, "activation": job.activation, "depth": job.depth, "seed": job.seed,
                          "layer": layer_stats.layer, "statistic": CORRELATION,
                          "measured": measured_c[layer_stats.layer - 1],
                          "predicted": predicted_c[layer_stats.layer - 1]})  # fmt: skip
         singular_values = propagation.jacobian_singular_values(model, images)
         predicted_gain = propagation.predict_jacobian_mean_square(model, weight_stds, images, bias_vars)
-        jacobians.append({"init": job.init, "activation": job.activation, "depth": job.depth, "seed": job.seed,
+        jacobians.append({"init": label, "activation": job.activation, "depth": job.depth, "seed": job.seed,
                           **jacobian_row(singular_values, predicted_gain)})  # fmt: skip
-        net = (job.init, job.activation, job.depth)
+        net = (label, job.activation, job.depth)
         if net not in activations:
             with torch.no_grad():
                 passed = model.forward_with_intermediates(images)

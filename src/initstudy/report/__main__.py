@@ -23,6 +23,8 @@ import pandas as pd
 from initstudy import atomic
 from initstudy.faults import pause_point
 from initstudy.report import figures
+from initstudy.report.classic import check_paper, writers
+from initstudy.report.classic import write as write_paper_report
 from initstudy.report.depth import is_depth_sweep, write_depth_report
 from initstudy.report.endpoints import endpoints, run_endpoints, times_to
 from initstudy.report.inference import DEFAULT_MARGIN
@@ -136,16 +138,28 @@ def remove_stale_staging(out_dir: Path) -> None:
 
 
 def write_report(
-    runs_dir: Path, out_dir: Path, diagnostics_dir: Path | None = None, margin: float = DEFAULT_MARGIN
+    runs_dir: Path,
+    out_dir: Path,
+    diagnostics_dir: Path | None = None,
+    margin: float = DEFAULT_MARGIN,
+    paper: str | None = None,
 ) -> dict:
     """Read and check every run first, write everything to a staging folder, and only then replace the
-    previous report's files: a failure at any point leaves the previous report as it was."""
+    previous report's files: a failure at any point leaves the previous report as it was. ``paper``: the
+    classic paper the sweep reproduces (initstudy.report.classic), whose side-by-side report replaces the
+    study report."""
+    if paper is not None:
+        check_paper(paper)
     sweep = load_sweep(runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
-        written = _write(sweep, staging, out_dir, diagnostics_dir, margin)
+        written = (
+            _write_paper(paper, sweep, staging, out_dir, diagnostics_dir)
+            if paper is not None
+            else _write(sweep, staging, out_dir, diagnostics_dir, margin)
+        )
     except BaseException:
         remove_stale_staging(out_dir)
         raise
@@ -180,6 +194,14 @@ def draw_figures(
 def evaluation_split(config: dict) -> tuple[str, str]:
     """The split every curve is measured on: ('val', 'validation') with a held-out split, else the test set."""
     return ("val", "validation") if int(config.get("data", {}).get("val_size") or 0) > 0 else ("test", "test")
+
+
+def _write_paper(
+    paper: str, sweep: SweepRuns, out_dir: Path, link_base: Path, diagnostics_dir: Path | None
+) -> dict:
+    """The classic paper's report: its claims beside ours, its figures, the step-0 diagnostics."""
+    made = writers()[paper](sweep, out_dir, diagnostics_dir)
+    return write_paper_report(made, sweep.runs, out_dir, diagnostics_section(diagnostics_dir, link_base))
 
 
 def _write(
@@ -239,16 +261,29 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_MARGIN,
         help=f"equivalence margin for accuracy differences, as a fraction (default {DEFAULT_MARGIN} = ±0.5 pp)",
     )
+    parser.add_argument(
+        "--paper",
+        default=None,
+        help="the classic paper the sweep reproduces: glorot2010, he2015, schoenholz2017 or saxe2014",
+    )
     args = parser.parse_args(argv)
+    if args.paper is not None:
+        try:
+            check_paper(args.paper)
+        except ValueError as error:
+            parser.error(str(error))
     if not 0 < args.margin < 1:
         parser.error(f"invalid --margin={args.margin}: must be a fraction in (0, 1), e.g. 0.005 for ±0.5 pp")
     try:
-        means = write_report(args.runs, args.out, args.diagnostics, args.margin)
+        means = write_report(args.runs, args.out, args.diagnostics, args.margin, args.paper)
     except (RunFileError, FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    for init, mean in means.items():
-        print(f"{init:>18}: mean test accuracy {'–' if math.isnan(mean) else f'{mean:.4f}'}")
+    for name, value in means.items():
+        if args.paper is not None:  # claim -> verdict
+            print(f"{value:>10}: {name}")
+        else:
+            print(f"{name:>18}: mean test accuracy {'–' if math.isnan(value) else f'{value:.4f}'}")
     print(f"report written to {args.out / 'report.md'}")
 
 

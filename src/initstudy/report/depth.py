@@ -68,13 +68,28 @@ def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def diagnostics_beside(summary: pd.DataFrame, diagnostics: pd.DataFrame | None) -> pd.DataFrame:
+def adam_eps(config: dict) -> float | None:
+    """The eps of the sweep's optimizer when it is Adam (or AdamW), else None."""
+    optimizer = config.get("optimizer", {})
+    if str(optimizer.get("_target_", "")).rsplit(".", 1)[-1] not in ("Adam", "AdamW"):
+        return None
+    return float(optimizer.get("eps", 1e-8))
+
+
+def diagnostics_beside(
+    summary: pd.DataFrame, diagnostics: pd.DataFrame | None, eps: float | None = None
+) -> pd.DataFrame:
     """Step-0 signal of the same networks: activation std ratio last/first hidden layer, gradient std ratio
-    first/last hidden layer, and the worst share of dead (ReLU) or saturated (tanh) units."""
+    first/last hidden layer, the worst share of dead (ReLU) or saturated (tanh) units, and the weight
+    gradients' std (median over the hidden layers). Under Adam (``eps``) also the share of a full step that
+    Adam's first update takes at that gradient, g / (g + eps): Adam divides a gradient by its own scale, so a
+    small gradient alone slows nothing, until it falls below eps, where the step becomes ~lr * g / eps."""
     if diagnostics is None or diagnostics.empty:
         return summary
     out = summary.copy()
-    for column in ("act_std_last_over_first", "grad_std_first_over_last", "dead_or_saturated_max"):
+    columns = ["act_std_last_over_first", "grad_std_first_over_last", "dead_or_saturated_max",
+               "weight_grad_std_median", *(["adam_step_share"] if eps is not None else [])]  # fmt: skip
+    for column in columns:
         out[column] = math.nan
     for index, row in out.iterrows():
         net = diagnostics[(diagnostics.init == row.init) & (diagnostics.activation == row.activation)
@@ -89,7 +104,34 @@ def diagnostics_beside(summary: pd.DataFrame, diagnostics: pd.DataFrame | None) 
             out.loc[index, "grad_std_first_over_last"] = grads[0] / grads[-1]
         if dead.notna().any():
             out.loc[index, "dead_or_saturated_max"] = dead.max()
+        weight_grads = hidden[hidden.statistic == "weight_grad_std"]["mean"].dropna()
+        if len(weight_grads):
+            median = float(weight_grads.median())
+            out.loc[index, "weight_grad_std_median"] = median
+            if eps is not None:
+                out.loc[index, "adam_step_share"] = median / (median + eps)
     return out
+
+
+def adam_statement(summary: pd.DataFrame, eps: float | None) -> list[str]:
+    """Which cells fail against where their step-0 weight gradients sit relative to Adam's eps."""
+    if eps is None or "weight_grad_std_median" not in summary.columns:
+        return []
+    known = summary[summary.weight_grad_std_median.notna()]
+    below, above = known[known.weight_grad_std_median < eps], known[known.weight_grad_std_median >= eps]
+    failing = lambda cells: int((cells.n_failed_to_train > 0).sum())  # noqa: E731
+    deepest_below = below.sort_values("weight_grad_std_median").head(1)
+    example = "".join(f" (smallest: {r.init}, {r.activation}, {r.depth} layers, {r.weight_grad_std_median:.1e})"
+                      for r in deepest_below.itertuples())  # fmt: skip
+    return [
+        f"**Why deep networks stop training under Adam (eps = {eps:g}).** Adam's step is lr * m / (sqrt(v) + eps): "
+        "for gradients well above eps it is about lr whatever their scale, so a vanishing gradient alone does not "
+        "make updates small; once the gradients fall below eps the step shrinks to about lr * g / eps. Measured at "
+        "step 0 (median over hidden layers of the weight gradients' std, `weight grad` below; `Adam step` = g / "
+        f"(g + eps)): {len(below)} cells sit below eps{example}, and {failing(below)} of them fail to train in at "
+        f"least one seed; {len(above)} cells sit above it, and {failing(above)} of them fail.",
+        "",
+    ]
 
 
 def accuracy_figure(summary: pd.DataFrame, path: Path, group: str = "") -> Figure:
@@ -243,7 +285,7 @@ def draw_depth_figures(summary: pd.DataFrame, figure_dir: Path, group: str) -> N
                    colorbar_label="optimizer steps")  # fmt: skip
 
 
-def depth_results(summary: pd.DataFrame, folder: Path, level: str) -> list[str]:
+def depth_results(summary: pd.DataFrame, folder: Path, level: str, eps: float | None = None) -> list[str]:
     """One group's statements, figures and table (the whole sweep's when it has one group)."""
     lines = [
         f"{level} Which initializers stop training first",
@@ -260,18 +302,28 @@ def depth_results(summary: pd.DataFrame, folder: Path, level: str) -> list[str]:
         "",
         "`act last/first`: activation std in the last hidden layer over the first; `grad first/last`: std of the "
         "back-propagated gradient in the first hidden layer over the last (both at step 0, mean over seeds); "
-        "`dead/sat.`: the worst layer's share of dead ReLU units or saturated tanh outputs.",
+        "`dead/sat.`: the worst layer's share of dead ReLU units or saturated tanh outputs; `weight grad`: the "
+        "median over hidden layers of the weight gradients' std at step 0.",
         "",
+        *adam_statement(summary, eps),
     ]
     columns = {"activation": "activation", "depth": "depth", "init": "init", "acc_mean": "acc mean",
                "acc_std": "acc std", "n_failed_to_train": "fails", "n_diverged": "diverged",
                "steps_to_90": "steps to 90% (KM median, reached/runs)", "act_std_last_over_first": "act last/first",
-               "grad_std_first_over_last": "grad first/last", "dead_or_saturated_max": "dead/sat."}  # fmt: skip
+               "grad_std_first_over_last": "grad first/last", "dead_or_saturated_max": "dead/sat.",
+               "weight_grad_std_median": "weight grad", "adam_step_share": "Adam step"}  # fmt: skip
     counted = count_annotations(summary, "steps_to_90_km_median", "reached_90", "total_90", ".0f")
     shown = summary.assign(steps_to_90=counted.iloc[:, 0])
     shown = shown[[c for c in columns if c in shown.columns]].rename(columns=columns)
-    lines.append(_table(shown.map(lambda v: _fmt(v, 3) if isinstance(v, float) else v)))
+    lines.append(_table(shown.map(_cell_text)))
     return lines
+
+
+def _cell_text(value: object) -> object:
+    """Three decimals, or three significant digits where that would print 0.000 (gradients of 1e-36)."""
+    if not isinstance(value, float):
+        return value
+    return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 and math.isfinite(value) else _fmt(value, 3)
 
 
 def write_depth_report(
@@ -283,8 +335,9 @@ def write_depth_report(
     if diagnostics_dir is not None and (diagnostics_dir / "diagnostics.csv").is_file():
         diagnostics = pd.read_csv(diagnostics_dir / "diagnostics.csv")
     parts = []
+    eps = adam_eps(sweep.config)
     for name, part in split_groups(sweep, laid_out=DEPTH_AXES):
-        summary = diagnostics_beside(summarize_depth(part.runs, part.history), diagnostics)
+        summary = diagnostics_beside(summarize_depth(part.runs, part.history), diagnostics, eps)
         folder = Path("figures", group_folder(name))
         draw_depth_figures(summary, out_dir / folder, name)
         parts.append((name, summary, folder))
@@ -326,10 +379,10 @@ def write_depth_report(
                   "one section per group below (sorted by name).", ""]  # fmt: skip
         for name, summary, folder in parts:
             title = ", ".join(f"`{k}={v}`" for k, v in parse_group(name).items())
-            lines += [f"## Group {title}", "", *depth_results(summary, folder, "###"), ""]
+            lines += [f"## Group {title}", "", *depth_results(summary, folder, "###", eps), ""]
         lines.pop()
     else:
-        lines += depth_results(parts[0][1], parts[0][2], "##")
+        lines += depth_results(parts[0][1], parts[0][2], "##", eps)
     if diagnostics_dir is not None and (diagnostics_dir / "statements.json").is_file():
         figures = json.loads((diagnostics_dir / "statements.json").read_text())["figures"]
         lines += ["", "## Signal at step 0 (deepest networks)", ""]

@@ -1,0 +1,189 @@
+"""The classic papers reproduced side by side (conf/experiment/{glorot2010,he2015,schoenholz2017,saxe2014}.yaml,
+initstudy.report.<paper>): each preset's sweep trains, diagnoses and reports end to end on tiny data, and each
+report's verdicts follow from the numbers (fabricated here, so that both verdicts are exercised)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import python_module, run
+from initstudy.config import compose_config
+from initstudy.diagnose import init_label
+from initstudy.report import glorot2010, he2015, saxe2014, schoenholz2017
+from initstudy.report.classic import AGREES, PARTS, UNTESTED, plain
+
+TINY = ["model.width=16", "data.train_size=256", "data.val_size=100", "trainer.max_epochs=1", "seed=0"]
+# Each preset's sweep cut to two cells per axis it varies (the synthetic data has 600 training images).
+SWEEPS = {
+    "glorot2010": ["model.activation=tanh,sigmoid", "module.layer_stats_every_n_steps=4"],
+    "he2015": [],  # the paper's depths 22 and 30, at width 16
+    "schoenholz2017": ["model.depth=2,6", "init.scale=1.0,4.0"],
+    "saxe2014": ["model.depth=2,6", "optimizer.lr=0.01,0.03"],
+}
+CLAIMS = {  # the first words of every claim the report must make
+    "glorot2010": ["Table 1: tanh standard", "Table 1: sigmoid standard", "Figure 2", "Figure 6", "Figure 7"],
+    "he2015": ["Figure 3: 22 ReLU layers", "Figure 3: 30 ReLU layers"],
+    "schoenholz2017": ["Order/chaos boundary", "Trainable iff", "Correlation map"],
+    "saxe2014": ["Orthogonal init", "Scaled Gaussian init", "Input-output Jacobian"],
+}
+
+
+@pytest.mark.parametrize("paper", list(SWEEPS))
+def test_each_preset_composes_to_the_papers_setup(paper):
+    cfg = compose_config([f"experiment={paper}"], return_hydra_config=True)
+    assert cfg.hydra.sweep.dir == f"runs_{paper}"
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert cfg.model.hidden_sizes is None
+    if paper == "glorot2010":
+        assert (cfg.model.depth, cfg.optimizer.momentum) == (5, 0.0)
+        assert set(cfg.hydra.sweeper.params.init.split(",")) == {"standard", "glorot_uniform"}
+        assert cfg.module.layer_stats_every_n_steps > 0
+    if paper == "he2015":
+        assert cfg.init.distribution == "untruncated_normal" and cfg.optimizer.momentum == 0.9
+        assert set(cfg.hydra.sweeper.params["model.depth"].split(",")) == {"22", "30"}
+    if paper == "schoenholz2017":
+        assert cfg.init.bias_std**2 == pytest.approx(0.05) and cfg.model.activation == "tanh"
+    if paper == "saxe2014":
+        assert cfg.model.activation == "linear"
+        assert max(int(d) for d in cfg.hydra.sweeper.params["model.depth"].split(",")) == 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paper", list(SWEEPS))
+def test_each_preset_trains_diagnoses_and_reports_side_by_side(synthetic_data_repo, paper):
+    repo = synthetic_data_repo
+    sweep = [f"experiment={paper}", *TINY, *SWEEPS[paper]]
+    run(python_module("initstudy.train", "--multirun", "hydra/launcher=stacked", *sweep), repo, timeout=900)
+    out = repo / "reports" / paper
+    run(python_module("initstudy.diagnose", "--out", str(out / "diagnostics"), *sweep), repo)
+    result = run(python_module("initstudy.report", "--paper", paper, "--runs", f"runs_{paper}", "--out",
+                               str(out), "--diagnostics", str(out / "diagnostics")), repo)  # fmt: skip
+    table = pd.read_csv(out / "paper_vs_ours.csv")
+    assert list(table.columns) == ["claim", "paper", "ours", "verdict", "why"]
+    assert set(table.verdict) <= {AGREES, PARTS, UNTESTED}
+    for claim in CLAIMS[paper]:
+        assert table.claim.str.startswith(claim).any(), (claim, table.claim.tolist())
+    report = (out / "report.md").read_text()
+    assert "## Paper and ours, side by side" in report and "## Signal propagation at initialization" in report
+    for link in [line for line in report.splitlines() if line.startswith("![")]:
+        assert (out / link.split("](")[1].rstrip(")")).is_file(), link
+    json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in metrics"))
+    assert "agrees" in result.stdout or "parts" in result.stdout or "not tested" in result.stdout
+
+
+def test_an_unknown_paper_is_refused_in_one_line_before_reading_anything(tmp_path):
+    result = run(python_module("initstudy.report", "--paper", "lecun1998", "--runs", str(tmp_path / "none"),
+                               "--out", str(tmp_path / "out")), tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        "invalid --paper='lecun1998': must be one of glorot2010, he2015, schoenholz2017, saxe2014"
+        in result.stderr
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_diagnostics_name_an_initializers_swept_parameter():
+    assert init_label(("init=gaussian", "init.scale=2.0", "seed=0"), "gaussian") == "gaussian (scale=2.0)"
+    assert init_label(("init=he_uniform", "seed=1"), "he_uniform") == "he_uniform"
+
+
+def test_metrics_hold_no_infinities_or_numpy_scalars():
+    import numpy as np
+
+    assert plain({"a": np.float64(1.5), "b": math.inf, 3: [np.int64(2), math.nan]}) == {
+        "a": 1.5, "b": None, "3": [2, None]}  # fmt: skip
+
+
+# ---- each report's verdicts, from fabricated numbers ------------------------------------------------------
+
+
+def test_schoenholz_boundary_from_our_mean_field_matches_the_papers():
+    assert schoenholz2017.critical_sigma_w2("tanh", 0.05) == pytest.approx(1.76, abs=0.02)
+    # Without bias variance, tanh's boundary is sigma_w^2 = 1 exactly (tanh'(0) = 1); q* -> 0 there only
+    # algebraically, so the fixed iteration count of mean_field lands within 2%.
+    assert schoenholz2017.critical_sigma_w2("tanh", 0.0) == pytest.approx(1.0, abs=0.02)
+
+
+def _schoenholz_cells(accuracies: dict[tuple[float, int], float]) -> pd.DataFrame:
+    runs = pd.DataFrame([{"init.scale": s, "depth": d, "test/acc": a, "status": "complete"}
+                         for (s, d), a in accuracies.items()])  # fmt: skip
+    return schoenholz2017.cells(runs, "tanh", 0.05)
+
+
+def test_schoenholz_trainability_follows_the_6_xi_c_bound():
+    # xi_c(1.0) ~ 3.6, so 6 xi_c ~ 22: depth 10 trains, depth 60 does not; near the boundary both train.
+    as_predicted = _schoenholz_cells({(1.0, 10): 0.9, (1.0, 60): 0.1, (1.75, 10): 0.9, (1.75, 60): 0.8})
+    claims = {c.claim: c for c in schoenholz2017.claims_of(as_predicted, 1.76)}
+    assert claims["Trainable iff depth <= 6 xi_c"].verdict == AGREES
+    assert claims["The deepest trainable network sits at the boundary"].verdict == AGREES
+    against = _schoenholz_cells({(1.0, 10): 0.1, (1.0, 60): 0.9, (1.75, 10): 0.1, (1.75, 60): 0.1})
+    claim = next(c for c in schoenholz2017.claims_of(against, 1.76) if c.claim.startswith("Trainable"))
+    assert claim.verdict == PARTS and "0/4 cells" in claim.ours and claim.why
+
+
+def _loss_history(curves: dict[str, list[tuple[int, float]]]) -> pd.DataFrame:
+    return pd.DataFrame([{"run_dir": run_dir, "metric": "train/loss_step", "step": s, "value": v}
+                         for run_dir, points in curves.items() for s, v in points])  # fmt: skip
+
+
+def test_saxe_learning_time_is_the_first_step_below_the_target_at_the_best_rate():
+    runs = pd.DataFrame([
+        {"run_dir": "o2a", "init": "orthogonal", "depth": 2, "lr": 0.01, "status": "complete"},
+        {"run_dir": "o2b", "init": "orthogonal", "depth": 2, "lr": 0.03, "status": "complete"},
+        {"run_dir": "o9", "init": "orthogonal", "depth": 9, "lr": 0.01, "status": "complete"},
+        {"run_dir": "g2", "init": "gaussian", "depth": 2, "lr": 0.01, "status": "complete"},
+        {"run_dir": "g9", "init": "gaussian", "depth": 9, "lr": 0.01, "status": "complete", "diverged": False},
+    ])  # fmt: skip
+    history = _loss_history({
+        "o2a": [(10, 1.0), (20, 0.6), (30, 0.45)], "o2b": [(10, 0.7), (20, 0.4), (30, 0.3)],
+        "o9": [(10, 0.9), (20, 0.45), (30, 0.4)], "g2": [(10, 0.9), (20, 0.45), (30, 0.4)],
+        "g9": [(10, 2.0), (20, 1.5), (30, 1.0)],
+    })  # fmt: skip
+    sweep = type("Sweep", (), {"history": history})()
+    best = saxe2014.best_per_depth(saxe2014.steps_to_target(sweep, runs))
+    row = best.set_index(["init", "depth"])
+    assert row.loc[("orthogonal", 2), "best_steps"] == 20 and row.loc[("orthogonal", 2), "best_lr"] == 0.03
+    assert math.isinf(row.loc[("gaussian", 9), "best_steps"])  # not within the budget: censored
+    claims = {c.claim.split(":")[0]: c for c in saxe2014.learning_time_claims(best)}
+    assert claims["Orthogonal init"].verdict == AGREES  # 20 and 20 steps: flat
+    assert claims["Scaled Gaussian init"].verdict == AGREES  # 20 steps, then not within 30: grows
+    assert "> 30" in claims["Scaled Gaussian init"].ours
+
+
+def test_he_verdicts_follow_which_init_leaves_chance():
+    def cell(depth, scale, reached, start):
+        return {"depth": depth, "scale": scale, "n_runs": 2, "seeds_reaching_loss_2": reached,
+                "steps_to_loss_2_median": start, "final_train_loss_mean": 1.0 if reached else 2.3,
+                "test_error_pct_mean": 5.0, "test_error_pct_std": 1.0}  # fmt: skip
+
+    paper_like = pd.DataFrame([cell(22, 1.0, 2, 400), cell(22, 2.0, 2, 100), cell(30, 1.0, 0, math.inf),
+                               cell(30, 2.0, 2, 150)])  # fmt: skip
+    assert [c.verdict for c in he2015.claims_of(paper_like)] == [AGREES, AGREES]
+    xavier_trains_at_30 = paper_like.assign(seeds_reaching_loss_2=2, steps_to_loss_2_median=100.0)
+    assert [c.verdict for c in he2015.claims_of(xavier_trains_at_30)] == [PARTS, PARTS]
+
+
+def test_glorot_table_1_and_figure_7_verdicts():
+    runs = pd.DataFrame([{"activation": a, "init": i, "seed": s, "status": "complete", "test/acc": acc, "run_dir": f"{a}/{i}/{s}"}
+                         for (a, i), acc in {("tanh", "standard"): 0.982, ("tanh", "glorot_uniform"): 0.9836,
+                                             ("softsign", "standard"): 0.95, ("softsign", "glorot_uniform"): 0.983,
+                                             ("sigmoid", "standard"): 0.11, ("sigmoid", "glorot_uniform"): 0.11}.items()
+                         for s in (0, 1)])  # fmt: skip
+    claims, metrics = glorot2010.table_1(runs)
+    verdict = {c.claim: c.verdict for c in claims}
+    assert verdict["Table 1: tanh standard, test error %"] == AGREES  # 1.80 vs 1.76
+    assert verdict["Table 1: softsign standard, test error %"] == PARTS  # 5.00 vs 1.64
+    assert verdict["Table 1: sigmoid normalized (N), test error %"] == UNTESTED  # not in the paper
+    assert "plateau" in next(c.why for c in claims if c.claim.startswith("Table 1: sigmoid standard"))
+    assert metrics["tanh.standard"]["paper_error_pct"] == 1.76
+    stats = pd.DataFrame([{"activation": "tanh", "init": i, "step": 0, "layer": layer, "statistic": "grad_pre_std",
+                           "value": value} for i, values in {"standard": [0.01, 0.03, 0.09],
+                                                            "glorot_uniform": [0.05, 0.05, 0.06]}.items()
+                          for layer, value in enumerate(values, start=1)])  # fmt: skip
+    claims, _ = glorot2010.figure_6_7_claims(stats)
+    figure_7 = next(c for c in claims if c.claim.startswith("Figure 7"))
+    assert figure_7.verdict == AGREES and "standard 9.000; normalized 1.200" in figure_7.ours
