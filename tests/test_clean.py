@@ -39,7 +39,7 @@ def test_clean_deletes_run_folders_and_keeps_foreign_files(tmp_path, monkeypatch
     assert "kept (not written by initstudy): runs/he_uniform/seed_0/notes.txt" in out
 
 
-def test_clean_of_a_finished_sweep_leaves_nothing(tmp_path, monkeypatch):
+def test_clean_of_a_finished_sweep_leaves_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -47,6 +47,7 @@ def test_clean_of_a_finished_sweep_leaves_nothing(tmp_path, monkeypatch):
     make_run(runs / "zeros" / "seed_0")
     clean.main(["runs"])
     assert not runs.exists()
+    assert "kept" not in capsys.readouterr().out  # its own lock file went with it: nothing foreign was kept
 
 
 def test_clean_refuses_a_project_folder(tmp_path, monkeypatch):

@@ -38,8 +38,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         stamped = (root / rundir.SWEEP_STAMP).is_file()
         with locking.exclusive(root / rundir.LOCK_NAME, "training runs"):  # not while a sweep writes there
             kept += rundir.remove_sweep_root(root)
-        if stamped:
+        if stamped:  # the lock is the project's own file: it goes too, and is not "kept"
             (root / rundir.LOCK_NAME).unlink(missing_ok=True)
+            kept = [path for path in kept if path != root / rundir.LOCK_NAME]
             rundir.prune_empty(root, root.parent)
         print(f"cleaned {name}/")
     for path in kept:
