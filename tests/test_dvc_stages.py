@@ -238,7 +238,12 @@ EDITS = {
     "a speed knob": ("conf/data/mnist.yaml", "steps_per_chunk: 32", "steps_per_chunk: 16", set()),
     "report code": ("src/initstudy/report/markdown.py", None, "\n# wording\n", REPORT_STAGES),
     "a paper's report code": ("src/initstudy/report/saxe2014.py", None, "\n# wording\n", REPORT_STAGES),
-    "a paper's preset": ("conf/experiment/saxe2014.yaml", "max_epochs: 2", "max_epochs: 3", {"train_saxe2014"}),
+    "a paper's preset": (
+        "conf/experiment/saxe2014.yaml",
+        "max_epochs: 2",
+        "max_epochs: 3",
+        {"train_saxe2014"},
+    ),
     "download code": ("src/initstudy/data/fetch.py", None, "\n# note\n", {"download"}),
     "learning rate": ("params.yaml", "lr: 0.001", "lr: 0.002", {"train", "train_depth"}),
     "optimizer choice": ("params.yaml", "optimizer: adam", "optimizer: sgd", TRAINING_STAGES),
