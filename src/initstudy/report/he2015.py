@@ -84,7 +84,8 @@ def _describe(row: pd.Series) -> str:
     when = (
         f"loss < {LEARNING} after {start:.0f} steps" if math.isfinite(start) else f"loss never < {LEARNING}"
     )
-    return (f"{NAMES[row.scale]}: {when} ({int(row.seeds_reaching_loss_2)}/{int(row.n_runs)} seeds), final loss "
+    name = NAMES.get(row.scale, f"N(0, {row.scale:g}/n)")
+    return (f"{name}: {when} ({int(row.seeds_reaching_loss_2)}/{int(row.n_runs)} seeds), final loss "
             f"{row.final_train_loss_mean:.3f}, test error {mean_sd(row.test_error_pct_mean, row.test_error_pct_std, int(row.n_runs))} %")  # fmt: skip
 
 
