@@ -5,6 +5,8 @@ metrics.json (DVC metrics), summary.csv, comparisons.csv, endpoints.csv (every r
 curves.csv (DVC plots), figures/*.png, report.md.
 A sweep that varies keys besides init and seed (the manifest's ``group``) is reported per group: tables gain
 the group's keys as columns, metrics.json is keyed by group, figures go to figures/<group>/.
+A depth sweep gets the depth report (initstudy.report.depth). ``--paper <name>`` writes a classic paper's
+side-by-side report instead (initstudy.report.classic): paper_vs_ours.csv, metrics.json, figures/, report.md.
 """
 
 from __future__ import annotations
