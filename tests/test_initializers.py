@@ -31,6 +31,7 @@ EXPECTED = {
     "orthogonal": (1 / math.sqrt(FAN_IN), None),
     "torch_default": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),
     "standard": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),  # Glorot & Bengio's eq. 1, zero biases
+    "gaussian": (math.sqrt(1 / FAN_IN), None),  # N(0, scale / fan_in), untruncated, scale 1 by default
 }
 
 

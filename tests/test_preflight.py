@@ -189,6 +189,6 @@ def test_help_answers_from_the_configs_alone_whatever_the_repo_holds(tmp_path):
             folder.mkdir(parents=True)
             (folder / "config.yaml").write_text("a: 1\n")
     result = run(python_module("initstudy.train", "--help"), repo, timeout=120)
-    assert "init: glorot_normal, glorot_uniform" in result.stdout
+    assert "init: gaussian, glorot_normal, glorot_uniform" in result.stdout
     for walked in (".venv", "runs", "data/raw"):
         assert f"\n{walked}" not in result.stdout and f"{walked}/" not in result.stdout, walked
