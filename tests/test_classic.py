@@ -86,6 +86,12 @@ def test_an_unknown_paper_is_refused_in_one_line_before_reading_anything(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_every_paper_the_command_line_accepts_has_a_report():
+    from initstudy.report.classic import PAPERS, writers
+
+    assert tuple(writers()) == PAPERS == tuple(SWEEPS)
+
+
 def test_diagnostics_name_an_initializers_swept_parameter():
     assert init_label(("init=gaussian", "init.scale=2.0", "seed=0"), "gaussian") == "gaussian (scale=2.0)"
     assert init_label(("init=he_uniform", "seed=1"), "he_uniform") == "he_uniform"

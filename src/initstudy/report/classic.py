@@ -23,6 +23,8 @@ from initstudy.report.markdown import _table
 
 AGREES, PARTS, UNTESTED = "agrees", "parts", "not tested"
 COLUMNS = ("claim", "paper", "ours", "verdict", "why")
+# The papers a report exists for (--paper): checked before any import or file read; writers() maps each.
+PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014")
 
 
 @dataclass
@@ -60,9 +62,8 @@ def writers() -> dict[str, Callable[[SweepRuns, Path, Path | None], PaperReport]
 
 def check_paper(name: str) -> str:
     """``name`` if a report exists for it, else a ValueError naming what does (before any file is read)."""
-    known = ("glorot2010", "he2015", "schoenholz2017", "saxe2014")
-    if name not in known:
-        raise ValueError(f"invalid --paper={name!r}: must be one of {', '.join(known)}")
+    if name not in PAPERS:
+        raise ValueError(f"invalid --paper={name!r}: must be one of {', '.join(PAPERS)}")
     return name
 
 

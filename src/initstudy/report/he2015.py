@@ -28,6 +28,7 @@ from initstudy.report.classic import (
 )
 from initstudy.report.figures import save
 from initstudy.report.load import SweepRuns
+from initstudy.report.markdown import _table
 
 XAVIER, HE = 1.0, 2.0  # init.scale: Var(w) = scale / fan_in
 NAMES = {XAVIER: "Xavier N(0, 1/n)", HE: "He N(0, 2/n)"}
@@ -174,8 +175,6 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "",
     ]
     if len(table):
-        from initstudy.report.markdown import _table
-
         section.append(_table(table))
     return PaperReport(title="He et al. (2015), Figure 3, reproduced side by side", setup=setup,
                        claims=claims_of(table), metrics=metrics, sections=[section], figures=drawn)  # fmt: skip

@@ -43,8 +43,12 @@ MATCH_SHARE = 0.85  # the bound "agrees" when it classifies at least this share 
 
 
 def critical_sigma_w2(activation: str, sigma_b2: float) -> float:
-    """sigma_w^2 where chi_1 = 1 (the order/chaos boundary), by root finding on the mean-field chi_1."""
-    return float(brentq(lambda s: mean_field(activation, s, sigma_b2).chi_1 - 1.0, 0.5, 8.0, xtol=1e-6))
+    """sigma_w^2 where chi_1 = 1 (the order/chaos boundary), by root finding on the mean-field chi_1; NaN when
+    chi_1 does not cross 1 for sigma_w^2 in [0.5, 8] (an activation without such a boundary there)."""
+    try:
+        return float(brentq(lambda s: mean_field(activation, s, sigma_b2).chi_1 - 1.0, 0.5, 8.0, xtol=1e-6))
+    except ValueError:  # brentq: no sign change over the bracket
+        return math.nan
 
 
 def cells(runs: pd.DataFrame, activation: str, sigma_b2: float) -> pd.DataFrame:
@@ -157,7 +161,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     model, trainer, optimizer, data = (config.get(k, {}) for k in ("model", "trainer", "optimizer", "data"))
     activation = str(model.get("activation", "tanh"))
     sigma_b2 = float(config.get("init", {}).get("bias_std") or 0.0) ** 2
-    critical = critical_sigma_w2(activation, sigma_b2) if sigma_b2 > 0 or activation == "tanh" else math.nan
+    critical = critical_sigma_w2(activation, sigma_b2)
     table = cells(runs, activation, sigma_b2)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     drawn = {}
