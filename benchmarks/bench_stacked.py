@@ -143,8 +143,8 @@ def timed_sweep(repo: Path, runs: str, overrides: list[str]) -> dict:
     return {"wall_seconds": wall, **memory.stop()}
 
 
-# A reduced depth experiment (conf/experiment/depth.yaml): ReLU, depths 2, 10 and 30, its five initializers,
-# one seed, one epoch of its 10,000 images: 15 runs, 3 stacked groups of 5.
+# A reduced depth experiment (conf/experiment/depth.yaml): ReLU, depths 2, 10 and 30, its seven initializers,
+# one seed, its one epoch of 10,000 images: 21 runs, 3 stacked groups of 7.
 DEPTH_SWEEP = [
     "experiment=depth",
     "model.activation=relu",
@@ -158,7 +158,7 @@ def depth_sweep(repo: Path, launcher: list[str]) -> dict:
     """The reduced depth experiment through ``launcher``: wall time and peak memory (runs_depth/ removed first)."""
     measured = timed_sweep(repo, "runs_depth", [*launcher, *DEPTH_SWEEP])
     runs = len(list((repo / "runs_depth").glob("*/*/*/seed_*/metrics.json")))
-    assert runs == 15, runs
+    assert runs == 21, runs
     return {**measured, "runs": runs}
 
 
@@ -170,7 +170,7 @@ def depth_only(args: argparse.Namespace, mnist: Path) -> None:
         sweeps = {name: depth_sweep(repo, [f"hydra/launcher={name}"]) for name in ("basic", "stacked")}
     result = {"ratio_basic_vs_stacked": sweeps["basic"]["wall_seconds"] / sweeps["stacked"]["wall_seconds"],
               "sweep": sweeps, "overrides": DEPTH_SWEEP}  # fmt: skip
-    print(f"depth sweep of 15 runs: basic {sweeps['basic']['wall_seconds']:.1f} s, stacked "
+    print(f"depth sweep of {sweeps['stacked']['runs']} runs: basic {sweeps['basic']['wall_seconds']:.1f} s, stacked "
           f"{sweeps['stacked']['wall_seconds']:.1f} s: {result['ratio_basic_vs_stacked']:.2f}x")  # fmt: skip
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report.setdefault("stacked", {})["depth_sweep"] = result

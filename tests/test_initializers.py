@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from initstudy.config import ConfigError, compose_config, group_options, validate
+from initstudy.gains import CRITICAL_GAINS, LEAKY_RELU_SLOPE
 from initstudy.initializers import TRUNCATED_NORMAL_STD_CORRECTION
 from initstudy.model import MLP
 
@@ -32,6 +33,8 @@ EXPECTED = {
     "torch_default": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),
     "standard": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),  # Glorot & Bengio's eq. 1, zero biases
     "gaussian": (math.sqrt(1 / FAN_IN), None),  # N(0, scale / fan_in), untruncated, scale 1 by default
+    # The study's activation is ReLU: gain sqrt(2) (initstudy.gains); every fan here is above FAN_OUT.
+    "orthogonal_critical": (math.sqrt(2) / math.sqrt(FAN_IN), None),
 }
 
 
@@ -139,3 +142,43 @@ def test_lsuv_and_torch_default_take_no_bias_std(name: str):
     """LSUV keeps biases at zero by design; torch_default draws them its own way: neither accepts one."""
     with pytest.raises(ConfigError, match="bias_std"):
         validate(compose_config([f"init={name}", "+init.bias_std=0.1"]))
+
+
+@pytest.mark.parametrize("activation", sorted(CRITICAL_GAINS))
+def test_orthogonal_critical_takes_the_gain_of_the_model_activation(activation: str):
+    cfg = compose_config(["init=orthogonal_critical", f"model.activation={activation}"])
+    validate(cfg)
+    assert cfg.init.gain == CRITICAL_GAINS[activation]
+    initializer = instantiate(cfg.init)
+    weight = torch.empty(FAN_OUT, FAN_IN)
+    initializer.init_weight(weight)
+    singular_values = torch.linalg.svdvals(weight.double())
+    # Orthogonal times the gain: every singular value is the gain.
+    assert torch.allclose(
+        singular_values, torch.full_like(singular_values, CRITICAL_GAINS[activation]), atol=1e-5
+    )
+
+
+def test_the_critical_gains_of_relu_are_torchs_own():
+    """He et al.'s sqrt(2) and leaky ReLU's, as torch.nn.init computes them (initstudy.gains is torch-free)."""
+    assert CRITICAL_GAINS["relu"] == nn.init.calculate_gain("relu")
+    assert CRITICAL_GAINS["leaky_relu"] == pytest.approx(
+        nn.init.calculate_gain("leaky_relu", LEAKY_RELU_SLOPE)
+    )
+    assert nn.LeakyReLU().negative_slope == LEAKY_RELU_SLOPE  # the slope initstudy.model builds
+
+
+def test_the_critical_gain_of_tanh_is_the_mean_field_edge_of_chaos():
+    """chi_1 = sigma_w^2 E[phi'(h)^2] = 1 at sigma_b = 0: the fixed point q* = 0 where phi'(0) = 1, so sigma_w = 1
+    (Schoenholz et al. 2017); torch's 5/3 would be chaotic."""
+    assert CRITICAL_GAINS["tanh"] == 1.0 < nn.init.calculate_gain("tanh")
+
+
+@pytest.mark.parametrize("activation", ["gelu", "selu", "sigmoid", "elu"])
+def test_orthogonal_critical_refuses_an_activation_without_a_critical_gain(activation: str):
+    cfg = compose_config(["init=orthogonal_critical", f"model.activation={activation}"])
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"model.activation={activation}" in message and ",".join(CRITICAL_GAINS) in message

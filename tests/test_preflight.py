@@ -49,6 +49,14 @@ CASES = [
     (["init=lsuv", "init.batch_size=1"], ["init.batch_size=1", "integer >= 2"]),
     (["init=lsuv", "init.tolerance=0"], ["init.tolerance=0", "> 0"]),
     (["init=orthogonal", "init.gain=abc"], ["init.gain='abc'", "number"]),
+    (
+        ["init=orthogonal_critical", "model.activation=gelu"],
+        ["model.activation=gelu", "no critical gain", "relu,leaky_relu,tanh,softsign,linear"],
+    ),
+    (
+        ["--multirun", "init=orthogonal_critical", "model.activation=relu,selu"],
+        ["model.activation=selu", "no critical gain"],
+    ),
     (["init=he_uniform", "init.scale=-2"], ["init.scale=-2", "> 0"]),
     (["trainer.precision=16-mixed"], ["trainer.precision='16-mixed'", "32-true"]),
     (["trainer.precision=bf16"], ["trainer.precision='bf16'", "allowed"]),

@@ -122,16 +122,21 @@ def test_depth_preset_sweeps_initializers_depths_and_activations():
     params = cfg.hydra.sweeper.params
     depths = [int(d) for d in params["model.depth"].split(",")]
     assert min(depths) == 2 and max(depths) >= 30
-    assert set(params["model.activation"].split(",")) == {"relu", "tanh"}
-    assert "lsuv" in params.init.split(",") and cfg.hydra.sweep.dir == "runs_depth"
+    assert set(params["model.activation"].split(",")) == {"relu", "tanh", "linear"}  # linear: the baseline
+    # The arms of #14: Glorot's "standard" and torch's default beside the Keras ones, orthogonal at the critical
+    # gain (sqrt(2) for ReLU), five seeds.
+    assert {"standard", "torch_default", "orthogonal_critical", "lsuv"} <= set(params.init.split(","))
+    assert "orthogonal" not in params.init.split(",")
+    assert params.seed.split(",") == ["0", "1", "2", "3", "4"] and cfg.hydra.sweep.dir == "runs_depth"
 
 
 @pytest.mark.slow
 def test_depth_preset_trains_smallest_and_deepest_then_diagnoses_and_reports(synthetic_data_repo):
     repo = synthetic_data_repo
-    # The preset's 10,000 training images, cut to the synthetic data's 600 (a larger size is refused up front).
+    # The preset's 10,000 training and 2,000 validation images, cut to the synthetic data's 600 (a larger size
+    # is refused up front).
     sweep = ["experiment=depth", "model.depth=2,30", "model.activation=relu,tanh", "init=he_uniform,lsuv", "seed=0",
-             "trainer.max_epochs=1", "data.train_size=500"]  # fmt: skip
+             "trainer.max_epochs=1", "data.train_size=500", "data.val_size=100"]  # fmt: skip
     run(python_module("initstudy.train", "--multirun", *sweep), repo)
     manifest = pd.read_csv(repo / "runs_depth/manifest.csv")
     assert len(manifest) == 8 and set(manifest.depth) == {2, 30}

@@ -573,3 +573,33 @@ def test_the_depth_report_sets_step_0_weight_gradients_against_adams_eps():
     said = " ".join(adam_statement(beside.reset_index(), 1e-7))
     assert "1 cells sit below eps" in said and "1 of them fail" in said and "0 of them fail" in said
     assert adam_statement(beside.reset_index(), None) == []
+
+
+def test_the_depth_report_gives_each_cell_its_intervals_and_the_linear_baseline():
+    """Five seeds: a t-interval of the mean accuracy and the exact (Clopper-Pearson) interval of the failure
+    probability, which stays wide at 0/5; beside every activation, its gain over the deep linear network."""
+    from initstudy.report.depth import baseline_statement, failure_interval
+
+    low, high = failure_interval(0, 5)
+    assert low == 0 and high == pytest.approx(1 - 0.025 ** (1 / 5))  # ~0.52: "0 of 5" is not "never"
+    assert failure_interval(5, 5) == (pytest.approx(0.025 ** (1 / 5)), 1.0)
+    summary = pd.DataFrame([
+        {"activation": activation, "depth": depth, "init": init, "acc_mean": acc}
+        for activation, depth, init, acc in [
+            ("relu", 2, "a", 0.95), ("relu", 2, "b", 0.96), ("relu", 10, "a", 0.90), ("relu", 10, "b", 0.11),
+            ("linear", 2, "a", 0.91), ("linear", 2, "b", 0.92), ("linear", 10, "a", 0.92), ("linear", 10, "b", 0.11),
+        ]
+    ])  # fmt: skip
+    said = " ".join(baseline_statement(summary))
+    assert "per depth is 2: 0.920, 10: 0.920" in said  # the best initializer of the linear networks
+    assert "relu (best initializer, per depth) 2: +0.040, 10: -0.020" in said
+    assert baseline_statement(summary[summary.activation == "relu"]) == []
+
+
+def test_the_setup_of_a_depth_by_width_model_names_its_layers():
+    """A sweep of one depth (the main report's layout) of a preset's model.depth x model.width network."""
+    from initstudy.report.markdown import setup_section
+
+    runs = pd.DataFrame({"init": ["a"], "seed": [0]})
+    text = setup_section({"model": {"hidden_sizes": None, "depth": 3, "width": 8}}, runs)
+    assert "784-8-8-8-10" in text

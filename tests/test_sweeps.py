@@ -63,13 +63,13 @@ def test_default_sweep_and_depth_experiment_keep_their_layout(in_repo):
     depth = folders(["experiment=depth", "model.depth=2,5", "init=he_uniform", "seed=0"])
     assert sorted(depth) == [
         f"runs_depth/{activation}/depth_{d}/he_uniform/seed_0"
-        for activation in ("relu", "tanh")
+        for activation in ("linear", "relu", "tanh")
         for d in (2, 5)
     ]
     extra = folders(
         ["experiment=depth", "model.depth=2", "init=he_uniform", "seed=0", "optimizer.lr=0.01,0.02"]
     )
-    assert "runs_depth/optimizer.lr=0.02/tanh/depth_2/he_uniform/seed_0" in extra and len(set(extra)) == 4
+    assert "runs_depth/optimizer.lr=0.02/tanh/depth_2/he_uniform/seed_0" in extra and len(set(extra)) == 6
 
 
 def test_values_given_once_keep_the_folder_like_an_edit_of_params(in_repo):

@@ -23,13 +23,17 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf.errors import InterpolationResolutionError, ValidationError
 
 from initstudy import schema
+from initstudy.gains import critical_gain
 
 PRIMARY_CONFIG = "params"
 CONFIG_GROUPS_DIR = "conf"
 schema.register()  # before any composition: params.yaml's defaults list starts with the schema
+# init=orthogonal_critical's gain: ${initstudy.critical_gain:${model.activation}} (conf/init/).
+CRITICAL_GAIN_RESOLVER = "initstudy.critical_gain"
+OmegaConf.register_new_resolver(CRITICAL_GAIN_RESOLVER, critical_gain, replace=True)
 
 
 class ConfigError(ValueError):
@@ -187,6 +191,9 @@ def validate(cfg: DictConfig) -> None:
     try:
         init_kwargs = {k: v for k, v in cfg.init.items() if k != "_target_"}
         get_class(cfg.init._target_)(**init_kwargs)
+    except InterpolationResolutionError as error:  # a resolver's own error (initstudy.gains): its first line
+        cause = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(error).splitlines()[0])
+        raise ConfigError(f"invalid init for {cfg.init.name!r}: {cause}") from None
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid init for {cfg.init.name!r}: {error}") from None
 

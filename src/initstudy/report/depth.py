@@ -17,13 +17,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import stats
 
 from initstudy import atomic
+from initstudy.gains import CRITICAL_GAINS
 from initstudy.report.endpoints import planned_steps, times_to
 from initstudy.report.figures import colour_map, save, titled
 from initstudy.report.inference import survival
 from initstudy.report.load import SweepRuns, group_folder, parse_group, split_groups, with_group_keys
 from initstudy.report.markdown import _fmt, _table
+from initstudy.report.stats import t_interval
 
 FAILS_BELOW = 0.5  # final test accuracy under this (or diverged, or no complete run): "fails to train"
 SPEED_THRESHOLD = 0.90  # the reduced runs rarely reach 95%: convergence speed is measured to 90%
@@ -56,16 +59,52 @@ def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             + diverged[acc >= FAILS_BELOW].sum()
             + (group.status != "complete").sum()
         )
+        acc_low, acc_high = t_interval(acc)
         rows.append({
             "activation": activation, "depth": int(depth), "init": init, "n_runs": len(group),
             "acc_mean": acc.mean(), "acc_std": acc.std(ddof=1) if len(acc) > 1 else math.nan, "acc_min": acc.min(),
+            "acc_ci_low": acc_low, "acc_ci_high": acc_high,
             "n_diverged": int(diverged.sum()), "n_failed_to_train": failed,
+            "fail_rate_ci_low": failure_interval(failed, len(group))[0],
+            "fail_rate_ci_high": failure_interval(failed, len(group))[1],
             "steps_to_90_km_median": curve.median, "reached_90": curve.n_reached, "total_90": curve.n_total,
             "steps_to_90_rmst": curve.rmst,
         })  # fmt: skip
     return (
         pd.DataFrame(rows).sort_values(["activation", "init", "depth"], kind="stable").reset_index(drop=True)
     )
+
+
+def failure_interval(failed: int, runs: int) -> tuple[float, float]:
+    """95% Clopper-Pearson interval of a cell's probability to fail to train: with 5 seeds, 0/5 still allows up
+    to 52%, so "trains" means "failed in none of these seeds", not "never fails"."""
+    if runs == 0:
+        return (math.nan, math.nan)
+    interval = stats.binomtest(failed, runs).proportion_ci(confidence_level=0.95, method="exact")
+    return (float(interval.low), float(interval.high))
+
+
+def baseline_statement(summary: pd.DataFrame) -> list[str]:
+    """The nonlinear activations against the linear baseline (a deep linear network is a linear classifier at
+    any depth): at each depth, the best initializer's mean accuracy of each activation and its gain over the
+    linear one. What the nonlinearity adds, and whether depth takes it away."""
+    if "linear" not in set(summary.activation) or summary.activation.nunique() < 2:
+        return []
+    best = summary.groupby(["activation", "depth"]).acc_mean.max().unstack("depth")
+    linear = best.loc["linear"]
+    parts = []
+    for activation in [a for a in dict.fromkeys(summary.activation) if a != "linear"]:
+        gains = ", ".join(
+            f"{depth}: {best.loc[activation, depth] - linear[depth]:+.3f}" for depth in best.columns
+        )
+        parts.append(f"{activation} (best initializer, per depth) {gains}")
+    linear_text = ", ".join(f"{depth}: {linear[depth]:.3f}" for depth in best.columns)
+    return [
+        "**The linear baseline.** Without a nonlinearity a network of any depth is a linear classifier; its best "
+        f"initializer's mean accuracy per depth is {linear_text}. The gain of each activation over it, same "
+        f"depth: {'; '.join(parts)}.",
+        "",
+    ]
 
 
 def adam_eps(config: dict) -> float | None:
@@ -285,8 +324,11 @@ def draw_depth_figures(summary: pd.DataFrame, figure_dir: Path, group: str) -> N
                    colorbar_label="optimizer steps")  # fmt: skip
 
 
-def depth_results(summary: pd.DataFrame, folder: Path, level: str, eps: float | None = None) -> list[str]:
-    """One group's statements, figures and table (the whole sweep's when it has one group)."""
+def depth_results(
+    summary: pd.DataFrame, folder: Path, level: str, eps: float | None = None, seeds_text: str = "the seeds"
+) -> list[str]:
+    """One group's statements, figures and table (the whole sweep's when it has one group). ``seeds_text``: the
+    seeds the step-0 diagnostics average over."""
     lines = [
         f"{level} Which initializers stop training first",
         "",
@@ -298,22 +340,33 @@ def depth_results(summary: pd.DataFrame, folder: Path, level: str, eps: float | 
         "",
         f"![Steps to 90%]({(folder / 'steps_to_90_heatmap.png').as_posix()})",
         "",
+        *baseline_statement(summary),
         f"{level} Results beside the step-0 diagnostics",
         "",
+        "`acc 95% CI`: Student-t interval of the mean test accuracy over the cell's seeds (bimodal where some "
+        "seeds fail: read it with `fails`); `fails`: runs that fail to train / runs, with the 95% Clopper-Pearson "
+        "interval of the failure probability. "
         "`act last/first`: activation std in the last hidden layer over the first; `grad first/last`: std of the "
-        "back-propagated gradient in the first hidden layer over the last (both at step 0, mean over seeds); "
+        f"back-propagated gradient in the first hidden layer over the last (both at step 0, mean over {seeds_text}); "
         "`dead/sat.`: the worst layer's share of dead ReLU units or saturated tanh outputs; `weight grad`: the "
         "median over hidden layers of the weight gradients' std at step 0.",
         "",
         *adam_statement(summary, eps),
     ]
     columns = {"activation": "activation", "depth": "depth", "init": "init", "acc_mean": "acc mean",
-               "acc_std": "acc std", "n_failed_to_train": "fails", "n_diverged": "diverged",
+               "acc_ci": "acc 95% CI", "acc_std": "acc std", "fails": "fails (95% CI)", "n_diverged": "diverged",
                "steps_to_90": "steps to 90% (KM median, reached/runs)", "act_std_last_over_first": "act last/first",
                "grad_std_first_over_last": "grad first/last", "dead_or_saturated_max": "dead/sat.",
                "weight_grad_std_median": "weight grad", "adam_step_share": "Adam step"}  # fmt: skip
     counted = count_annotations(summary, "steps_to_90_km_median", "reached_90", "total_90", ".0f")
-    shown = summary.assign(steps_to_90=counted.iloc[:, 0])
+    shown = summary.assign(
+        steps_to_90=counted.iloc[:, 0],
+        acc_ci=[f"[{low:.3f}, {high:.3f}]" if np.isfinite(low) else "–"
+                for low, high in zip(summary.acc_ci_low, summary.acc_ci_high, strict=True)],
+        fails=[f"{k}/{n} ({low:.0%}-{high:.0%})" for k, n, low, high in
+               zip(summary.n_failed_to_train, summary.n_runs, summary.fail_rate_ci_low, summary.fail_rate_ci_high,
+                   strict=True)],
+    )  # fmt: skip
     shown = shown[[c for c in columns if c in shown.columns]].rename(columns=columns)
     lines.append(_table(shown.map(_cell_text)))
     return lines
@@ -349,6 +402,18 @@ def write_depth_report(
     atomic.write_json(out_dir / "metrics.json", metrics if grouped else metrics[""])
 
     data, trainer, model = (sweep.config.get(k, {}) for k in ("data", "trainer", "model"))
+    seeds_text = "the seeds"
+    if diagnostics is not None and "seeds" in diagnostics and diagnostics.seeds.notna().any():
+        diagnosed = int(diagnostics.seeds.max())
+        seeds_text = f"the {diagnosed} diagnosed seed{'s' if diagnosed > 1 else ''}"
+    epochs = int(trainer.get("max_epochs") or 0)
+    critical = (
+        ["- `orthogonal_critical`: a random orthogonal matrix times the activation's critical gain "
+         f"({', '.join(f'{a} {CRITICAL_GAINS[a]:.4g}' for a in dict.fromkeys(every.activation) if a in CRITICAL_GAINS)}; "
+         "`initstudy.gains`): the edge of chaos at zero biases. Orthogonal with gain 1 shrinks a ReLU signal by "
+         "1/sqrt(2) per layer, as Glorot's variance does, by design."]
+        if "orthogonal_critical" in set(every.init) else []
+    )  # fmt: skip
     lines = [
         "# Depth, activation and initialization: report",
         "",
@@ -360,8 +425,9 @@ def write_depth_report(
         f"activations {list(dict.fromkeys(every.activation))}; initializers {list(dict.fromkeys(every.init))}; "
         f"seeds {sorted(int(s) for s in sweep.runs.seed.unique())}.",
         f"- Reduced to fit a 2-core CPU: {data.get('train_size') or 'all 60,000'} training images, "
-        f"{trainer.get('max_epochs')} epochs, batch {data.get('batch_size')}; Adam as in the main study. Accuracies are "
-        "therefore lower than the main study's; the comparison across depth is the point.",
+        f"{epochs} epoch{'s' if epochs != 1 else ''}, batch {data.get('batch_size')}; Adam as in the main study. "
+        "Accuracies are therefore lower than the main study's; the comparison across depth is the point.",
+        *critical,
         f"- A run *fails to train* when its final test accuracy (evaluated once, after training) is below "
         f"{FAILS_BELOW:.0%} or it diverged.",
         (
@@ -379,10 +445,10 @@ def write_depth_report(
                   "one section per group below (sorted by name).", ""]  # fmt: skip
         for name, summary, folder in parts:
             title = ", ".join(f"`{k}={v}`" for k, v in parse_group(name).items())
-            lines += [f"## Group {title}", "", *depth_results(summary, folder, "###", eps), ""]
+            lines += [f"## Group {title}", "", *depth_results(summary, folder, "###", eps, seeds_text), ""]
         lines.pop()
     else:
-        lines += depth_results(parts[0][1], parts[0][2], "##", eps)
+        lines += depth_results(parts[0][1], parts[0][2], "##", eps, seeds_text)
     if diagnostics_dir is not None and (diagnostics_dir / "statements.json").is_file():
         figures = json.loads((diagnostics_dir / "statements.json").read_text())["figures"]
         lines += ["", "## Signal at step 0 (deepest networks)", ""]

@@ -33,7 +33,10 @@ def _table(frame: pd.DataFrame) -> str:
 def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
     model, optimizer, data, trainer = (config.get(k, {}) for k in ("model", "optimizer", "data", "trainer"))
     module = config.get("module", {})
-    sizes = [model.get("input_size", 784), *model.get("hidden_sizes", []), model.get("num_classes", 10)]
+    hidden = model.get("hidden_sizes")
+    if hidden is None:  # model.depth x model.width (a depth preset's layout)
+        hidden = [model.get("width")] * int(model.get("depth") or 0)
+    sizes = [model.get("input_size", 784), *hidden, model.get("num_classes", 10)]
     opt_name = str(optimizer.get("_target_", "?")).rsplit(".", 1)[-1]
     opt_args = ", ".join(f"{k}={v}" for k, v in optimizer.items() if not k.startswith("_"))
     val_size = int(data.get("val_size") or 0)
