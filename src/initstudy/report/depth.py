@@ -30,6 +30,8 @@ from initstudy.report.stats import t_interval
 
 FAILS_BELOW = 0.5  # final test accuracy under this (or diverged, or no complete run): "fails to train"
 SPEED_THRESHOLD = 0.90  # the reduced runs rarely reach 95%: convergence speed is measured to 90%
+SPEED = round(100 * SPEED_THRESHOLD)  # in column, file and text names: steps_to_90_km_median, "90%"
+STEPS, REACHED, TOTAL = f"steps_to_{SPEED}_km_median", f"reached_{SPEED}", f"total_{SPEED}"
 DEPTH_AXES = ("model.activation", "model.depth")  # laid out by this report itself, never split into groups
 
 
@@ -43,7 +45,7 @@ def is_depth_sweep(runs: pd.DataFrame) -> bool:
 
 
 def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """One row per (activation, depth, initializer). Steps to 90% are the runs' interpolated crossings of the
+    """One row per (activation, depth, initializer). Steps to SPEED_THRESHOLD are the runs' interpolated crossings of the
     per-step evaluation series (metrics.json), right-censored: Kaplan-Meier median over the cell's runs, with
     the count that got there."""
     horizon = planned_steps(runs[runs.status == "complete"])
@@ -67,8 +69,8 @@ def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             "n_diverged": int(diverged.sum()), "n_failed_to_train": failed,
             "fail_rate_ci_low": failure_interval(failed, len(group))[0],
             "fail_rate_ci_high": failure_interval(failed, len(group))[1],
-            "steps_to_90_km_median": curve.median, "reached_90": curve.n_reached, "total_90": curve.n_total,
-            "steps_to_90_rmst": curve.rmst,
+            STEPS: curve.median, REACHED: curve.n_reached, TOTAL: curve.n_total,
+            f"steps_to_{SPEED}_rmst": curve.rmst,
         })  # fmt: skip
     return (
         pd.DataFrame(rows).sort_values(["activation", "init", "depth"], kind="stable").reset_index(drop=True)
@@ -317,10 +319,10 @@ def draw_depth_figures(summary: pd.DataFrame, figure_dir: Path, group: str) -> N
     heatmap_figure(
         summary, "acc_mean", "Mean final test accuracy", figure_dir / "accuracy_heatmap.png", ".2f", group
     )
-    heatmap_figure(summary, "steps_to_90_km_median",
-                   "Optimizer steps to 90% validation accuracy: Kaplan-Meier median (reached/runs; – = under half)",
-                   figure_dir / "steps_to_90_heatmap.png", ".0f", group,
-                   annotations=count_annotations(summary, "steps_to_90_km_median", "reached_90", "total_90", ".0f"),
+    heatmap_figure(summary, STEPS,
+                   f"Optimizer steps to {SPEED}% validation accuracy: Kaplan-Meier median (reached/runs; – = under half)",
+                   figure_dir / f"steps_to_{SPEED}_heatmap.png", ".0f", group,
+                   annotations=count_annotations(summary, STEPS, REACHED, TOTAL, ".0f"),
                    colorbar_label="optimizer steps")  # fmt: skip
 
 
@@ -338,7 +340,7 @@ def depth_results(
         "",
         f"![Mean final test accuracy]({(folder / 'accuracy_heatmap.png').as_posix()})",
         "",
-        f"![Steps to 90%]({(folder / 'steps_to_90_heatmap.png').as_posix()})",
+        f"![Steps to {SPEED}%]({(folder / f'steps_to_{SPEED}_heatmap.png').as_posix()})",
         "",
         *baseline_statement(summary),
         f"{level} Results beside the step-0 diagnostics",
@@ -355,12 +357,12 @@ def depth_results(
     ]
     columns = {"activation": "activation", "depth": "depth", "init": "init", "acc_mean": "acc mean",
                "acc_ci": "acc 95% CI", "acc_std": "acc std", "fails": "fails (95% CI)", "n_diverged": "diverged",
-               "steps_to_90": "steps to 90% (KM median, reached/runs)", "act_std_last_over_first": "act last/first",
+               "steps_to": f"steps to {SPEED}% (KM median, reached/runs)", "act_std_last_over_first": "act last/first",
                "grad_std_first_over_last": "grad first/last", "dead_or_saturated_max": "dead/sat.",
                "weight_grad_std_median": "weight grad", "adam_step_share": "Adam step"}  # fmt: skip
-    counted = count_annotations(summary, "steps_to_90_km_median", "reached_90", "total_90", ".0f")
+    counted = count_annotations(summary, STEPS, REACHED, TOTAL, ".0f")
     shown = summary.assign(
-        steps_to_90=counted.iloc[:, 0],
+        steps_to=counted.iloc[:, 0],
         acc_ci=[f"[{low:.3f}, {high:.3f}]" if np.isfinite(low) else "–"
                 for low, high in zip(summary.acc_ci_low, summary.acc_ci_high, strict=True)],
         fails=[f"{k}/{n} ({low:.0%}-{high:.0%})" for k, n, low, high in
@@ -432,7 +434,7 @@ def write_depth_report(
         f"{FAILS_BELOW:.0%} or it diverged.",
         (
             f"- Convergence is measured on the validation split (the last {int(data.get('val_size') or 0):,} "
-            "training images, never trained on): time to 90% accuracy is interpolated between evaluation passes "
+            f"training images, never trained on): time to {SPEED}% accuracy is interpolated between evaluation passes "
             f"(every {sweep.config.get('module', {}).get('val_every_n_steps')} steps and at every epoch end) and "
             "censored for runs that never get there (Kaplan-Meier median; reached/runs beside every number)."
             if int(data.get("val_size") or 0)
