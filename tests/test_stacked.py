@@ -217,6 +217,9 @@ def test_stacked_sweep_writes_what_the_basic_launcher_writes_and_resumes_member_
     assert "4 jobs: 4 in 2 stacked group(s) of at most 3, 0 one by one; 2 worker process(es)" in (
         stacked.stdout + stacked.stderr
     )
+    # Hydra's sweeper check and the launcher took the pre-flight's configs (launch.PlannedConfigLoader): each
+    # job composed once, and its run folder still byte for byte the basic launcher's (.hydra/ files included).
+    assert "job configs: 8 from the pre-flight, 0 composed" in stacked.stdout + stacked.stderr
     assert run_folder_bytes(repo) == basic
     for init, seed in SWEEP:
         folder = repo / "runs" / init / f"seed_{seed}"
@@ -286,3 +289,49 @@ def test_workers_die_with_a_killed_launcher_and_the_rerun_completes_every_run(sy
     for init, seed in SWEEP:
         folder = repo / "runs" / init / f"seed_{seed}"
         assert rundir.is_complete(folder, rundir.read_marker(folder)["identity"])
+
+
+def test_a_planned_job_config_is_what_hydras_loader_composes(monkeypatch):
+    """PlannedConfigLoader hands Hydra's sweeper and launcher a copy of the pre-flight's config: equal to
+    what Hydra's own loader composes for the same overrides (hydra node included), and a copy."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from initstudy import launch
+    from initstudy.config import PRIMARY_CONFIG, repo_root
+
+    monkeypatch.chdir(repo_root())
+    job = ["experiment=depth", "init=orthogonal_critical", "model.activation=relu", "model.depth=5", "seed=3"]
+    other = ["init=he_uniform", "seed=1"]
+    with initialize_config_dir(config_dir=str(repo_root()), version_base="1.3", job_name="initstudy"):
+        master = compose(PRIMARY_CONFIG, overrides=["hydra.job.chdir=false"], return_hydra_config=True)
+        master.hydra.job.config_name = PRIMARY_CONFIG
+        hydra_loader = GlobalHydra.instance().config_loader()
+        hydra_overrides = list(master.hydra.overrides.hydra)
+        monkeypatch.setitem(launch._composed, tuple(job), launch.compose_job(hydra_overrides + job))
+        planned = launch.PlannedConfigLoader(hydra_loader)
+        for overrides in (job, other):
+            ours = planned.load_sweep_config(master, list(overrides))
+            hydras = hydra_loader.load_sweep_config(master, list(overrides))
+            assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras)
+        assert (planned.reused, planned.composed) == (1, 1)
+        copy = planned.load_sweep_config(master, list(job))
+        copy.seed = 4
+        assert launch._composed[tuple(job)].seed == 3
+        assert planned.load_sweep_config(master, list(job)).init.gain == 2**0.5
+
+
+def test_workers_take_the_unit_with_the_most_work_first(monkeypatch):
+    """A deep group of few members outweighs a shallow group of many: members x parameters x images."""
+    from initstudy.config import compose_config, repo_root
+    from initstudy.stacked.grouping import unit_work
+
+    monkeypatch.chdir(repo_root())
+    shallow = [compose_config(["experiment=depth", "model.depth=2", f"seed={s}"]) for s in range(5)]
+    deep = [compose_config(["experiment=depth", "model.depth=30", f"seed={s}"]) for s in range(2)]
+    parameters = {2: 785 * 128 + 129 * 128 + 129 * 10, 30: 785 * 128 + 29 * 129 * 128 + 129 * 10}
+    assert unit_work(shallow) == 5 * parameters[2] * 10_000
+    assert unit_work(deep) == 2 * parameters[30] * 10_000 > unit_work(shallow)
+    default = compose_config([])  # all 50,000 training images (10,000 held out) x 10 epochs
+    assert unit_work([default]) == (785 * 256 + 257 * 128 + 129 * 10) * 50_000 * 10

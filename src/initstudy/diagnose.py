@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from initstudy import atomic, numerics
-from initstudy.config import ConfigError, compose_config, repo_root
+from initstudy.config import ConfigError, repo_root
 from initstudy.report.figures import DPI, colour_map
-from initstudy.sweep import plan
+from initstudy.sweep import plan_configs, task_config
 
 if TYPE_CHECKING:  # torch is imported in diagnose(), once the numerics profile is applied
     import torch
@@ -93,21 +93,21 @@ def diagnose(overrides: list[str]) -> Diagnosis:
     from initstudy.data.datamodule import load_mnist
     from initstudy.runner import build_model, configure_process
 
-    jobs = plan(overrides, multirun=True)
-    first = compose_config(list(jobs[0].overrides))
+    planned = plan_configs(overrides, multirun=True)
+    first = task_config(planned[0][1])
     configure_process(first)  # threads and flush-to-zero before the first parallel torch work (loading)
     train_images, train_labels = load_mnist(repo_root() / first.data.root, train=True)
     images, labels = train_images[:BATCH_SIZE], train_labels[:BATCH_SIZE]
     rows, activations, jacobians, spectra = [], {}, [], {}
     correlation_predictions: dict[tuple, np.ndarray] = {}  # seed-independent: the same stds and images
     seen: set[tuple] = set()
-    for job in jobs:
+    for job, composed in planned:
         label = init_label(job.overrides, job.init)
         key = (label, job.activation, job.hidden_sizes, job.seed)
         if key in seen:
             continue
         seen.add(key)
-        cfg = compose_config(list(job.overrides))
+        cfg = task_config(composed)  # the job's config as its training run sees it
         configure_process(cfg)  # deterministic algorithms too (the numerics profile)
         model, initializer = build_model(cfg, train_images)
         weight_stds = [initializer.expected_weight_std(layer.weight) for layer in model.linear_layers()]

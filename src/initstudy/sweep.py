@@ -350,6 +350,14 @@ def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> 
     """Compose and validate every job of the sweep (or the single run), then check the data files they read;
     raise ConfigError on the first bad value. For callers that start from overrides (diagnostics, tests);
     training plans from the config Hydra composed (:mod:`initstudy.launch`)."""
+    return [job for job, _ in plan_configs(overrides, multirun, verify_data)]
+
+
+def plan_configs(
+    overrides: Sequence[str], multirun: bool, verify_data: bool = True
+) -> list[tuple[Job, DictConfig]]:
+    """:func:`plan`, each job with its composed config (``hydra`` node included), for a caller that needs
+    both: composing a job costs ~0.3 s here, so it is done once."""
     arguments = sweep_arguments(overrides) if multirun else []
     lists = grid(arguments) if multirun else job_overrides(overrides, multirun=False)
     with sweeping(swept_keys(arguments)):
@@ -358,7 +366,7 @@ def plan(overrides: Sequence[str], multirun: bool, verify_data: bool = True) -> 
     check_distinct(jobs)
     if verify_data:
         check_data_files(configs)
-    return jobs
+    return list(zip(jobs, configs, strict=True))
 
 
 MANIFEST_COLUMNS = ("init", "seed", "group", "run_dir", "config_hash", "identity", "activation", "depth",

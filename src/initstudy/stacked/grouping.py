@@ -12,6 +12,7 @@ complete run the one-job way.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,3 +131,18 @@ def balanced(indices: Sequence[int], count: int) -> list[list[int]]:
         parts.append(list(indices[start:end]))
         start = end
     return parts
+
+
+def unit_work(configs: Sequence[DictConfig]) -> float:
+    """A unit's training work, up to a constant: members x parameters x images seen (the matmuls dominate).
+    Workers take the largest first (longest processing time first), so that a sweep whose deepest networks
+    come last, like the depth experiment's, does not end on one core while the other idles."""
+    from initstudy.model import resolve_hidden_sizes  # imports torch: in the launcher, after the pre-flight
+
+    cfg = configs[0]
+    model = cfg.model
+    hidden = resolve_hidden_sizes(model.hidden_sizes, model.get("depth"), model.get("width"))
+    sizes = [model.input_size, *hidden, model.num_classes]
+    parameters = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
+    images = (cfg.data.train_size or 60_000 - (cfg.data.val_size or 0)) * cfg.trainer.max_epochs
+    return float(len(configs) * parameters * images)

@@ -29,6 +29,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from initstudy import rundir, sweep
+from initstudy.launch import PlannedConfigLoader
 from initstudy.stacked import grouping
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ def launch(
     candidates = [
         grouping.Candidate(i, sweep.task_config(cfg), is_complete(cfg)) for i, cfg in enumerate(configs)
     ]
+    loader = hydra_context.config_loader
+    if isinstance(loader, PlannedConfigLoader):
+        log.info("job configs: %d from the pre-flight, %d composed (the sweeper's check and this launcher's)",
+                 loader.reused, loader.composed)  # fmt: skip
     workers = grouping.worker_count(n_jobs)
     units = grouping.plan(candidates, max_models, workers)
     workers = min(workers, len(units))

@@ -33,12 +33,15 @@ def run_units(
     units: Sequence[dict[int, DictConfig]],
     workers: int,
 ) -> dict[int, JobReturn]:
-    """Every unit (job index -> config) in up to ``workers`` processes, the largest units first (they finish
-    last otherwise); each job's JobReturn by its index."""
+    """Every unit (job index -> config) in up to ``workers`` processes, the most work first
+    (:func:`initstudy.stacked.grouping.unit_work`: they finish last otherwise); each job's JobReturn by its
+    index."""
     from joblib import Parallel, delayed
 
+    from initstudy.stacked.grouping import unit_work
+
     state = Singleton.get_state()
-    order = sorted(units, key=len, reverse=True)
+    order = sorted(units, key=lambda unit: unit_work(list(unit.values())), reverse=True)
     done = Parallel(n_jobs=workers, backend="loky")(
         delayed(in_worker)(hydra_context, task_function, unit, state) for unit in order
     )
