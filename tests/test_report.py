@@ -603,3 +603,22 @@ def test_the_setup_of_a_depth_by_width_model_names_its_layers():
     runs = pd.DataFrame({"init": ["a"], "seed": [0]})
     text = setup_section({"model": {"hidden_sizes": None, "depth": 3, "width": 8}}, runs)
     assert "784-8-8-8-10" in text
+
+
+def test_the_adam_statement_places_failures_above_eps_in_a_band():
+    """Cells that fail with step-0 gradients above eps are named by how far above it they lie, and every cell
+    above the highest of them trains."""
+    from initstudy.report.depth import adam_statement
+
+    summary = pd.DataFrame([
+        {"init": "dead", "activation": "relu", "depth": 30, "n_failed_to_train": 5, "n_runs": 5,
+         "weight_grad_std_median": 1e-20},
+        {"init": "edge", "activation": "relu", "depth": 20, "n_failed_to_train": 2, "n_runs": 5,
+         "weight_grad_std_median": 5e-7},
+        {"init": "fine", "activation": "relu", "depth": 2, "n_failed_to_train": 0, "n_runs": 5,
+         "weight_grad_std_median": 1e-3},
+    ])  # fmt: skip
+    said = adam_statement(summary, 1e-7)[0]
+    assert "1 cells sit above it" not in said and "2 cells sit above it, and 1 of them fail" in said
+    assert "Those 1 lie within x5 of eps (up to 5e-07), and 1 of them fail in some seeds only" in said
+    assert "none of the 1 cells above 5e-07 fails" in said

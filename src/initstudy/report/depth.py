@@ -164,13 +164,23 @@ def adam_statement(summary: pd.DataFrame, eps: float | None) -> list[str]:
     deepest_below = below.sort_values("weight_grad_std_median").head(1)
     example = "".join(f" (smallest: {r.init}, {r.activation}, {r.depth} layers, {r.weight_grad_std_median:.1e})"
                       for r in deepest_below.itertuples())  # fmt: skip
+    failing_above = above[above.n_failed_to_train > 0]
+    margin = ""
+    if len(failing_above):
+        highest = float(failing_above.weight_grad_std_median.max())
+        clear = above[above.weight_grad_std_median > highest]
+        partly = int((failing_above.n_failed_to_train < failing_above.n_runs).sum())
+        margin = (f" Those {len(failing_above)} lie within x{highest / eps:.3g} of eps (up to {highest:.2g}), and "
+                  f"{partly} of them fail in some seeds only: the boundary is a band just above eps, not eps itself, "
+                  "which a step-0 measurement cannot place more finely (how the gradients move during training is "
+                  f"not recorded for these runs); none of the {len(clear)} cells above {highest:.2g} fails.")  # fmt: skip
     return [
         f"**Why deep networks stop training under Adam (eps = {eps:g}).** Adam's step is lr * m / (sqrt(v) + eps): "
         "for gradients well above eps it is about lr whatever their scale, so a vanishing gradient alone does not "
         "make updates small; once the gradients fall below eps the step shrinks to about lr * g / eps. Measured at "
         "step 0 (median over hidden layers of the weight gradients' std, `weight grad` below; `Adam step` = g / "
         f"(g + eps)): {len(below)} cells sit below eps{example}, and {failing(below)} of them fail to train in at "
-        f"least one seed; {len(above)} cells sit above it, and {failing(above)} of them fail.",
+        f"least one seed; {len(above)} cells sit above it, and {failing(above)} of them fail.{margin}",
         "",
     ]
 
