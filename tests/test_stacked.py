@@ -309,7 +309,8 @@ def test_a_planned_job_config_is_what_hydras_loader_composes(monkeypatch):
         master.hydra.job.config_name = PRIMARY_CONFIG
         hydra_loader = GlobalHydra.instance().config_loader()
         hydra_overrides = list(master.hydra.overrides.hydra)
-        monkeypatch.setitem(launch._composed, tuple(job), launch.compose_job(hydra_overrides + job))
+        # Only this test's plan (an earlier in-process sweep of the suite may have planned other jobs).
+        monkeypatch.setattr(launch, "_composed", {tuple(job): launch.compose_job(hydra_overrides + job)})
         planned = launch.PlannedConfigLoader(hydra_loader)
         for overrides in (job, other):
             ours = planned.load_sweep_config(master, list(overrides))
