@@ -45,9 +45,9 @@ def is_depth_sweep(runs: pd.DataFrame) -> bool:
 
 
 def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """One row per (activation, depth, initializer). Steps to SPEED_THRESHOLD are the runs' interpolated crossings of the
-    per-step evaluation series (metrics.json), right-censored: Kaplan-Meier median over the cell's runs, with
-    the count that got there."""
+    """One row per (activation, depth, initializer). Steps to SPEED_THRESHOLD are the runs' interpolated
+    crossings of the per-step evaluation series (metrics.json), right-censored: Kaplan-Meier median over the
+    cell's runs, with the count that got there."""
     horizon = planned_steps(runs[runs.status == "complete"])
     rows = []
     for (activation, depth, init), group in runs.groupby(["activation", "depth", "init"], sort=False):
@@ -62,13 +62,13 @@ def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             + (group.status != "complete").sum()
         )
         acc_low, acc_high = t_interval(acc)
+        fail_low, fail_high = failure_interval(failed, len(group))
         rows.append({
             "activation": activation, "depth": int(depth), "init": init, "n_runs": len(group),
             "acc_mean": acc.mean(), "acc_std": acc.std(ddof=1) if len(acc) > 1 else math.nan, "acc_min": acc.min(),
             "acc_ci_low": acc_low, "acc_ci_high": acc_high,
             "n_diverged": int(diverged.sum()), "n_failed_to_train": failed,
-            "fail_rate_ci_low": failure_interval(failed, len(group))[0],
-            "fail_rate_ci_high": failure_interval(failed, len(group))[1],
+            "fail_rate_ci_low": fail_low, "fail_rate_ci_high": fail_high,
             STEPS: curve.median, REACHED: curve.n_reached, TOTAL: curve.n_total,
             f"steps_to_{SPEED}_rmst": curve.rmst,
         })  # fmt: skip
