@@ -44,12 +44,15 @@ def single_run_files(cfg, out: Path) -> dict[str, bytes]:
     return {name: (out / name).read_bytes() for name in names}
 
 
-def stacked_files(cfgs: list, staging: Path) -> list[dict[str, bytes]]:
-    """Each member's result files from one stacked group (initstudy.stacked.fit), as the runner writes them."""
+def stacked_files(cfgs: list, staging: Path, threads: int = 1) -> list[dict[str, bytes]]:
+    """Each member's result files from one stacked group (initstudy.stacked.fit), as the runner writes them;
+    ``threads``: its members in that many shards, each trained on a thread of its own."""
     from initstudy.stacked.fit import fit_group
 
     files = []
-    for outcome in fit_group(cfgs, staging, [None] * len(cfgs), 0, [""] * len(cfgs)):
+    outcomes = fit_group(cfgs, staging, [None] * len(cfgs), 0, [""] * len(cfgs), threads)
+    assert {outcome.timing["stacked_shards"] for outcome in outcomes} == {min(threads, len(cfgs))}
+    for outcome in outcomes:
         out = staging / str(len(files))
         atomic.write_json(out / "metrics.json", outcome.metrics)
         member = {"metrics.json": (out / "metrics.json").read_bytes(),
@@ -91,8 +94,9 @@ def test_every_member_is_its_single_run_bit_for_bit(study_root: Path, tmp_path: 
         assert set(member) == set(single)
         for name in single:
             assert member[name] == single[name], f"{init}/seed_{seed}: {name}"
-    # Run to run: the same bytes again.
+    # Run to run: the same bytes again; and with the members in shards on threads (3 shards: 2, 1, 1 members).
     assert stacked_files(cfgs, tmp_path / "again") == stacked
+    assert stacked_files(cfgs, tmp_path / "threads", threads=3) == stacked
 
 
 def test_a_diverging_member_stops_alone_and_changes_no_other_member(study_root: Path, tmp_path: Path):
@@ -103,6 +107,9 @@ def test_a_diverging_member_stops_alone_and_changes_no_other_member(study_root: 
     with_exploding = stacked_files(configs(study_root, [*calm, ("exploding", 2)], *sgd), tmp_path / "a")
     without = stacked_files(configs(study_root, calm, *sgd), tmp_path / "b")
     assert with_exploding[:2] == without
+    # In shards on two threads, the exploding member's shard stops training while the other trains on.
+    shards = configs(study_root, [("exploding", 2), *calm], *sgd)
+    assert stacked_files(shards, tmp_path / "c", threads=2)[1:] == without
     exploded = json.loads(with_exploding[2]["metrics.json"])
     assert exploded["diverged"] is True and exploded["epochs_completed"] == 1
     calm_metrics = json.loads(with_exploding[0]["metrics.json"])
@@ -176,6 +183,29 @@ def test_n_jobs_must_be_a_non_zero_integer(bad: object):
         StackedLauncher(n_jobs=bad).setup(hydra_context=None, task_function=None, config=None)
 
 
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
+def test_threads_must_be_a_positive_integer_or_minus_one(bad: object):
+    from hydra_plugins.initstudy_stacked.stacked_launcher import StackedLauncher
+
+    with pytest.raises(
+        ConfigError, match=rf"^invalid hydra.launcher.threads={bad!r}: must be a positive integer"
+    ):
+        StackedLauncher(threads=bad).setup(hydra_context=None, task_function=None, config=None)
+
+
+def test_threads_default_to_the_cpus_shared_out_among_the_workers():
+    from joblib import cpu_count
+
+    from initstudy.stacked.grouping import threads_per_unit
+    from initstudy.stacked.network import shard_bounds
+
+    assert threads_per_unit(3, 8) == 3
+    assert threads_per_unit(-1, 1) == cpu_count()
+    assert threads_per_unit(-1, cpu_count() + 1) == 1
+    assert shard_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert shard_bounds(2, 4) == [(0, 1), (1, 2)]  # never an empty shard
+
+
 # ---- through Hydra -------------------------------------------------------------------------------------------
 
 RESULTS = ("metrics.json", "history.csv", "config.yaml", "numerics.json", *rundir.WEIGHT_FILES)
@@ -213,9 +243,11 @@ def test_stacked_sweep_writes_what_the_basic_launcher_writes_and_resumes_member_
 
     # max_models=3, two workers: two groups of two, each trained in its own worker process at once.
     stacked = run(python_module("initstudy.train", "--multirun", "hydra/launcher=stacked",
-                                "hydra.launcher.max_models=3", "hydra.launcher.n_jobs=2"), repo)  # fmt: skip
-    assert "4 jobs: 4 in 2 stacked group(s) of at most 3, 0 one by one; 2 worker process(es)" in (
-        stacked.stdout + stacked.stderr
+                                "hydra.launcher.max_models=3", "hydra.launcher.n_jobs=2",
+                                "hydra.launcher.threads=1"), repo)  # fmt: skip
+    assert (
+        "4 jobs: 4 in 2 stacked group(s) of at most 3, 0 one by one; 2 worker process(es), 1 thread(s)"
+        in (stacked.stdout + stacked.stderr)
     )
     # Hydra's sweeper check and the launcher took the pre-flight's configs (launch.PlannedConfigLoader): each
     # job composed once, and its run folder still byte for byte the basic launcher's (.hydra/ files included).
@@ -238,10 +270,12 @@ def test_stacked_sweep_writes_what_the_basic_launcher_writes_and_resumes_member_
     # Two members lose their completion: the rerun trains those two only, as one group in this process.
     for init, seed in (("zeros", 1), ("he_uniform", 0)):
         (repo / "runs" / init / f"seed_{seed}" / rundir.MARKER).unlink()
-    again = run(python_module("initstudy.train", "--multirun", "hydra/launcher=stacked", "hydra.launcher.n_jobs=1"),
-                repo)  # fmt: skip
+    # In this process, the group's two members in two shards, each on a thread of its own.
+    again = run(python_module("initstudy.train", "--multirun", "hydra/launcher=stacked", "hydra.launcher.n_jobs=1",
+                              "hydra.launcher.threads=2"), repo)  # fmt: skip
     output = again.stdout + again.stderr
-    assert "4 jobs: 2 in 1 stacked group(s) of at most 32, 2 one by one; 1 worker process(es)" in output
+    assert ("4 jobs: 2 in 1 stacked group(s) of at most 32, 2 one by one; 1 worker process(es), 2 thread(s) per "
+            "group") in output  # fmt: skip
     assert output.count("skipped") == 2
     assert run_folder_bytes(repo) == basic
 

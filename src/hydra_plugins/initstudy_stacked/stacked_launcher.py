@@ -16,20 +16,22 @@ from omegaconf import DictConfig
 
 class StackedLauncher(Launcher):
     """Runs a sweep's jobs; jobs equal but for ``init`` and ``seed`` train as one stacked model, up to
-    ``max_models`` at a time, and up to ``n_jobs`` units at once in worker processes (1: in this process)."""
+    ``max_models`` at a time, up to ``n_jobs`` units at once in worker processes (1: in this process), each
+    group on ``threads`` threads (-1: the CPUs shared out among the workers)."""
 
-    def __init__(self, max_models: int = 32, n_jobs: int = 1) -> None:
-        self.max_models, self.n_jobs = max_models, n_jobs
+    def __init__(self, max_models: int = 32, n_jobs: int = 1, threads: int = -1) -> None:
+        self.max_models, self.n_jobs, self.threads = max_models, n_jobs, threads
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from initstudy.launch import PlannedConfigLoader
-        from initstudy.stacked.grouping import check_max_models, check_n_jobs
+        from initstudy.stacked.grouping import check_max_models, check_n_jobs, check_threads
 
         check_max_models(self.max_models)  # a ConfigError: one line, before the pre-flight takes the lock
         check_n_jobs(self.n_jobs)
+        check_threads(self.threads)
         # The sweeper holds the same context: both take the pre-flight's configs instead of composing each job
         # again (initstudy.launch.PlannedConfigLoader).
         if not isinstance(hydra_context.config_loader, PlannedConfigLoader):
@@ -41,4 +43,4 @@ class StackedLauncher(Launcher):
 
         assert self.config is not None and self.task_function is not None and self.hydra_context is not None
         return launch(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx,
-                      self.max_models, self.n_jobs)  # fmt: skip
+                      self.max_models, self.n_jobs, self.threads)  # fmt: skip

@@ -1,8 +1,9 @@
 """Each member's own seeded batch order, served as one stacked batch per optimizer step.
 
 Member m's epoch order is exactly its single run's (:class:`~initstudy.data.datamodule.ChunkedBatches` seeded by
-(seed_m, epoch)); a step gathers ``images[index]`` with the members' index tensors stacked to [M, B], giving
-[M, B, 784] images and [M, B] labels. The members share the data (same sizes by grouping), so the batch sizes,
+(seed_m, epoch)); a chunk is the members' index tensors of each step, stacked to [M, B], and the module gathers
+``images[index]`` ([M, B, 784] images, [M, B] labels) when the step runs: a chunk of gathered images would hold
+32 steps x M members of them (128 MB for 20 members), twice while Lightning fetches the next chunk ahead. The members share the data (same sizes by grouping), so the batch sizes,
 the short last batch included, are the same for all of them.
 """
 
@@ -24,16 +25,14 @@ class StackedBatches:
     def __len__(self) -> int:
         return len(self.members[0])
 
-    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-        first = self.members[0]
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
         orders = [member.batch_indices() for member in self.members]
-        steps, per_chunk = len(orders[0]), first.steps_per_chunk
+        steps, per_chunk = len(orders[0]), self.members[0].steps_per_chunk
         for start in range(0, steps, per_chunk):
-            chunk = []
-            for step in range(start, min(start + per_chunk, steps)):
-                index = torch.stack([order[step] for order in orders])
-                chunk.append((first.split.images[index], first.split.labels[index]))
-            yield chunk
+            yield [
+                torch.stack([order[step] for order in orders])
+                for step in range(start, min(start + per_chunk, steps))
+            ]
 
 
 class StackedDataModule(MNISTDataModule):

@@ -37,7 +37,7 @@ from initstudy.runner import (
 from initstudy.stacked.data import StackedDataModule
 from initstudy.stacked.members import Member, MemberRecorders
 from initstudy.stacked.module import StackedModule
-from initstudy.stacked.network import StackedMLP
+from initstudy.stacked.network import MemberShards
 
 DATAMODULE = f"{StackedDataModule.__module__}.{StackedDataModule.__qualname__}"
 
@@ -48,11 +48,14 @@ def fit_group(
     loggers: Sequence[Any],
     job_index: int,
     positions: Sequence[str],
+    threads: int = 1,
 ) -> list[Outcome]:
-    """Train the members ``cfgs`` (one group: equal but for init and seed) as one stacked model; fit, test."""
+    """Train the members ``cfgs`` (one group: equal but for init and seed) as one stacked model; fit, test.
+    ``threads``: the cores this group may use; where the job runs one intra-op thread on the CPU (the portable
+    profile), its members are split into that many shards, each on a thread of its own (no byte changes)."""
     started = time.perf_counter()
     first = cfgs[0]
-    threads = configure_process(first)
+    torch_threads = configure_process(first)
     quiet_lightning()
     seeds = [cfg.seed for cfg in cfgs]
     datamodule = build_datamodule(first, job_device(first, job_index)[2], _target_=DATAMODULE, seeds=seeds)
@@ -62,7 +65,9 @@ def fit_group(
         model, _ = build_model(cfg, datamodule.train.images)
         initial.append(weights.snapshot(model))
         members.append(Member(model))
-    network = StackedMLP([member.model for member in members]).to(datamodule.train.images.device)
+    device = datamodule.train.images.device
+    shards = threads if torch_threads == 1 and device.type == "cpu" else 1
+    network = MemberShards([member.model for member in members], shards).to(device)
     module = StackedModule(network, members, instantiate(first.optimizer), datamodule.steps_per_epoch,
                            first.module.stop_on_divergence, first.module.val_every_n_steps,
                            first.module.layer_stats_every_n_steps)  # fmt: skip
@@ -71,18 +76,21 @@ def fit_group(
     with lightning_hints_silenced():
         trainer = build_trainer(first, job_index, None, [MemberRecorders(recorders, list(loggers))], staging)
         setup_seconds = time.perf_counter() - started
-        trainer.fit(module, datamodule=datamodule)
-        fit_seconds = time.perf_counter() - started - setup_seconds
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        try:
+            trainer.fit(module, datamodule=datamodule)
+            fit_seconds = time.perf_counter() - started - setup_seconds
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        finally:
+            module.threads.close()
     outcomes = []
     for m, (cfg, member, recorder) in enumerate(zip(cfgs, members, recorders, strict=True)):
         member.model.load_state_dict(network.member_state(m))
         history = history_frame(recorder)
-        timing = timing_record(started, setup_seconds, fit_seconds, recorder, module.eval_seconds, threads,
+        timing = timing_record(started, setup_seconds, fit_seconds, recorder, module.eval_seconds, torch_threads,
                                str(datamodule.train.images.device))  # fmt: skip
         saved = {weights.INITIAL: initial[m], weights.FINAL: weights.snapshot(member.model)}
         metrics = run_metrics(cfg, member, datamodule, history)  # type: ignore[arg-type]
-        timing = {**timing, "stacked_members": len(cfgs)}
+        timing = {**timing, "stacked_members": len(cfgs), "stacked_shards": len(network.shards)}
         probes = layer_stats.frame(member.layer_stats) if module.layer_stats_every_n_steps else None
         outcomes.append(Outcome(metrics, history, timing, weights=saved, layer_stats=probes))
     return outcomes

@@ -49,6 +49,24 @@ def check_n_jobs(n_jobs: object) -> int:
     return n_jobs
 
 
+def check_threads(threads: object) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or (threads < 1 and threads != -1):
+        raise ConfigError(
+            f"invalid hydra.launcher.threads={threads!r}: must be a positive integer or -1 (threads per stacked "
+            "group; -1: the CPUs shared out among the worker processes)"
+        )
+    return threads
+
+
+def threads_per_unit(threads: int, workers: int) -> int:
+    """Threads each unit may train on: ``threads``, or with -1 this process's CPUs (as joblib counts them)
+    shared out among ``workers`` units at once; at least one."""
+    from joblib import cpu_count
+
+    check_threads(threads)
+    return threads if threads > 0 else max(1, cpu_count() // max(1, workers))
+
+
 def worker_count(n_jobs: int) -> int:
     """Worker processes for ``n_jobs`` as joblib counts them: n > 0 is n, -1 every CPU this process may use,
     -2 all but one, ...; at least one."""

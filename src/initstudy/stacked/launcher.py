@@ -43,6 +43,7 @@ def launch(
     initial_job_idx: int,
     max_models: int,
     n_jobs: int = 1,
+    threads: int = 1,
 ) -> list[JobReturn]:
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
@@ -59,10 +60,11 @@ def launch(
     workers = grouping.worker_count(n_jobs)
     units = grouping.plan(candidates, max_models, workers)
     workers = min(workers, len(units))
+    unit_threads = grouping.threads_per_unit(threads, workers)
     groups = [unit for unit in units if len(unit) > 1]
-    log.info("Launching %d jobs: %d in %d stacked group(s) of at most %d, %d one by one; %d worker process(es)",
-             len(configs), sum(map(len, groups)), len(groups), max_models, len(units) - len(groups),
-             workers)  # fmt: skip
+    log.info("Launching %d jobs: %d in %d stacked group(s) of at most %d, %d one by one; %d worker process(es), "
+             "%d thread(s) per group", len(configs), sum(map(len, groups)), len(groups), max_models,
+             len(units) - len(groups), workers, unit_threads)  # fmt: skip
     for unit in units:
         for i in unit:
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
@@ -70,23 +72,26 @@ def launch(
     if workers > 1:
         from initstudy.stacked.workers import run_units
 
-        returns = run_units(hydra_context, task_function, unit_configs, workers)
+        returns = run_units(hydra_context, task_function, unit_configs, workers, unit_threads)
     else:
         returns = {}
         for unit in unit_configs:
-            returns.update(run_unit(hydra_context, task_function, unit))
+            returns.update(run_unit(hydra_context, task_function, unit, unit_threads))
             configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return [returns[i] for i in range(len(configs))]
 
 
 def run_unit(
-    hydra_context: HydraContext, task_function: TaskFunction, configs: dict[int, DictConfig]
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    configs: dict[int, DictConfig],
+    threads: int = 1,
 ) -> dict[int, JobReturn]:
-    """One unit of the plan, by job index: a single job the one-job way, or a stacked group."""
+    """One unit of the plan, by job index: a single job the one-job way, or a stacked group on ``threads``."""
     if len(configs) == 1:
         ((i, cfg),) = configs.items()
         return {i: run_one(hydra_context, task_function, cfg)}
-    return run_group(hydra_context, configs)
+    return run_group(hydra_context, configs, threads)
 
 
 def job_config(
@@ -115,7 +120,9 @@ def run_one(hydra_context: HydraContext, task_function: TaskFunction, cfg: DictC
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
 
 
-def run_group(hydra_context: HydraContext, configs: dict[int, DictConfig]) -> dict[int, JobReturn]:
+def run_group(
+    hydra_context: HydraContext, configs: dict[int, DictConfig], threads: int = 1
+) -> dict[int, JobReturn]:
     """Each member through ``run_job`` (admitted or refused as a single job), then the admitted ones trained
     as one group; each JobReturn then carries its member's result."""
     from initstudy.stacked.run import train_group
@@ -127,7 +134,7 @@ def run_group(hydra_context: HydraContext, configs: dict[int, DictConfig]) -> di
         return returns
     with member_logs([configs[i] for i in admitted]):
         try:
-            results = train_group(list(admitted.values()))
+            results = train_group(list(admitted.values()), threads)
         except Exception as error:  # the fit failed: every member's job failed with it
             log.error("stacked group of %d failed: %s: %s", len(admitted), type(error).__name__, error)
             results = [error] * len(admitted)

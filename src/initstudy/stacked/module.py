@@ -10,6 +10,10 @@ A member whose loss is not finite is stopped where its single run stops: at the 
 evaluation pass right away (the pass Lightning's validation loop makes when a run asks to stop) and its epoch
 closed. From then on it gets no gradient (its weights and optimizer state stay as they were), no evaluation,
 and is left out of the loss; the group stops once no member trains.
+
+The members are split into shards (initstudy.stacked.network.MemberShards), each with its own optimizer; every
+step runs each shard's forward, backward and update on a thread of its own (initstudy.stacked.threads), and
+the evaluations give each thread its shard's members. One shard: everything on the calling thread.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import torch.nn.functional as F
 from initstudy import layer_stats
 from initstudy.module import Evaluation, EvaluationSums
 from initstudy.stacked.members import Member
-from initstudy.stacked.network import StackedMLP
+from initstudy.stacked.network import MemberShards
+from initstudy.stacked.threads import ShardThreads
 
 
 def member_mean_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -50,7 +55,7 @@ def recorded_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class StackedModule(pl.LightningModule):
     def __init__(
         self,
-        network: StackedMLP,
+        network: MemberShards,
         members: Sequence[Member],
         optimizer_factory: Callable[..., torch.optim.Optimizer],
         steps_per_epoch: int,
@@ -60,6 +65,7 @@ class StackedModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.network = network
+        self.threads = ShardThreads(len(network.shards))
         self.layer_stats_every_n_steps = layer_stats_every_n_steps
         self.members = list(members)
         self.optimizer_factory = optimizer_factory
@@ -76,10 +82,16 @@ class StackedModule(pl.LightningModule):
     def active_members(self) -> list[int]:
         return [m for m, member in enumerate(self.members) if member.active]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(
-            [alias for aliases in self.network.member_parameters() for alias in aliases]
-        )
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """One optimizer per shard, over its members' tensors (a member's optimizer is its own either way)."""
+        return [
+            self.optimizer_factory([alias for aliases in shard.member_parameters() for alias in aliases])
+            for shard in self.network.shards
+        ]
+
+    def _shard_optimizers(self) -> list[torch.optim.Optimizer]:
+        optimizers = self.optimizers(use_pl_optimizer=False)
+        return optimizers if isinstance(optimizers, list) else [optimizers]  # type: ignore[return-value]
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -101,37 +113,64 @@ class StackedModule(pl.LightningModule):
         for m in self.active_members():
             self.members[m].losses.start_epoch()
 
-    def training_step(self, chunk: list[tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
-        optimizer = self.optimizers(use_pl_optimizer=False)
+    def training_step(self, chunk: list[torch.Tensor], batch_idx: int) -> None:
+        """``chunk``: each step's [M, B] indices into the training split (initstudy.stacked.data), gathered
+        here one step at a time."""
+        optimizers = self._shard_optimizers()
         active = [member.active for member in self.members]
-        training = torch.tensor([m for m, on in enumerate(active) if on], device=self.device)
+        training = [m for m, on in enumerate(active) if on]
+        split = self.trainer.datamodule.train
         step_losses = []
-        for images, labels in chunk:
-            logits = self.network(images)
-            optimizer.zero_grad(set_to_none=True)
-            self.network.zero_grad(set_to_none=True)
-            self.manual_backward(member_mean_losses(logits, labels)[training].sum())
-            self.network.share_gradients(active)
-            optimizer.step()
-            step_losses.append(recorded_losses(logits.detach(), labels))
+        for index in chunk:
+            images, labels = split.images[index], split.labels[index]
+            parts = self.threads.map(lambda k: self._shard_step(k, optimizers[k], images, labels, active))  # noqa: B023
+            step_losses.append(torch.cat(parts))
             self.total_steps += 1
             if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
                 self._evaluate_at_step()
             if self.layer_stats_every_n_steps and self.total_steps % self.layer_stats_every_n_steps == 0:
                 self._probe_layers()
         chunk_losses = torch.stack(step_losses, dim=1)  # [M, steps]: each member's row contiguous
-        sizes = [labels.shape[1] for _, labels in chunk]
-        for m in training.tolist():
+        sizes = [index.shape[1] for index in chunk]
+        for m in training:
             self.members[m].losses.add(chunk_losses[m], sizes)
             self.members[m].total_steps += len(chunk)
         if self.stop_on_divergence:
             # The one host sync per chunk, per member: a non-finite loss stops that member only.
             finite = torch.isfinite(chunk_losses).all(dim=1).tolist()
-            for m in training.tolist():
+            for m in training:
                 if not finite[m]:
                     self._stop(m)
         if not any(member.active for member in self.members):
             self.trainer.should_stop = True
+
+    def _shard_step(
+        self,
+        k: int,
+        optimizer: torch.optim.Optimizer,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        active: Sequence[bool],
+    ) -> torch.Tensor:
+        """One optimizer step of shard ``k`` on its members' slices of the stacked batch: its training members'
+        summed mean losses backward (the derivative by each member's loss is 1, so each gets its single-run
+        gradient), their gradients to their own tensors, the shard's optimizer. Returns every member's recorded
+        loss (a frozen member's is not used). A shard whose members all stopped does nothing."""
+        start, end = self.network.bounds[k]
+        shard, mine = self.network.shards[k], list(active[start:end])
+        if not any(mine):
+            return torch.full((end - start,), float("nan"), device=images.device)
+        x, y = images[start:end], labels[start:end]
+        logits = shard(x)
+        optimizer.zero_grad(set_to_none=True)
+        shard.zero_grad(set_to_none=True)
+        training = torch.tensor([i for i, on in enumerate(mine) if on], device=x.device)
+        # loss.backward() as manual_backward does it at full precision (the only precision that stacks); on the
+        # shard's thread, whose autograd runs there (CPU).
+        member_mean_losses(logits, y)[training].sum().backward()
+        shard.share_gradients(mine)
+        optimizer.step()
+        return recorded_losses(logits.detach(), y)
 
     def _stop(self, m: int) -> None:
         member = self.members[m]
@@ -155,10 +194,26 @@ class StackedModule(pl.LightningModule):
 
     def _evaluate(self, members: list[int], batches: object) -> dict[int, Evaluation]:
         sums = {m: EvaluationSums(self.device) for m in members}
-        for images, labels in batches:  # type: ignore[attr-defined]
-            for m in members:
-                sums[m].add(self.network.member_forward(m, images), labels)
+        for batch in batches:  # type: ignore[attr-defined]
+            self._add_to_sums(sums, batch)
         return {m: s.result() for m, s in sums.items()}
+
+    def _add_to_sums(self, sums: dict[int, EvaluationSums], batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Each member in ``sums`` on ``batch`` (its single network's operations), each shard's members on that
+        shard's thread."""
+        images, labels = batch
+        # Lightning evaluates in inference mode; grad modes are per thread, so each thread enters the caller's
+        # (the sums made under inference mode can only be updated under it).
+        inference = torch.is_inference_mode_enabled()
+
+        def shard_members(k: int) -> None:
+            start, end = self.network.bounds[k]
+            with torch.inference_mode(inference), torch.no_grad():
+                for m in range(start, end):
+                    if m in sums:
+                        sums[m].add(self.network.member_forward(m, images), labels)
+
+        self.threads.map(shard_members)
 
     def on_train_epoch_end(self) -> None:
         for m in self.active_members():
@@ -189,6 +244,4 @@ class StackedModule(pl.LightningModule):
             self.members[m].test_evaluation = sums.result()
 
     def _accumulate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        images, labels = batch
-        for m, sums in self._sums.items():
-            sums.add(self.network.member_forward(m, images), labels)
+        self._add_to_sums(self._sums, batch)

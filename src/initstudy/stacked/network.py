@@ -136,3 +136,49 @@ class StackedMLP(nn.Module):
             state[f"{name}.weight"] = weight.detach()[m]
             state[f"{name}.bias"] = bias.detach()[m]
         return state
+
+
+def shard_bounds(size: int, count: int) -> list[tuple[int, int]]:
+    """``count`` contiguous member ranges covering ``size`` members, sizes differing by at most one."""
+    count = max(1, min(count, size))
+    base, extra = divmod(size, count)
+    bounds, start = [], 0
+    for part in range(count):
+        end = start + base + (part < extra)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+class MemberShards(nn.Module):
+    """A group's members as contiguous shards, each its own :class:`StackedMLP` (and, in the module, its own
+    optimizer), so that each shard's whole step (forward, backward, update) runs on a thread of its own.
+
+    Why threads over shards of one stack: under ``numerics=portable`` torch runs every op on one thread (its
+    kernels, and so its bytes, do not depend on the core count), so one stack uses one core. Shards on N
+    threads of one process use N cores with one copy of the libraries (~1.2 GB resident for torch, Lightning
+    and MLflow) and of the data, where N worker processes hold N copies. A member's operations are the same
+    whether its shard holds 1 or M members (each member's slice of a batched kernel is its own kernel:
+    :class:`StackedMLP`), so the shard count changes no byte (tests/test_stacked.py)."""
+
+    def __init__(self, members: Sequence[MLP], count: int = 1) -> None:
+        super().__init__()
+        self.size = len(members)
+        self.bounds = shard_bounds(self.size, count)
+        self.shards = nn.ModuleList(StackedMLP(members[start:end]) for start, end in self.bounds)
+        self._where = [
+            (k, m - start) for k, (start, end) in enumerate(self.bounds) for m in range(start, end)
+        ]
+
+    def locate(self, m: int) -> tuple[StackedMLP, int]:
+        """Member ``m``'s shard and its index there."""
+        k, local = self._where[m]
+        return self.shards[k], local  # type: ignore[return-value]
+
+    def member_forward(self, m: int, x: torch.Tensor) -> torch.Tensor:
+        shard, local = self.locate(m)
+        return shard.member_forward(local, x)
+
+    def member_state(self, m: int) -> dict[str, torch.Tensor]:
+        shard, local = self.locate(m)
+        return shard.member_state(local)

@@ -19,9 +19,9 @@ from initstudy.stacked.fit import fit_group
 from initstudy.train import JobSpec
 
 
-def train_group(specs: Sequence[JobSpec]) -> list[dict[str, Any] | Exception]:
-    """Train the jobs ``specs`` (one group) into their run folders; per job its metrics, or the error that
-    ended its attempt."""
+def train_group(specs: Sequence[JobSpec], threads: int = 1) -> list[dict[str, Any] | Exception]:
+    """Train the jobs ``specs`` (one group) into their run folders, on up to ``threads`` threads; per job its
+    metrics, or the error that ended its attempt."""
     started = time.perf_counter()
     gc.collect()  # the previous unit's data set, freed only by the cycle collector (see runner.train_run)
     results: dict[int, dict[str, Any] | Exception] = {}
@@ -35,7 +35,7 @@ def train_group(specs: Sequence[JobSpec]) -> list[dict[str, Any] | Exception]:
                 attempts[i] = begin(
                     spec.cfg, spec.final, spec.staging, spec.identity, spec.job_index, started
                 )
-        outcomes = fit_members([specs[i] for i in attempts], [attempts[i] for i in attempts])
+        outcomes = fit_members([specs[i] for i in attempts], [attempts[i] for i in attempts], threads)
     except BaseException as error:
         for attempt in attempts.values():
             attempt.run.fail(error)
@@ -49,11 +49,11 @@ def train_group(specs: Sequence[JobSpec]) -> list[dict[str, Any] | Exception]:
     return [results[i] for i in range(len(specs))]
 
 
-def fit_members(specs: Sequence[JobSpec], attempts: Sequence[Attempt]) -> list[Outcome]:
+def fit_members(specs: Sequence[JobSpec], attempts: Sequence[Attempt], threads: int = 1) -> list[Outcome]:
     if not specs:
         return []
     if len(specs) == 1:
         spec = specs[0]
         return [fit(spec.cfg, spec.staging, attempts[0].run.logger, spec.job_index, spec.position)]
     return fit_group([spec.cfg for spec in specs], specs[0].staging, [a.run.logger for a in attempts],
-                     specs[0].job_index, [spec.position for spec in specs])  # fmt: skip
+                     specs[0].job_index, [spec.position for spec in specs], threads)  # fmt: skip

@@ -32,6 +32,7 @@ def run_units(
     task_function: TaskFunction,
     units: Sequence[dict[int, DictConfig]],
     workers: int,
+    threads: int = 1,
 ) -> dict[int, JobReturn]:
     """Every unit (job index -> config) in up to ``workers`` processes, the most work first
     (:func:`initstudy.stacked.grouping.unit_work`: they finish last otherwise); each job's JobReturn by its
@@ -43,7 +44,7 @@ def run_units(
     state = Singleton.get_state()
     order = sorted(units, key=lambda unit: unit_work(list(unit.values())), reverse=True)
     done = Parallel(n_jobs=workers, backend="loky")(
-        delayed(in_worker)(hydra_context, task_function, unit, state) for unit in order
+        delayed(in_worker)(hydra_context, task_function, unit, state, threads) for unit in order
     )
     return {i: ret for returns in done for i, ret in returns.items()}
 
@@ -53,6 +54,7 @@ def in_worker(
     task_function: TaskFunction,
     unit: dict[int, DictConfig],
     singleton_state: dict[Any, Any],
+    threads: int = 1,
 ) -> dict[int, JobReturn]:
     """One unit, in a worker: Hydra's globals first (resolvers, ConfigStore, HydraConfig), as joblib's
     ``execute_job`` sets them."""
@@ -61,7 +63,7 @@ def in_worker(
     exit_with_parent()
     setup_globals()
     Singleton.set_state(singleton_state)
-    return run_unit(hydra_context, task_function, unit)
+    return run_unit(hydra_context, task_function, unit, threads)
 
 
 _watching = threading.Event()
