@@ -65,6 +65,29 @@ def test_trainer_datamodule_and_module_are_instantiated_from_their_groups(at_rep
     assert isinstance(module, InitStudyModule) and module.stop_on_divergence is cfg.module.stop_on_divergence
 
 
+def test_splits_keep_uint8_pixels_and_read_them_as_the_whole_set_scaled_at_once(data_root: Path):
+    """The splits hold the files' bytes (a quarter of float32's memory); any read (a gathered mini-batch, an
+    evaluation slice, a probe) is bit for bit the same rows of the whole set scaled to [0, 1] at once, so no
+    result depends on when the scaling happens. Every pixel value, at every offset and length of a slice (the
+    vector kernel and its scalar tail)."""
+    from initstudy.data.datamodule import MNISTDataModule, ScaledPixels, load_mnist
+
+    values = torch.arange(256, dtype=torch.uint8).repeat(5).reshape(-1, 4)
+    whole = values.to(torch.float32) / 255.0
+    pixels = ScaledPixels(values)
+    for start in range(0, 40):
+        for length in (1, 3, 8, 17, 64, 100):
+            assert torch.equal(pixels[start : start + length], whole[start : start + length])
+    datamodule = MNISTDataModule(data_root, batch_size=32, seed=0, val_size=100)
+    datamodule.setup()
+    assert datamodule.train.images.pixels.dtype == torch.uint8
+    images, _ = load_mnist(data_root, train=True)
+    index = torch.randperm(500, generator=torch.Generator().manual_seed(0))[:64]
+    assert torch.equal(datamodule.train.images[index], images[:500][index])
+    slices = list(datamodule.eval.images.split(30))
+    assert torch.equal(torch.cat(slices), images[500:]) and [len(part) for part in slices] == [30, 30, 30, 10]
+
+
 @pytest.mark.parametrize("every", [5, 19, 50])
 def test_train_loss_interval_is_the_trainers_log_every_n_steps_in_optimizer_steps(
     at_repo: Path, data_root: Path, tmp_path: Path, every: int
@@ -106,7 +129,7 @@ def test_final_test_pass_runs_in_the_trainer_and_equals_an_evaluation_by_hand(
         trainer.fit(module, datamodule=datamodule)
         assert datamodule.eval.name == "val" and module.test_evaluation is None
         trainer.test(module, datamodule=datamodule, verbose=False)
-    images, labels = datamodule.test.images, datamodule.test.labels
+    images, labels = datamodule.test.images[:], datamodule.test.labels
     with torch.inference_mode():
         logits = model(images)
     expected_loss = float(F.cross_entropy(logits, labels, reduction="sum")) / len(labels)

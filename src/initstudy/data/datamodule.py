@@ -1,7 +1,8 @@
 """MNIST as device-resident tensors, served in seeded, index-sliced mini-batches.
 
-The whole dataset (70,000 x 784 float32, ~220 MB) is parsed once by torchvision, scaled to [0, 1] and kept
-on the training device. Each epoch draws a permutation from a generator seeded by (seed, epoch), so batch
+The whole dataset is parsed once by torchvision and kept on the training device as the files' bytes (70,000 x
+784 uint8, 55 MB; float32 would be 220 MB); what is read of it (a mini-batch, an evaluation slice) is scaled
+to float32 in [0, 1] when read (:class:`ScaledPixels`), bit for bit the values of scaling the whole set. Each epoch draws a permutation from a generator seeded by (seed, epoch), so batch
 order depends on nothing but the config, and gathers mini-batches by index: no per-sample Python, no PIL,
 no DataLoader workers. Mini-batches are grouped into *chunks* that the LightningModule consumes with manual
 optimization, so Lightning's per-batch hooks run once per chunk instead of once per optimizer step.
@@ -24,18 +25,52 @@ NUM_PIXELS = 28 * 28
 @dataclass(frozen=True)
 class Split:
     name: str
-    images: torch.Tensor
+    images: ScaledPixels
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
+class ScaledPixels:
+    """A split's images as uint8 pixels, read as float32 in [0, 1]: ``images[index]`` (any index a tensor
+    takes) is ``pixels[index] / 255``. Scaling is elementwise and each of the 256 values scales to the same
+    float whichever kernel path (vector or scalar tail) handles it, so a batch read here equals the same rows
+    of the whole set scaled at once (tests/test_data.py), at a quarter of the memory."""
+
+    def __init__(self, pixels: torch.Tensor) -> None:
+        self.pixels = pixels
+
+    def __getitem__(self, index: object) -> torch.Tensor:
+        return scale(self.pixels[index])  # type: ignore[index]
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixels.device
+
+    def split(self, size: int) -> Iterator[torch.Tensor]:
+        """Consecutive slices of ``size`` images, each scaled when reached."""
+        return (scale(part) for part in self.pixels.split(size))
+
+
+def scale(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1]."""
+    return pixels.to(torch.float32).div_(255.0)
+
+
+def read_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Parse the IDX files with torchvision: (N x 784 uint8 pixels, N int64 labels)."""
+    dataset = MNIST(root=str(root), train=train, download=False)
+    return dataset.data.reshape(len(dataset.data), NUM_PIXELS), dataset.targets.to(torch.int64)
+
+
 def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Parse the IDX files with torchvision and return (N x 784 float32 in [0, 1], N int64 labels)."""
-    dataset = MNIST(root=str(root), train=train, download=False)
-    images = dataset.data.reshape(len(dataset.data), NUM_PIXELS).to(torch.float32).div_(255.0)
-    return images, dataset.targets.to(torch.int64)
+    pixels, labels = read_mnist(root, train)
+    return scale(pixels), labels
 
 
 class ChunkedBatches:
@@ -126,19 +161,23 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.train is not None:
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else self.device
-        train_x, train_y = load_mnist(self.root, train=True)
-        test_x, test_y = load_mnist(self.root, train=False)
+        train_x, train_y = read_mnist(self.root, train=True)
+        test_x, test_y = read_mnist(self.root, train=False)
         n_pool = len(train_y) - self.val_size  # the images not held out
         n_train = n_pool if self.train_size is None else self.train_size
-        self.test = Split("test", test_x.to(device), test_y.to(device))
+        self.test = Split("test", ScaledPixels(test_x.to(device)), test_y.to(device))
         # Copies, so that the full 60,000-image storage is released.
         self.train = Split(
-            "train", train_x[:n_train].clone().to(device), train_y[:n_train].clone().to(device)
+            "train",
+            ScaledPixels(train_x[:n_train].clone().to(device)),
+            train_y[:n_train].clone().to(device),
         )
         if self.val_size:
             held_out = slice(n_pool, None)
             self.eval = Split(
-                "val", train_x[held_out].clone().to(device), train_y[held_out].clone().to(device)
+                "val",
+                ScaledPixels(train_x[held_out].clone().to(device)),
+                train_y[held_out].clone().to(device),
             )
         else:
             self.eval = self.test

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from initstudy import layer_stats
+from initstudy.data.datamodule import Split
 from initstudy.module import Evaluation, EvaluationSums
 from initstudy.stacked.members import Member
 from initstudy.stacked.network import MemberShards
@@ -115,15 +116,14 @@ class StackedModule(pl.LightningModule):
 
     def training_step(self, chunk: list[torch.Tensor], batch_idx: int) -> None:
         """``chunk``: each step's [M, B] indices into the training split (initstudy.stacked.data), gathered
-        here one step at a time."""
+        one step at a time, each shard its members' rows on its own thread."""
         optimizers = self._shard_optimizers()
         active = [member.active for member in self.members]
         training = [m for m, on in enumerate(active) if on]
         split = self.trainer.datamodule.train
         step_losses = []
         for index in chunk:
-            images, labels = split.images[index], split.labels[index]
-            parts = self.threads.map(lambda k: self._shard_step(k, optimizers[k], images, labels, active))  # noqa: B023
+            parts = self.threads.map(lambda k: self._shard_step(k, optimizers[k], split, index, active))  # noqa: B023
             step_losses.append(torch.cat(parts))
             self.total_steps += 1
             if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
@@ -148,19 +148,19 @@ class StackedModule(pl.LightningModule):
         self,
         k: int,
         optimizer: torch.optim.Optimizer,
-        images: torch.Tensor,
-        labels: torch.Tensor,
+        split: Split,
+        index: torch.Tensor,
         active: Sequence[bool],
     ) -> torch.Tensor:
-        """One optimizer step of shard ``k`` on its members' slices of the stacked batch: its training members'
-        summed mean losses backward (the derivative by each member's loss is 1, so each gets its single-run
+        """One optimizer step of shard ``k`` on its members' mini-batches (their rows of ``index``): its
+        training members' summed mean losses backward (the derivative by each member's loss is 1, so each gets its single-run
         gradient), their gradients to their own tensors, the shard's optimizer. Returns every member's recorded
         loss (a frozen member's is not used). A shard whose members all stopped does nothing."""
         start, end = self.network.bounds[k]
         shard, mine = self.network.shards[k], list(active[start:end])
         if not any(mine):
-            return torch.full((end - start,), float("nan"), device=images.device)
-        x, y = images[start:end], labels[start:end]
+            return torch.full((end - start,), float("nan"), device=index.device)
+        x, y = split.images[index[start:end]], split.labels[index[start:end]]
         logits = shard(x)
         optimizer.zero_grad(set_to_none=True)
         shard.zero_grad(set_to_none=True)

@@ -9,12 +9,11 @@ failure while fitting fails every member's attempt; a failure while recording fa
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from initstudy.runner import Attempt, Outcome, begin, finish, fit, resume
+from initstudy.runner import Attempt, Outcome, begin, collect_previous_run, finish, fit, resume
 from initstudy.stacked.fit import fit_group
 from initstudy.train import JobSpec
 
@@ -23,7 +22,7 @@ def train_group(specs: Sequence[JobSpec], threads: int = 1) -> list[dict[str, An
     """Train the jobs ``specs`` (one group) into their run folders, on up to ``threads`` threads; per job its
     metrics, or the error that ended its attempt."""
     started = time.perf_counter()
-    gc.collect()  # the previous unit's data set, freed only by the cycle collector (see runner.train_run)
+    collect_previous_run()
     results: dict[int, dict[str, Any] | Exception] = {}
     attempts: dict[int, Attempt] = {}
     try:
