@@ -4,10 +4,11 @@ against the matmul floor, and start-up against the bare imports; all ratios meas
 (a) A reduced default study (params.yaml's sweep: 4 initializers x 5 seeds = 20 runs; ``--epochs`` epochs
     (1 by default; the study trains 10) on ``--train-size`` images, by default 50,000: the study's epoch,
     evaluations every 100 steps included) through ``python -m initstudy.train --multirun`` with ``hydra/launcher=basic`` (one job after
-    another in one process), ``hydra/launcher=joblib`` (what the DVC stages used before: one job per CPU) and
-    ``hydra/launcher=stacked`` (its default ``n_jobs``: one worker per CPU), in a throw-away copy of the
-    study on real MNIST: wall time, and peak resident memory of the whole process tree (sampled) and of its
-    largest process.
+    another in one process), ``hydra/launcher=joblib`` (one job per CPU), the stacked launcher as it was
+    before shards (``stacked_processes``: one worker process per CPU, each training one group on one thread)
+    and ``hydra/launcher=stacked`` as the DVC stages run it (one process, each group's members in one shard
+    per CPU, each shard on a thread), in a throw-away copy of the study on real MNIST: wall time, and peak
+    resident memory of the whole process tree (sampled) and of its largest process.
 (b) Per optimizer step, training only (fit minus evaluations, from each run's timing.json): a single run's
     step, and a stacked group's step divided by its members, each against the floor: only the forward and
     backward matmuls of one 784-256-128-10 model at batch 64 (``torch.addmm``/``torch.mm``), on one thread,
@@ -178,9 +179,12 @@ def depth_only(args: argparse.Namespace, mnist: Path) -> None:
 
 
 def train_step_seconds(timing: dict, steps: int) -> float:
-    """Seconds per optimizer step, training only: the fit without its evaluations, per model (a stacked
-    group's timing.json holds the group's times, shared by ``stacked_members`` models)."""
-    return (timing["fit_seconds"] - timing["eval_seconds"]) / steps / timing.get("stacked_members", 1)
+    """Core-seconds per optimizer step and model, training only: the fit without its evaluations, per model,
+    times the threads that trained at once (a stacked group's timing.json holds the group's wall times,
+    shared by ``stacked_members`` models on ``stacked_shards`` threads): the same measure as the one-thread
+    floor's, so the ratio compares work, not core counts."""
+    wall = (timing["fit_seconds"] - timing["eval_seconds"]) / steps / timing.get("stacked_members", 1)
+    return wall * timing.get("stacked_shards", 1)
 
 
 def matmul_floor(profile: str, repo: Path, concurrent: int = 1) -> float:
@@ -320,6 +324,11 @@ def main() -> None:
     launchers = {
         "basic": ["hydra/launcher=basic"],
         "joblib": ["hydra/launcher=joblib"],
+        "stacked_processes": [
+            "hydra/launcher=stacked",
+            "hydra.launcher.n_jobs=-1",
+            "hydra.launcher.threads=1",
+        ],
         "stacked": ["hydra/launcher=stacked"],
     }
     with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
@@ -341,12 +350,21 @@ def main() -> None:
     loaded_floor = min(floors["portable_concurrent"])
     single = statistics.median(train_step_seconds(t, steps) for t in sweeps["basic"]["timings"])
     stacked = statistics.median(train_step_seconds(t, steps) for t in sweeps["stacked"]["timings"])
+    in_processes = statistics.median(
+        train_step_seconds(t, steps) for t in sweeps["stacked_processes"]["timings"]
+    )
     members = sorted({t.get("stacked_members", 1) for t in sweeps["stacked"]["timings"]})
+    shards = sorted({t.get("stacked_shards", 1) for t in sweeps["stacked"]["timings"]})
+    wall = {name: s["wall_seconds"] for name, s in sweeps.items()}
     result = {
-        "ratio_sweep_basic_vs_stacked": sweeps["basic"]["wall_seconds"] / sweeps["stacked"]["wall_seconds"],
-        "ratio_sweep_joblib_vs_stacked": sweeps["joblib"]["wall_seconds"] / sweeps["stacked"]["wall_seconds"],
+        "ratio_sweep_basic_vs_stacked": wall["basic"] / wall["stacked"],
+        "ratio_sweep_joblib_vs_stacked": wall["joblib"] / wall["stacked"],
+        "ratio_sweep_stacked_processes_vs_stacked": wall["stacked_processes"] / wall["stacked"],
+        "ratio_peak_rss_stacked_processes_vs_stacked": sweeps["stacked_processes"]["peak_rss_tree_mib"]
+        / sweeps["stacked"]["peak_rss_tree_mib"],
         "ratio_single_step_vs_floor": single / floor,
         "ratio_stacked_step_per_model_vs_floor": stacked / floor,
+        "ratio_stacked_processes_step_per_model_vs_floor": in_processes / floor,
         "ratio_stacked_step_per_model_vs_fast_floor": stacked / fast_floor,
         # The stacked sweep trains one group per core at once; this floor runs one process per core at once.
         "ratio_stacked_step_per_model_vs_concurrent_floor": stacked / loaded_floor,
@@ -356,6 +374,8 @@ def main() -> None:
         "step_seconds": {
             "single_run": single,
             "stacked_per_model": stacked,
+            "stacked_processes_per_model": in_processes,
+            "measure": "core-seconds per optimizer step and model (wall x threads at once / members)",
             "matmul_floor": floor,
             "matmul_floor_profile": "portable (the runs' own)",
             "matmul_floor_fast": fast_floor,
@@ -363,6 +383,7 @@ def main() -> None:
             "matmul_floor_raw": floors,
         },
         "stacked_members": members,
+        "stacked_shards": shards,
         "startup": start,
         "setup": {
             "runs": 20,
@@ -383,12 +404,15 @@ def main() -> None:
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report["stacked"] = result
     atomic.write_json(args.out, report)
-    print(f"\nsweep of 20 runs: basic {sweeps['basic']['wall_seconds']:.1f} s, joblib "
-          f"{sweeps['joblib']['wall_seconds']:.1f} s, stacked {sweeps['stacked']['wall_seconds']:.1f} s "
-          f"({members} members per group): {result['ratio_sweep_basic_vs_stacked']:.2f}x basic, "
-          f"{result['ratio_sweep_joblib_vs_stacked']:.2f}x joblib")  # fmt: skip
+    print(f"\nsweep of 20 runs: basic {wall['basic']:.1f} s, joblib {wall['joblib']:.1f} s, stacked in worker "
+          f"processes {wall['stacked_processes']:.1f} s, stacked {wall['stacked']:.1f} s ({members} members per "
+          f"group, {shards} shards): {result['ratio_sweep_basic_vs_stacked']:.2f}x basic, "
+          f"{result['ratio_sweep_joblib_vs_stacked']:.2f}x joblib, "
+          f"{result['ratio_sweep_stacked_processes_vs_stacked']:.2f}x worker processes; peak RSS "
+          f"{sweeps['stacked']['peak_rss_tree_mib']:.0f} MiB vs {sweeps['stacked_processes']['peak_rss_tree_mib']:.0f}")  # fmt: skip
     print(f"per step: single run {single * 1e3:.2f} ms = {single / floor:.2f}x the floor; stacked per model "
-          f"{stacked * 1e3:.2f} ms = {stacked / floor:.2f}x; floor {floor * 1e3:.3f} ms (portable, 1 thread), "
+          f"{stacked * 1e3:.2f} ms = {stacked / floor:.2f}x (in worker processes {in_processes * 1e3:.2f} ms = "
+          f"{in_processes / floor:.2f}x); floor {floor * 1e3:.3f} ms (portable, 1 thread), "
           f"{fast_floor * 1e3:.3f} ms (fast kernels: stacked {stacked / fast_floor:.1f}x), "
           f"{loaded_floor * 1e3:.3f} ms (portable, one per core at once: stacked {stacked / loaded_floor:.2f}x)")  # fmt: skip
     print(f"written to {args.out}")

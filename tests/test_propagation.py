@@ -290,3 +290,19 @@ def test_diagnose_writes_the_correlation_map_and_the_jacobian_per_network(synthe
     assert sorted(jacobians.init) == ["he_uniform", "zeros"] and (jacobians.seeds == 2).all()
     assert jacobians.set_index("init").loc["zeros", "mean_sq"] == 0
     assert jacobians.set_index("init").loc["he_uniform", "relative_spread"] > 0
+
+
+@pytest.mark.parametrize("module", ["initstudy.diagnose", "initstudy.report.__main__"])
+def test_stages_that_compute_predictions_pin_numpys_blas_whatever_the_environment_says(module: str):
+    """OpenBLAS picks its kernels and threads per machine, and the predictions (numpy products) change in
+    their last digits with either (initstudy.blas): the diagnose and report entry points load it with the AVX
+    kernels on one thread, also when the environment asks for others."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "2"}
+    code = (f"import {module}, json, threadpoolctl; print(json.dumps([[i['internal_api'], i.get('architecture'), "
+            "i['num_threads']] for i in threadpoolctl.threadpool_info()]))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert ["openblas", "Sandybridge", 1] in json.loads(done.stdout.strip().splitlines()[-1])

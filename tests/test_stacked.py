@@ -19,12 +19,15 @@ from initstudy.config import ConfigError, compose_config
 BASE = ["logger=offline", "data.batch_size=32", "data.val_size=100", "trainer.max_epochs=2",
         "module.val_every_n_steps=5"]  # fmt: skip
 EXPLODING = "_target_: initstudy.initializers.RandomNormal\nname: exploding\nstd: 1.0e+4\n"
+# Activations and gradients that underflow to subnormals within 8 layers (0.02 x sqrt(16) per layer).
+VANISHING = "_target_: initstudy.initializers.RandomNormal\nname: vanishing\nstd: 2.0e-6\n"
 
 
 @pytest.fixture
 def study_root(study_root: Path) -> Path:
     """conftest's study root, plus an initializer that diverges."""
     (study_root / "conf/init/exploding.yaml").write_text(EXPLODING)
+    (study_root / "conf/init/vanishing.yaml").write_text(VANISHING)
     return study_root
 
 
@@ -97,6 +100,18 @@ def test_every_member_is_its_single_run_bit_for_bit(study_root: Path, tmp_path: 
     # Run to run: the same bytes again; and with the members in shards on threads (3 shards: 2, 1, 1 members).
     assert stacked_files(cfgs, tmp_path / "again") == stacked
     assert stacked_files(cfgs, tmp_path / "threads", threads=3) == stacked
+
+
+def test_members_on_other_threads_flush_subnormals_as_their_single_runs_do(study_root: Path, tmp_path: Path):
+    """Flush-to-zero is per-thread CPU state: a shard's thread must flush subnormals as the run's own thread
+    does (numerics=portable: on), or a deep network whose signal underflows computes other numbers, slowly."""
+    jobs = [("vanishing", 0), ("vanishing", 1)]
+    cfgs = configs(study_root, jobs, "model.hidden_sizes=[16,16,16,16,16,16,16,16]", "trainer.max_epochs=1")
+    stacked = stacked_files(cfgs, tmp_path / "group", threads=2)
+    for (init, seed), cfg, member in zip(jobs, cfgs, stacked, strict=True):
+        single = single_run_files(cfg, tmp_path / "single" / init / str(seed))
+        for name in single:
+            assert member[name] == single[name], f"{init}/seed_{seed}: {name}"
 
 
 def test_a_diverging_member_stops_alone_and_changes_no_other_member(study_root: Path, tmp_path: Path):
@@ -370,3 +385,36 @@ def test_workers_take_the_unit_with_the_most_work_first(monkeypatch):
     assert unit_work(deep) == 2 * parameters[30] * 10_000 > unit_work(shallow)
     default = compose_config([])  # all 50,000 training images (10,000 held out) x 10 epochs
     assert unit_work([default]) == (785 * 256 + 257 * 128 + 129 * 10) * 50_000 * 10
+
+
+def test_shard_threads_mirror_flush_to_zero_and_raise_only_once_every_shard_has_finished():
+    """Each shard on its own thread (the calling thread takes shard 0); a new thread flushes subnormals as
+    the creating thread does, whatever the CPU's inheritance rules; an error is raised once no shard runs."""
+    import threading
+    import time
+
+    from initstudy.stacked.threads import ShardThreads, subnormals_flushed
+
+    before = subnormals_flushed()
+    try:
+        for flushed in (True, False):
+            torch.set_flush_denormal(flushed)
+            threads = ShardThreads(3)
+            names = threads.map(lambda k: (k, threading.current_thread().name, subnormals_flushed()))
+            assert [k for k, _, _ in names] == [0, 1, 2] and {f for _, _, f in names} == {flushed}
+            assert names[0][1] == threading.current_thread().name and len({n for _, n, _ in names}) == 3
+            finished: list[int] = []
+
+            def work(k: int, finished: list[int] = finished) -> int:
+                if k == 0:
+                    raise ValueError("shard 0 failed")
+                time.sleep(0.2)
+                finished.append(k)
+                return k
+
+            with pytest.raises(ValueError, match="shard 0 failed"):
+                threads.map(work)
+            assert sorted(finished) == [1, 2]
+            threads.close()
+    finally:
+        torch.set_flush_denormal(before)

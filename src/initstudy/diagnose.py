@@ -11,6 +11,11 @@ every seed, and measured on the same fixed batch of training images. Writes ``di
 
 from __future__ import annotations
 
+# First: pins numpy's OpenBLAS (kernels, threads) before numpy loads it; the predictions are its products.
+from initstudy import blas  # noqa: F401
+
+# isort: split
+
 import argparse
 import math
 import sys

@@ -11,6 +11,11 @@ side-by-side report instead (initstudy.report.classic): paper_vs_ours.csv, metri
 
 from __future__ import annotations
 
+# First: pins numpy's OpenBLAS (kernels, threads) before numpy loads it (the Schoenholz report's mean field).
+from initstudy import blas  # noqa: F401
+
+# isort: split
+
 import argparse
 import contextlib
 import json

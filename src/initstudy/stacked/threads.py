@@ -2,8 +2,10 @@
 
 torch releases the GIL inside its kernels, and under ``numerics=portable`` runs each kernel on the thread that
 calls it (one intra-op thread), so shards on N threads keep N cores busy, each member's bytes unchanged
-(initstudy.stacked.network.MemberShards). Grad mode is per thread: work that must not record a graph (the
-evaluations) enters ``torch.no_grad()`` itself.
+(initstudy.stacked.network.MemberShards). Per-thread state is set on each new thread as the creating thread has
+it: flush-to-zero of subnormals (CPU state per thread, the numerics profile's; a thread with another mode
+computes other numbers in networks whose signal underflows: tests/test_stacked.py). Grad mode is per thread
+too: work that must not record a graph (the evaluations) enters ``torch.no_grad()`` itself.
 """
 
 from __future__ import annotations
@@ -12,13 +14,29 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
+import torch
+
 T = TypeVar("T")
+
+
+def subnormals_flushed() -> bool:
+    """Whether this thread flushes subnormal results to zero (an exactly subnormal product, on this thread)."""
+    return float(torch.tensor(1e-30) * 1e-10) == 0.0
 
 
 class ShardThreads:
     def __init__(self, count: int) -> None:
         self.count = count
-        self._pool = ThreadPoolExecutor(count - 1, thread_name_prefix="shard") if count > 1 else None
+        self._pool = (
+            ThreadPoolExecutor(
+                count - 1,
+                thread_name_prefix="shard",
+                initializer=torch.set_flush_denormal,
+                initargs=(subnormals_flushed(),),
+            )
+            if count > 1
+            else None
+        )
 
     def map(self, work: Callable[[int], T]) -> list[T]:
         """``work(k)`` for every shard ``k``, at once; the results in shard order. Every shard has finished
