@@ -79,14 +79,17 @@ def environment(repo: Path) -> dict[str, str]:
 
 
 class TreeMemory:
-    """Peak resident memory of a process and its descendants, sampled every 50 ms: the sum (what the machine
-    must hold at once) and the largest single process."""
+    """Peak memory of a process and its descendants, sampled every 50 ms: the sum of their proportional set
+    sizes (PSS: each shared page divided among the processes that map it, so the sum is what the machine holds
+    at once; sampled every 0.5 s), the sum of their resident sizes (RSS: shared pages counted once per process, e.g. torch's
+    libraries in every worker, and a child forked for a subprocess counted twice until it execs), and the
+    largest single process's RSS."""
 
     def __init__(self, pid: int) -> None:
         import psutil
 
         self.root = psutil.Process(pid)
-        self.total = self.largest = 0
+        self.total = self.largest = self.proportional = self.samples = 0
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.sample, daemon=True)
         self.thread.start()
@@ -97,14 +100,23 @@ class TreeMemory:
         while not self.done.is_set():
             try:
                 processes = [self.root, *self.root.children(recursive=True)]
-                sizes = []
+                # PSS walks every page table (/proc/<pid>/smaps_rollup): every 10th sample, not to load the
+                # cores the sweep uses.
+                sizes, shares, proportional = [], [], self.samples % 10 == 0
+                self.samples += 1
                 for process in processes:
                     with contextlib.suppress(psutil.Error):
-                        sizes.append(process.memory_info().rss)
+                        if proportional:
+                            full = process.memory_full_info()
+                            sizes.append(full.rss)
+                            shares.append(full.pss)
+                        else:
+                            sizes.append(process.memory_info().rss)
                 self.total, self.largest = (
                     max(self.total, sum(sizes)),
                     max(self.largest, max(sizes, default=0)),
                 )
+                self.proportional = max(self.proportional, sum(shares))
             except psutil.Error:
                 pass
             self.done.wait(0.05)
@@ -112,7 +124,11 @@ class TreeMemory:
     def stop(self) -> dict[str, float]:
         self.done.set()
         self.thread.join()
-        return {"peak_rss_tree_mib": self.total / 2**20, "peak_rss_largest_process_mib": self.largest / 2**20}
+        return {
+            "peak_pss_tree_mib": self.proportional / 2**20,
+            "peak_rss_tree_mib": self.total / 2**20,
+            "peak_rss_largest_process_mib": self.largest / 2**20,
+        }
 
 
 def sweep(repo: Path, launcher: list[str], train_size: int, epochs: int) -> dict:
@@ -343,8 +359,9 @@ def main() -> None:
             for name_, values in floors.items():
                 profile, concurrent = name_.split("_")[0], workers if name_.endswith("concurrent") else 1
                 values.append(matmul_floor(profile, repo, concurrent))
-            print(f"{name}: {sweeps[name]['wall_seconds']:.1f} s, peak RSS (tree) "
-                  f"{sweeps[name]['peak_rss_tree_mib']:.0f} MiB", flush=True)  # fmt: skip
+            print(f"{name}: {sweeps[name]['wall_seconds']:.1f} s, peak PSS (tree) "
+                  f"{sweeps[name]['peak_pss_tree_mib']:.0f} MiB, RSS summed {sweeps[name]['peak_rss_tree_mib']:.0f}, "
+                  f"largest process {sweeps[name]['peak_rss_largest_process_mib']:.0f}", flush=True)  # fmt: skip
         threads = sweeps["basic"]["timings"][0]["torch_threads"]
     floor, fast_floor = min(floors["portable"]), min(floors["fast"])
     loaded_floor = min(floors["portable_concurrent"])
@@ -360,8 +377,8 @@ def main() -> None:
         "ratio_sweep_basic_vs_stacked": wall["basic"] / wall["stacked"],
         "ratio_sweep_joblib_vs_stacked": wall["joblib"] / wall["stacked"],
         "ratio_sweep_stacked_processes_vs_stacked": wall["stacked_processes"] / wall["stacked"],
-        "ratio_peak_rss_stacked_processes_vs_stacked": sweeps["stacked_processes"]["peak_rss_tree_mib"]
-        / sweeps["stacked"]["peak_rss_tree_mib"],
+        "ratio_peak_pss_stacked_processes_vs_stacked": sweeps["stacked_processes"]["peak_pss_tree_mib"]
+        / sweeps["stacked"]["peak_pss_tree_mib"],
         "ratio_single_step_vs_floor": single / floor,
         "ratio_stacked_step_per_model_vs_floor": stacked / floor,
         "ratio_stacked_processes_step_per_model_vs_floor": in_processes / floor,
@@ -408,8 +425,8 @@ def main() -> None:
           f"processes {wall['stacked_processes']:.1f} s, stacked {wall['stacked']:.1f} s ({members} members per "
           f"group, {shards} shards): {result['ratio_sweep_basic_vs_stacked']:.2f}x basic, "
           f"{result['ratio_sweep_joblib_vs_stacked']:.2f}x joblib, "
-          f"{result['ratio_sweep_stacked_processes_vs_stacked']:.2f}x worker processes; peak RSS "
-          f"{sweeps['stacked']['peak_rss_tree_mib']:.0f} MiB vs {sweeps['stacked_processes']['peak_rss_tree_mib']:.0f}")  # fmt: skip
+          f"{result['ratio_sweep_stacked_processes_vs_stacked']:.2f}x worker processes; peak PSS of the tree "
+          f"{sweeps['stacked']['peak_pss_tree_mib']:.0f} MiB vs {sweeps['stacked_processes']['peak_pss_tree_mib']:.0f}")  # fmt: skip
     print(f"per step: single run {single * 1e3:.2f} ms = {single / floor:.2f}x the floor; stacked per model "
           f"{stacked * 1e3:.2f} ms = {stacked / floor:.2f}x (in worker processes {in_processes * 1e3:.2f} ms = "
           f"{in_processes / floor:.2f}x); floor {floor * 1e3:.3f} ms (portable, 1 thread), "
