@@ -2,9 +2,9 @@
 
 The whole dataset is parsed once by torchvision and kept on the training device as the files' bytes (70,000 x
 784 uint8, 55 MB; float32 would be 220 MB); what is read of it (a mini-batch, an evaluation slice) is scaled
-to float32 in [0, 1] when read (:class:`ScaledPixels`), bit for bit the values of scaling the whole set. Each epoch draws a permutation from a generator seeded by (seed, epoch), so batch
-order depends on nothing but the config, and gathers mini-batches by index: no per-sample Python, no PIL,
-no DataLoader workers. Mini-batches are grouped into *chunks* that the LightningModule consumes with manual
+to float32 in [0, 1] when read (:class:`ScaledPixels`), bit for bit the values of scaling the whole set.
+Each epoch draws a permutation from a generator seeded by (seed, epoch), so batch order depends on nothing
+but the config, and gathers mini-batches by index: no per-sample Python, no PIL, no DataLoader workers. Mini-batches are grouped into *chunks* that the LightningModule consumes with manual
 optimization, so Lightning's per-batch hooks run once per chunk instead of once per optimizer step.
 """
 
@@ -36,7 +36,7 @@ class ScaledPixels:
     """A split's images as uint8 pixels, read as float32 in [0, 1]: ``images[index]`` (any index a tensor
     takes) is ``pixels[index] / 255``. Scaling is elementwise and each of the 256 values scales to the same
     float whichever kernel path (vector or scalar tail) handles it, so a batch read here equals the same rows
-    of the whole set scaled at once (tests/test_data.py), at a quarter of the memory."""
+    of the whole set scaled at once (tests/test_lightning.py), at a quarter of the memory."""
 
     def __init__(self, pixels: torch.Tensor) -> None:
         self.pixels = pixels

@@ -3,8 +3,9 @@
 Member m's epoch order is exactly its single run's (:class:`~initstudy.data.datamodule.ChunkedBatches` seeded by
 (seed_m, epoch)); a chunk is the members' index tensors of each step, stacked to [M, B], and the module gathers
 ``images[index]`` ([M, B, 784] images, [M, B] labels) when the step runs: a chunk of gathered images would hold
-32 steps x M members of them (128 MB for 20 members), twice while Lightning fetches the next chunk ahead. The members share the data (same sizes by grouping), so the batch sizes,
-the short last batch included, are the same for all of them.
+32 steps x M members of them (128 MB for 20 members), twice while Lightning fetches the next chunk ahead.
+The members share the data (same sizes by grouping), so the batch sizes, the short last batch included, are
+the same for all of them.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Manual optimization over chunks, as in ``InitStudyModule``: per optimizer step one stacked forward, each
 member's mean cross-entropy on its own batch (one batched call whose gradients are each member's own), and one
-backward of their sum, so that each member's gradient is its single-run gradient (the derivative of the sum by a member's
-loss is exactly 1). Members share no parameter and no reduction: the optimizer is elementwise over per-member
-tensors (initstudy.stacked.network), the finiteness check is per member, and there is no gradient norm.
+backward of their sum, so that each member's gradient is its single-run gradient (the derivative of the sum by
+a member's loss is exactly 1). Members share no parameter and no reduction: the optimizer is elementwise over
+per-member tensors (initstudy.stacked.network), the finiteness check is per member, and there is no gradient
+norm.
 
 A member whose loss is not finite is stopped where its single run stops: at the end of that chunk, with one
 evaluation pass right away (the pass Lightning's validation loop makes when a run asks to stop) and its epoch
@@ -153,9 +154,9 @@ class StackedModule(pl.LightningModule):
         active: Sequence[bool],
     ) -> torch.Tensor:
         """One optimizer step of shard ``k`` on its members' mini-batches (their rows of ``index``): its
-        training members' summed mean losses backward (the derivative by each member's loss is 1, so each gets its single-run
-        gradient), their gradients to their own tensors, the shard's optimizer. Returns every member's recorded
-        loss (a frozen member's is not used). A shard whose members all stopped does nothing."""
+        training members' summed mean losses backward (the derivative by each member's loss is 1, so each gets
+        its single-run gradient), their gradients to their own tensors, the shard's optimizer. Returns every
+        member's recorded loss (a frozen member's is not used). A shard whose members all stopped does nothing."""
         start, end = self.network.bounds[k]
         shard, mine = self.network.shards[k], list(active[start:end])
         if not any(mine):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initstudy.model import ACTIVATIONS, MLP
+from initstudy.stacked.grouping import balanced
 
 # Activations whose scalar and vector kernels agree bit for bit (comparisons and one multiplication): applied to
 # the whole stack at once. The others (exp, tanh, erf) run the last ``numel % (2 x vector width)`` elements of
@@ -139,15 +140,10 @@ class StackedMLP(nn.Module):
 
 
 def shard_bounds(size: int, count: int) -> list[tuple[int, int]]:
-    """``count`` contiguous member ranges covering ``size`` members, sizes differing by at most one."""
-    count = max(1, min(count, size))
-    base, extra = divmod(size, count)
-    bounds, start = [], 0
-    for part in range(count):
-        end = start + base + (part < extra)
-        bounds.append((start, end))
-        start = end
-    return bounds
+    """``count`` contiguous member ranges covering ``size`` members, sizes differing by at most one (the
+    grouping's cut: :func:`initstudy.stacked.grouping.balanced`), never an empty one."""
+    parts = balanced(range(size), max(1, min(count, size)))
+    return [(part[0], part[-1] + 1) for part in parts]
 
 
 class MemberShards(nn.Module):
