@@ -17,9 +17,13 @@ against the matmul floor, and start-up against the bare imports; all ratios meas
     AVX-512 kernels: what the runs would get if they gave up identical bytes across machines), and with one
     floor process per core at once (the stacked sweep trains one group per core: they share caches and memory
     bandwidth, which a floor measured alone on an idle machine does not pay).
+    The stacked sweep's wall time is also split into training, evaluations and the rest, and bounded: with
+    every member's step at the floor and all else as measured, how much faster than the basic sweep could it
+    be? (``ratio_sweep_basic_vs_stacked_step_at_floor``: what a faster step alone can reach.)
 (c) Start-up: ``python -c "import torch, pytorch_lightning"`` against a run's time from process start to its
     first training step (timing.json), wall and CPU seconds, in fresh processes, alternating, fastest of
-    ``--rounds`` each (``--startup-only``: only this).
+    ``--rounds`` each (``--startup-only``: only this); beside them the imports plus MLflow's package and
+    store (the least an online run can take) and the run with ``logger=offline`` (the project's own share).
 
 Writes the ``stacked`` entry of reports/benchmarks.json (keeps the others). Absolute times swing on shared
 machines; compare the ratios, and read ``machine.shared``.
@@ -194,6 +198,51 @@ def depth_only(args: argparse.Namespace, mnist: Path) -> None:
     atomic.write_json(args.out, report)
 
 
+def study_only(args: argparse.Namespace, mnist: Path) -> None:
+    """The issue's measure of the sweep: the default study exactly as ``dvc repro train`` trains it (params.yaml:
+    20 runs x 10 epochs of 50,000 images), through the basic launcher and through the stacked one (the stage's
+    command), one run each, with the floor measured in between; into ``stacked.study_sweep`` of an existing
+    benchmarks.json. ~20 min on a 2-core machine."""
+    with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
+        repo = study_copy(Path(folder), mnist)
+        sweeps = {}
+        for name in ("basic", "stacked"):
+            sweeps[name] = timed_sweep(repo, "runs", [f"hydra/launcher={name}"])
+            sweeps[name]["timings"] = [json.loads(path.read_text())
+                                       for path in sorted((repo / "runs").glob("*/seed_*/timing.json"))]  # fmt: skip
+            assert len(sweeps[name]["timings"]) == 20, len(sweeps[name]["timings"])
+        floor = matmul_floor("portable", repo)
+    epochs = sweeps["stacked"]["timings"][0]["epoch_seconds"]
+    steps = -(-50_000 // BATCH) * len(epochs)
+    bound = sweep_at_floor(sweeps["stacked"], steps, floor)
+    wall = {name: sweep["wall_seconds"] for name, sweep in sweeps.items()}
+    result = {
+        "ratio_basic_vs_stacked": wall["basic"] / wall["stacked"],
+        "ratio_basic_vs_stacked_step_at_floor": wall["basic"] / bound["wall_seconds"],
+        "stacked_sweep_time": bound,
+        "matmul_floor": floor,
+        "step_seconds": {
+            name: statistics.median(train_step_seconds(t, steps) for t in sweeps[name]["timings"])
+            for name in sweeps
+        },
+        "sweep": {name: {k: v for k, v in sweep.items() if k != "timings"} for name, sweep in sweeps.items()},
+        "setup": {
+            "runs": 20,
+            "epochs": len(epochs),
+            "steps_per_run": steps,
+            "overrides": "none (params.yaml)",
+        },
+    }
+    print(f"default study (20 runs x {len(epochs)} epochs): basic {wall['basic']:.1f} s, stacked {wall['stacked']:.1f} s: "
+          f"{result['ratio_basic_vs_stacked']:.2f}x; stacked training {bound['training_seconds']:.1f} s, evaluations "
+          f"{bound['evaluation_seconds']:.1f} s, the rest {bound['other_seconds']:.1f} s; with the step at the floor: "
+          f"{result['ratio_basic_vs_stacked_step_at_floor']:.2f}x; peak PSS basic "
+          f"{sweeps['basic']['peak_pss_tree_mib']:.0f} MiB, stacked {sweeps['stacked']['peak_pss_tree_mib']:.0f} MiB")  # fmt: skip
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    report.setdefault("stacked", {})["study_sweep"] = result
+    atomic.write_json(args.out, report)
+
+
 def train_step_seconds(timing: dict, steps: int) -> float:
     """Core-seconds per optimizer step and model, training only: the fit without its evaluations, per model,
     times the threads that trained at once (a stacked group's timing.json holds the group's wall times,
@@ -245,50 +294,105 @@ def floor_here(profile: str, steps: int = 2000) -> float:
     return best
 
 
+def sweep_at_floor(measured: dict, steps: int, floor: float) -> dict:
+    """Where the stacked sweep's wall time went, and what it would be with every member's training step at the
+    floor, all else as measured. Its groups train one after another (``n_jobs=1``), each group's members
+    spread over its shards' threads; a group's timing.json (the same in each member's folder) holds its fit,
+    and the evaluation passes inside it. With the step at the floor a group would train for
+    ``floor x steps x members / shards``; the evaluations (the single run's kernels, the same work in either
+    launcher), start-up, data and recording stay. The basic sweep's wall time over that bound is the most the
+    ratio can reach by a faster step alone."""
+    groups = {(t["fit_seconds"], t["eval_seconds"], t.get("stacked_members", 1), t.get("stacked_shards", 1))
+              for t in measured["timings"]}  # fmt: skip
+    training = sum(fit - evaluation for fit, evaluation, _, _ in groups)
+    evaluation = sum(evaluation for _, evaluation, _, _ in groups)
+    at_floor = sum(floor * steps * members / shards for _, _, members, shards in groups)
+    wall = measured["wall_seconds"]
+    return {
+        "groups": len(groups),
+        "training_seconds": training,
+        "evaluation_seconds": evaluation,
+        "other_seconds": wall - training - evaluation,
+        "training_at_floor_seconds": at_floor,
+        "wall_seconds": wall - training + at_floor,
+    }
+
+
 STARTUP_IMPORTS = "import torch, pytorch_lightning"
-# The bare imports, then this process's CPU seconds (user + system), the measure timing.json's
-# process_cpu_to_training_seconds uses.
-IMPORTS_CPU = STARTUP_IMPORTS + "; import os; print(sum(os.times()[:2]))"
+# The bare imports, then this process's wall seconds since it was created and its CPU seconds (user + system):
+# the measures timing.json's process_start_to_training_seconds and process_cpu_to_training_seconds use, taken
+# inside the process (timed from outside, a process's wall time also holds its exit: ~1 s for torch's).
+SINCE_START = (
+    "; import os, time, psutil; print(time.time() - psutil.Process().create_time(), sum(os.times()[:2]))"
+)
+IMPORTS = STARTUP_IMPORTS + SINCE_START
+# The same, plus what an online run needs of MLflow before its first step: the package and a client of the
+# run's store that has read it (SQLAlchemy engine, schema check). No run can start training sooner with
+# MLflow on; the difference is MLflow's share of the start-up. Measured after each round's runs, which made
+# the store (a new store would add its creation).
+IMPORTS_WITH_MLFLOW = (
+    STARTUP_IMPORTS
+    + ", mlflow, sys; mlflow.MlflowClient(tracking_uri=sys.argv[1]).search_experiments()"
+    + SINCE_START
+)
 
 
 def startup(repo: Path, rounds: int) -> dict:
-    """Fastest of ``rounds`` fresh processes each, alternating: the bare imports, and one run from process
-    start to its first training step (1 epoch on 640 images, MLflow logging on, as a user starts it). Wall
-    seconds, and CPU seconds of the process: on a shared machine the wall time follows the other load, the
-    CPU time much less, so the CPU ratio is the one to read there."""
-    wall: dict[str, list[float]] = {"imports": [], "to_training": []}
-    cpu: dict[str, list[float]] = {"imports": [], "to_training": []}
+    """Fastest of ``rounds`` fresh processes each, alternating: the bare imports; the imports plus MLflow's
+    (package and store); one run from process start to its first training step (1 epoch on 640 images) with
+    MLflow logging on, as a user starts it; and the same run with ``logger=offline`` (no MLflow in the
+    process: the start-up of the project's own code). Wall seconds since the process was created and its CPU
+    seconds, both read inside it: on a shared machine the wall time follows the other load, the CPU time much
+    less, so the CPU ratio is the one to read there."""
+    kinds = ("imports", "imports_with_mlflow", "to_training", "to_training_offline")
+    wall: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
+    store = f"sqlite:///{repo / 'mlflow.db'}"
     for round_ in range(rounds):
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", IMPORTS_CPU], check=True, env=environment(repo),
-                              capture_output=True, text=True)  # fmt: skip
-        wall["imports"].append(time.perf_counter() - started)
-        cpu["imports"].append(float(done.stdout.split()[-1]))
-        run_dir = repo / "runs" / f"startup-{round_}"
-        command = [sys.executable, "-m", "initstudy.train", "trainer.max_epochs=1", "data.train_size=640",
-                   f"hydra.run.dir={run_dir}"]  # fmt: skip
-        subprocess.run(command, cwd=repo, env=environment(repo), check=True, capture_output=True)
-        timing = json.loads((run_dir / "timing.json").read_text())
-        wall["to_training"].append(timing["process_start_to_training_seconds"])
-        cpu["to_training"].append(timing["process_cpu_to_training_seconds"])
-    best = {kind: {name: min(values) for name, values in series.items()} for kind, series in (("wall", wall),
-            ("cpu", cpu))}  # fmt: skip
+        for kind, logger in (("to_training", "mlflow"), ("to_training_offline", "offline")):
+            run_dir = repo / "runs" / f"startup-{logger}-{round_}"
+            command = [sys.executable, "-m", "initstudy.train", "trainer.max_epochs=1", "data.train_size=640",
+                       f"logger={logger}", f"hydra.run.dir={run_dir}"]  # fmt: skip
+            subprocess.run(command, cwd=repo, env=environment(repo), check=True, capture_output=True)
+            timing = json.loads((run_dir / "timing.json").read_text())
+            wall[kind].append(timing["process_start_to_training_seconds"])
+            cpu[kind].append(timing["process_cpu_to_training_seconds"])
+        for kind, code in (("imports", [IMPORTS]), ("imports_with_mlflow", [IMPORTS_WITH_MLFLOW, store])):
+            done = subprocess.run([sys.executable, "-c", *code], check=True, env=environment(repo),
+                                  capture_output=True, text=True)  # fmt: skip
+            since_start, used = map(float, done.stdout.split()[-2:])
+            wall[kind].append(since_start)
+            cpu[kind].append(used)
+    best = {measure: {kind: min(values) for kind, values in series.items()} for measure, series in
+            (("wall", wall), ("cpu", cpu))}  # fmt: skip
+    ratios = {
+        f"ratio_{name}_vs_imports_{measure}": best[measure][kind] / best[measure]["imports"]
+        for name, kind in (
+            ("start_to_training", "to_training"),
+            ("start_to_training_offline", "to_training_offline"),
+            ("imports_with_mlflow", "imports_with_mlflow"),
+        )
+        for measure in ("cpu", "wall")
+    }
     return {
-        "ratio_start_to_training_vs_imports_cpu": best["cpu"]["to_training"] / best["cpu"]["imports"],
-        "ratio_start_to_training_vs_imports_wall": best["wall"]["to_training"] / best["wall"]["imports"],
+        **ratios,
         "seconds": best,
         "imports": STARTUP_IMPORTS,
-        "logger": "mlflow (the default), to a SQLite store in the throw-away copy",
+        "logger": "mlflow (the default), to a SQLite store in the throw-away copy; and logger=offline",
         "raw": {"wall": wall, "cpu": cpu},
     }
 
 
 def print_startup(start: dict) -> None:
     wall, cpu = start["seconds"]["wall"], start["seconds"]["cpu"]
-    print(f"start-up: imports {wall['imports']:.2f} s wall / {cpu['imports']:.2f} s CPU; process start to "
-          f"training {wall['to_training']:.2f} s / {cpu['to_training']:.2f} s: "
+    print(f"start-up: imports {wall['imports']:.2f} s wall / {cpu['imports']:.2f} s CPU; with MLflow's package "
+          f"and store {wall['imports_with_mlflow']:.2f} s / {cpu['imports_with_mlflow']:.2f} s "
+          f"({start['ratio_imports_with_mlflow_vs_imports_cpu']:.2f}x CPU); process start to training "
+          f"{wall['to_training']:.2f} s / {cpu['to_training']:.2f} s: "
           f"{start['ratio_start_to_training_vs_imports_wall']:.2f}x wall, "
-          f"{start['ratio_start_to_training_vs_imports_cpu']:.2f}x CPU", flush=True)  # fmt: skip
+          f"{start['ratio_start_to_training_vs_imports_cpu']:.2f}x CPU; offline {wall['to_training_offline']:.2f} s "
+          f"/ {cpu['to_training_offline']:.2f} s: {start['ratio_start_to_training_offline_vs_imports_wall']:.2f}x "
+          f"wall, {start['ratio_start_to_training_offline_vs_imports_cpu']:.2f}x CPU", flush=True)  # fmt: skip
 
 
 def startup_only(args: argparse.Namespace, mnist: Path) -> None:
@@ -299,9 +403,7 @@ def startup_only(args: argparse.Namespace, mnist: Path) -> None:
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
     section = report.setdefault("stacked", {})
     section["startup"] = start
-    section["ratio_start_to_training_vs_imports_cpu"] = start["ratio_start_to_training_vs_imports_cpu"]
-    section["ratio_start_to_training_vs_imports_wall"] = start["ratio_start_to_training_vs_imports_wall"]
-    section.pop("ratio_start_to_training_vs_imports", None)
+    section.update({key: value for key, value in start.items() if key.startswith("ratio_")})
     atomic.write_json(args.out, report)
 
 
@@ -323,6 +425,11 @@ def main() -> None:
         action="store_true",
         help="only the reduced depth experiment, basic vs stacked, into an existing report",
     )
+    parser.add_argument(
+        "--study-only",
+        action="store_true",
+        help="only the default study as `dvc repro train` trains it (10 epochs), basic vs stacked, into an existing report",
+    )
     parser.add_argument("--shared", default="", help="note in the JSON what else ran on the machine")
     parser.add_argument("--floor", metavar="PROFILE", help=argparse.SUPPRESS)  # internal: one floor, printed
     args = parser.parse_args()
@@ -335,6 +442,9 @@ def main() -> None:
         return
     if args.depth_only:
         depth_only(args, mnist)
+        return
+    if args.study_only:
+        study_only(args, mnist)
         return
     steps = -(-args.train_size // BATCH) * args.epochs
     launchers = {
@@ -370,6 +480,7 @@ def main() -> None:
     in_processes = statistics.median(
         train_step_seconds(t, steps) for t in sweeps["stacked_processes"]["timings"]
     )
+    bound = sweep_at_floor(sweeps["stacked"], steps, floor)
     members = sorted({t.get("stacked_members", 1) for t in sweeps["stacked"]["timings"]})
     shards = sorted({t.get("stacked_shards", 1) for t in sweeps["stacked"]["timings"]})
     wall = {name: s["wall_seconds"] for name, s in sweeps.items()}
@@ -385,8 +496,9 @@ def main() -> None:
         "ratio_stacked_step_per_model_vs_fast_floor": stacked / fast_floor,
         # The stacked sweep trains one group per core at once; this floor runs one process per core at once.
         "ratio_stacked_step_per_model_vs_concurrent_floor": stacked / loaded_floor,
-        "ratio_start_to_training_vs_imports_cpu": start["ratio_start_to_training_vs_imports_cpu"],
-        "ratio_start_to_training_vs_imports_wall": start["ratio_start_to_training_vs_imports_wall"],
+        **{key: value for key, value in start.items() if key.startswith("ratio_")},
+        "ratio_sweep_basic_vs_stacked_step_at_floor": wall["basic"] / bound["wall_seconds"],
+        "stacked_sweep_time": bound,
         "sweep": {name: {k: v for k, v in s.items() if k != "timings"} for name, s in sweeps.items()},
         "step_seconds": {
             "single_run": single,
@@ -432,6 +544,9 @@ def main() -> None:
           f"{in_processes / floor:.2f}x); floor {floor * 1e3:.3f} ms (portable, 1 thread), "
           f"{fast_floor * 1e3:.3f} ms (fast kernels: stacked {stacked / fast_floor:.1f}x), "
           f"{loaded_floor * 1e3:.3f} ms (portable, one per core at once: stacked {stacked / loaded_floor:.2f}x)")  # fmt: skip
+    print(f"stacked sweep: training {bound['training_seconds']:.1f} s, evaluations {bound['evaluation_seconds']:.1f} s, "
+          f"the rest {bound['other_seconds']:.1f} s; with the step at the floor {bound['wall_seconds']:.1f} s: at most "
+          f"{result['ratio_sweep_basic_vs_stacked_step_at_floor']:.2f}x basic by a faster step")  # fmt: skip
     print(f"written to {args.out}")
 
 
