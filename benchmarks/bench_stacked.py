@@ -136,14 +136,20 @@ class TreeMemory:
 
 
 def sweep(repo: Path, launcher: list[str], train_size: int, epochs: int) -> dict:
-    """The default sweep, ``epochs`` epochs on ``train_size`` images, through ``launcher``; wall time, memory, each
-    run's timing.json. The runs and the MLflow store are removed first."""
-    measured = timed_sweep(
-        repo, "runs", [*launcher, f"trainer.max_epochs={epochs}", f"data.train_size={train_size}"]
-    )
-    timings = [json.loads(path.read_text()) for path in sorted((repo / "runs").glob("*/seed_*/timing.json"))]
-    assert len(timings) == 20, len(timings)
-    return {**measured, "timings": timings}
+    """The default sweep, ``epochs`` epochs on ``train_size`` images, through ``launcher``: :func:`study_sweep`."""
+    return study_sweep(repo, [*launcher, f"trainer.max_epochs={epochs}", f"data.train_size={train_size}"])
+
+
+def study_sweep(repo: Path, overrides: list[str]) -> dict:
+    """The default sweep (params.yaml's 20 runs) with ``overrides``: wall time, memory, each run's timing.json,
+    and the most optimizer steps a run took (metrics.json's ``steps_completed``: what the runs really did,
+    whatever the data and epochs). The runs and the MLflow store are removed first."""
+    measured = timed_sweep(repo, "runs", overrides)
+    folders = sorted(path.parent for path in (repo / "runs").glob("*/seed_*/timing.json"))
+    assert len(folders) == 20, len(folders)
+    steps = max(json.loads((folder / "metrics.json").read_text())["steps_completed"] for folder in folders)
+    return {**measured, "timings": [json.loads((folder / "timing.json").read_text()) for folder in folders],
+            "steps": steps}  # fmt: skip
 
 
 def timed_sweep(repo: Path, runs: str, overrides: list[str]) -> dict:
@@ -205,15 +211,9 @@ def study_only(args: argparse.Namespace, mnist: Path) -> None:
     benchmarks.json. ~20 min on a 2-core machine."""
     with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
         repo = study_copy(Path(folder), mnist)
-        sweeps = {}
-        for name in ("basic", "stacked"):
-            sweeps[name] = timed_sweep(repo, "runs", [f"hydra/launcher={name}"])
-            sweeps[name]["timings"] = [json.loads(path.read_text())
-                                       for path in sorted((repo / "runs").glob("*/seed_*/timing.json"))]  # fmt: skip
-            assert len(sweeps[name]["timings"]) == 20, len(sweeps[name]["timings"])
+        sweeps = {name: study_sweep(repo, [f"hydra/launcher={name}"]) for name in ("basic", "stacked")}
         floor = matmul_floor("portable", repo)
-    epochs = sweeps["stacked"]["timings"][0]["epoch_seconds"]
-    steps = -(-50_000 // BATCH) * len(epochs)
+    epochs, steps = len(sweeps["stacked"]["timings"][0]["epoch_seconds"]), sweeps["stacked"]["steps"]
     bound = sweep_at_floor(sweeps["stacked"], steps, floor)
     wall = {name: sweep["wall_seconds"] for name, sweep in sweeps.items()}
     result = {
@@ -228,12 +228,12 @@ def study_only(args: argparse.Namespace, mnist: Path) -> None:
         "sweep": {name: {k: v for k, v in sweep.items() if k != "timings"} for name, sweep in sweeps.items()},
         "setup": {
             "runs": 20,
-            "epochs": len(epochs),
+            "epochs": epochs,
             "steps_per_run": steps,
             "overrides": "none (params.yaml)",
         },
     }
-    print(f"default study (20 runs x {len(epochs)} epochs): basic {wall['basic']:.1f} s, stacked {wall['stacked']:.1f} s: "
+    print(f"default study (20 runs x {epochs} epochs): basic {wall['basic']:.1f} s, stacked {wall['stacked']:.1f} s: "
           f"{result['ratio_basic_vs_stacked']:.2f}x; stacked training {bound['training_seconds']:.1f} s, evaluations "
           f"{bound['evaluation_seconds']:.1f} s, the rest {bound['other_seconds']:.1f} s; with the step at the floor: "
           f"{result['ratio_basic_vs_stacked_step_at_floor']:.2f}x; peak PSS basic "
@@ -446,7 +446,6 @@ def main() -> None:
     if args.study_only:
         study_only(args, mnist)
         return
-    steps = -(-args.train_size // BATCH) * args.epochs
     launchers = {
         "basic": ["hydra/launcher=basic"],
         "joblib": ["hydra/launcher=joblib"],
@@ -474,6 +473,7 @@ def main() -> None:
                   f"largest process {sweeps[name]['peak_rss_largest_process_mib']:.0f}", flush=True)  # fmt: skip
         threads = sweeps["basic"]["timings"][0]["torch_threads"]
     floor, fast_floor = min(floors["portable"]), min(floors["fast"])
+    steps = sweeps["basic"]["steps"]  # every run's optimizer steps (the sweep has no divergence to stop one)
     loaded_floor = min(floors["portable_concurrent"])
     single = statistics.median(train_step_seconds(t, steps) for t in sweeps["basic"]["timings"])
     stacked = statistics.median(train_step_seconds(t, steps) for t in sweeps["stacked"]["timings"])
