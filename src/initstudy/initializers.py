@@ -2,10 +2,10 @@
 
 Semantics follow Keras where Keras has the same name, so that the seed notebook is reproduced:
 kernels are drawn by the initializer, biases start at zero (or, with ``bias_std`` > 0, are drawn from
-N(0, bias_std^2): the sigma_b of the mean-field analyses, Schoenholz et al. 2017), and the "normal" variance-scaling variants
-(Glorot/He/LeCun normal) are normals truncated at two standard deviations whose std is divided by
-0.87962566103423978 (the std of a unit normal truncated to [-2, 2]) so that the *resulting* variance is
-``scale / fan``. ``torch_default`` keeps ``nn.Linear``'s own initialization, biases included.
+N(0, bias_std^2): the sigma_b of the mean-field analyses, Schoenholz et al. 2017), and the "normal"
+variance-scaling variants (Glorot/He/LeCun normal) are normals truncated at two standard deviations whose
+std is divided by 0.87962566103423978 (the std of a unit normal truncated to [-2, 2]) so that the
+*resulting* variance is ``scale / fan``. ``torch_default`` keeps ``nn.Linear``'s own initialization, biases included.
 """
 
 from __future__ import annotations

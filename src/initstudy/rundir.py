@@ -87,7 +87,10 @@ def training_code(root: Path) -> list[str]:
     """The project's source files the train stage depends on, as dvc.yaml names them (paths under src/)."""
     path = root / "dvc.yaml"
     try:
-        stage = yaml.safe_load(path.read_text())["stages"][TRAINING_STAGE]
+        # libyaml's loader where PyYAML has it: dvc.yaml is ~44 KB, 45 ms to parse in Python, 6 ms in C (the
+        # same data), and every training process reads it once before its first step.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        stage = yaml.load(path.read_text(), Loader=loader)["stages"][TRAINING_STAGE]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
         raise RunFolderError(
             f"{path} names no `{TRAINING_STAGE}` stage ({error}): run from the study's root"

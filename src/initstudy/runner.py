@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from initstudy import atomic, layer_stats, numerics, provenance, rundir, tracking, weights
+from initstudy import atomic, collector, layer_stats, numerics, provenance, rundir, tracking, weights
 from initstudy.config import repo_root
 from initstudy.convergence import THRESHOLDS, first_crossing, threshold_key
 from initstudy.data.datamodule import MNISTDataModule
@@ -126,6 +126,13 @@ def build_datamodule(cfg: DictConfig, device: str, **extra: Any) -> MNISTDataMod
     return datamodule
 
 
+class CollectorResumed(pl.Callback):
+    """Training starts: the cycle collector, paused through start-up, resumes (initstudy.collector)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        collector.training_started()
+
+
 def build_trainer(
     cfg: DictConfig, job_index: int, logger: Any, callbacks: list[pl.Callback], staging: Path
 ) -> pl.Trainer:
@@ -138,7 +145,7 @@ def build_trainer(
         devices=devices,
         deterministic=cfg.numerics.deterministic,
         logger=logger or False,
-        callbacks=callbacks,
+        callbacks=[*callbacks, CollectorResumed()],
         enable_checkpointing=False,
         # A live bar (epoch, chunk of steps) only on a terminal; CI, DVC and SLURM logs get the recorder's
         # one line per epoch instead.

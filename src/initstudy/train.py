@@ -32,7 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from initstudy import launch, numerics, sweep
+from initstudy import collector, launch, numerics, sweep
 from initstudy.config import CONFIG_GROUPS_DIR, ConfigError, compose_config, repo_root
 from initstudy.rundir import run_identity
 
@@ -86,11 +86,15 @@ def objective(metrics: dict[str, Any]) -> float | None:
 def hydra_job(cfg: DictConfig) -> float | None:
     """One Hydra job: train in the run folder's staging folder, promoted into Hydra's output folder once
     complete. Returns :func:`objective`. (``hydra/launcher=stacked`` runs :func:`job_spec` per job and trains
-    the jobs it can group together: initstudy.stacked.)"""
-    from initstudy.runner import train_run
+    the jobs it can group together: initstudy.stacked.) A job process (loky, SLURM) imports torch and Lightning
+    here, so the collector pauses first (initstudy.collector)."""
+    with collector.start_up():
+        from initstudy.runner import train_run
 
-    spec = job_spec(cfg)
-    return objective(train_run(cfg, spec.final, spec.staging, spec.identity, spec.job_index, spec.position))
+        spec = job_spec(cfg)
+        return objective(
+            train_run(cfg, spec.final, spec.staging, spec.identity, spec.job_index, spec.position)
+        )
 
 
 def answers_without_running(argv: Sequence[str]) -> bool:
@@ -149,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.argv = [sys.argv[0], *argv]
     try:
-        with errors_raised():
+        with collector.start_up(), errors_raised():
             hydra_job()
     except BaseException as error:
         launch.end_session(error)

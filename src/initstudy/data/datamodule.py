@@ -4,8 +4,9 @@ The whole dataset is parsed once by torchvision and kept on the training device 
 784 uint8, 55 MB; float32 would be 220 MB); what is read of it (a mini-batch, an evaluation slice) is scaled
 to float32 in [0, 1] when read (:class:`ScaledPixels`), bit for bit the values of scaling the whole set.
 Each epoch draws a permutation from a generator seeded by (seed, epoch), so batch order depends on nothing
-but the config, and gathers mini-batches by index: no per-sample Python, no PIL, no DataLoader workers. Mini-batches are grouped into *chunks* that the LightningModule consumes with manual
-optimization, so Lightning's per-batch hooks run once per chunk instead of once per optimizer step.
+but the config, and gathers mini-batches by index: no per-sample Python, no PIL, no DataLoader workers.
+Mini-batches are grouped into *chunks* that the LightningModule consumes with manual optimization, so
+Lightning's per-batch hooks run once per chunk instead of once per optimizer step.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from initstudy import collector
 from initstudy.runner import Attempt, Outcome, begin, collect_previous_run, finish, fit, resume
 from initstudy.stacked.fit import fit_group
 from initstudy.train import JobSpec
@@ -20,9 +21,15 @@ from initstudy.train import JobSpec
 
 def train_group(specs: Sequence[JobSpec], threads: int = 1) -> list[dict[str, Any] | Exception]:
     """Train the jobs ``specs`` (one group) into their run folders, on up to ``threads`` threads; per job its
-    metrics, or the error that ended its attempt."""
+    metrics, or the error that ended its attempt. The cycle collector pauses until the group trains
+    (initstudy.collector)."""
     started = time.perf_counter()
     collect_previous_run()
+    with collector.start_up():
+        return _train_group(specs, threads, started)
+
+
+def _train_group(specs: Sequence[JobSpec], threads: int, started: float) -> list[dict[str, Any] | Exception]:
     results: dict[int, dict[str, Any] | Exception] = {}
     attempts: dict[int, Attempt] = {}
     try:

@@ -57,13 +57,17 @@ def in_worker(
     threads: int = 1,
 ) -> dict[int, JobReturn]:
     """One unit, in a worker: Hydra's globals first (resolvers, ConfigStore, HydraConfig), as joblib's
-    ``execute_job`` sets them."""
-    from initstudy.stacked.launcher import run_unit
+    ``execute_job`` sets them. The collector pauses before the unit imports torch and Lightning
+    (initstudy.collector)."""
+    from initstudy import collector
 
-    exit_with_parent()
-    setup_globals()
-    Singleton.set_state(singleton_state)
-    return run_unit(hydra_context, task_function, unit, threads)
+    with collector.start_up():
+        from initstudy.stacked.launcher import run_unit
+
+        exit_with_parent()
+        setup_globals()
+        Singleton.set_state(singleton_state)
+        return run_unit(hydra_context, task_function, unit, threads)
 
 
 _watching = threading.Event()

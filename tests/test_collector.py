@@ -1,0 +1,111 @@
+"""The cycle collector paused through start-up (initstudy.collector): off until training starts, the start-up's
+objects frozen then, thawed when the job ends, so that a launcher running many jobs in one process still
+frees each finished job; and a real run resumes it when its training starts."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from initstudy import collector, rundir
+from initstudy.config import compose_config
+from initstudy.data.synthetic import SyntheticMNIST
+
+
+@pytest.fixture(autouse=True)
+def collector_restored() -> Iterator[None]:
+    """Every test leaves the process's collector as it found it (on, nothing frozen), whatever it asserts."""
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    try:
+        yield
+    finally:
+        collector.thaw()
+        gc.unfreeze()
+        gc.enable()
+
+
+class Node:
+    """An object that can be in a reference cycle and be watched through a weak reference."""
+
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def garbage_cycle() -> weakref.ref:
+    """A two-object cycle that nothing else references: only the cycle collector frees it."""
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    return weakref.ref(first)
+
+
+def test_paused_until_training_then_frozen_then_thawed() -> None:
+    with collector.start_up():
+        assert not gc.isenabled()
+        made_at_start_up = garbage_cycle()
+        collector.training_started()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        gc.collect()
+        assert made_at_start_up() is not None  # frozen: no collection looks at it during training
+        made_in_training = garbage_cycle()
+        gc.collect()
+        assert made_in_training() is None  # what training allocates is collected as usual
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.collect()
+    assert made_at_start_up() is None  # thawed when the job ended: the next job's collection frees it
+
+
+def test_an_inner_job_thaws_its_objects_inside_an_outer_start_up() -> None:
+    """The basic launcher: the process's start-up (train.main) around each job's (train.hydra_job)."""
+    with collector.start_up():
+        with collector.start_up():
+            job = garbage_cycle()
+            collector.training_started()
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        gc.collect()
+        assert job() is None
+        with collector.start_up():  # the next job pauses again
+            assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_an_error_before_training_leaves_the_collector_on() -> None:
+    with pytest.raises(RuntimeError), collector.start_up():
+        assert not gc.isenabled()
+        raise RuntimeError("the job failed before its first step")
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_collector_turned_off_by_someone_else_stays_off() -> None:
+    gc.disable()
+    with collector.start_up():
+        collector.training_started()
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    assert not gc.isenabled()
+
+
+def test_a_run_resumes_the_collector_when_its_training_starts(
+    tmp_path: Path, synthetic_mnist: SyntheticMNIST, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runner.train_run's Trainer carries the callback: inside a job's start-up the collector is off until
+    the run's first step, on afterwards (and the start-up's objects frozen until the job ends)."""
+    from initstudy.runner import train_run
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("INITSTUDY_ROOT", raising=False)
+    states = []
+    monkeypatch.setattr(collector, "training_started", lambda real=collector.training_started: (
+        states.append(gc.isenabled()), real(), states.append(gc.isenabled())))  # fmt: skip
+    synthetic_mnist.write(tmp_path / "data" / "MNIST" / "raw")
+    cfg = compose_config(["logger=offline", f"data.root={tmp_path / 'data'}", "data.batch_size=32",
+                          "data.val_size=100", "trainer.max_epochs=1"])  # fmt: skip
+    out = tmp_path / "run"
+    with collector.start_up():
+        train_run(cfg, out, rundir.staging_dir(out), "test")
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    assert states == [False, True]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
