@@ -208,11 +208,20 @@ def study_only(args: argparse.Namespace, mnist: Path) -> None:
     """The issue's measure of the sweep: the default study exactly as ``dvc repro train`` trains it (params.yaml:
     20 runs x 10 epochs of 50,000 images), through the basic launcher and through the stacked one (the stage's
     command), one run each, with the floor measured in between; into ``stacked.study_sweep`` of an existing
-    benchmarks.json. ~20 min on a 2-core machine."""
+    benchmarks.json. ~20 min on a 2-core machine.
+
+    With ``--numerics fast`` both sweeps run under that profile instead (torch on every core, the CPU's own
+    kernels: not how the committed results are made) into ``stacked.study_sweep_fast``: whether stacking's
+    gain over the basic launcher depends on the portable kernels. Its floor is still one thread's, so its
+    step-at-the-floor bound is not comparable there; its training / evaluation split is."""
+    profile = args.numerics
+    overrides = [] if profile == "portable" else [f"numerics={profile}"]
     with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
         repo = study_copy(Path(folder), mnist)
-        sweeps = {name: study_sweep(repo, [f"hydra/launcher={name}"]) for name in ("basic", "stacked")}
-        floor = matmul_floor("portable", repo)
+        sweeps = {
+            name: study_sweep(repo, [f"hydra/launcher={name}", *overrides]) for name in ("basic", "stacked")
+        }
+        floor = matmul_floor(profile, repo)
     epochs, steps = len(sweeps["stacked"]["timings"][0]["epoch_seconds"]), sweeps["stacked"]["steps"]
     bound = sweep_at_floor(sweeps["stacked"], steps, floor)
     wall = {name: sweep["wall_seconds"] for name, sweep in sweeps.items()}
@@ -230,16 +239,18 @@ def study_only(args: argparse.Namespace, mnist: Path) -> None:
             "runs": 20,
             "epochs": epochs,
             "steps_per_run": steps,
-            "overrides": "none (params.yaml)",
+            "overrides": " ".join(overrides) or "none (params.yaml)",
+            "torch_threads": sweeps["stacked"]["timings"][0]["torch_threads"],
         },
     }
-    print(f"default study (20 runs x {epochs} epochs): basic {wall['basic']:.1f} s, stacked {wall['stacked']:.1f} s: "
+    print(f"default study (20 runs x {epochs} epochs, numerics={profile}): basic {wall['basic']:.1f} s, stacked {wall['stacked']:.1f} s: "
           f"{result['ratio_basic_vs_stacked']:.2f}x; stacked training {bound['training_seconds']:.1f} s, evaluations "
           f"{bound['evaluation_seconds']:.1f} s, the rest {bound['other_seconds']:.1f} s; with the step at the floor: "
           f"{result['ratio_basic_vs_stacked_step_at_floor']:.2f}x; peak PSS basic "
           f"{sweeps['basic']['peak_pss_tree_mib']:.0f} MiB, stacked {sweeps['stacked']['peak_pss_tree_mib']:.0f} MiB")  # fmt: skip
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    report.setdefault("stacked", {})["study_sweep"] = result
+    key = "study_sweep" if profile == "portable" else f"study_sweep_{profile}"
+    report.setdefault("stacked", {})[key] = result
     atomic.write_json(args.out, report)
 
 
@@ -429,6 +440,12 @@ def main() -> None:
         "--study-only",
         action="store_true",
         help="only the default study as `dvc repro train` trains it (10 epochs), basic vs stacked, into an existing report",
+    )
+    parser.add_argument(
+        "--numerics",
+        choices=("portable", "fast"),
+        default="portable",
+        help="with --study-only: the numerics profile both sweeps run under (the study's: portable)",
     )
     parser.add_argument("--shared", default="", help="note in the JSON what else ran on the machine")
     parser.add_argument("--floor", metavar="PROFILE", help=argparse.SUPPRESS)  # internal: one floor, printed
