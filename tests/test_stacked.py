@@ -400,7 +400,15 @@ def test_shard_threads_mirror_flush_to_zero_and_raise_only_once_every_shard_has_
         for flushed in (True, False):
             torch.set_flush_denormal(flushed)
             threads = ShardThreads(3)
-            names = threads.map(lambda k: (k, threading.current_thread().name, subnormals_flushed()))
+            # Every shard waits for the others at a barrier: the map returns only if the three ran at once,
+            # which needs three distinct threads (a pool may otherwise hand an idle worker a second shard).
+            together = threading.Barrier(3, timeout=60)
+
+            def meet(k: int, together: threading.Barrier = together) -> tuple[int, str, bool]:
+                together.wait()
+                return k, threading.current_thread().name, subnormals_flushed()
+
+            names = threads.map(meet)
             assert [k for k, _, _ in names] == [0, 1, 2] and {f for _, _, f in names} == {flushed}
             assert names[0][1] == threading.current_thread().name and len({n for _, n, _ in names}) == 3
             finished: list[int] = []
