@@ -56,9 +56,10 @@ test: install  ## the whole test suite, end-to-end pipeline included (what CI ru
 test-fast: install  ## the suite without the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, and the package's layers (import-linter, pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/lint-imports
 
 format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks scripts
@@ -87,4 +88,4 @@ slurm-stop:  ## stop `make slurm`
 	scripts/local-slurm.sh stop
 
 clean: install  ## delete the project's run folders (files it wrote only; not reports/, data/, .venv or the MLflow store)
-	$(BIN)/python -m initstudy.clean
+	$(BIN)/python -m initstudy.runs.clean

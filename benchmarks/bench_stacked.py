@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 COPIED = ("params.yaml", "dvc.yaml", "conf")
 BATCH, SIZES = 64, (784, 256, 128, 10)
 
-from initstudy import atomic  # noqa: E402  (light: no torch)
+from initstudy.core import atomic  # noqa: E402  (light: no torch)
 
 
 def mnist_folder(candidates: list[Path]) -> Path:
@@ -284,7 +284,7 @@ def floor_here(profile: str, steps: int = 2000) -> float:
     """Seconds per step of only the forward and backward matmuls of one 784-256-128-10 model at batch 64:
     per layer the forward ``addmm`` and the weight-gradient ``mm``, and the input-gradient ``mm`` of the
     layers after the first (8 products), on preallocated tensors, one torch thread, under ``profile``."""
-    from initstudy import numerics
+    from initstudy.config import numerics
 
     settings = numerics.load(profile, REPO)
     numerics.apply_before_torch(settings)

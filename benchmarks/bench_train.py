@@ -36,18 +36,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 os.chdir(REPO)
 
-from initstudy import atomic, numerics  # noqa: E402
-from initstudy.config import compose_config  # noqa: E402
+from initstudy.config.compose import compose_config  # noqa: E402
+from initstudy.core import atomic  # noqa: E402
+from initstudy.sweep import jobs  # noqa: E402
 
-PROFILE = numerics.apply_for_sweep([], multirun=False)  # before torch: its kernels are chosen at import
+PROFILE = jobs.apply_for_sweep([], multirun=False)  # before torch: its kernels are chosen at import
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from initstudy.data.datamodule import load_mnist  # noqa: E402
 from initstudy.data.fetch import verified_files  # noqa: E402
-from initstudy.initializers import VarianceScaling  # noqa: E402
-from initstudy.model import MLP  # noqa: E402
+from initstudy.nn.initializers import VarianceScaling  # noqa: E402
+from initstudy.nn.model import MLP  # noqa: E402
 
 BATCH, LR, EPS = 64, 1e-3, 1e-7
 
@@ -91,14 +92,15 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, epochs: int, tuned: bool = Fals
 
 def project_path(epochs: int, workdir: Path) -> dict:
     """(b) runner.train_run, as the CLI calls it, logging to a throw-away SQLite store."""
-    from initstudy import rundir, tracking
-    from initstudy.runner import train_run
+    from initstudy.runs import rundir
+    from initstudy.tracking import store
+    from initstudy.train.runner import train_run
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     cfg = compose_config(
         ["init=glorot_uniform", f"trainer.max_epochs={epochs}", f"logger.tracking_uri={uri}"]
     )
-    tracking.ensure_experiment(uri, cfg.logger.experiment_name, workdir)
+    store.ensure_experiment(uri, cfg.logger.experiment_name, workdir)
     run_dir = workdir / "run"
     train_run(cfg, run_dir, rundir.staging_dir(run_dir), rundir.run_identity(cfg))
     return json.loads((run_dir / "timing.json").read_text())
@@ -264,7 +266,7 @@ from initstudy.config import compose_config
 overrides = sys.argv[1:]
 numerics.apply_before_torch(numerics.from_config(compose_config(overrides).numerics))
 from initstudy import rundir, tracking
-from initstudy.runner import train_run
+from initstudy.train.runner import train_run
 with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
     uri = f"sqlite:///{folder}/mlflow.db"
     cfg = compose_config([*overrides, f"logger.tracking_uri={uri}"])

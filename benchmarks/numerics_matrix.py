@@ -1,6 +1,6 @@
 """Which machine-dependent settings change the study's numbers? An experiment, one fresh process per setting.
 
-Each worker trains the project's own model (``initstudy.model.MLP`` 784-256-128-10, the Glorot-uniform
+Each worker trains the project's own model (``initstudy.nn.model.MLP`` 784-256-128-10, the Glorot-uniform
 initializer, Adam with the study's hyper-parameters, batch 64, cross-entropy) for ``--steps`` optimizer
 steps on MNIST (synthetic digits if the files are absent), evaluates on the test split, and reports the
 sha256 of the parameter bytes at step 0 (for every initializer family) and after training. The driver runs
@@ -73,7 +73,7 @@ def init_hashes(train_x: Any) -> dict[str, str]:
     import yaml
     from hydra.utils import instantiate
 
-    from initstudy.model import MLP
+    from initstudy.nn.model import MLP
 
     hashes = {}
     for name in INITIALIZERS:
@@ -177,8 +177,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.nn.functional as F
 
-    from initstudy.initializers import VarianceScaling
-    from initstudy.model import MLP
+    from initstudy.nn.initializers import VarianceScaling
+    from initstudy.nn.model import MLP
 
     torch.set_num_threads(args.threads)
     flushed = torch.set_flush_denormal(not args.no_flush) and not args.no_flush

@@ -2,7 +2,7 @@
 
 One optimizer step's forward and backward (784-256-128-10, batch 64, one thread, the portable profile), for M
 members: one after the other (M ``nn.Linear`` networks: the single runs), stacked with ``torch.baddbmm``
-(initstudy.stacked.network), and ``torch.func.vmap(functional_call)`` over ``stack_module_state``. Prints the
+(initstudy.train.network), and ``torch.func.vmap(functional_call)`` over ``stack_module_state``. Prints the
 median milliseconds per step (fastest of a few rounds) and whether each member's gradients are bit for bit
 its single network's. Synthetic tensors, no data files.
 """
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from initstudy import numerics
+from initstudy.config import numerics
 
 numerics.apply_before_torch(numerics.load("portable", Path(__file__).resolve().parents[1]))
 
@@ -24,8 +24,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call, stack_module_state, vmap  # noqa: E402
 
-from initstudy.model import MLP  # noqa: E402
-from initstudy.stacked.network import StackedMLP  # noqa: E402
+from initstudy.nn.model import MLP  # noqa: E402
+from initstudy.train.network import StackedMLP  # noqa: E402
 
 
 def timed(step: Callable[[], list[torch.Tensor]], repeats: int, rounds: int = 3) -> float:

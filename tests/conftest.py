@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import services
-from initstudy import numerics
+from initstudy.config import numerics
 from initstudy.data.synthetic import SyntheticMNIST, make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def dvc(*args: str) -> list[str]:
 @pytest.fixture
 def study_root(tmp_path: Path, synthetic_mnist: SyntheticMNIST, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The study's configs and synthetic data as the working directory and INITSTUDY_ROOT (no git, no DVC):
-    for tests that train in-process through initstudy.runner or initstudy.stacked."""
+    for tests that train in-process through initstudy.train.runner or initstudy.stacked."""
     root = tmp_path / "root"
     root.mkdir()
     for item in ("params.yaml", "dvc.yaml", "conf"):

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from conftest import python_module, run
-from initstudy.config import compose_config
-from initstudy.diagnose import init_label
-from initstudy.report import glorot2010, he2015, saxe2014, schoenholz2017
-from initstudy.report.classic import AGREES, PARTS, UNTESTED, plain
+from initstudy.config.compose import compose_config
+from initstudy.diagnose.measure import init_label
+from initstudy.report.papers import glorot2010, he2015, saxe2014, schoenholz2017
+from initstudy.report.papers.claims import AGREES, PARTS, UNTESTED, plain
 
 TINY = ["model.width=16", "data.train_size=256", "data.val_size=100", "trainer.max_epochs=1", "seed=0"]
 # Each preset's sweep cut to two cells per axis it varies (the synthetic data has 600 training images).
@@ -88,7 +88,8 @@ def test_an_unknown_paper_is_refused_in_one_line_before_reading_anything(tmp_pat
 
 
 def test_every_paper_the_command_line_accepts_has_a_report():
-    from initstudy.report.classic import PAPERS, writers
+    from initstudy.report.papers.claims import PAPERS
+    from initstudy.report.papers.registry import writers
 
     assert tuple(writers()) == PAPERS == tuple(SWEEPS)
 

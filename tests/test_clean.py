@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from initstudy import clean, rundir
+from initstudy.runs import clean, rundir
 
 
 def make_run(folder: Path) -> None:
@@ -59,7 +59,7 @@ def test_clean_refuses_a_project_folder(tmp_path, monkeypatch):
 
 
 def test_make_clean_covers_every_experiment_presets_sweep_folder():
-    from initstudy.clean import default_roots
+    from initstudy.runs.clean import default_roots
 
     assert default_roots() == ["runs", "runs_depth", "runs_glorot2010", "runs_he2015", "runs_saxe2014",
                                "runs_schoenholz2017"]  # fmt: skip

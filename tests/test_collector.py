@@ -1,4 +1,4 @@
-"""The cycle collector through start-up (initstudy.collector): no full collection until training starts (young
+"""The cycle collector through start-up (initstudy.core.collector): no full collection until training starts (young
 garbage still freed), the start-up's objects frozen then, thawed when the job ends, so that a launcher running
 many jobs in one process still frees each finished job; and a real run resumes it when its training starts."""
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from initstudy import collector, rundir
-from initstudy.config import compose_config
+from initstudy.config.compose import compose_config
+from initstudy.core import collector
 from initstudy.data.synthetic import SyntheticMNIST
+from initstudy.runs import rundir
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +115,7 @@ def test_a_run_resumes_the_collector_when_its_training_starts(
 ) -> None:
     """runner.train_run's Trainer carries the callback: inside a job's start-up full collections are off until
     the run's first step, back afterwards (and the start-up's objects frozen until the job ends)."""
-    from initstudy.runner import train_run
+    from initstudy.train.runner import train_run
 
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("INITSTUDY_ROOT", raising=False)

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, python_module, run
-from initstudy.config import ConfigError, compose_config, validate
-from initstudy.sweep import plan
+from initstudy.config.compose import compose_config
+from initstudy.config.validate import validate
+from initstudy.core.errors import ConfigError
+from initstudy.sweep.jobs import plan
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +97,7 @@ def test_malformed_params_yaml_is_one_line(tmp_path, monkeypatch):
         compose_config([])
 
 
-# ---- the schema (initstudy.schema): types from Hydra structured configs, values from the YAML ------------
+# ---- the schema (initstudy.config.schema): types from Hydra structured configs, values from the YAML ------------
 
 
 def test_schema_holds_types_and_checks_and_no_values():
@@ -105,7 +107,7 @@ def test_schema_holds_types_and_checks_and_no_values():
 
     from omegaconf import MISSING
 
-    from initstudy import schema
+    from initstudy.config import schema
 
     for section in (schema.StudyConfig, *schema.SECTION_SCHEMAS.values()):
         for field in fields(section):
@@ -113,7 +115,7 @@ def test_schema_holds_types_and_checks_and_no_values():
 
 
 def test_schema_and_yaml_name_the_same_keys():
-    from initstudy import schema
+    from initstudy.config import schema
 
     cfg = compose_config([])
     assert set(schema.top_level_keys()) == set(cfg)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from initstudy.convergence import first_crossing, threshold_key
+from initstudy.train.convergence import first_crossing, threshold_key
 
 
 def test_the_crossing_is_interpolated_between_the_last_pass_below_and_the_first_at_or_above():

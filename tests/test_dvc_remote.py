@@ -4,7 +4,7 @@ everything `dvc repro` needs to have nothing to do, and the report regenerates t
 What travels (dvc.yaml, .dvcignore): the verified MNIST files and the run folders' machine-independent files
 (results, weights, resolved config, numerics settings, completion marker); the reports and diagnostics travel in
 git. Timings, logs and provenance stay on the machine that trained (and in its MLflow store), which is what keeps
-dvc.lock the same on every machine that reproduces the study (checked here by retraining in the clone). The MLflow store does not: `python -m initstudy.mlflow_import` rebuilds
+dvc.lock the same on every machine that reproduces the study (checked here by retraining in the clone). The MLflow store does not: `python -m initstudy.tracking.importer` rebuilds
 it from the run folders (checked here too). A local-directory remote stands in for s3:// or ssh://: the
 same commands, another URL (README)."""
 
@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from conftest import dvc, edit_params, python_module, run
-from initstudy import rundir, tracking
+from initstudy.runs import rundir
+from initstudy.tracking import store
 
 pytestmark = pytest.mark.slow
 
@@ -75,13 +76,13 @@ def test_a_clone_pulls_the_study_and_reproduces_nothing(study_repo: Path, tmp_pa
 
     # MLflow's store stays behind; the run folders rebuild it.
     assert not (clone / "mlflow.db").exists()
-    run(python_module("initstudy.mlflow_import"), clone)
+    run(python_module("initstudy.tracking.importer"), clone)
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}")
     found = client.search_runs([client.get_experiment_by_name("initstudy").experiment_id])
     children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
-    assert sorted(r.data.tags[tracking.RUN_DIR_TAG] for r in children) == sorted(
+    assert sorted(r.data.tags[store.RUN_DIR_TAG] for r in children) == sorted(
         f"runs/{d}" for d in manifest.run_dir
     )
 

@@ -90,8 +90,8 @@ def test_submitit_local_sweep_completes_every_run_under_one_mlflow_parent(synthe
 
 @pytest.mark.parametrize("case", sorted(LAUNCHERS))
 def test_slurm_launcher_options_compose_with_the_study_resources(case: str, monkeypatch):
-    from initstudy.config import compose_config
-    from initstudy.sweep import plan
+    from initstudy.config.compose import compose_config
+    from initstudy.sweep.jobs import plan
 
     monkeypatch.chdir(REPO)  # params.yaml's hydra.searchpath (file://conf) is relative to the repo root
     option, extra, expected = LAUNCHERS[case]
@@ -109,7 +109,7 @@ def test_slurm_launcher_options_compose_with_the_study_resources(case: str, monk
 
 
 def test_submitit_local_passes_the_pre_validation(monkeypatch):
-    from initstudy.sweep import plan
+    from initstudy.sweep.jobs import plan
 
     monkeypatch.chdir(REPO)
     overrides = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "init=zeros", "seed=0"]

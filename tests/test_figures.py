@@ -19,6 +19,7 @@ import pytest
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.colors import to_rgba
 
+from initstudy.core import style
 from initstudy.report import depth, figures
 
 INITS = ["zeros", "random_normal", "glorot_uniform", "he_uniform"]
@@ -231,32 +232,32 @@ def test_bytes_do_not_depend_on_the_process(drawn, tmp_path):
 
 
 def test_colours_are_distinct_for_twelve_names_and_fixed_per_name():
-    known = list(figures.INIT_COLOURS)
+    known = list(style.INIT_COLOURS)
     assert len(known) == 12
-    assert len(set(figures.colour_map(known).values())) == 12
+    assert len(set(style.colour_map(known).values())) == 12
     unknown = [f"new_{index}" for index in range(12)]
-    assert len(set(figures.colour_map(unknown).values())) == 12
+    assert len(set(style.colour_map(unknown).values())) == 12
     mixed = known[:6] + unknown[:6]
-    assert len(set(figures.colour_map(mixed).values())) == 12
-    everything = figures.colour_map(known)
+    assert len(set(style.colour_map(mixed).values())) == 12
+    everything = style.colour_map(known)
     for size in (1, 3, 4):
         for subset in itertools.combinations(known[::-1], size):
-            assert figures.colour_map(subset) == {name: everything[name] for name in subset}
+            assert style.colour_map(subset) == {name: everything[name] for name in subset}
     # an unknown name keeps its colour whichever known options it is shown with, and never takes theirs
-    alone = figures.colour_map(["new_a"])["new_a"]
-    assert figures.colour_map([*known, "new_a"])["new_a"] == alone
-    assert figures.colour_map(["new_a", *INITS])["new_a"] == alone
-    assert alone not in figures.INIT_COLOURS.values()
-    assert figures.colour_map(["new_b", "new_a"]) == figures.colour_map(["new_a", "new_b"])
+    alone = style.colour_map(["new_a"])["new_a"]
+    assert style.colour_map([*known, "new_a"])["new_a"] == alone
+    assert style.colour_map(["new_a", *INITS])["new_a"] == alone
+    assert alone not in style.INIT_COLOURS.values()
+    assert style.colour_map(["new_b", "new_a"]) == style.colour_map(["new_a", "new_b"])
 
 
 def test_the_palette_is_colour_blind_safe_and_zeros_is_dark_grey():
-    colours = figures.colour_map(INITS)
+    colours = style.colour_map(INITS)
     red, green, blue = (int(colours["zeros"][i : i + 2], 16) for i in (1, 3, 5))
     assert red == green == blue < 0x60
     okabe_ito = {"#0072B2", "#D55E00", "#009E73", "#56B4E9", "#CC79A7"}
     assert {colours[name] for name in INITS[1:]} <= okabe_ito
-    assert "#E69F00" not in {*figures.INIT_COLOURS.values(), *figures.SPARE_COLOURS}  # one orange only
+    assert "#E69F00" not in {*style.INIT_COLOURS.values(), *style.SPARE_COLOURS}  # one orange only
 
 
 def _log_axes(fig) -> list:
@@ -390,9 +391,9 @@ def test_time_to_threshold_draws_the_estimate_with_censoring_marks(drawn, times)
         np.allclose(curves["zeros"].get_ydata(), 1) and curves["zeros"].get_label() == "zeros (reached 0/5)"
     )
     plus = [line for line in ax.get_lines() if line.get_marker() == "+"]
-    he_plus = next(line for line in plus if line.get_color() == figures.INIT_COLOURS["he_uniform"])
+    he_plus = next(line for line in plus if line.get_color() == style.INIT_COLOURS["he_uniform"])
     assert he_plus.get_xdata().tolist() == [LAST_STEP] and np.allclose(he_plus.get_ydata(), 0.2)
-    random_plus = next(line for line in plus if line.get_color() == figures.INIT_COLOURS["random_normal"])
+    random_plus = next(line for line in plus if line.get_color() == style.INIT_COLOURS["random_normal"])
     assert np.allclose(random_plus.get_ydata(), 0.4)  # 3 of 5 reached before both censorings: 2/5 left
     assert len(plus) == 3  # glorot_uniform reached every time: nothing censored
 
@@ -425,6 +426,6 @@ def test_depth_accuracy_figure_uses_the_fixed_colours(tmp_path):
     depth_summary = _depth_summary().assign(acc_std=0.01)
     fig = depth.accuracy_figure(depth_summary, tmp_path / "a.png")
     assert {line.get_color() for line in fig.axes[0].get_lines()} >= {
-        figures.INIT_COLOURS[i] for i in INITS[1:]
+        style.INIT_COLOURS[i] for i in INITS[1:]
     }
     assert (tmp_path / "a.png").stat().st_size > 0

@@ -9,10 +9,12 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from initstudy.config import ConfigError, compose_config, group_options, validate
-from initstudy.gains import CRITICAL_GAINS, LEAKY_RELU_SLOPE
-from initstudy.initializers import TRUNCATED_NORMAL_STD_CORRECTION
-from initstudy.model import MLP
+from initstudy.config.compose import compose_config, group_options
+from initstudy.config.validate import validate
+from initstudy.core.errors import ConfigError
+from initstudy.nn.gains import CRITICAL_GAINS, LEAKY_RELU_SLOPE
+from initstudy.nn.initializers import TRUNCATED_NORMAL_STD_CORRECTION
+from initstudy.nn.model import MLP
 
 FAN_IN, FAN_OUT = 1024, 512  # weight shape (FAN_OUT, FAN_IN): 524,288 draws
 
@@ -33,7 +35,7 @@ EXPECTED = {
     "torch_default": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),
     "standard": (1 / math.sqrt(3 * FAN_IN), 1 / math.sqrt(FAN_IN)),  # Glorot & Bengio's eq. 1, zero biases
     "gaussian": (math.sqrt(1 / FAN_IN), None),  # N(0, scale / fan_in), untruncated, scale 1 by default
-    # The study's activation is ReLU: gain sqrt(2) (initstudy.gains); every fan here is above FAN_OUT.
+    # The study's activation is ReLU: gain sqrt(2) (initstudy.nn.gains); every fan here is above FAN_OUT.
     "orthogonal_critical": (math.sqrt(2) / math.sqrt(FAN_IN), None),
 }
 
@@ -160,12 +162,12 @@ def test_orthogonal_critical_takes_the_gain_of_the_model_activation(activation: 
 
 
 def test_the_critical_gains_of_relu_are_torchs_own():
-    """He et al.'s sqrt(2) and leaky ReLU's, as torch.nn.init computes them (initstudy.gains is torch-free)."""
+    """He et al.'s sqrt(2) and leaky ReLU's, as torch.nn.init computes them (initstudy.nn.gains is torch-free)."""
     assert CRITICAL_GAINS["relu"] == nn.init.calculate_gain("relu")
     assert CRITICAL_GAINS["leaky_relu"] == pytest.approx(
         nn.init.calculate_gain("leaky_relu", LEAKY_RELU_SLOPE)
     )
-    assert nn.LeakyReLU().negative_slope == LEAKY_RELU_SLOPE  # the slope initstudy.model builds
+    assert nn.LeakyReLU().negative_slope == LEAKY_RELU_SLOPE  # the slope initstudy.nn.model builds
 
 
 def test_the_critical_gain_of_tanh_is_the_mean_field_edge_of_chaos():

@@ -1,4 +1,4 @@
-"""Per-layer statistics during training (initstudy.layer_stats): what a probe records, that probing changes no
+"""Per-layer statistics during training (initstudy.nn.layer_stats): what a probe records, that probing changes no
 bit of training, and where the rows land (layer_stats.csv)."""
 
 from __future__ import annotations
@@ -11,16 +11,19 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from initstudy import layer_stats, rundir
-from initstudy.config import ConfigError, compose_config, validate
-from initstudy.model import MLP
+from initstudy.config.compose import compose_config
+from initstudy.config.validate import validate
+from initstudy.core.errors import ConfigError
+from initstudy.nn import layer_stats
+from initstudy.nn.model import MLP
+from initstudy.runs import rundir
 
 BASE = ["logger=offline", "data.batch_size=32", "data.val_size=100", "trainer.max_epochs=2",
         "model.hidden_sizes=[48,32,16]"]  # fmt: skip
 
 
 def run_files(root: Path, out: Path, *overrides: str) -> dict[str, bytes]:
-    from initstudy.runner import train_run
+    from initstudy.train.runner import train_run
 
     cfg = compose_config([*BASE, f"data.root={root / 'data'}", *overrides])
     train_run(cfg, out, rundir.staging_dir(out), "test")

@@ -1,11 +1,10 @@
 """The run lifecycle under kills, concurrency and damage: a finished result is replaced only by a finished
 result, MLflow ends with exactly one FINISHED run per run folder, and nothing the project did not write is
-touched. Kills are SIGKILLs of the whole process group at named pause points (initstudy.faults)."""
+touched. Kills are SIGKILLs of the whole process group at named pause points (initstudy.core.faults)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -19,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SyntheticMNIST, edit_params, make_study_repo, python_module, run
-from initstudy import rundir, tracking
+from initstudy.runs import rundir
+from initstudy.tracking import store
 
 pytestmark = pytest.mark.slow
 SWEEP = ["--multirun", "init=he_uniform", "seed=0,1"]
@@ -67,7 +67,7 @@ def mlflow_children(repo: Path) -> dict[str, list]:
     out: dict[str, list] = {}
     for found in client.search_runs([experiment.experiment_id]):
         if "mlflow.parentRunId" in found.data.tags:
-            out.setdefault(found.data.tags.get(tracking.RUN_DIR_TAG, found.info.run_name), []).append(found)
+            out.setdefault(found.data.tags.get(store.RUN_DIR_TAG, found.info.run_name), []).append(found)
     return out
 
 
@@ -144,14 +144,14 @@ def test_kill_during_mlflow_import_is_completed_by_the_next_import(repo: Path):
     edit_params(repo, trainer__max_epochs=2)
     run(python_module("initstudy.train", *SWEEP, "logger=offline"), repo)
     kill_when_paused(
-        start(python_module("initstudy.mlflow_import"), repo, pause_at="import-run"), "import-run"
+        start(python_module("initstudy.tracking.importer"), repo, pause_at="import-run"), "import-run"
     )
-    result = run(python_module("initstudy.mlflow_import"), repo)
+    result = run(python_module("initstudy.tracking.importer"), repo)
     assert "imported 2 run(s)" in result.stdout, result.stdout
     children = mlflow_children(repo)
     statuses = sorted(r.info.status for runs in children.values() for r in runs)
     assert statuses == ["FINISHED", "FINISHED", "KILLED"], statuses
-    assert "imported 0 run(s)" in run(python_module("initstudy.mlflow_import"), repo).stdout
+    assert "imported 0 run(s)" in run(python_module("initstudy.tracking.importer"), repo).stdout
 
 
 def test_two_writers_on_one_runs_root_cannot_interleave(repo: Path):
@@ -204,24 +204,23 @@ def test_results_are_readable_by_group_and_others(repo: Path):
     ["postgresql://user:secret@db.example:5432/mlflow", "https://user:token-secret@tracking.example/"],
 )
 def test_credentials_are_redacted_everywhere_we_write_a_uri(uri):
-    assert "secret" not in tracking.redact(uri) and "***@" in tracking.redact(uri)
-    params = tracking.flat_params({"logger": {"tracking_uri": uri}, "seed": 0})
+    assert "secret" not in store.redact(uri) and "***@" in store.redact(uri)
+    params = store.flat_params({"logger": {"tracking_uri": uri}, "seed": 0})
     assert all("secret" not in value for value in params.values())
 
 
 def test_unreachable_server_with_credentials_is_one_line_without_them(repo, monkeypatch, capsys, tmp_path):
     import socket
 
-    from initstudy import train
+    from initstudy.train import __main__
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:secret@127.0.0.1:{port}")
     monkeypatch.chdir(repo)  # a repo with data: the data check comes before the tracking check
-    train = importlib.reload(train)  # Hydra's decorator takes the config folder from the directory at import
     with pytest.raises(SystemExit):
-        train.main(["init=zeros", "hydra.run.dir=" + str(tmp_path / "never")])
+        __main__.main(["init=zeros", "hydra.run.dir=" + str(tmp_path / "never")])
     err = capsys.readouterr().err
     assert "not reachable" in err and "secret" not in err and "***@127.0.0.1" in err, err
 
@@ -236,6 +235,6 @@ def test_transient_database_lock_is_retried_with_backoff(monkeypatch):
             raise RuntimeError("(sqlite3.OperationalError) database is locked")
         return "logged"
 
-    assert tracking.retry(flaky) == "logged" and len(calls) == 3
+    assert store.retry(flaky) == "logged" and len(calls) == 3
     with pytest.raises(ValueError):
-        tracking.retry(lambda: (_ for _ in ()).throw(ValueError("not transient")))
+        store.retry(lambda: (_ for _ in ()).throw(ValueError("not transient")))

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from conftest import REPO
-from initstudy import rundir
-from initstudy.config import compose_config, config_hash
+from initstudy.config.compose import compose_config, config_hash
 from initstudy.data.synthetic import SyntheticMNIST
-from initstudy.model import MLP
+from initstudy.nn.model import MLP
+from initstudy.runs import rundir
 
 # 600 synthetic training images, the last 100 held out: 500 at batch 32 = 16 optimizer steps per epoch; 200 test
 # images.
@@ -39,7 +39,7 @@ def data_root(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
 
 def train(data_root: Path, out: Path, *overrides: str) -> tuple[dict, pd.DataFrame]:
     """One run in this process (runner.train_run, offline) on the synthetic data; its metrics and history."""
-    from initstudy.runner import train_run
+    from initstudy.train.runner import train_run
 
     cfg = compose_config(
         ["logger=offline", f"data.root={data_root}", "data.batch_size=32", "data.val_size=100", *overrides]
@@ -52,7 +52,7 @@ def test_trainer_datamodule_and_module_are_instantiated_from_their_groups(at_rep
     import pytorch_lightning as pl
 
     from initstudy.data.datamodule import MNISTDataModule
-    from initstudy.module import InitStudyModule
+    from initstudy.train.module import InitStudyModule
 
     cfg = compose_config(["trainer.max_epochs=1"])
     trainer = instantiate(cfg.trainer, accelerator="cpu", logger=False, enable_progress_bar=False)
@@ -108,8 +108,8 @@ def test_final_test_pass_runs_in_the_trainer_and_equals_an_evaluation_by_hand(
 ):
     """trainer.test evaluates the trained weights on the test split, also when the per-epoch evaluation is a
     validation split: its loss and accuracy equal those computed directly from the weights and the images."""
-    from initstudy.recorder import RunRecorder
-    from initstudy.runner import (
+    from initstudy.train.recorder import RunRecorder
+    from initstudy.train.runner import (
         build_datamodule,
         build_model,
         build_trainer,
@@ -170,7 +170,7 @@ def test_steps_per_chunk_is_a_speed_knob_outside_the_run_identity(at_repo: Path)
 def test_validation_is_evaluated_every_k_steps_and_the_test_set_once(
     at_repo: Path, data_root: Path, tmp_path
 ):
-    from initstudy.convergence import first_crossing
+    from initstudy.train.convergence import first_crossing
 
     metrics, history = train(data_root, tmp_path / "run", "init=he_uniform", "trainer.max_epochs=2",
                              "module.val_every_n_steps=5")  # fmt: skip
@@ -193,9 +193,9 @@ def test_validation_is_evaluated_every_k_steps_and_the_test_set_once(
 def test_saved_weights_are_the_initial_and_final_network_and_reproduce_the_test_accuracy(
     at_repo: Path, data_root: Path, tmp_path: Path
 ):
-    from initstudy import weights
     from initstudy.data.datamodule import EvaluationBatches
-    from initstudy.runner import build_datamodule, build_model, configure_process
+    from initstudy.nn import weights
+    from initstudy.train.runner import build_datamodule, build_model, configure_process
 
     overrides = ["init=he_uniform", "trainer.max_epochs=1"]
     metrics, _ = train(data_root, tmp_path / "run", *overrides)

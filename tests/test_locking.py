@@ -1,4 +1,4 @@
-"""``initstudy.locking.exclusive``: one writer at a time, across real processes, released when one dies."""
+"""``initstudy.core.locking.exclusive``: one writer at a time, across real processes, released when one dies."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from initstudy.locking import LockHeld, exclusive, read_holder
+from initstudy.core.locking import LockHeld, exclusive, read_holder
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from initstudy.locking import exclusive
+from initstudy.core.locking import exclusive
 with exclusive(Path(sys.argv[1]), "the test job", wait=sys.argv[2] == "wait"):
     print("acquired", flush=True)
     time.sleep(float(sys.argv[3]))
@@ -56,7 +56,9 @@ def test_second_process_is_refused_in_one_line_naming_the_holder(lock: Path):
         )
         assert second.returncode != 0 and "acquired" not in second.stdout
         error = second.stderr.strip().splitlines()[-1]
-        assert error.startswith("initstudy.locking.LockHeld: the test job is already in progress by "), error
+        assert error.startswith("initstudy.core.locking.LockHeld: the test job is already in progress by "), (
+            error
+        )
         for word in (f"pid {holder.pid}", "-c", os.uname().nodename, str(lock)):
             assert word in error, (word, error)
     finally:

@@ -15,7 +15,8 @@ import yaml
 
 import services
 from conftest import SyntheticMNIST, make_study_repo, python_module, run
-from initstudy import rundir, tracking
+from initstudy.runs import rundir
+from initstudy.tracking import store
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
     assert len(children) == 8
 
     manifest = pd.read_csv(repo / "runs/manifest.csv")
-    by_folder = {r.data.tags[tracking.RUN_DIR_TAG]: r for r in children}
+    by_folder = {r.data.tags[store.RUN_DIR_TAG]: r for r in children}
     assert sorted(by_folder) == sorted(f"runs/{d}" for d in manifest.run_dir)
     points = params = files = 0
     for entry in manifest.itertuples():
@@ -103,7 +104,7 @@ def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
         finals = {f"final/{k}": float(v) for k, v in metrics.items()
                   if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
         assert {k: v for k, v in child.data.metrics.items() if k.startswith("final/")} == finals
-        config = tracking.flat_params(yaml.safe_load((folder / "config.yaml").read_text()))
+        config = store.flat_params(yaml.safe_load((folder / "config.yaml").read_text()))
         assert child.data.params == config
         params += len(child.data.params)
         # The run folder as artifacts, through the server into its artifacts folder (the marker comes after).

@@ -18,8 +18,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, python_module
-from initstudy import numerics
-from initstudy.config import ConfigError, compose_config, validate
+from initstudy.config import numerics
+from initstudy.config.compose import compose_config
+from initstudy.config.validate import validate
+from initstudy.core.errors import ConfigError
+from initstudy.sweep import jobs
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def at_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
 # ---- profiles and their environment -------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["portable", "fast"])
 def test_each_profile_composes_validates_and_is_hashed(at_repo: Path, name: str) -> None:
-    from initstudy.config import config_hash
+    from initstudy.config.compose import config_hash
 
     cfg = compose_config([f"numerics={name}"])
     validate(cfg)
@@ -78,7 +81,7 @@ def test_bad_profile_values_are_one_line_config_errors(at_repo: Path) -> None:
 
 def test_a_sweep_over_profiles_with_different_environments_is_refused(at_repo: Path) -> None:
     with pytest.raises(ConfigError, match=r"must share the numerics environment.*fast, portable differ"):
-        numerics.apply_for_sweep(["numerics=portable,fast"], multirun=True)
+        jobs.apply_for_sweep(["numerics=portable,fast"], multirun=True)
 
 
 def test_capability_the_cpu_lacks_is_refused_before_torch_would_crash(
@@ -108,7 +111,7 @@ def test_applying_a_different_profile_after_torch_started_is_refused() -> None:
 def test_a_job_process_without_the_profile_is_refused(tmp_path: Path) -> None:
     """A process that imported torch under the machine's own choices cannot run a portable job."""
     code = (
-        "import torch\nfrom pathlib import Path\nfrom initstudy import numerics\n"
+        "import torch\nfrom pathlib import Path\nfrom initstudy.config import numerics\n"
         f"numerics.apply_in_process(numerics.load('portable', Path({str(REPO)!r})))\n"
     )
     result = subprocess.run(
@@ -138,7 +141,7 @@ def test_in_process_settings_and_description() -> None:
 def test_a_fast_job_under_a_portable_parent_drops_the_inherited_pins() -> None:
     env = {**clean_environment(), **numerics.environment(numerics.load("portable", REPO))}
     code = (
-        "import os\nfrom pathlib import Path\nfrom initstudy import numerics\n"
+        "import os\nfrom pathlib import Path\nfrom initstudy.config import numerics\n"
         f"numerics.apply_before_torch(numerics.load('fast', Path({str(REPO)!r})))\n"
         "print(os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'), os.environ['INITSTUDY_NUMERICS'])"
     )
@@ -216,8 +219,8 @@ def test_the_report_says_on_what_device_and_profile_its_runs_were_made(tmp_path:
 
     import pandas as pd
 
-    from initstudy.report.load import _numerics_of
     from initstudy.report.markdown import setup_section
+    from initstudy.runs.results import _numerics_of
 
     (tmp_path / "numerics.json").write_text(json.dumps({"profile": "portable", "device": "cpu"}))
     assert _numerics_of(tmp_path) == {"device": "cpu", "numerics": "portable"}

@@ -1,12 +1,11 @@
 """Everything that could fail at run time is refused before anything runs: one line naming key and value,
 exit 2, and runs/, mlflow.db, data/ and reports/ of a repo that already holds a finished study unchanged,
-byte for byte. Each case goes through the real entry point (``initstudy.train.main``), in process for speed;
+byte for byte. Each case goes through the real entry point (``initstudy.train.__main__.main``), in process for speed;
 a few go through a real subprocess too."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import shutil
 from pathlib import Path
@@ -14,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
-from initstudy import train
+from initstudy.train import __main__ as train_entry
 
 
 def entry_point_in(repo: Path, monkeypatch: pytest.MonkeyPatch):
-    """``initstudy.train`` as `python -m initstudy.train` started in ``repo`` has it: Hydra's decorator takes
-    the config folder from the working directory at import, so the module is imported again there."""
+    """``python -m initstudy.train`` as started in ``repo``: the Hydra app is made when ``main`` runs, with the
+    working directory's study as its config folder."""
     monkeypatch.chdir(repo)
-    return importlib.reload(train)
+    return train_entry
 
 
 # (overrides, words the one line must contain). The synthetic data has 600 training images, labels 0-9.

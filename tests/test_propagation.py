@@ -12,10 +12,10 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import python_module, run
-from initstudy.config import compose_config
-from initstudy.initializers import Orthogonal, VarianceScaling, Zeros
-from initstudy.model import MLP
-from initstudy.propagation import (
+from initstudy.config.compose import compose_config
+from initstudy.nn.initializers import Orthogonal, VarianceScaling, Zeros
+from initstudy.nn.model import MLP
+from initstudy.nn.propagation import (
     bias_variances,
     gaussian_moments,
     jacobian_singular_values,
@@ -106,7 +106,8 @@ def test_lsuv_reaches_unit_output_variance_within_tolerance(batch):
 
 
 def test_depth_and_width_build_the_network_and_bad_combinations_are_refused():
-    from initstudy.config import ConfigError, validate
+    from initstudy.config.validate import validate
+    from initstudy.core.errors import ConfigError
 
     cfg = compose_config(["model.hidden_sizes=null", "model.depth=4", "model.width=32"])
     validate(cfg)
@@ -168,8 +169,8 @@ def test_diagnostics_cover_every_network_of_the_sweep_and_match_the_training_ini
 ):
     """diagnose() builds each (init, seed) network exactly as a training run does at step 0."""
     from initstudy.data.datamodule import load_mnist
-    from initstudy.diagnose import BATCH_SIZE, diagnose
-    from initstudy.runner import build_model, configure_process
+    from initstudy.diagnose.measure import BATCH_SIZE, diagnose
+    from initstudy.train.runner import build_model, configure_process
 
     monkeypatch.chdir(synthetic_data_repo)
     diagnosis = diagnose(["init=he_uniform,lsuv", "seed=0,1"])
@@ -275,7 +276,7 @@ def test_orthogonal_linear_network_is_an_isometry_and_gaussian_spreads_with_dept
 
 
 def test_diagnose_writes_the_correlation_map_and_the_jacobian_per_network(synthetic_data_repo, monkeypatch):
-    from initstudy.diagnose import aggregate, aggregate_jacobians, diagnose
+    from initstudy.diagnose.measure import aggregate, aggregate_jacobians, diagnose
 
     monkeypatch.chdir(synthetic_data_repo)
     diagnosis = diagnose(["init=zeros,he_uniform", "seed=0,1"])
@@ -292,10 +293,10 @@ def test_diagnose_writes_the_correlation_map_and_the_jacobian_per_network(synthe
     assert jacobians.set_index("init").loc["he_uniform", "relative_spread"] > 0
 
 
-@pytest.mark.parametrize("module", ["initstudy.diagnose", "initstudy.report.__main__"])
+@pytest.mark.parametrize("module", ["initstudy.diagnose.__main__", "initstudy.report.__main__"])
 def test_stages_that_compute_predictions_pin_numpys_blas_whatever_the_environment_says(module: str):
     """OpenBLAS picks its kernels and threads per machine, and the predictions (numpy products) change in
-    their last digits with either (initstudy.blas): the diagnose and report entry points load it with the AVX
+    their last digits with either (initstudy.core.blas): the diagnose and report entry points load it with the AVX
     kernels on one thread, also when the environment asks for others."""
     import os
     import subprocess

@@ -10,7 +10,7 @@ from importlib import metadata
 from packaging.version import Version
 
 from conftest import REPO
-from initstudy import provenance
+from initstudy.core import provenance
 
 
 def test_package_versions_are_the_installed_ones():
@@ -30,7 +30,7 @@ def test_a_missing_package_is_named_not_installed(monkeypatch):
 
 def test_provenance_imports_none_of_the_packages():
     code = (
-        "import sys; from initstudy import provenance; provenance.package_versions(); provenance.lock_digest(); "
+        "import sys; from initstudy.core import provenance; provenance.package_versions(); provenance.lock_digest(); "
         "print(sorted(m for m in ('torch', 'pytorch_lightning', 'mlflow', 'dvc', 'hydra', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

@@ -125,7 +125,7 @@ def test_changed_config_is_recomputed_same_config_is_not(synthetic_data_repo: Pa
 def test_diverging_run_stops_is_recorded_and_the_sweep_goes_on(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     (repo / "conf/init/exploding.yaml").write_text(
-        "_target_: initstudy.initializers.RandomNormal\nname: exploding\nstd: 1.0e+4\n"
+        "_target_: initstudy.nn.initializers.RandomNormal\nname: exploding\nstd: 1.0e+4\n"
     )
     result = run(python_module("initstudy.train", "--multirun", "init=exploding,he_uniform", "seed=0",
                                "optimizer=sgd", "optimizer.lr=10.0", "trainer.max_epochs=5"), repo)  # fmt: skip
@@ -218,7 +218,7 @@ def test_dead_tracking_server_fails_fast_offline_runs_import_later(synthetic_dat
     assert len(list((repo / "runs").glob("*/seed_*/.complete"))) == 4
     assert not (repo / "mlflow.db").exists()
 
-    imported = run(python_module("initstudy.mlflow_import"), repo)
+    imported = run(python_module("initstudy.tracking.importer"), repo)
     assert "imported 4 run(s)" in imported.stdout
     children = children_by_name(repo)
     assert len(children) == 4
@@ -226,7 +226,7 @@ def test_dead_tracking_server_fails_fast_offline_runs_import_later(synthetic_dat
         metrics = json.loads((repo / "runs" / name / "metrics.json").read_text())
         assert child.data.metrics["final/test/acc"] == pytest.approx(metrics["test/acc"])
         assert child.info.status == "FINISHED"
-    assert "imported 0 run(s)" in run(python_module("initstudy.mlflow_import"), repo).stdout
+    assert "imported 0 run(s)" in run(python_module("initstudy.tracking.importer"), repo).stdout
 
 
 # ---- 7. data safety ---------------------------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ def test_file_corrupted_after_download_is_detected_and_repaired(
 
 
 def test_completion_requires_the_same_identity_and_every_result_file(tmp_path):
-    from initstudy.rundir import MARKER, RESULT_FILES, is_complete, write_marker
+    from initstudy.runs.rundir import MARKER, RESULT_FILES, is_complete, write_marker
 
     for name in RESULT_FILES:
         (tmp_path / name).write_text("x")
@@ -316,8 +316,8 @@ def test_completion_requires_the_same_identity_and_every_result_file(tmp_path):
 def test_identity_changes_with_config_code_and_data(monkeypatch):
     from omegaconf import OmegaConf
 
-    from initstudy import rundir
-    from initstudy.config import compose_config
+    from initstudy.config.compose import compose_config
+    from initstudy.runs import rundir
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     cfg = compose_config([])

@@ -12,14 +12,15 @@ import pytest
 import yaml
 from scipy import stats
 
-from initstudy.convergence import THRESHOLDS, first_crossing, threshold_key
 from initstudy.report.__main__ import write_report
 from initstudy.report.depth import is_depth_sweep
 from initstudy.report.endpoints import endpoints, run_endpoints
-from initstudy.report.load import RunFileError, load_sweep, parse_group, split_groups
+from initstudy.report.load import load_sweep, parse_group, split_groups
 from initstudy.report.stats import adjust, compare_endpoints, summarize
-from initstudy.rundir import WEIGHT_FILES, write_marker
-from initstudy.sweep import MANIFEST_NAME
+from initstudy.runs.results import RunFileError
+from initstudy.runs.rundir import WEIGHT_FILES, write_marker
+from initstudy.sweep.jobs import MANIFEST_NAME
+from initstudy.train.convergence import THRESHOLDS, first_crossing, threshold_key
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 STEPS_PER_EPOCH = 100

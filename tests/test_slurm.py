@@ -22,7 +22,7 @@ import pytest
 
 import services
 from conftest import SyntheticMNIST, make_study_repo, python_module, run
-from initstudy import rundir
+from initstudy.runs import rundir
 
 pytestmark = pytest.mark.slow
 

@@ -13,14 +13,17 @@ import pytest
 import torch
 
 from conftest import python_module, run
-from initstudy import atomic, rundir, weights
-from initstudy.config import ConfigError, compose_config
+from initstudy.config.compose import compose_config
+from initstudy.core import atomic
+from initstudy.core.errors import ConfigError
+from initstudy.nn import weights
+from initstudy.runs import rundir
 
 BASE = ["logger=offline", "data.batch_size=32", "data.val_size=100", "trainer.max_epochs=2",
         "module.val_every_n_steps=5"]  # fmt: skip
-EXPLODING = "_target_: initstudy.initializers.RandomNormal\nname: exploding\nstd: 1.0e+4\n"
+EXPLODING = "_target_: initstudy.nn.initializers.RandomNormal\nname: exploding\nstd: 1.0e+4\n"
 # Activations and gradients that underflow to subnormals within 8 layers (0.02 x sqrt(16) per layer).
-VANISHING = "_target_: initstudy.initializers.RandomNormal\nname: vanishing\nstd: 2.0e-6\n"
+VANISHING = "_target_: initstudy.nn.initializers.RandomNormal\nname: vanishing\nstd: 2.0e-6\n"
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def configs(root: Path, jobs: list[tuple[str, int]], *overrides: str) -> list:
 
 def single_run_files(cfg, out: Path) -> dict[str, bytes]:
     """The result files of ``cfg``'s one-job run (runner.train_run), as bytes."""
-    from initstudy.runner import train_run
+    from initstudy.train.runner import train_run
 
     train_run(cfg, out, rundir.staging_dir(out), "test")
     names = ["metrics.json", "history.csv", *rundir.WEIGHT_FILES]
@@ -48,9 +51,9 @@ def single_run_files(cfg, out: Path) -> dict[str, bytes]:
 
 
 def stacked_files(cfgs: list, staging: Path, threads: int = 1) -> list[dict[str, bytes]]:
-    """Each member's result files from one stacked group (initstudy.stacked.fit), as the runner writes them;
+    """Each member's result files from one stacked group (initstudy.train.fit), as the runner writes them;
     ``threads``: its members in that many shards, each trained on a thread of its own."""
-    from initstudy.stacked.fit import fit_group
+    from initstudy.train.fit import fit_group
 
     files = []
     outcomes = fit_group(cfgs, staging, [None] * len(cfgs), 0, [""] * len(cfgs), threads)
@@ -89,7 +92,7 @@ ALIGNED = ["model.activation=tanh", "model.hidden_sizes=[64,32]", "module.layer_
 )
 def test_every_member_is_its_single_run_bit_for_bit(study_root: Path, tmp_path: Path, overrides: list[str]):
     """Initial weights, final weights, metrics.json and history.csv: the same bytes as each job's own run
-    (CPU, portable profile). Not merely close: the stacked kernels were chosen so (initstudy.stacked.network)."""
+    (CPU, portable profile). Not merely close: the stacked kernels were chosen so (initstudy.train.network)."""
     cfgs = configs(study_root, JOBS, *overrides)
     stacked = stacked_files(cfgs, tmp_path / "group")
     for (init, seed), cfg, member in zip(JOBS, cfgs, stacked, strict=True):
@@ -212,7 +215,7 @@ def test_threads_default_to_the_cpus_shared_out_among_the_workers():
     from joblib import cpu_count
 
     from initstudy.stacked.grouping import threads_per_unit
-    from initstudy.stacked.network import shard_bounds
+    from initstudy.train.network import shard_bounds
 
     assert threads_per_unit(3, 8) == 3
     assert threads_per_unit(-1, 1) == cpu_count()
@@ -347,8 +350,9 @@ def test_a_planned_job_config_is_what_hydras_loader_composes(monkeypatch):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from initstudy import launch
-    from initstudy.config import PRIMARY_CONFIG, repo_root
+    from initstudy.config.compose import PRIMARY_CONFIG
+    from initstudy.core.paths import repo_root
+    from initstudy.sweep import preflight as preflight
 
     monkeypatch.chdir(repo_root())
     job = ["experiment=depth", "init=orthogonal_critical", "model.activation=relu", "model.depth=5", "seed=3"]
@@ -359,8 +363,10 @@ def test_a_planned_job_config_is_what_hydras_loader_composes(monkeypatch):
         hydra_loader = GlobalHydra.instance().config_loader()
         hydra_overrides = list(master.hydra.overrides.hydra)
         # Only this test's plan (an earlier in-process sweep of the suite may have planned other jobs).
-        monkeypatch.setattr(launch, "_composed", {tuple(job): launch.compose_job(hydra_overrides + job)})
-        planned = launch.PlannedConfigLoader(hydra_loader)
+        monkeypatch.setattr(
+            preflight, "_composed", {tuple(job): preflight.compose_job(hydra_overrides + job)}
+        )
+        planned = preflight.PlannedConfigLoader(hydra_loader)
         for overrides in (job, other):
             ours = planned.load_sweep_config(master, list(overrides))
             hydras = hydra_loader.load_sweep_config(master, list(overrides))
@@ -368,13 +374,14 @@ def test_a_planned_job_config_is_what_hydras_loader_composes(monkeypatch):
         assert (planned.reused, planned.composed) == (1, 1)
         copy = planned.load_sweep_config(master, list(job))
         copy.seed = 4
-        assert launch._composed[tuple(job)].seed == 3
+        assert preflight._composed[tuple(job)].seed == 3
         assert planned.load_sweep_config(master, list(job)).init.gain == 2**0.5
 
 
 def test_workers_take_the_unit_with_the_most_work_first(monkeypatch):
     """A deep group of few members outweighs a shallow group of many: members x parameters x images."""
-    from initstudy.config import compose_config, repo_root
+    from initstudy.config.compose import compose_config
+    from initstudy.core.paths import repo_root
     from initstudy.stacked.grouping import unit_work
 
     monkeypatch.chdir(repo_root())
@@ -393,7 +400,7 @@ def test_shard_threads_mirror_flush_to_zero_and_raise_only_once_every_shard_has_
     import threading
     import time
 
-    from initstudy.stacked.threads import ShardThreads, subnormals_flushed
+    from initstudy.train.threads import ShardThreads, subnormals_flushed
 
     before = subnormals_flushed()
     try:

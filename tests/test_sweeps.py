@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
-from initstudy import rundir, tracking
-from initstudy.config import ConfigError, compose_config
-from initstudy.sweep import grid, plan, safe_name
+from initstudy.config.compose import compose_config
+from initstudy.core.errors import ConfigError
+from initstudy.runs import rundir
+from initstudy.sweep.jobs import grid, plan, safe_name
+from initstudy.tracking import store
 
 GRID_8 = [
     "init=he_uniform,glorot_uniform",
@@ -105,7 +107,7 @@ def test_grid_follows_hydra_basic_sweeper_semantics():
 
 def test_the_preflight_is_a_registered_hydra_callback(in_repo):
     hydra_cfg = compose_config(return_hydra_config=True).hydra
-    assert hydra_cfg.callbacks.preflight._target_ == "initstudy.launch.Preflight"
+    assert hydra_cfg.callbacks.preflight._target_ == "initstudy.sweep.preflight.Preflight"
     assert (
         compose_config(["hydra/sweeper=tune"], return_hydra_config=True).hydra.sweeper.direction == "maximize"
     )
@@ -115,20 +117,20 @@ def test_a_job_the_preflight_did_not_plan_is_refused_before_it_trains(in_repo, t
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from initstudy import launch
+    from initstudy.sweep import preflight as preflight
 
     cfg = compose_config(["hydra.run.dir=" + str(tmp_path / "elsewhere")], return_hydra_config=True)
     with open_dict(cfg.hydra):
         cfg.hydra.runtime.output_dir = str(tmp_path / "elsewhere")
         cfg.hydra.mode = RunMode.RUN
-    callback = launch.Preflight()
+    callback = preflight.Preflight()
     callback.planned = {str(tmp_path / "planned"): "some identity"}
     callback.on_job_start(config=cfg, task_function=lambda _: None)  # Hydra would only warn if it raised
     with pytest.raises(ConfigError, match="not one the pre-flight validated"):
-        launch.admit(tmp_path / "elsewhere")
+        preflight.admit(tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / ".staging").exists()
     with pytest.raises(RuntimeError, match=re.escape("python -m initstudy.train")):
-        launch.admit(tmp_path / "never-seen")
+        preflight.admit(tmp_path / "never-seen")
 
 
 def test_hydra_is_used_through_its_public_api_only():
@@ -205,11 +207,9 @@ def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data
     experiment = client.get_experiment_by_name("initstudy")
     found = client.search_runs([experiment.experiment_id])
     children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
-    (parent,) = [r for r in found if tracking.SWEEP_ID_TAG in r.data.tags]
+    (parent,) = [r for r in found if store.SWEEP_ID_TAG in r.data.tags]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    assert {
-        r.data.tags[tracking.RUN_DIR_TAG]: r.data.metrics["final/val/acc"] for r in children
-    } == accuracies
+    assert {r.data.tags[store.RUN_DIR_TAG]: r.data.metrics["final/val/acc"] for r in children} == accuracies
     assert all(r.info.status == "FINISHED" for r in found)
     # The objective Optuna maximised is the validation accuracy each job returned (never the test's).
     assert float(parent.data.tags["best_value"]) == max(accuracies.values())

@@ -8,8 +8,8 @@ Stages (each a ``python -m`` entry point; ``dvc.yaml`` wires them together and n
 - ``initstudy.diagnose``  signal propagation at step 0, measured and predicted  (diagnose, diagnose_depth)
 - ``initstudy.report``    aggregate a sweep into tables, statistics and figures (report, report_depth)
 
-Outside the pipeline: ``initstudy.mlflow_import`` (log run folders trained offline into MLflow) and
-``initstudy.clean`` (``make clean``).
+Outside the pipeline: ``initstudy.tracking.importer`` (log run folders trained offline into MLflow) and
+``initstudy.runs.clean`` (``make clean``).
 """
 
 __version__ = "0.1.0"

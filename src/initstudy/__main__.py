@@ -11,7 +11,10 @@ STAGES = {
     "train": ("initstudy.train", "train one run, or --multirun the sweep of params.yaml (Hydra)"),
     "diagnose": ("initstudy.diagnose", "signal propagation at step 0 for every network of a sweep"),
     "report": ("initstudy.report", "aggregate runs/manifest.csv into reports/ (tables, statistics, figures)"),
-    "mlflow_import": ("initstudy.mlflow_import", "log run folders trained with logger=offline into MLflow"),
+    "mlflow_import": (
+        "initstudy.tracking.importer",
+        "log run folders trained with logger=offline into MLflow",
+    ),
 }
 
 EPILOG = """most used overrides (train):

@@ -26,14 +26,14 @@ class StackedLauncher(Launcher):
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from initstudy.launch import PlannedConfigLoader
         from initstudy.stacked.grouping import check_max_models, check_n_jobs, check_threads
+        from initstudy.sweep.preflight import PlannedConfigLoader
 
         check_max_models(self.max_models)  # a ConfigError: one line, before the pre-flight takes the lock
         check_n_jobs(self.n_jobs)
         check_threads(self.threads)
         # The sweeper holds the same context: both take the pre-flight's configs instead of composing each job
-        # again (initstudy.launch.PlannedConfigLoader).
+        # again (initstudy.sweep.preflight.PlannedConfigLoader).
         if not isinstance(hydra_context.config_loader, PlannedConfigLoader):
             hydra_context.config_loader = PlannedConfigLoader(hydra_context.config_loader)
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context

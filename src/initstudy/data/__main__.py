@@ -15,12 +15,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from initstudy.config import ConfigError, compose_config, repo_root
-from initstudy.data.config_check import validate_download
+from initstudy.config.compose import compose_config
+from initstudy.config.download import validate_download
+from initstudy.core.errors import ConfigError
+from initstudy.core.locking import LockHeld
+from initstudy.core.paths import repo_root
 from initstudy.data.fetch import DownloadError, fetch_mnist
 from initstudy.data.integrity import VerificationError
 from initstudy.data.sources import LocalFolderSource, MirrorSource, PypiWheelSource, Source
-from initstudy.locking import LockHeld
 
 log = logging.getLogger("initstudy.data")
 

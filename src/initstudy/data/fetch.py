@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from initstudy.core.locking import exclusive
 from initstudy.data.bounded import Deadline
 from initstudy.data.httpget import reason
 from initstudy.data.integrity import (
@@ -26,7 +27,6 @@ from initstudy.data.integrity import (
     verify_bytes,
 )
 from initstudy.data.sources import FetchRequest, Source, SourceError
-from initstudy.locking import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class FetchReport:
 
 def lock_path(raw_dir: Path) -> Path:
     """``<data root>/.initstudy-download.lock`` for ``raw_dir`` = ``<data root>/MNIST/raw`` (outside the DVC
-    output, and left in place: see :mod:`initstudy.locking`)."""
+    output, and left in place: see :mod:`initstudy.core.locking`)."""
     return raw_dir.parents[1] / LOCK_FILENAME
 
 
@@ -73,7 +73,7 @@ def fetch_mnist(
     ``max_bytes`` caps each file's uncompressed size; ``deadline_s`` bounds each source's whole attempt.
     A present file with a wrong hash (corrupted on disk, truncated) is removed first, then fetched again:
     nothing unverified stays in ``raw_dir``, even when every source fails. Raises
-    :class:`initstudy.locking.LockHeld` if another download into the same data folder is running.
+    :class:`initstudy.core.locking.LockHeld` if another download into the same data folder is running.
     """
     with exclusive(lock_path(raw_dir), f"the MNIST download into {raw_dir.parents[1]}"):
         clear_staging(raw_dir)

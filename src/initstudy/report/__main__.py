@@ -6,13 +6,13 @@ curves.csv (DVC plots), figures/*.png, report.md.
 A sweep that varies keys besides init and seed (the manifest's ``group``) is reported per group: tables gain
 the group's keys as columns, metrics.json is keyed by group, figures go to figures/<group>/.
 A depth sweep gets the depth report (initstudy.report.depth). ``--paper <name>`` writes a classic paper's
-side-by-side report instead (initstudy.report.classic): paper_vs_ours.csv, metrics.json, figures/, report.md.
+side-by-side report instead (initstudy.report.papers.claims): paper_vs_ours.csv, metrics.json, figures/, report.md.
 """
 
 from __future__ import annotations
 
 # First: pins numpy's OpenBLAS (kernels, threads) before numpy loads it (the Schoenholz report's mean field).
-from initstudy import blas  # noqa: F401
+from initstudy.core import blas  # noqa: F401
 
 # isort: split
 
@@ -27,24 +27,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from initstudy import atomic
-from initstudy.faults import pause_point
+from initstudy.core import atomic
+from initstudy.core.faults import pause_point
 from initstudy.report import figures
-from initstudy.report.classic import check_paper, writers
-from initstudy.report.classic import write as write_paper_report
 from initstudy.report.depth import is_depth_sweep, write_depth_report
 from initstudy.report.endpoints import endpoints, run_endpoints, times_to
 from initstudy.report.inference import DEFAULT_MARGIN
-from initstudy.report.load import (
-    RunFileError,
-    SweepRuns,
-    group_folder,
-    load_sweep,
-    split_groups,
-    with_group_keys,
-)
+from initstudy.report.load import SweepRuns, group_folder, load_sweep, split_groups, with_group_keys
 from initstudy.report.markdown import Section, render
+from initstudy.report.papers.claims import write as write_paper_report
+from initstudy.report.papers.registry import check_paper, writers
 from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
+from initstudy.runs.results import RunFileError
 
 
 def metrics_json(summary: pd.DataFrame) -> dict:
@@ -153,7 +147,7 @@ def write_report(
 ) -> dict:
     """Read and check every run first, write everything to a staging folder, and only then replace the
     previous report's files: a failure at any point leaves the previous report as it was. ``paper``: the
-    classic paper the sweep reproduces (initstudy.report.classic), whose side-by-side report replaces the
+    classic paper the sweep reproduces (initstudy.report.papers.claims), whose side-by-side report replaces the
     study report."""
     if paper is not None:
         check_paper(paper)

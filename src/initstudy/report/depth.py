@@ -19,10 +19,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from initstudy import atomic
-from initstudy.gains import CRITICAL_GAINS
+from initstudy.core import atomic
+from initstudy.core.style import colour_map
+from initstudy.nn.gains import CRITICAL_GAINS
 from initstudy.report.endpoints import planned_steps, times_to
-from initstudy.report.figures import colour_map, save, titled
+from initstudy.report.figures import save, titled
 from initstudy.report.inference import survival
 from initstudy.report.load import SweepRuns, group_folder, parse_group, split_groups, with_group_keys
 from initstudy.report.markdown import _fmt, _table
@@ -422,7 +423,7 @@ def write_depth_report(
     critical = (
         ["- `orthogonal_critical`: a random orthogonal matrix times the activation's critical gain "
          f"({', '.join(f'{a} {CRITICAL_GAINS[a]:.4g}' for a in dict.fromkeys(every.activation) if a in CRITICAL_GAINS)}; "
-         "`initstudy.gains`): the edge of chaos at zero biases. Orthogonal with gain 1 shrinks a ReLU signal by "
+         "`initstudy.nn.gains`): the edge of chaos at zero biases. Orthogonal with gain 1 shrinks a ReLU signal by "
          "1/sqrt(2) per layer, as Glorot's variance does, by design."]
         if "orthogonal_critical" in set(every.init) else []
     )  # fmt: skip

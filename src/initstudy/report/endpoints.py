@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from initstudy.convergence import threshold_key
+from initstudy.train.convergence import threshold_key
 
 
 @dataclass(frozen=True)

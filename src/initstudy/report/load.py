@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -13,26 +11,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from initstudy import rundir
-from initstudy.sweep import read_manifest
-
-
-class RunFileError(ValueError):
-    """A run file that should exist is missing or cannot be parsed; the message names the file."""
-
-
-def run_folder(sweep_dir: Path, entry: str) -> Path:
-    """A manifest entry's folder, which must lie inside the sweep folder (symlinks resolved)."""
-    relative = Path(str(entry))
-    folder = sweep_dir / relative
-    inside = Path(os.path.realpath(folder))
-    if (
-        relative.is_absolute()
-        or ".." in relative.parts
-        or Path(os.path.realpath(sweep_dir)) not in inside.parents
-    ):
-        raise RunFileError(f"{sweep_dir / 'manifest.csv'} lists {entry!r}, which is outside {sweep_dir}")
-    return folder
+from initstudy.runs.manifest import read_manifest
+from initstudy.runs.results import RunFileError, _numerics_of, _read_json, run_folder, run_status
 
 
 @dataclass
@@ -40,15 +20,6 @@ class SweepRuns:
     runs: pd.DataFrame  # one row per manifest entry: init, seed, group, status, and the run's metrics
     history: pd.DataFrame  # long: init, seed, epoch, step, metric, value
     config: dict[str, Any]  # resolved config of the first complete run
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunFileError(f"{path} is missing (the run is marked complete)") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise RunFileError(f"{path} is not valid JSON: {error}") from None
 
 
 def _read_history(path: Path) -> pd.DataFrame:
@@ -62,25 +33,6 @@ def _read_history(path: Path) -> pd.DataFrame:
     if not expected <= set(frame.columns):
         raise RunFileError(f"{path} lacks column(s) {', '.join(sorted(expected - set(frame.columns)))}")
     return _numeric_history(frame, path)
-
-
-def _numerics_of(run_dir: Path) -> dict[str, str]:
-    """The device and numerics profile a run was made with (its numerics.json; "unknown" for older runs)."""
-    path = run_dir / "numerics.json"
-    described = _read_json(path) if path.is_file() else {}
-    return {"device": described.get("device", "unknown"), "numerics": described.get("profile", "unknown")}
-
-
-def run_status(run_dir: Path, identity: str | None) -> str:
-    """complete | stale (complete, but for another config, code or data) | incomplete (failed, killed, never
-    run, or a damaged marker). The same rule as resume: :func:`initstudy.rundir.is_complete`."""
-    if isinstance(identity, str) and rundir.is_complete(run_dir, identity):
-        return "complete"
-    marker = rundir.read_marker(run_dir)
-    if marker is not None and marker.get("identity") == identity:  # marked complete, yet a file is gone
-        missing = next(name for name in rundir.RESULT_FILES if not (run_dir / name).is_file())
-        raise RunFileError(f"{run_dir / missing} is missing (the run is marked complete)")
-    return "stale" if marker is not None else "incomplete"
 
 
 def _numeric_history(frame: pd.DataFrame, path: Path) -> pd.DataFrame:

@@ -11,9 +11,9 @@ import math
 import pandas as pd
 from scipy import stats
 
-from initstudy.convergence import THRESHOLDS, threshold_key
 from initstudy.report import inference
 from initstudy.report.endpoints import Endpoint, planned_steps, times_to
+from initstudy.train.convergence import THRESHOLDS, threshold_key
 
 CONFIDENCE = inference.CONFIDENCE
 ALPHA = inference.ALPHA

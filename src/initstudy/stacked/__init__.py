@@ -1,9 +1,9 @@
-"""Many runs as one model: a sweep's jobs that differ only in ``init`` and ``seed``, trained together.
+"""Launching a sweep's jobs as stacked groups: ``hydra/launcher=stacked`` (hydra_plugins.initstudy_stacked).
 
-``hydra/launcher=stacked`` (hydra_plugins.initstudy_stacked) groups such jobs (:mod:`.grouping`), stacks their
-networks along a leading model axis (:mod:`.network`), serves each member its own seeded batches
-(:mod:`.data`), and trains them in one LightningModule (:mod:`.module`) driven by one Trainer
-(:mod:`.fit`), while each member keeps a single run's record (:mod:`.members`) and run folder
-(:mod:`.run`, through the runner's own bookkeeping). On the CPU with the portable profile a member's results
-are its single run's, bit for bit (tests/test_stacked.py).
+This package decides *which* jobs train together and *where* they run: :mod:`.grouping` plans units (jobs whose
+configs differ only in ``init`` and ``seed`` form one group), :mod:`.launcher` runs the plan in job order,
+:mod:`.workers` runs units in worker processes (one per core), and :mod:`.units` runs one unit through Hydra's
+``run_job``. *How* a group trains (the stacked network, batches, module and fit) belongs to
+:mod:`initstudy.train`. On the CPU with the portable profile a member's results are its single run's, bit for
+bit (tests/test_stacked.py).
 """

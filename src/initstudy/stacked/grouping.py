@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from initstudy.config import ConfigError
+from initstudy.core.errors import ConfigError
+from initstudy.train.network import balanced
 
 PER_MEMBER_KEYS = ("init", "seed")
 # The classes the stacked path re-implements for M members; any other target runs the one-job way.
 STACKABLE_TARGETS = {
-    "model": ("initstudy.model.MLP",),
-    "module": ("initstudy.module.InitStudyModule",),
+    "model": ("initstudy.nn.model.MLP",),
+    "module": ("initstudy.train.module.InitStudyModule",),
     "data": ("initstudy.data.datamodule.MNISTDataModule",),
     # Elementwise update rules: one optimizer over per-member tensors is each member's own optimizer.
     "optimizer": ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"),
@@ -140,22 +141,13 @@ def split_counts(sizes: Sequence[int], max_models: int, workers: int) -> list[in
     return counts
 
 
-def balanced(indices: Sequence[int], count: int) -> list[list[int]]:
-    """``indices`` cut into ``count`` consecutive parts whose sizes differ by at most one (larger first)."""
-    size, extra = divmod(len(indices), count)
-    parts, start = [], 0
-    for part in range(count):
-        end = start + size + (part < extra)
-        parts.append(list(indices[start:end]))
-        start = end
-    return parts
-
-
 def unit_work(configs: Sequence[DictConfig]) -> float:
     """A unit's training work, up to a constant: members x parameters x images seen (the matmuls dominate).
     Workers take the largest first (longest processing time first), so that a sweep whose deepest networks
     come last, like the depth experiment's, does not end on one core while the other idles."""
-    from initstudy.model import resolve_hidden_sizes  # imports torch: in the launcher, after the pre-flight
+    from initstudy.nn.model import (
+        resolve_hidden_sizes,  # imports torch: in the launcher, after the pre-flight
+    )
 
     cfg = configs[0]
     model = cfg.model

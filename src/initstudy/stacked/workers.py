@@ -3,14 +3,14 @@ its loky backend, each worker given Hydra's global state (``Singleton``) and the
 
 Why processes: under ``numerics=portable`` every job runs on one thread, so one process trains one unit on
 one core; on N cores N units train at once. A worker runs a unit exactly as the launching process would
-(:func:`initstudy.stacked.launcher.run_unit`), so where a unit runs changes none of its bytes. loky reuses its
+(:func:`initstudy.stacked.units.run_unit`), so where a unit runs changes none of its bytes. loky reuses its
 workers and starts them with ``OMP_NUM_THREADS`` = CPUs / workers (what ``numerics=fast`` then uses); they
 inherit the launching process's environment: the numerics profile's variables and the MLflow parent run.
 
 A worker does not outlive the launching process: loky notices a dead parent only between tasks, so a launcher
 killed (SIGTERM, SIGKILL, a lost terminal) would leave its workers training on, unlocked, into folders that the
 next attempt's pre-flight recovers. Each worker watches its parent and exits within a second of its death; the
-folders it leaves are an interrupted attempt's, which resume handles (README, Reliability).
+folders it leaves are an interrupted attempt's, which resume handles (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ def in_worker(
 ) -> dict[int, JobReturn]:
     """One unit, in a worker: Hydra's globals first (resolvers, ConfigStore, HydraConfig), as joblib's
     ``execute_job`` sets them. The collector pauses before the unit imports torch and Lightning
-    (initstudy.collector)."""
-    from initstudy import collector
+    (initstudy.core.collector)."""
+    from initstudy.core import collector
 
     with collector.start_up():
-        from initstudy.stacked.launcher import run_unit
+        from initstudy.stacked.units import run_unit
 
         exit_with_parent()
         setup_globals()

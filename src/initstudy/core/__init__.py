@@ -1,0 +1,1 @@
+"""Utilities every layer may use: atomic writes, locks, the cycle collector, provenance, figure style."""

@@ -1,0 +1,1 @@
+"""Signal propagation at step 0 for every network of a sweep, measured and predicted."""

@@ -1,0 +1,153 @@
+"""What the four classic-paper reports share (``python -m initstudy.report --paper <name>``): the paper's claim
+and ours side by side in one table (paper_vs_ours.csv, one row per claim: what the paper reports, what we
+measured, whether they agree and why not), the values each run was configured with, and the page around it.
+
+Each paper's own module (glorot2010, he2015, schoenholz2017, saxe2014) turns its runs into those rows, its
+figures and its statements; this module writes them, so that every report reads the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from initstudy.core import atomic
+from initstudy.report.markdown import _table
+from initstudy.runs.results import RunFileError
+
+AGREES, PARTS, UNTESTED = "agrees", "parts", "not tested"
+COLUMNS = ("claim", "paper", "ours", "verdict", "why")
+# The papers a report exists for (--paper): checked before any import or file read; writers() maps each.
+PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014")
+
+
+@dataclass
+class Claim:
+    """One row of paper_vs_ours.csv: a result of the paper, ours beside it, the verdict and, where they part
+    or the comparison is loose, why (budget, architecture, protocol)."""
+
+    claim: str
+    paper: str
+    ours: str
+    verdict: str
+    why: str = ""
+
+
+@dataclass
+class PaperReport:
+    """What a paper's module hands back: the rows, the metrics (DVC metrics, nested dict), the report's
+    sections in Markdown (each a list of lines) and the figures it drew (caption -> file under figures/)."""
+
+    title: str
+    setup: list[str]
+    claims: list[Claim]
+    metrics: dict[str, Any]
+    sections: list[list[str]] = field(default_factory=list)
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+def config_value(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def with_config_values(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """``runs`` with one column per dotted config key (``init.scale``, ``optimizer.lr``), read from each complete
+    run's config.yaml: the values a sweep varies besides those the manifest carries (init, seed, activation,
+    depth). Runs that are not complete get NaN."""
+    values: dict[str, list[Any]] = {key: [] for key in keys}
+    for row in runs.itertuples(index=False):
+        config = read_config(Path(row.run_dir)) if row.status == "complete" else {}
+        for key in keys:
+            value = config_value(config, key)
+            values[key].append(math.nan if value is None else value)
+    return runs.assign(**values)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise RunFileError(f"{path} is unreadable: {error}") from None
+
+
+def complete(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs.status == "complete"]
+
+
+def error_percent(acc: pd.Series) -> tuple[float, float, int]:
+    """Test error in percent: mean, sample std (NaN for one run) and the number of runs."""
+    error = 100.0 * (1.0 - acc.astype(float))
+    return float(error.mean()), float(error.std(ddof=1)) if len(error) > 1 else math.nan, len(error)
+
+
+def mean_sd(mean: float, sd: float, n: int, digits: int = 2) -> str:
+    if math.isnan(mean):
+        return "–"
+    spread = "" if math.isnan(sd) else f" ± {sd:.{digits}f}"
+    return f"{mean:.{digits}f}{spread} (n={n})"
+
+
+def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
+    return pd.DataFrame([vars(c) for c in claims], columns=list(COLUMNS))
+
+
+def not_complete_note(runs: pd.DataFrame) -> list[str]:
+    missing = runs[runs.status != "complete"]
+    if missing.empty:
+        return []
+    names = ", ".join(sorted(str(r) for r in missing.run_dir))
+    return [f"**{len(missing)} run(s) of the sweep are not complete and are left out:** {names}", ""]
+
+
+def render(paper: PaperReport, runs: pd.DataFrame, diagnostics: list[str]) -> str:
+    """report.md: title, setup (what was run, what was reduced and why), the side-by-side table, the paper's
+    sections with their figures, the step-0 diagnostics."""
+    table = claims_frame(paper.claims)
+    counts = table.verdict.value_counts()
+    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in (AGREES, PARTS, UNTESTED) if counts.get(v, 0))
+    lines = [f"# {paper.title}", "", *paper.setup, "", *not_complete_note(runs),
+             "## Paper and ours, side by side", "",
+             f"One row per result of the paper ({tally}); `paper_vs_ours.csv` holds the same table.", "",
+             _table(table.rename(columns=str.capitalize)), ""]  # fmt: skip
+    for section in paper.sections:
+        lines += [*section, ""]
+    for caption, name in paper.figures.items():
+        lines += [f"![{caption}](figures/{name})", ""]
+    lines += diagnostics
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write(paper: PaperReport, runs: pd.DataFrame, out_dir: Path, diagnostics: list[str]) -> dict[str, str]:
+    """paper_vs_ours.csv, metrics.json and report.md into ``out_dir`` (the report's staging folder); the
+    figures are already there. Returns claim -> verdict, for the command line."""
+    table = claims_frame(paper.claims)
+    atomic.write_text(out_dir / "paper_vs_ours.csv", table.to_csv(index=False))
+    atomic.write_json(out_dir / "metrics.json", plain(paper.metrics))
+    atomic.write_text(out_dir / "report.md", render(paper, runs, diagnostics))
+    return {row.claim: row.verdict for row in table.itertuples(index=False)}
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON can hold it, for DVC's metrics: numpy scalars as Python numbers, NaN and infinities
+    (not reached, not measured) as null, keys as text."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,25 @@
+"""Which classic papers have a report (``--paper``): the single lookup from a paper's name to its module's
+``report`` function, checked before any run is read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from initstudy.report.load import SweepRuns
+from initstudy.report.papers.claims import PAPERS, PaperReport
+
+
+def writers() -> dict[str, Callable[[SweepRuns, Path, Path | None], PaperReport]]:
+    """The papers a report exists for (``--paper``), each its module's ``report`` function."""
+    from initstudy.report.papers import glorot2010, he2015, saxe2014, schoenholz2017
+
+    return {"glorot2010": glorot2010.report, "he2015": he2015.report,
+            "schoenholz2017": schoenholz2017.report, "saxe2014": saxe2014.report}  # fmt: skip
+
+
+def check_paper(name: str) -> str:
+    """``name`` if a report exists for it, else a ValueError naming what does (before any file is read)."""
+    if name not in PAPERS:
+        raise ValueError(f"invalid --paper={name!r}: must be one of {', '.join(PAPERS)}")
+    return name

@@ -1,0 +1,1 @@
+"""Run folders: ownership, staging, completion, identity, the manifest of a sweep, reading results."""

@@ -1,0 +1,244 @@
+"""MLflow: where the store is, checking it before anything runs, and one way to log a run.
+
+The launching process creates the store, the experiment and the parent run once (several processes creating
+a fresh SQLite store at once race); jobs only add child runs, tagged ``mlflow.parentRunId``. Training and
+``mlflow_import`` log a run through the same functions (:func:`log_params`, :func:`log_history`,
+:func:`log_final`), so an imported run looks exactly like a live one. A child run is FINISHED only after its
+run folder is complete; every call is retried while SQLite reports a transient lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sqlite3
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from initstudy.core.provenance import git_state
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_ENV = "INITSTUDY_MLFLOW_PARENT_RUN_ID"
+SWEEP_ID_TAG = "initstudy.sweep_id"
+RUN_DIR_TAG = "initstudy.run_dir"
+BATCH_LIMIT = 100  # params per log_batch request (MLflow's limit); metrics allow 1000
+T = TypeVar("T")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow store cannot be used (server down, damaged database); the message is one line."""
+
+
+# ---- where, and whether it can be used ----------------------------------------------------------------
+
+
+def tracking_uri(logger_cfg: DictConfig, root: Path) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in the repo (absolute)."""
+    return (
+        logger_cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    )
+
+
+def redact(uri: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://***@host``: what logs and messages may show of a URI."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", uri)
+
+
+def has_credentials(uri: str) -> bool:
+    return redact(uri) != uri
+
+
+def artifact_location(uri: str, root: Path) -> str | None:
+    """Artifacts of a local store go next to it; a server decides for itself."""
+    return (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") or uri.startswith("file:") else None
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(urllib.parse.unquote(uri[len("sqlite:///") :]))
+
+
+def check_store(uri: str, timeout_s: float = 3.0) -> None:
+    """Before anything runs: an HTTP server answers its health endpoint within ``timeout_s``; an existing
+    SQLite store is a readable database. One line otherwise."""
+    path = sqlite_path(uri)
+    if path is not None:
+        _check_sqlite(path)
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingUnavailable(
+            f"MLflow tracking server {redact(uri)} is not reachable ({redact(str(reason))}); start it, unset "
+            "MLFLOW_TRACKING_URI for the local store, or train offline with logger=offline"
+        ) from None
+
+
+def _check_sqlite(path: Path) -> None:
+    if not path.exists():
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is None or not os.access(parent, os.W_OK):
+            raise TrackingUnavailable(f"MLflow store {path} cannot be created: {parent} is not writable")
+        return
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20)
+        try:
+            result = connection.execute("PRAGMA quick_check").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise TrackingUnavailable(
+            f"MLflow store {path} is not a readable SQLite database ({error}); move it aside or set "
+            "logger.tracking_uri"
+        ) from None
+    if not result or result[0] != "ok":
+        raise TrackingUnavailable(
+            f"MLflow store {path} is damaged (quick_check: {result[0] if result else 'no answer'}); move it "
+            "aside or set logger.tracking_uri"
+        )
+
+
+def retry(call: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)``, retried with exponential backoff while SQLite says it is locked/busy."""
+    delay = 0.2
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:  # MlflowException wraps SQLAlchemy's OperationalError
+            transient = "database is locked" in str(error) or "database is busy" in str(error)
+            if not transient or attempt == attempts - 1:
+                raise
+            log.warning("MLflow store busy (%s); retrying in %.1f s", type(error).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+def ensure_experiment(uri: str, name: str, root: Path) -> str:
+    """Create the store (once, in the launching process: concurrent creation races) and the experiment."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        retry(client.search_experiments, max_results=1)  # creates and migrates a new store
+        experiment = retry(client.get_experiment_by_name, name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return retry(client.create_experiment, name, artifact_location=artifact_location(uri, root))
+    except Exception as error:
+        message = " ".join(redact(str(error)).split())[:300]
+        raise TrackingUnavailable(f"MLflow store {redact(uri)} cannot be used: {message}") from None
+
+
+# ---- one way to log a run (training and import) -------------------------------------------------------
+
+
+def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """The resolved config as MLflow params (dotted keys; MLflow truncates at 250 characters)."""
+    container = {k: v for k, v in config.items() if k not in ("download", "hydra")}
+    flat = pd.json_normalize(container, sep=".").iloc[0].to_dict() if container else {}
+    return {key: redact(str(value))[:250] for key, value in flat.items()}
+
+
+def log_params(client: Any, run_id: str, config: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    params = [Param(key, value) for key, value in flat_params(config).items()]
+    for start in range(0, len(params), BATCH_LIMIT):
+        retry(client.log_batch, run_id, params=params[start : start + BATCH_LIMIT])
+
+
+def log_points(client: Any, run_id: str, points: Iterable[tuple[str, float, int]]) -> None:
+    """(metric, value, step) points in batches; non-finite values are left out (MLflow rejects them)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, float(value), now, int(step)) for name, value, step in points
+               if math.isfinite(float(value))]  # fmt: skip
+    for start in range(0, len(metrics), 1000):
+        retry(client.log_batch, run_id, metrics=metrics[start : start + 1000])
+
+
+def history_points(history: pd.DataFrame) -> list[tuple[str, float, int]]:
+    """history.csv as MLflow points: per-epoch metrics at their epoch, the interval loss at its step."""
+    return [
+        (row.metric, float(row.value), int(row.step if row.metric.endswith("_step") else row.epoch))
+        for row in history.itertuples(index=False)
+    ]
+
+
+def log_history(client: Any, run_id: str, history: pd.DataFrame) -> None:
+    log_points(client, run_id, history_points(history))
+
+
+def log_final(client: Any, run_id: str, metrics: Mapping[str, Any], run_dir: Path) -> None:
+    """The run's final metrics (``final/...``), the divergence tag and the run folder as artifacts (its
+    results and its initial and final weights, so that a run's model can be fetched from MLflow)."""
+    from mlflow.entities import RunTag
+
+    numeric = [(f"final/{key}", float(value), 0) for key, value in metrics.items()
+               if isinstance(value, int | float) and not isinstance(value, bool)]  # fmt: skip
+    # The test set's one evaluation, also under its plain name (at the last epoch) for the run-comparison view.
+    epochs = int(metrics.get("epochs_completed") or 0)
+    numeric += [(key, float(metrics[key]), epochs) for key in ("test/acc", "test/loss")
+                if isinstance(metrics.get(key), int | float)]  # fmt: skip
+    log_points(client, run_id, numeric)
+    retry(client.log_batch, run_id, tags=[RunTag("diverged", str(metrics.get("diverged")).lower())])
+    retry(client.log_artifacts, run_id, str(run_dir))
+
+
+def run_tags(init: str, seed: int, run_dir: str, root: Path, extra: Mapping[str, str] = ()) -> dict[str, str]:
+    tags = {"initializer": init, "seed": str(seed), RUN_DIR_TAG: run_dir, **git_state(root), **dict(extra)}
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    return tags
+
+
+def set_status(client: Any, run_id: str, status: str) -> None:
+    retry(client.set_terminated, run_id, status=status)
+
+
+def end_interrupted_runs(client: Any, experiment_id: str, run_dir: str, keep: str | None = None) -> int:
+    """Mark as KILLED the runs of this run folder still RUNNING (a killed earlier attempt), except ``keep``.
+
+    Called before a job starts its own child run (single runs and sweeps alike), so that every run folder
+    has one FINISHED run and no run stays 'running' forever."""
+    stale = retry(
+        client.search_runs,
+        [experiment_id],
+        filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}' and attributes.status = 'RUNNING'",
+    )
+    stale = [run for run in stale if run.info.run_id != keep]
+    for run in stale:
+        set_status(client, run.info.run_id, "KILLED")
+    return len(stale)
+
+
+def confirm_finished(client: Any, run_id: str | None) -> None:
+    """A complete run folder whose MLflow run was left RUNNING (killed between the marker and the status)."""
+    if not run_id:
+        return
+    try:
+        run = retry(client.get_run, run_id)
+    except Exception:  # deleted, or from another store
+        return
+    if run.info.status == "RUNNING":
+        set_status(client, run_id, "FINISHED")
