@@ -95,6 +95,24 @@ def test_capability_the_cpu_lacks_is_refused_before_torch_would_crash(
 
 
 # ---- refusals once torch runs ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "module",
+    [
+        "initstudy.train.__main__",
+        "initstudy.diagnose.__main__",
+        "initstudy.sweep.preflight",
+        "initstudy.runs.rundir",
+        "hydra_plugins.initstudy_stacked.stacked_launcher",
+    ],
+)
+def test_what_runs_before_the_profile_is_applied_does_not_import_torch(module: str) -> None:
+    """The pre-flight sets the profile's import-time environment (ATEN_CPU_CAPABILITY, ...) before torch
+    starts: an entry point, the pre-flight, the run-folder code or the launcher plugin that imported torch
+    at import time would make every portable sweep refuse to start."""
+    code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0, module
+
+
 def test_applying_a_different_profile_after_torch_started_is_refused() -> None:
     import torch  # noqa: F401  (already imported by the session, under portable: see conftest)
 

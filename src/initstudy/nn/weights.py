@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from initstudy.core import atomic
+
+if TYPE_CHECKING:  # torch is imported where the files are read or written, not here: the run-folder code
+    # (initstudy.runs.rundir) reads WEIGHT_FILES in processes that must apply the numerics profile first.
+    import torch
+    from torch import nn
 
 # The two weight files of a run folder (part of its contract: initstudy.runs.rundir).
 WEIGHT_FILES = ("weights_initial.pt", "weights_final.pt")
@@ -28,10 +31,14 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save(state: dict[str, torch.Tensor], path: Path) -> None:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic.write_bytes(path, buffer.getvalue())
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
