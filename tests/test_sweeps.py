@@ -27,11 +27,6 @@ GRID_8 = [
 ]
 
 
-@pytest.fixture
-def in_repo(monkeypatch):
-    monkeypatch.chdir(REPO)  # params.yaml's hydra.searchpath (file://conf) is relative to the repo root
-
-
 def folders(overrides: list[str], multirun: bool = True) -> list[str]:
     return [job.run_dir.as_posix() for job in plan(overrides, multirun, verify_data=False)]
 
@@ -39,7 +34,7 @@ def folders(overrides: list[str], multirun: bool = True) -> list[str]:
 # ---- naming (composed, not trained) ----------------------------------------------------------------------
 
 
-def test_any_key_can_be_swept_into_distinct_readable_folders(in_repo):
+def test_any_key_can_be_swept_into_distinct_readable_folders(at_repo):
     runs = folders(GRID_8)
     assert len(runs) == len(set(runs)) == 8
     assert "runs/model.activation=tanh,optimizer.lr=0.003/he_uniform/seed_0" in runs
@@ -48,7 +43,7 @@ def test_any_key_can_be_swept_into_distinct_readable_folders(in_repo):
     assert not any(a != b and b.startswith(a + "/") for a in runs for b in runs)
 
 
-def test_folder_names_do_not_depend_on_the_order_or_spelling_of_overrides(in_repo):
+def test_folder_names_do_not_depend_on_the_order_or_spelling_of_overrides(at_repo):
     shuffled = [
         "model.activation=relu,tanh",
         "seed=0",
@@ -58,7 +53,7 @@ def test_folder_names_do_not_depend_on_the_order_or_spelling_of_overrides(in_rep
     assert sorted(folders(shuffled)) == sorted(folders(GRID_8))
 
 
-def test_default_sweep_and_depth_experiment_keep_their_layout(in_repo):
+def test_default_sweep_and_depth_experiment_keep_their_layout(at_repo):
     default = folders([])
     assert len(default) == 20 and all(re.fullmatch(r"runs/\w+/seed_\d", run) for run in default)
     assert {job.group for job in plan([], True, verify_data=False)} == {""}
@@ -74,7 +69,7 @@ def test_default_sweep_and_depth_experiment_keep_their_layout(in_repo):
     assert "runs_depth/optimizer.lr=0.02/tanh/depth_2/he_uniform/seed_0" in extra and len(set(extra)) == 6
 
 
-def test_values_given_once_keep_the_folder_like_an_edit_of_params(in_repo):
+def test_values_given_once_keep_the_folder_like_an_edit_of_params(at_repo):
     assert folders(["init=zeros", "seed=1", "trainer.max_epochs=2", "logger=offline"]) == [
         "runs/zeros/seed_1"
     ]
@@ -85,7 +80,7 @@ def test_values_given_once_keep_the_folder_like_an_edit_of_params(in_repo):
     ]
 
 
-def test_unsafe_values_give_one_safe_folder_name(in_repo):
+def test_unsafe_values_give_one_safe_folder_name(at_repo):
     runs = folders(["init=zeros", "seed=0", "data.root='x/y z\"q',data"])
     assert sorted(runs) == ["runs/data.root=data/zeros/seed_0", "runs/data.root=x%2Fy%20z%22q/zeros/seed_0"]
     long = safe_name("a=" + "x" * 400)
@@ -105,7 +100,7 @@ def test_grid_follows_hydra_basic_sweeper_semantics():
         grid(["optimizer.lr=interval(0.001,0.01)"])
 
 
-def test_the_preflight_is_a_registered_hydra_callback(in_repo):
+def test_the_preflight_is_a_registered_hydra_callback(at_repo):
     hydra_cfg = compose_config(return_hydra_config=True).hydra
     assert hydra_cfg.callbacks.preflight._target_ == "initstudy.sweep.preflight.Preflight"
     assert (
@@ -113,7 +108,7 @@ def test_the_preflight_is_a_registered_hydra_callback(in_repo):
     )
 
 
-def test_a_job_the_preflight_did_not_plan_is_refused_before_it_trains(in_repo, tmp_path):
+def test_a_job_the_preflight_did_not_plan_is_refused_before_it_trains(at_repo, tmp_path):
     from hydra.types import RunMode
     from omegaconf import open_dict
 
@@ -227,3 +222,26 @@ def test_a_trial_the_tuner_chose_is_validated_before_it_trains(data_repo: Path):
     leftovers = [p for p in (data_repo / "runs").rglob("*") if p.is_file()]
     assert sorted(p.name for p in leftovers) == [".initstudy-runs", ".initstudy.lock", "manifest.csv"]
     assert len(pd.read_csv(data_repo / "runs/manifest.csv")) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("subdir", "folders"),
+    [
+        ("${init.name}_${seed}", {"zeros_0", "he_uniform_0"}),
+        ("${hydra.job.override_dirname}", {"init=zeros,seed=0", "init=he_uniform,seed=0"}),
+    ],
+)
+def test_hydra_sweep_subdir_resolves_per_job_as_hydra_documents_it(
+    data_repo: Path, subdir: str, folders: set
+):
+    """Interpolations in ``hydra.sweep.subdir`` given on the command line (the examples of Hydra's docs)
+    resolve in each job's own config: read from the recorded overrides resolved, they would take the
+    primary config's values (glorot_uniform_0 for every job) and the sweep would be refused."""
+    sweep = ["--multirun", "init=zeros,he_uniform", "seed=0", f"hydra.sweep.subdir={subdir}",
+             "hydra.job.config.override_dirname.exclude_keys=[data.train_size]", "data.train_size=200"]  # fmt: skip
+    run(python_module("initstudy.train", *sweep), data_repo)
+    manifest = pd.read_csv(data_repo / "runs/manifest.csv", keep_default_na=False)
+    assert set(manifest.run_dir) == folders
+    for entry in manifest.itertuples():
+        assert rundir.is_complete(data_repo / "runs" / entry.run_dir, entry.identity), entry.run_dir

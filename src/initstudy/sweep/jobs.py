@@ -27,7 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from initstudy.config.compose import compose_config, config_hash
 from initstudy.config.download import validate_download
@@ -196,7 +196,7 @@ def group_name(cfg: DictConfig, layout: DictConfig) -> str:
     swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys) | named_keys(layout)
     parts: dict[str, str] = {}
-    for override in parse(list(cfg.hydra.overrides.task)):
+    for override in parse(as_given(cfg.hydra.overrides.task)):
         key = override.key_or_group
         if key in swept and key not in excluded:
             parts[key] = f"~{key}" if override.is_delete() else f"{key}={value_text(override)}"
@@ -233,6 +233,14 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def as_given(overrides: ListConfig) -> list[str]:
+    """``hydra.overrides.task`` or ``.hydra`` as the command line gave them. A value holding ``${...}`` is an
+    interpolation to OmegaConf, which reading a list item resolves against the config at hand (in a callback,
+    the primary config: every job would get its values); Hydra's loader reads them unresolved and resolves
+    them in each job's own config, and so does the project."""
+    return [str(item) for item in OmegaConf.to_container(overrides, resolve=False)]
 
 
 def task_config(cfg: DictConfig) -> DictConfig:

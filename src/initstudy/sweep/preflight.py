@@ -111,7 +111,7 @@ class Preflight(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(sweep_jobs.SWEPT_KEYS_ENV, None)  # a single run sweeps nothing
         numerics.apply_before_torch(numerics.from_config(config.numerics))
-        job = sweep_jobs.make_job(config, list(config.hydra.overrides.task), multirun=False)
+        job = sweep_jobs.make_job(config, sweep_jobs.as_given(config.hydra.overrides.task), multirun=False)
         sweep_jobs.check_data_files([config])
         root = repo_root()
         run_dir = rundir.check_run_folder(job.run_dir, root)
@@ -129,7 +129,9 @@ class Preflight(Callback):
     @refusing
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # The keys this sweep varies name the jobs' folders (sweep.group_name); the jobs inherit them.
-        arguments = sweep_jobs.sweeper_arguments(config.hydra) + list(config.hydra.overrides.task)
+        arguments = sweep_jobs.sweeper_arguments(config.hydra) + sweep_jobs.as_given(
+            config.hydra.overrides.task
+        )
         os.environ[sweep_jobs.SWEPT_KEYS_ENV] = ",".join(sweep_jobs.swept_keys(arguments))
         if sweep_jobs.is_grid(config.hydra):
             jobs, first = self.plan_grid(config, arguments)
@@ -156,7 +158,7 @@ class Preflight(Callback):
         """Every job of a grid composed once (Hydra's own overrides included, as Hydra will compose it),
         the numerics environment set from them, then each validated; the data checked once."""
         lists = sweep_jobs.grid(arguments)
-        hydra_overrides = list(config.hydra.overrides.hydra)
+        hydra_overrides = sweep_jobs.as_given(config.hydra.overrides.hydra)
         configs = [compose_job(hydra_overrides + job) for job in lists]
         apply_numerics(configs)
         jobs = [sweep_jobs.make_job(cfg, job, multirun=True) for cfg, job in zip(configs, lists, strict=True)]
@@ -207,7 +209,7 @@ class Preflight(Callback):
     def admit_chosen(self, config: DictConfig, final: str) -> None:
         """A job a tuning sweeper chose: validated, its folder checked, added to the manifest."""
         numerics.apply_before_torch(numerics.from_config(config.numerics))
-        job = sweep_jobs.make_job(config, list(config.hydra.overrides.task), multirun=True)
+        job = sweep_jobs.make_job(config, sweep_jobs.as_given(config.hydra.overrides.task), multirun=True)
         sweep_jobs.check_data_files([config])
         rundir.check_run_folder(Path(final), repo_root())
         manifest.append_to_manifest(job, Path(config.hydra.sweep.dir))
@@ -217,7 +219,7 @@ def check_planned(config: DictConfig, final: str, planned: dict[str, str]) -> No
     """The job Hydra started is one the pre-flight validated: same run folder, same identity."""
     identity = rundir.run_identity(sweep_jobs.task_config(config))
     if planned.get(final) != identity:
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = " ".join(sweep_jobs.as_given(config.hydra.overrides.task))
         raise ConfigError(
             f"job {overrides!r} ({final}) is not one the pre-flight validated; its sweeper or launcher changed "
             "the jobs after the pre-flight"
@@ -337,7 +339,7 @@ def sweep_id(jobs: Sequence[Job] | None, config: DictConfig | None = None) -> st
         assert config is not None
         sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
         text = yaml.safe_dump({"dir": str(config.hydra.sweep.dir), "sweeper": sweeper,
-                               "overrides": sorted(config.hydra.overrides.task)}, sort_keys=True)  # fmt: skip
+                               "overrides": sorted(sweep_jobs.as_given(config.hydra.overrides.task))}, sort_keys=True)  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -434,7 +436,7 @@ def parent_run_id(client: Any, experiment_id: str, config: DictConfig, jobs: Seq
         run_id = previous[0].info.run_id
         store.retry(client.update_run, run_id, status="RUNNING")
         return run_id
-    overrides = " ".join(config.hydra.overrides.task)
+    overrides = " ".join(sweep_jobs.as_given(config.hydra.overrides.task))
     label = f"{len(jobs)} runs" if jobs is not None else "tuning"
     run = store.retry(
         client.create_run,
