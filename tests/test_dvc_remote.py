@@ -20,8 +20,6 @@ from conftest import dvc, edit_params, python_module, run
 from initstudy.runs import rundir
 from initstudy.tracking import store
 
-pytestmark = pytest.mark.slow
-
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
 
@@ -34,6 +32,7 @@ def digest(folder: Path, leave_out: set[str] = frozenset()) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and str(p.relative_to(folder)) not in leave_out}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_clone_pulls_the_study_and_reproduces_nothing(study_repo: Path, tmp_path: Path):
     repo = study_repo
     edit_params(repo, hydra__sweeper__params={"init": "zeros,he_uniform", "seed": "0"})

@@ -299,6 +299,7 @@ EDITS = {
 }
 
 
+@pytest.mark.slow  # DVC itself, in a committed repo copy
 @pytest.mark.parametrize("kind", list(EDITS))
 def test_dvc_status_marks_exactly_the_stages_an_edit_affects(committed_repo, tmp_path, kind):
     repo = tmp_path / "repo"
@@ -308,6 +309,7 @@ def test_dvc_status_marks_exactly_the_stages_an_edit_affects(committed_repo, tmp
     assert changed_stages(repo) == expected
 
 
+@pytest.mark.slow  # DVC itself, in a committed repo copy
 def test_a_group_choice_shows_in_params_diff_and_repro(committed_repo, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(committed_repo, repo, symlinks=True)

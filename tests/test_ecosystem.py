@@ -14,8 +14,6 @@ import yaml
 
 from conftest import REPO, dvc, edit_params, python_module, run
 
-pytestmark = pytest.mark.slow
-
 SWEEP = [(init, seed) for init in ("zeros", "he_uniform") for seed in (0, 1)]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -45,6 +43,7 @@ def mlflow_runs(repo: Path) -> tuple[list, list]:
 # ---- submitit, local ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_completes_every_run_under_one_mlflow_parent(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     result = run(
@@ -133,6 +132,7 @@ def fake_slurm(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_slurm_gpu_sweep_submits_one_job_array_with_the_study_resources(
     synthetic_data_repo: Path, tmp_path: Path
 ):
@@ -171,6 +171,7 @@ def test_slurm_gpu_sweep_submits_one_job_array_with_the_study_resources(
     assert "srun" in script and "-m submitit.core._submit" in script
 
 
+@pytest.mark.slow
 def test_cfg_hydra_prints_the_launcher_resources():
     """What the README tells users to run to see the resources a launcher option requests."""
     result = run(
@@ -187,6 +188,7 @@ def test_cfg_hydra_prints_the_launcher_resources():
 # ---- DVC experiments ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dvc_exp_run_sets_a_parameter_and_exp_show_lists_it_with_metrics(study_repo: Path):
     repo = study_repo
     # One seed per initializer keeps the two pipeline runs short.

@@ -21,7 +21,6 @@ from conftest import SyntheticMNIST, edit_params, make_study_repo, python_module
 from initstudy.runs import rundir
 from initstudy.tracking import store
 
-pytestmark = pytest.mark.slow
 SWEEP = ["--multirun", "init=he_uniform", "seed=0,1"]
 RUNS = ("he_uniform/seed_0", "he_uniform/seed_1")
 
@@ -88,6 +87,7 @@ def repo(finished: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["trained", "before-marker", "before-promote", "before-finished"])
 def test_kill_during_a_replacement_never_loses_the_finished_run(repo: Path, point: str):
     old = {name: digest(repo / "runs" / name) for name in RUNS}
@@ -126,6 +126,7 @@ def test_kill_during_a_replacement_never_loses_the_finished_run(repo: Path, poin
         assert statuses.count("KILLED") == expected_killed, (name, statuses)
 
 
+@pytest.mark.slow
 def test_kill_during_the_report_leaves_the_previous_report(repo: Path):
     before = digest(repo / "reports")
     edit_params(repo, trainer__max_epochs=2)
@@ -138,6 +139,7 @@ def test_kill_during_the_report_leaves_the_previous_report(repo: Path):
     assert after != before and not list((repo / "reports").glob(".report-staging-*"))
 
 
+@pytest.mark.slow
 def test_kill_during_mlflow_import_is_completed_by_the_next_import(repo: Path):
     (repo / "mlflow.db").unlink()
     shutil.rmtree(repo / "mlartifacts", ignore_errors=True)
@@ -154,6 +156,7 @@ def test_kill_during_mlflow_import_is_completed_by_the_next_import(repo: Path):
     assert "imported 0 run(s)" in run(python_module("initstudy.tracking.importer"), repo).stdout
 
 
+@pytest.mark.slow
 def test_two_writers_on_one_runs_root_cannot_interleave(repo: Path):
     edit_params(repo, trainer__max_epochs=2)
     holder = start(python_module("initstudy.train", *SWEEP), repo, pause_at="trained")
@@ -173,6 +176,7 @@ def test_two_writers_on_one_runs_root_cannot_interleave(repo: Path):
     assert all(rundir.read_marker(repo / "runs" / name) for name in RUNS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["not json", "[1, 2]", "marker without metrics"])
 def test_damaged_marker_means_recompute(repo: Path, damage: str):
     folder = repo / "runs" / RUNS[0]
@@ -186,6 +190,7 @@ def test_damaged_marker_means_recompute(repo: Path, damage: str):
     assert rundir.read_marker(folder) is not None and (folder / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_results_are_readable_by_group_and_others(repo: Path):
     for path in [
         *(repo / "runs" / RUNS[0]).iterdir(),
@@ -209,6 +214,7 @@ def test_credentials_are_redacted_everywhere_we_write_a_uri(uri):
     assert all("secret" not in value for value in params.values())
 
 
+@pytest.mark.slow
 def test_unreachable_server_with_credentials_is_one_line_without_them(repo, monkeypatch, capsys, tmp_path):
     import socket
 

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from conftest import REPO
 from initstudy.config.compose import compose_config, config_hash
 from initstudy.data.synthetic import SyntheticMNIST
 from initstudy.nn.model import MLP
@@ -22,13 +21,6 @@ from initstudy.runs import rundir
 # 600 synthetic training images, the last 100 held out: 500 at batch 32 = 16 optimizer steps per epoch; 200 test
 # images.
 STEPS_PER_EPOCH = -(-500 // 32)
-
-
-@pytest.fixture
-def at_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(REPO)
-    monkeypatch.delenv("INITSTUDY_ROOT", raising=False)
-    return REPO
 
 
 @pytest.fixture

@@ -18,8 +18,6 @@ from conftest import SyntheticMNIST, make_study_repo, python_module, run
 from initstudy.runs import rundir
 from initstudy.tracking import store
 
-pytestmark = pytest.mark.slow
-
 INITS = "zeros,he_uniform,glorot_uniform,random_normal"
 EXPERIMENT = "slurm-postgres"
 
@@ -44,6 +42,7 @@ class QueueWatch(threading.Thread):
             self.most_running = max(self.most_running, running)
 
 
+@pytest.mark.slow
 def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
     tmp_path: Path,
     synthetic_mnist: SyntheticMNIST,

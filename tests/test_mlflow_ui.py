@@ -33,7 +33,7 @@ import pytest
 
 from conftest import python_module, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -197,6 +197,7 @@ def compare_view_row(page, metric: str, n_runs: int) -> list[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
     store: str, synthetic_data_repo: Path, tmp_path: Path, request: pytest.FixtureRequest

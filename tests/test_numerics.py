@@ -25,13 +25,6 @@ from initstudy.core.errors import ConfigError
 from initstudy.sweep import jobs
 
 
-@pytest.fixture
-def at_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(REPO)
-    monkeypatch.delenv("INITSTUDY_ROOT", raising=False)
-    return REPO
-
-
 # ---- profiles and their environment -------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["portable", "fast"])
 def test_each_profile_composes_validates_and_is_hashed(at_repo: Path, name: str) -> None:

@@ -12,8 +12,6 @@ import yaml
 
 from conftest import dvc, edit_params, python_module, run
 
-pytestmark = pytest.mark.slow
-
 RUN_FILES = (
     "metrics.json",
     "history.csv",
@@ -34,6 +32,7 @@ def search_runs(repo: Path) -> list:
     return client.search_runs([client.get_experiment_by_name("initstudy").experiment_id])
 
 
+@pytest.mark.slow
 def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     first = run(python_module("initstudy.train", "--multirun"), repo)
@@ -102,6 +101,7 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
         assert (run_dir / "history.csv").read_bytes() == history_bytes
 
 
+@pytest.mark.slow
 def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path):
     repo = study_repo
     repro = run(dvc("repro", "report"), repo)  # the default study; the depth stages are tested apart

@@ -141,6 +141,7 @@ def finished_repo(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
     return repo
 
 
+@pytest.mark.slow  # a trained sweep, then the CLI once per bad input: 71 cases
 @pytest.mark.parametrize(
     ("overrides", "words"), CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
 )
@@ -159,6 +160,7 @@ def test_bad_input_is_one_line_and_touches_nothing(finished_repo, monkeypatch, c
     assert not (finished_repo / "sys").exists() and not (finished_repo / "runs/.staging").exists()
 
 
+@pytest.mark.slow  # needs the trained sweep of finished_repo
 def test_damaged_mlflow_store_is_refused_before_anything_runs(finished_repo, tmp_path, monkeypatch, capsys):
     store = tmp_path / "damaged.db"
     store.write_bytes(b"this is not a database" * 100)

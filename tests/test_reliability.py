@@ -20,8 +20,6 @@ import pytest
 
 from conftest import SyntheticMNIST, dvc, edit_params, python_module, run
 
-pytestmark = pytest.mark.slow
-
 
 def client_for(repo: Path):
     import mlflow
@@ -59,6 +57,7 @@ def popen(cmd: list[str], cwd: Path) -> subprocess.Popen:
 SIX = [(init, seed) for init in ("zeros", "he_uniform", "glorot_uniform") for seed in (0, 1)]
 
 
+@pytest.mark.slow
 def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     edit_params(repo, trainer__max_epochs=40,
@@ -108,6 +107,7 @@ def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_d
     assert len(parents) == 1
 
 
+@pytest.mark.slow
 def test_changed_config_is_recomputed_same_config_is_not(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     args = ["init=zeros", "seed=0", "trainer.max_epochs=2"]
@@ -122,6 +122,7 @@ def test_changed_config_is_recomputed_same_config_is_not(synthetic_data_repo: Pa
 # ---- 2. divergence -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_diverging_run_stops_is_recorded_and_the_sweep_goes_on(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     (repo / "conf/init/exploding.yaml").write_text(
@@ -145,6 +146,7 @@ def test_diverging_run_stops_is_recorded_and_the_sweep_goes_on(synthetic_data_re
 # ---- 3. bad data -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "missing"])
 def test_wrong_or_truncated_data_file_is_refused_before_training(synthetic_data_repo: Path, damage: str):
     repo = synthetic_data_repo
@@ -168,6 +170,7 @@ def test_wrong_or_truncated_data_file_is_refused_before_training(synthetic_data_
 # ---- 4. concurrent logging ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_four_parallel_joblib_jobs_lose_no_run_and_no_metric(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     epochs, every = 3, 5
@@ -202,6 +205,7 @@ def test_four_parallel_joblib_jobs_lose_no_run_and_no_metric(synthetic_data_repo
 # ---- 5. tracking server down ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dead_tracking_server_fails_fast_offline_runs_import_later(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     dead = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
@@ -251,6 +255,7 @@ class StallingHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_download_killed_mid_file_leaves_no_unverified_file(
     study_repo: Path, synthetic_mnist: SyntheticMNIST, tmp_path
 ):
@@ -280,6 +285,7 @@ def test_download_killed_mid_file_leaves_no_unverified_file(
         assert hashlib.sha256(path.read_bytes()).hexdigest() == expected.get(path.name), path
 
 
+@pytest.mark.slow
 def test_file_corrupted_after_download_is_detected_and_repaired(
     study_repo: Path, synthetic_mnist: SyntheticMNIST
 ):

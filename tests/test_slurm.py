@@ -24,8 +24,6 @@ import services
 from conftest import SyntheticMNIST, make_study_repo, python_module, run
 from initstudy.runs import rundir
 
-pytestmark = pytest.mark.slow
-
 RESULT_FILES = ("metrics.json", "history.csv")
 TWO_RUNS = ["--multirun", "init=zeros,he_uniform", "seed=0", "logger=offline"]
 
@@ -57,6 +55,7 @@ def finished(cluster: services.SlurmCluster) -> dict[str, str]:
     return {r["JobId"]: r["JobState"] for r in cluster.completed() if r["Name"] == "initstudy"}
 
 
+@pytest.mark.slow
 def test_each_run_is_a_slurm_job_with_the_basic_launchers_results(
     tmp_path: Path, synthetic_mnist: SyntheticMNIST, slurm_cluster: services.SlurmCluster
 ):
@@ -127,6 +126,7 @@ def folder_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_cancelled_job_and_a_killed_launcher_lose_nothing(
     tmp_path: Path, synthetic_mnist: SyntheticMNIST, slurm_cluster: services.SlurmCluster
 ):
@@ -199,6 +199,7 @@ def test_a_cancelled_job_and_a_killed_launcher_lose_nothing(
     ]
 
 
+@pytest.mark.slow
 def test_a_job_past_its_time_limit_is_requeued_and_its_run_completes(
     tmp_path: Path, synthetic_mnist: SyntheticMNIST, slurm_cluster: services.SlurmCluster
 ):
