@@ -52,6 +52,17 @@ def test_command_line_overrides_replace_the_default_sweep():
     ]
 
 
+@pytest.mark.parametrize("experiment", [None, "depth", "glorot2010", "he2015", "schoenholz2017", "saxe2014"])
+def test_every_job_is_named_train_so_its_log_is_the_run_folders_train_log(experiment):
+    """Hydra names a job after the task function's file unless the config names it; that file is
+    initstudy/train/app.py, and an ``app.log`` would be a file the run-folder contract does not own, hashed
+    into dvc.lock with its timestamps."""
+    overrides = [f"experiment={experiment}"] if experiment else []
+    hydra = compose_config(overrides, return_hydra_config=True).hydra
+    assert hydra.job.name == "train"
+    assert str(hydra.job_logging.handlers.file.filename).endswith("/train.log")
+
+
 def test_default_config_is_valid_and_matches_the_seed_notebook():
     cfg = compose_config([])
     validate(cfg)
