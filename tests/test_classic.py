@@ -111,9 +111,8 @@ def test_metrics_hold_no_infinities_or_numpy_scalars():
 
 def test_schoenholz_boundary_from_our_mean_field_matches_the_papers():
     assert schoenholz2017.critical_sigma_w2("tanh", 0.05) == pytest.approx(1.76, abs=0.02)
-    # Without bias variance, tanh's boundary is sigma_w^2 = 1 exactly (tanh'(0) = 1); q* -> 0 there only
-    # algebraically, so the fixed iteration count of mean_field lands within 2%.
-    assert schoenholz2017.critical_sigma_w2("tanh", 0.0) == pytest.approx(1.0, abs=0.02)
+    # Without bias variance, tanh's boundary is sigma_w^2 = 1 exactly (tanh'(0) = 1)
+    assert schoenholz2017.critical_sigma_w2("tanh", 0.0) == pytest.approx(1.0, abs=1e-4)
 
 
 def _schoenholz_cells(accuracies: dict[tuple[float, int], float]) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import brentq
 from torch import nn
 
 from initstudy.nn.model import MLP
@@ -290,29 +291,109 @@ def _correlation_recursion(model: MLP, weight_stds: list[float | None], bias_var
 @dataclass
 class MeanField:
     """The infinitely wide network's fixed point for weight variance sigma_w^2 (times fan-in) and bias
-    variance sigma_b^2 (Schoenholz et al. 2017): q*, c*, chi_1 (> 1: chaos, < 1: order) and the depth scale
-    xi_c over which two inputs' correlation relaxes to c* (a small multiple of it bounds the trainable depth)."""
+    variance sigma_b^2 (Schoenholz et al. 2017): q*, c*, chi_1 (> 1: chaos, < 1: order), chi_c (the slope of
+    the correlation map at c*) and the depth scale xi_c = -1/ln chi_c over which two inputs' correlation
+    relaxes to c* (a small multiple of it bounds the trainable depth)."""
 
     q_star: float
     c_star: float
     chi_1: float
+    chi_c: float
     xi_c: float
 
 
-def mean_field(activation: str, sigma_w2: float, sigma_b2: float, iterations: int = 500) -> MeanField:
+# Positively homogeneous activations (phi(a z) = a phi(z) for a > 0): E[phi(sqrt(q) z)^2] = q E[phi(z)^2], so the
+# variance map is linear in q and its fixed point has a closed form.
+_HOMOGENEOUS = ("relu", "leaky_relu", "linear")
+# The smallest 1 - c at which the correlation map is evaluated when bracketing c* < 1: the quadrature resolves
+# F(c) - c to ~1e-15, so the sign of (1 - chi_1)(1 - c) is still readable there when |1 - chi_1| > 1e-5.
+_SMALLEST_GAP = 1e-9
+
+
+def _variance_map(activation: str, sigma_w2: float, sigma_b2: float, q: float) -> float:
+    """One layer of the length map: q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2."""
     one = np.ones(1)
-    q = 1.0
-    for _ in range(iterations):
-        q = float(sigma_w2 * pair_expectation(activation, q * one, q * one, one)[0] + sigma_b2)
-    chi_1 = float(sigma_w2 * pair_expectation(activation, q * one, q * one, one, derivative=True)[0])
-    c = 0.5
-    for _ in range(iterations):
-        if q <= 0:
-            break
-        c = float((sigma_w2 * pair_expectation(activation, q * one, q * one, c * one)[0] + sigma_b2) / q)
-    chi_c = float(sigma_w2 * pair_expectation(activation, q * one, q * one, c * one, derivative=True)[0])
+    return float(sigma_w2 * pair_expectation(activation, q * one, q * one, one)[0] + sigma_b2)
+
+
+def fixed_point_q(activation: str, sigma_w2: float, sigma_b2: float) -> float:
+    """q*: the fixed point of the length map that the recursion started at q = 1 converges to (the map is
+    increasing in q for these activations, so it is the nearest fixed point in the direction of V(1) - 1).
+
+    Closed form for homogeneous activations (q* = sigma_b^2 / (1 - sigma_w^2 E[phi(z)^2]); inf where the map
+    has slope >= 1 and a positive intercept); otherwise Brent's method on V(q) - q over a bracket grown by
+    doubling (upwards) or halving (downwards) from 1. 0 where no positive fixed point lies below 1."""
+    if activation in _HOMOGENEOUS:
+        slope = _variance_map(activation, sigma_w2, 0.0, 1.0)
+        if slope < 1.0:
+            return sigma_b2 / (1.0 - slope)
+        if sigma_b2 == 0.0 and slope == 1.0:
+            return 1.0  # every q is a fixed point: the start stays put
+        return math.inf
+
+    def gap(q: float) -> float:
+        return _variance_map(activation, sigma_w2, sigma_b2, q) - q
+
+    start = gap(1.0)
+    if start == 0.0:
+        return 1.0
+    if start > 0:
+        upper = 2.0
+        while gap(upper) > 0:
+            upper *= 2.0
+            if upper > 1e12:
+                return math.inf
+        return float(brentq(gap, upper / 2, upper, xtol=1e-15, rtol=1e-14))
+    lower = 0.5
+    while gap(lower) < 0:
+        lower /= 2.0
+        if lower < 1e-300:
+            return 0.0
+    return float(brentq(gap, lower, lower * 2, xtol=1e-300, rtol=1e-14))
+
+
+def fixed_point_c(activation: str, sigma_w2: float, sigma_b2: float, q_star: float, chi_1: float) -> float:
+    """c*: the stable fixed point of the correlation map F(c) = (sigma_w^2 E[phi(u) phi(v)] + sigma_b^2) / q*.
+
+    c = 1 is always a fixed point (F(1) = 1 by definition of q*), with slope F'(1) = chi_1. In the ordered
+    phase (chi_1 <= 1) it is the stable one: c* = 1 exactly. In the chaotic phase c = 1 repels and F(c) - c
+    is negative just below 1 (~ (1 - chi_1)(1 - c)); c* is where it turns positive again, bracketed on a
+    geometric grid of 1 - c and solved by Brent's method."""
+    if chi_1 <= 1.0 or not 0 < q_star < math.inf:
+        return 1.0
+    one = np.ones(1)
+
+    def gap(c: float) -> float:
+        mapped = sigma_w2 * pair_expectation(activation, q_star * one, q_star * one, c * one)[0] + sigma_b2
+        return float(mapped / q_star - c)
+
+    if gap(1.0 - _SMALLEST_GAP) >= 0:
+        return 1.0  # chi_1 so close to 1 that c* is within the quadrature's resolution of 1
+    previous = _SMALLEST_GAP
+    for distance in np.geomspace(_SMALLEST_GAP, 2.0, 200)[1:]:
+        if gap(1.0 - distance) >= 0:
+            return float(brentq(gap, 1.0 - distance, 1.0 - previous, xtol=1e-15, rtol=1e-14))
+        previous = distance
+    return -1.0  # F(c) < c down to c = -1: the map pushes correlations to -1
+
+
+def mean_field(activation: str, sigma_w2: float, sigma_b2: float) -> MeanField:
+    """q*, c*, chi_1, chi_c and xi_c, each solved as a fixed point (closed form or a bracketing root finder),
+    never by iterating the maps a fixed number of times: near the order/chaos boundary the correlation map
+    relaxes over ~xi_c layers, so any fixed count stops short of c* exactly where xi_c matters most."""
+    q = fixed_point_q(activation, sigma_w2, sigma_b2)
+    one = np.ones(1)
+    q_eval = 1.0 if activation in _HOMOGENEOUS else q  # homogeneous: phi' (and so chi) does not depend on q
+    chi_1 = float(
+        sigma_w2 * pair_expectation(activation, q_eval * one, q_eval * one, one, derivative=True)[0]
+    )
+    c = fixed_point_c(activation, sigma_w2, sigma_b2, q, chi_1)
+    if c == 1.0:
+        chi_c = chi_1  # the slope of the correlation map at c* = 1 is chi_1
+    else:
+        chi_c = float(sigma_w2 * pair_expectation(activation, q * one, q * one, c * one, derivative=True)[0])
     xi_c = -1.0 / math.log(chi_c) if 0 < chi_c < 1 else math.inf
-    return MeanField(q_star=q, c_star=c, chi_1=chi_1, xi_c=xi_c)
+    return MeanField(q_star=q, c_star=c, chi_1=chi_1, chi_c=chi_c, xi_c=xi_c)
 
 
 # ---- dynamical isometry: the input-output Jacobian's singular values (Pennington et al. 2017) --------------
