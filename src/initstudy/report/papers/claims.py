@@ -1,6 +1,9 @@
 """What the four classic-paper reports share (``python -m initstudy.report --paper <name>``): the paper's claim
-and ours side by side in one table (paper_vs_ours.csv, one row per claim: what the paper reports, what we
-measured, whether they agree and why not), the values each run was configured with, and the page around it.
+and ours side by side in one table (paper_vs_ours.csv, one row per claim: where the claim is in the paper,
+what the paper reports, what we measured, the verdict, the rule and the seeds behind it, what a trivial
+baseline scores on the same cells, and why the verdict is not a plain agreement), the values each run was
+configured with, and the page around it. The rules themselves live in conf/experiment/claims/<paper>.yaml
+(initstudy.report.papers.rules), written before the runs are read.
 
 Each paper's own module (glorot2010, he2015, schoenholz2017, saxe2014) turns its runs into those rows, its
 figures and its statements; this module writes them, so that every report reads the same way.
@@ -22,7 +25,13 @@ from initstudy.report.markdown import _table
 from initstudy.runs.results import RunFileError
 
 AGREES, PARTS, UNTESTED = "agrees", "parts", "not tested"
-COLUMNS = ("claim", "paper", "ours", "verdict", "why")
+INCONCLUSIVE = "inconclusive"  # the rule's statistic straddles its margin: neither agrees nor parts
+NOT_TESTABLE = "not testable at this budget"  # fewer seeds than the rule needs, whatever the numbers say
+NOT_COUNTED = (
+    "not counted"  # an arithmetic identity, or a rule this design cannot fail: no evidence either way
+)
+VERDICTS = (AGREES, PARTS, INCONCLUSIVE, NOT_TESTABLE, NOT_COUNTED, UNTESTED)
+COLUMNS = ("claim", "where", "paper", "ours", "verdict", "rule", "seeds", "baseline", "why")
 # The papers a report exists for (--paper): checked before any import or file read; writers() maps each.
 PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014")
 
@@ -30,13 +39,19 @@ PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014")
 @dataclass
 class Claim:
     """One row of paper_vs_ours.csv: a result of the paper, ours beside it, the verdict and, where they part
-    or the comparison is loose, why (budget, architecture, protocol)."""
+    or the comparison is loose, why (budget, architecture, protocol); where in the paper the result is, the
+    rule that decided the verdict, the seeds behind it and the trivial baseline's score
+    (initstudy.report.papers.rules.judged fills these from the claims file)."""
 
     claim: str
     paper: str
     ours: str
     verdict: str
     why: str = ""
+    where: str = ""
+    rule: str = ""
+    seeds: str = ""
+    baseline: str = ""
 
 
 @dataclass
@@ -50,6 +65,7 @@ class PaperReport:
     metrics: dict[str, Any]
     sections: list[list[str]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
+    claims_file: str = ""  # conf/experiment/claims/<paper>.yaml, named in the report beside the verdicts
 
 
 def config_value(config: dict[str, Any], dotted: str) -> Any:
@@ -116,17 +132,29 @@ def render(paper: PaperReport, runs: pd.DataFrame, diagnostics: list[str]) -> st
     sections with their figures, the step-0 diagnostics."""
     table = claims_frame(paper.claims)
     counts = table.verdict.value_counts()
-    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in (AGREES, PARTS, UNTESTED) if counts.get(v, 0))
+    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0))
     lines = [f"# {paper.title}", "", *paper.setup, "", *not_complete_note(runs),
              "## Paper and ours, side by side", "",
              f"One row per result of the paper ({tally}); `paper_vs_ours.csv` holds the same table.", "",
-             _table(table.rename(columns=str.capitalize)), ""]  # fmt: skip
+             *rules_note(paper.claims_file), _table(table.rename(columns=str.capitalize)), ""]  # fmt: skip
     for section in paper.sections:
         lines += [*section, ""]
     for caption, name in paper.figures.items():
         lines += [f"![{caption}](figures/{name})", ""]
     lines += diagnostics
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def rules_note(claims_file: str) -> list[str]:
+    """How to read the verdicts: where the rules are and what each verdict word means."""
+    if not claims_file:
+        return []
+    return [f"Each verdict is decided by the rule beside it, written in `{claims_file}` before the runs "
+            f"were read; *Seeds* is the number of seeds behind the verdict and the fewest its rule needs; "
+            f"*Baseline* is what a trivial rule scores on the same cells. *{NOT_TESTABLE}*: fewer seeds than "
+            f"the rule needs (the rule's own reading is given in *Why*); *{NOT_COUNTED}*: an arithmetic "
+            f"identity or a rule this design cannot fail, so no evidence either way; *{INCONCLUSIVE}*: the "
+            "interval straddles the rule's margin.", ""]  # fmt: skip
 
 
 def write(paper: PaperReport, runs: pd.DataFrame, out_dir: Path, diagnostics: list[str]) -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""He et al. (2015), Figure 3, side by side with ours (conf/experiment/he2015.yaml): deep ReLU networks trained
-from "Xavier" N(0, 1/n) against He's N(0, 2/n). The paper: at 22 layers both converge, He's sooner; at 30
-layers Xavier stalls while He's converges. Ours: MLPs on MNIST instead of their convolutional networks on
-ImageNet, the training loss every 10 steps instead of the top-1 error per epoch.
+"""He et al. (2015), Figures 2 and 3, side by side with ours (conf/experiment/he2015.yaml): deep ReLU networks
+trained from "Xavier" N(0, 1/n) against He's N(0, 2/n). The paper: at 22 layers (Figure 2) both converge, He's
+sooner, and both end at about the same error; at 30 layers (Figure 3) Xavier stalls while He's converges.
+Ours: MLPs on MNIST instead of their convolutional networks on ImageNet, the training loss every 10 steps
+instead of the top-1 error per epoch. Each verdict is decided by its rule in conf/experiment/claims/he2015.yaml.
 """
 
 from __future__ import annotations
@@ -21,13 +22,21 @@ from initstudy.report.markdown import _table
 from initstudy.report.papers.claims import (
     AGREES,
     PARTS,
-    UNTESTED,
     Claim,
     PaperReport,
     complete,
-    error_percent,
     mean_sd,
     with_config_values,
+)
+from initstudy.report.papers.rules import (
+    Rule,
+    against_margin,
+    judged,
+    sign_test_p,
+    welch_interval,
+)
+from initstudy.report.papers.rules import (
+    load as load_rules,
 )
 
 XAVIER, HE = 1.0, 2.0  # init.scale: Var(w) = scale / fan_in
@@ -35,10 +44,7 @@ NAMES = {XAVIER: "Xavier N(0, 1/n)", HE: "He N(0, 2/n)"}
 COLOURS = {XAVIER: "#0072B2", HE: "#D55E00"}
 # "Starts learning": the windowed training loss first below this (chance is ln 10 = 2.303); "stalls": never.
 LEARNING = 2.0
-PAPER = {
-    22: "both converge; He's starts reducing the error sooner",
-    30: "Xavier stalls (no progress); He's converges",
-}
+END_MARGIN_PP = 2.0  # "about the same final error": the rule's margin (conf/experiment/claims/he2015.yaml)
 
 
 def train_loss(sweep: SweepRuns, runs: pd.DataFrame) -> pd.DataFrame:
@@ -55,23 +61,34 @@ def first_below(curve: pd.DataFrame, level: float) -> float:
     return float(below.step.min()) if len(below) else math.inf
 
 
-def cells(runs: pd.DataFrame, losses: pd.DataFrame) -> pd.DataFrame:
-    """One row per (depth, scale): steps until the loss first drops below LEARNING (median over seeds, inf if a
-    seed never does), the final windowed training loss and the test error."""
+def per_seed(runs: pd.DataFrame, losses: pd.DataFrame) -> pd.DataFrame:
+    """One row per complete run: its depth, scale and seed, the steps until its windowed training loss first
+    drops below LEARNING (inf if it never does), its final windowed training loss and its test error (%)."""
     rows = []
-    for (depth, scale), group in complete(runs).groupby(["depth", "init.scale"]):
-        starts, finals = [], []
-        for seed in group.seed:
-            curve = losses[(losses.depth == depth) & (losses["init.scale"] == scale) & (losses.seed == seed)]
-            curve = curve.sort_values("step")
-            starts.append(first_below(curve, LEARNING))
-            finals.append(float(curve.value.iloc[-1]) if len(curve) else math.nan)
-        mean, sd, n = error_percent(group["test/acc"])
-        rows.append({"depth": int(depth), "scale": float(scale), "n_runs": n,
-                     "steps_to_loss_2_median": float(pd.Series(starts).median()),
-                     "seeds_reaching_loss_2": sum(math.isfinite(s) for s in starts),
-                     "final_train_loss_mean": float(pd.Series(finals).mean()),
-                     "test_error_pct_mean": mean, "test_error_pct_std": sd})  # fmt: skip
+    for row in complete(runs).to_dict("records"):
+        depth, scale, seed = row["depth"], row["init.scale"], row["seed"]
+        curve = losses[(losses.depth == depth) & (losses["init.scale"] == scale) & (losses.seed == seed)]
+        curve = curve.sort_values("step")
+        rows.append({"depth": int(depth), "scale": float(scale), "seed": int(seed),
+                     "steps_to_loss_2": first_below(curve, LEARNING),
+                     "final_train_loss": float(curve.value.iloc[-1]) if len(curve) else math.nan,
+                     "test_error_pct": 100.0 * (1.0 - float(row["test/acc"]))})  # fmt: skip
+    return pd.DataFrame(rows, columns=["depth", "scale", "seed", "steps_to_loss_2", "final_train_loss",
+                                       "test_error_pct"])  # fmt: skip
+
+
+def cells(seeds: pd.DataFrame) -> pd.DataFrame:
+    """One row per (depth, scale): steps until the loss first drops below LEARNING (median over seeds, inf if a
+    seed never does), how many seeds get there, the final windowed training loss and the test error."""
+    rows = []
+    for (depth, scale), group in seeds.groupby(["depth", "scale"]):
+        error = group.test_error_pct
+        rows.append({"depth": int(depth), "scale": float(scale), "n_runs": len(group),
+                     "steps_to_loss_2_median": float(group.steps_to_loss_2.median()),
+                     "seeds_reaching_loss_2": int(group.steps_to_loss_2.map(math.isfinite).sum()),
+                     "final_train_loss_mean": float(group.final_train_loss.mean()),
+                     "test_error_pct_mean": float(error.mean()),
+                     "test_error_pct_std": float(error.std(ddof=1)) if len(error) > 1 else math.nan})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -90,32 +107,55 @@ def _describe(row: pd.Series) -> str:
             f"{row.final_train_loss_mean:.3f}, test error {mean_sd(row.test_error_pct_mean, row.test_error_pct_std, int(row.n_runs))} %")  # fmt: skip
 
 
-def claims_of(table: pd.DataFrame) -> list[Claim]:
+def paired(seeds: pd.DataFrame, depth: int) -> pd.DataFrame:
+    """Xavier's and He's runs at ``depth`` side by side, one row per seed both have (columns suffixed
+    _xavier and _he)."""
+    at = seeds[seeds.depth == depth]
+    xavier, he = at[at.scale == XAVIER], at[at.scale == HE]
+    return xavier.merge(he, on="seed", suffixes=("_xavier", "_he"))
+
+
+def claims_of(seeds: pd.DataFrame, rules: dict[str, Rule] | None = None) -> list[Claim]:
+    """The three claims of Figures 2 and 3, each decided by its rule in conf/experiment/claims/he2015.yaml."""
+    rules = rules if rules is not None else load_rules("he2015")
+    table = cells(seeds) if len(seeds) else pd.DataFrame(columns=["depth", "scale"])
     claims = []
-    for depth, paper in PAPER.items():
+    for depth, ids in ((22, ("fig2_22_layers_sooner", "fig2_22_layers_end")), (30, ("fig3_30_layers",))):
         xavier, he = _cell(table, depth, XAVIER), _cell(table, depth, HE)
-        name = f"Figure 3: {depth} ReLU layers"
-        if xavier is None or he is None:
-            claims.append(Claim(name, paper, "–", UNTESTED, f"no complete runs at depth {depth}"))
+        pairs = paired(seeds, depth) if len(seeds) else pd.DataFrame()
+        if xavier is None or he is None or pairs.empty:
+            for rule_id in ids:
+                claims.append(judged(rules[rule_id], ours="–", seeds=0, outcome=None, baseline="–",
+                                     why=f"no complete runs of both inits at depth {depth}"))  # fmt: skip
             continue
-        he_learns = he.seeds_reaching_loss_2 == he.n_runs
-        xavier_learns = xavier.seeds_reaching_loss_2 == xavier.n_runs
-        xavier_stalls = xavier.seeds_reaching_loss_2 == 0
-        if depth == 30:
-            agrees = he_learns and xavier_stalls
+        both = f"{_describe(xavier)}; {_describe(he)}"
+        n = len(pairs)
+        he_reaches = pairs.steps_to_loss_2_he.map(math.isfinite)
+        xavier_reaches = pairs.steps_to_loss_2_xavier.map(math.isfinite)
+        if depth == 22:
+            sooner = he_reaches & xavier_reaches & (pairs.steps_to_loss_2_he < pairs.steps_to_loss_2_xavier)
+            outcome = AGREES if sooner.all() else PARTS
+            claims.append(judged(rules["fig2_22_layers_sooner"], ours=both, seeds=n, outcome=outcome,
+                                 baseline=f"{sign_test_p(n, n):.3g} with {n} seeds "
+                                          f"(ours: He sooner in {int(sooner.sum())}/{n})"))  # fmt: skip
+            gap = pairs.test_error_pct_xavier - pairs.test_error_pct_he
+            low, high = welch_interval(pairs.test_error_pct_xavier, pairs.test_error_pct_he)
+            interval = "" if math.isnan(low) else f", 95 % Welch interval [{low:+.1f}, {high:+.1f}] pp"
+            ours = (f"Xavier ends at {xavier.test_error_pct_mean:.1f} % test error, He's at "
+                    f"{he.test_error_pct_mean:.1f} %: Xavier minus He {gap.mean():+.1f} pp{interval}")  # fmt: skip
+            claims.append(judged(rules["fig2_22_layers_end"], ours=ours, seeds=n,
+                                 outcome=against_margin((low, high), 0.0, END_MARGIN_PP),
+                                 baseline=f"0 pp against ours {gap.mean():+.1f} pp",
+                                 why="" if abs(gap.mean()) <= END_MARGIN_PP else
+                                 "the paper's two end about equal; ours do not"))  # fmt: skip
         else:
-            agrees = he_learns and xavier_learns and he.steps_to_loss_2_median < xavier.steps_to_loss_2_median
-        why = (
-            ""
-            if agrees
-            else (
-                "within our budget"
-                + ("" if xavier_learns or depth == 30 else ": Xavier had not started by the last step")
-            )
-        )
-        claims.append(
-            Claim(name, paper, f"{_describe(xavier)}; {_describe(he)}", AGREES if agrees else PARTS, why)
-        )
+            split = he_reaches & ~xavier_reaches
+            runs_right = int(he_reaches.sum() + (~xavier_reaches).sum())
+            trivial_right = int(he_reaches.sum() + xavier_reaches.sum())
+            claims.append(judged(rules["fig3_30_layers"], ours=both, seeds=n,
+                                 outcome=AGREES if split.all() else PARTS,
+                                 baseline=f"{trivial_right}/{2 * n} runs right, the paper's prediction "
+                                          f"{runs_right}/{2 * n}"))  # fmt: skip
     return claims
 
 
@@ -131,7 +171,8 @@ def figure(losses: pd.DataFrame, path: Path) -> None:
         ax.set(title=f"{depth} ReLU layers", xlabel="optimizer step", ylabel="training loss (window mean)")
         ax.legend(fontsize=8)
     fig.suptitle(
-        "He et al. (2015) Fig. 3 on MNIST MLPs: training loss, each seed a line (dotted: chance)", fontsize=9
+        "He et al. (2015) Figs. 2-3 on MNIST MLPs: training loss, each seed a line (dotted: chance)",
+        fontsize=9,
     )
     fig.tight_layout()
     save(fig, path)
@@ -140,18 +181,21 @@ def figure(losses: pd.DataFrame, path: Path) -> None:
 def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None) -> PaperReport:
     runs = with_config_values(sweep.runs, ["init.scale"])
     losses = train_loss(sweep, runs)
-    table = cells(runs, losses)
+    seeds_frame = per_seed(runs, losses)
+    table = cells(seeds_frame) if len(seeds_frame) else pd.DataFrame()
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     drawn = {}
     if len(losses):
-        figure(losses, out_dir / "figures" / "figure3_training_loss.png")
-        drawn = {"Figure 3: training loss against steps, 22 and 30 ReLU layers": "figure3_training_loss.png"}
+        figure(losses, out_dir / "figures" / "figures2_3_training_loss.png")
+        drawn = {
+            "Figures 2 (22 ReLU layers) and 3 (30 ReLU layers): training loss against steps": "figures2_3_training_loss.png"
+        }
     config = sweep.config
     model, trainer, optimizer, data = (config.get(k, {}) for k in ("model", "trainer", "optimizer", "data"))
     seeds = sorted(int(s) for s in runs.seed.unique())
     setup = [
-        "He, Zhang, Ren & Sun (2015), *Delving deep into rectifiers*, ICCV: Figure 3 (a 22- and a 30-layer ReLU "
-        "network from the \"Xavier\" init against theirs), reproduced on MNIST (`conf/experiment/he2015.yaml`, "
+        "He, Zhang, Ren & Sun (2015), *Delving deep into rectifiers*, ICCV: Figures 2 and 3 (a 22- and a 30-layer "
+        "ReLU network from the \"Xavier\" init against theirs), reproduced on MNIST (`conf/experiment/he2015.yaml`, "
         "DVC stages `train_he2015` -> `diagnose_he2015` -> `report_he2015`).",
         "",
         f"- **Ours:** MLPs of {sorted(int(d) for d in runs.depth.unique())} hidden ReLU layers x {model.get('width')} "
@@ -176,5 +220,6 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     ]
     if len(table):
         section.append(_table(table))
-    return PaperReport(title="He et al. (2015), Figure 3, reproduced side by side", setup=setup,
-                       claims=claims_of(table), metrics=metrics, sections=[section], figures=drawn)  # fmt: skip
+    return PaperReport(title="He et al. (2015), Figures 2 and 3, reproduced side by side", setup=setup,
+                       claims=claims_of(seeds_frame), metrics=metrics, sections=[section], figures=drawn,
+                       claims_file="conf/experiment/claims/he2015.yaml")  # fmt: skip
