@@ -179,9 +179,18 @@ def test_saxe_learning_time_is_the_first_step_below_the_target_at_the_best_rate(
     assert row.loc[("orthogonal", 2), "best_steps"] == 20 and row.loc[("orthogonal", 2), "best_lr"] == 0.03
     assert math.isinf(row.loc[("gaussian", 9), "best_steps"])  # not within the budget: censored
     claims = {c.claim.split(":")[0]: c for c in saxe2014.learning_time_claims(best)}
-    assert claims["Orthogonal init"].verdict == AGREES  # 20 and 20 steps: flat
-    assert claims["Scaled Gaussian init"].verdict == AGREES  # 20 steps, then not within 30: grows
+    # One seed: each rate is chosen on the time it reports; the rules need a second seed to read it apart.
+    assert claims["Orthogonal init"].verdict == NOT_TESTABLE  # 20 and 20 steps: flat, but 1 seed
+    assert "the rule alone would say 'inconclusive'" in claims["Orthogonal init"].why  # 0.03: the grid's edge
     assert "> 30" in claims["Scaled Gaussian init"].ours
+    # Two seeds, rates inside the grid: seed 0 chooses, seed 1 is read.
+    grid = pd.DataFrame([{"init": i, "depth": d, "lr": lr, "seed": seed, "budget": 30.0,
+                          "steps": steps if lr == 0.01 else math.inf}
+                         for i, times in {"orthogonal": {2: 20.0, 9: 20.0}, "gaussian": {2: 10.0, 9: math.inf}}.items()
+                         for d, steps in times.items() for lr in (0.003, 0.01, 0.03) for seed in (0, 1)])  # fmt: skip
+    claims = {c.claim.split(":")[0]: c for c in saxe2014.learning_time_claims(saxe2014.best_per_depth(grid))}
+    assert claims["Orthogonal init"].verdict == AGREES and claims["Orthogonal init"].seeds.startswith("2 ")
+    assert claims["Scaled Gaussian init"].verdict == AGREES  # 10 steps, then not within 30: grows
 
 
 def _he_seeds(n: int, xavier_22: float = 400.0, xavier_30: float = math.inf) -> pd.DataFrame:
