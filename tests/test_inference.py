@@ -22,6 +22,8 @@ from initstudy.report.inference import (
     seeds_needed,
     survival,
 )
+from initstudy.report.markdown import km_cell
+from initstudy.report.median_interval import median_interval
 
 # Final test accuracies shaped like the study's: five seeds, sd ~0.002, the zeros initializer constant.
 GLOROT = pd.Series([0.9778, 0.9795, 0.9801, 0.9802, 0.9810])
@@ -424,3 +426,52 @@ def test_compare_reports_power_from_the_pairs_own_spread():
     assert [row["seeds_for_0.1pp"], row["seeds_for_0.2pp"], row["seeds_for_0.5pp"]] == [
         seeds_needed(delta, sd, paired=True) for delta in (0.001, 0.002, 0.005)
     ]
+
+
+# --- the Kaplan-Meier median's interval: its coverage is what it says ---
+
+
+@pytest.mark.filterwarnings("error")
+def test_five_runs_give_min_max_with_its_actual_coverage_not_95_percent():
+    times = [410, 120, 500, 250, 300]
+    result = survival(times, [True] * 5, horizon=1000)
+    assert (result.median_ci_low, result.median_ci_high) == (120, 500)
+    assert result.median_ci_coverage == pytest.approx(1 - 2 * 0.5**5)  # 93.75 %: short of 95 %
+
+
+def test_the_order_statistic_interval_by_hand():
+    # n = 20: [t_(6), t_(15)] covers P(6 <= B <= 14), B ~ Bin(20, 1/2), the narrowest at >= 95 %
+    times = [float(t) for t in range(1, 21)]
+    interval = median_interval(times, [True] * 20, 0.95)
+    by_hand = sum(math.comb(20, k) for k in range(6, 15)) / 2**20
+    assert (interval.low, interval.high) == (6.0, 15.0)
+    assert interval.coverage == pytest.approx(by_hand, rel=1e-12) and by_hand >= 0.95
+    assert sum(math.comb(20, k) for k in range(7, 14)) / 2**20 < 0.95  # one rank narrower falls short
+    assert not interval.short_of_nominal
+
+
+def test_the_stated_coverage_is_the_coverage_by_simulation():
+    rng = np.random.default_rng(0)
+    samples = rng.exponential(size=(20_000, 5))  # true median ln 2
+    covered = (samples.min(axis=1) <= math.log(2)) & (math.log(2) <= samples.max(axis=1))
+    stated = median_interval(samples[0], [True] * 5, 0.95).coverage
+    assert covered.mean() == pytest.approx(stated, abs=0.005)
+    assert median_interval(samples[0], [True] * 5, 0.95).short_of_nominal
+
+
+def test_a_bound_among_runs_censored_at_the_horizon_is_open():
+    # 7 runs, 4 reached: the rank-1 upper bound is the largest of all 7, censored: open
+    interval = median_interval([100, 200, 300, 400, 1000, 1000, 1000], [True] * 4 + [False] * 3, 0.95)
+    assert interval.low == 100 and math.isnan(interval.high)
+    assert interval.coverage == pytest.approx(1 - 2 * 0.5**7)
+    # censored at 150, before the event at 300: the largest true time may be the censored one, so the rank-1
+    # upper bound is open; the lower bound is the smallest observed time, which no true time undercuts
+    interval = median_interval([100, 150, 300], [True, False, True], 0.95)
+    assert interval.low == 100 and math.isnan(interval.high) and interval.coverage == 0.75
+
+
+def test_the_table_prints_the_intervals_coverage():
+    row = pd.DataFrame([{"steps_to_97_km_median": 300.0, "steps_to_97_km_ci_low": 120.0,
+                         "steps_to_97_km_ci_high": 500.0, "steps_to_97_km_ci_coverage": 0.9375,
+                         "reached_97": 5, "total_97": 5}]).itertuples().__next__()  # fmt: skip
+    assert km_cell(row, "97") == "300 [120, 500; 93.8%] (5/5)"

@@ -122,13 +122,16 @@ def summary_table(summary: pd.DataFrame) -> str:
 
 
 def km_cell(row: Any, key: str) -> str:
-    """'1369 [1290, 1410] (5/5)': the Kaplan-Meier median with its CI and the runs that reached it."""
+    """'1369 [1290, 1410; 93.8%] (5/5)': the Kaplan-Meier median, the order-statistic interval with its exact
+    coverage (a 5-run interval cannot reach 95 %, and the cell says how far it gets), the runs that reached it."""
     median = getattr(row, f"steps_to_{key}_km_median")
     counts = f"({getattr(row, f'reached_{key}')}/{getattr(row, f'total_{key}')})"
     if math.isnan(median):
         return f"– {counts}"
     low, high = getattr(row, f"steps_to_{key}_km_ci_low"), getattr(row, f"steps_to_{key}_km_ci_high")
-    return f"{median:.0f} {_interval(low, high, 0)} {counts}"
+    covered = getattr(row, f"steps_to_{key}_km_ci_coverage", math.nan)
+    share = "" if math.isnan(covered) else f"; {100 * covered:.1f}%"
+    return f"{median:.0f} [{_fmt(low, 0)}, {_fmt(high, 0)}{share}] {counts}"
 
 
 def convergence_table(summary: pd.DataFrame, split_name: str) -> str:
@@ -137,7 +140,9 @@ def convergence_table(summary: pd.DataFrame, split_name: str) -> str:
             {
                 "initializer": r.init,
                 **{
-                    f"steps to {key}% {split_name} acc: KM median [95% CI] (reached/runs)": km_cell(r, key)
+                    f"steps to {key}% {split_name} acc: KM median [interval; its coverage] (reached/runs)": km_cell(
+                        r, key
+                    )
                     for key in ("95", "97", "98")
                 },
                 "steps to 97%: restricted mean": _fmt(r.steps_to_97_rmst, 0),
@@ -375,8 +380,11 @@ SEED_NOTEBOOK_NOTE = (
 KM_NOTE = (
     "Time to a threshold is interpolated between evaluation passes and right-censored: a run that never "
     "reaches it counts as censored at its last step (a diverged run at the planned horizon), never dropped. "
-    "Kaplan-Meier median with its 95% CI (– when fewer than half of the runs got there, or when the interval "
-    "is open); restricted mean = the mean steps to the threshold with every run capped at the horizon."
+    "Kaplan-Meier median with a distribution-free interval for it: between the r-th smallest and r-th largest "
+    "time, the narrowest whose exact coverage, P(r <= B <= n - r) for B ~ Binomial(n, 1/2), reaches 95%; with "
+    "too few runs for that (n = 5: none can), [min, max] and the coverage it has, 1 - 2 * 0.5^n. The coverage "
+    "is printed in every cell (– when fewer than half of the runs got there, or when the interval is open); "
+    "restricted mean = the mean steps to the threshold with every run capped at the horizon."
 )
 TESTS_NOTE = (
     "Paired t-test on the per-seed differences (Welch's t-test where fewer than two seeds pair up); effect size "

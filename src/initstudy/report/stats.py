@@ -79,6 +79,7 @@ def summarize(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
                 f"steps_to_{key}_km_median": curve.median,
                 f"steps_to_{key}_km_ci_low": curve.median_ci_low,
                 f"steps_to_{key}_km_ci_high": curve.median_ci_high,
+                f"steps_to_{key}_km_ci_coverage": curve.median_ci_coverage,
                 f"steps_to_{key}_rmst": curve.rmst,
                 f"reached_{key}": curve.n_reached,
                 f"total_{key}": curve.n_total,
