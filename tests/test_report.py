@@ -16,6 +16,7 @@ from initstudy.report.__main__ import write_report
 from initstudy.report.depth import is_depth_sweep
 from initstudy.report.endpoints import endpoints, run_endpoints
 from initstudy.report.load import load_sweep, parse_group, split_groups
+from initstudy.report.markdown import km_cell
 from initstudy.report.stats import adjust, compare_endpoints, summarize
 from initstudy.runs.results import RunFileError
 from initstudy.runs.rundir import WEIGHT_FILES, write_marker
@@ -623,3 +624,53 @@ def test_the_adam_statement_places_failures_above_eps_in_a_band():
     assert "1 cells sit above it" not in said and "2 cells sit above it, and 1 of them fail" in said
     assert "Those 1 lie within x5 of eps (up to 5e-07), and 1 of them fail in some seeds only" in said
     assert "none of the 1 cells above 5e-07 fails" in said
+
+
+# ---- a threshold crossed inside the first evaluation interval: an upper bound, not an interpolated step ----
+
+
+def test_a_crossing_inside_the_first_evaluation_interval_is_reported_as_reached_by_the_first_pass(sweep):
+    data = load_sweep(sweep)
+    per_run = run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)
+    # Every run of the fixture is at 0.1 at step 0 and at >= 0.90 at step 100: the line between them puts the
+    # 90 % crossing at 100 * 0.8 / (acc - 0.1), e.g. 95.7 for beta's 0.96, a number the grid made.
+    assert data.runs.set_index("init").loc["beta"].steps_to_90.min() < STEPS_PER_EPOCH
+    summary = summarize(data.runs, per_run, data.history).set_index("init")
+    for init in ("alpha", "beta"):
+        row = summary.loc[init]
+        assert row.steps_to_90_km_median == STEPS_PER_EPOCH and row.steps_to_90_upper_bound
+        assert row.steps_to_90_in_first_interval == 3 and row.steps_to_90_km_ci_low == 0
+    # 97 % is crossed between the first and second passes: interpolated as before, no bound
+    alpha = summary.loc["alpha"]
+    assert alpha.steps_to_97_km_median == pytest.approx(200) and not alpha.steps_to_97_upper_bound
+    assert alpha.steps_to_97_in_first_interval == 0
+    assert km_cell(next(summary.reset_index().itertuples()), "90").startswith(f"≤{STEPS_PER_EPOCH} [0, ")
+
+
+def test_the_written_summary_marks_the_bound(sweep, tmp_path):
+    out = tmp_path / "out"
+    write_report(sweep, out)
+    summary = pd.read_csv(out / "summary.csv").set_index("init")
+    assert summary.steps_to_90_upper_bound.tolist() == [True, True]
+    assert summary.steps_to_90_km_median.tolist() == [STEPS_PER_EPOCH, STEPS_PER_EPOCH]
+    # beta reaches 95 % by the first pass in every seed: its table cell says so
+    assert "≤100 [0, 100; 75.0%] (3/3)" in (out / "report.md").read_text()
+
+
+def test_the_depth_report_marks_a_median_inside_the_first_evaluation_interval(tmp_path):
+    from initstudy.report.depth import STEPS, UPPER, count_annotations, summarize_depth
+
+    sweep = tmp_path / "runs_depth"
+    entries = [
+        {**make_run(sweep / "fast", "alpha", 0, [0.95, 0.97]), "activation": "relu", "depth": 2},
+        {**make_run(sweep / "slow", "alpha", 0, [0.5, 0.95]), "activation": "relu", "depth": 5},
+    ]
+    for entry, folder in zip(entries, ("fast", "slow"), strict=True):
+        entry["run_dir"] = f"{folder}/{entry['run_dir']}"
+    pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
+    data = load_sweep(sweep)
+    summary = summarize_depth(data.runs, data.history).set_index("depth")
+    assert summary.loc[2, STEPS] == STEPS_PER_EPOCH and summary.loc[2, UPPER]  # by step 100, not ~94
+    assert summary.loc[5, STEPS] == pytest.approx(100 + 0.4 / 0.45 * 100) and not summary.loc[5, UPPER]
+    texts = count_annotations(summary.reset_index(), STEPS, "reached_90", "total_90", ".0f", UPPER)[STEPS]
+    assert texts.tolist() == ["≤100 (1/1)", "189 (1/1)"]

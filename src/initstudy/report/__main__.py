@@ -31,7 +31,7 @@ from initstudy.core import atomic
 from initstudy.core.faults import pause_point
 from initstudy.report import figures
 from initstudy.report.depth import is_depth_sweep, write_depth_report
-from initstudy.report.endpoints import endpoints, run_endpoints, times_to
+from initstudy.report.endpoints import endpoints, first_evaluations, run_endpoints, times_to
 from initstudy.report.inference import DEFAULT_MARGIN
 from initstudy.report.load import SweepRuns, group_folder, load_sweep, split_groups, with_group_keys
 from initstudy.report.markdown import Section, render
@@ -189,7 +189,8 @@ def draw_figures(
     figures.forest_plot(comparisons, path["forest_plot.png"], group)
     figures.loss_by_step(part.history, inits, path["loss_by_step.png"], group)
     figures.val_error_by_step(part.history, inits, path["val_error_by_step.png"], group)
-    figures.time_to_threshold(times_to(part.runs, 0.97), path["time_to_97.png"], "97%", group)
+    first_passes = first_evaluations(part.history)  # a crossing before the first pass is drawn there
+    figures.time_to_threshold(times_to(part.runs, 0.97, first_passes), path["time_to_97.png"], "97%", group)
 
 
 def evaluation_split(config: dict) -> tuple[str, str]:
@@ -224,7 +225,7 @@ def _write(
     comparisons = adjust(pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True))
     sections = []
     for name, part in groups:
-        summary = summarize(part.runs, per_run[name])
+        summary = summarize(part.runs, per_run[name], part.history)
         tested = comparisons[comparisons.group == name] if len(comparisons) else comparisons
         tested = tested.drop(columns="group", errors="ignore").reset_index(drop=True)
         folder = Path("figures", group_folder(name))

@@ -22,7 +22,7 @@ from scipy import stats
 from initstudy.core import atomic
 from initstudy.core.style import colour_map
 from initstudy.nn.gains import CRITICAL_GAINS
-from initstudy.report.endpoints import planned_steps, times_to
+from initstudy.report.endpoints import first_evaluations, planned_steps, times_to
 from initstudy.report.figures import save, titled
 from initstudy.report.inference import survival
 from initstudy.report.load import SweepRuns, group_folder, parse_group, split_groups, with_group_keys
@@ -33,6 +33,8 @@ FAILS_BELOW = 0.5  # final test accuracy under this (or diverged, or no complete
 SPEED_THRESHOLD = 0.90  # the reduced runs rarely reach 95%: convergence speed is measured to 90%
 SPEED = round(100 * SPEED_THRESHOLD)  # in column, file and text names: steps_to_90_km_median, "90%"
 STEPS, REACHED, TOTAL = f"steps_to_{SPEED}_km_median", f"reached_{SPEED}", f"total_{SPEED}"
+# True where the median is only known as "by the first evaluation pass" (initstudy.report.endpoints.times_to)
+UPPER = f"steps_to_{SPEED}_upper_bound"
 DEPTH_AXES = ("model.activation", "model.depth")  # laid out by this report itself, never split into groups
 
 
@@ -48,15 +50,18 @@ def is_depth_sweep(runs: pd.DataFrame) -> bool:
 def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """One row per (activation, depth, initializer). Steps to SPEED_THRESHOLD are the runs' interpolated
     crossings of the per-step evaluation series (metrics.json), right-censored: Kaplan-Meier median over the
-    cell's runs, with the count that got there."""
+    cell's runs, with the count that got there. A crossing inside the first evaluation interval counts as
+    reached by the first pass, and a median resting on such runs is marked as an upper bound (``UPPER``)."""
     horizon = planned_steps(runs[runs.status == "complete"])
+    first_passes = first_evaluations(history) if len(history) else {}
     rows = []
     for (activation, depth, init), group in runs.groupby(["activation", "depth", "init"], sort=False):
         done = group[group.status == "complete"]
         acc = done["test/acc"].astype(float)
         diverged = done.get("diverged", pd.Series(dtype=bool)).fillna(False).astype(bool)
-        times = times_to(group, SPEED_THRESHOLD)
+        times = times_to(group, SPEED_THRESHOLD, first_passes)
         curve = survival(times.steps.tolist(), times.reached.tolist(), horizon)
+        bounded = times.steps[times.bounded]
         failed = int(
             (acc < FAILS_BELOW).sum()
             + diverged[acc >= FAILS_BELOW].sum()
@@ -70,7 +75,8 @@ def summarize_depth(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
             "acc_ci_low": acc_low, "acc_ci_high": acc_high,
             "n_diverged": int(diverged.sum()), "n_failed_to_train": failed,
             "fail_rate_ci_low": fail_low, "fail_rate_ci_high": fail_high,
-            STEPS: curve.median, REACHED: curve.n_reached, TOTAL: curve.n_total,
+            STEPS: curve.median, UPPER: bool(len(bounded) and curve.median <= bounded.max()),
+            REACHED: curve.n_reached, TOTAL: curve.n_total,
             f"steps_to_{SPEED}_rmst": curve.rmst,
         })  # fmt: skip
     return (
@@ -215,12 +221,18 @@ def accuracy_figure(summary: pd.DataFrame, path: Path, group: str = "") -> Figur
     return save(fig, path)
 
 
-def count_annotations(summary: pd.DataFrame, column: str, reached: str, total: str, fmt: str) -> pd.DataFrame:
+def count_annotations(summary: pd.DataFrame, column: str, reached: str, total: str, fmt: str,
+                      upper: str | None = None) -> pd.DataFrame:  # fmt: skip
     """Cell texts for :func:`heatmap_figure` that carry their count: "412 (2/3)", or "– (0/3)" when no run
-    got there; a median over the runs that reached a threshold means little without how many did."""
+    got there; a median over the runs that reached a threshold means little without how many did. Where the
+    boolean column ``upper`` is True the value is an upper bound: "≤100 (5/5)"."""
+    bounds = summary[upper] if upper and upper in summary else pd.Series(False, index=summary.index)
     texts = [
-        f"{'–' if pd.isna(value) else format(value, fmt)} ({int(done)}/{int(runs)})"
-        for value, done, runs in zip(summary[column], summary[reached], summary[total], strict=True)
+        f"{'–' if pd.isna(value) else ('≤' if bound is True or bound == 1 else '') + format(value, fmt)}"
+        f" ({int(done)}/{int(runs)})"
+        for value, bound, done, runs in zip(
+            summary[column], bounds, summary[reached], summary[total], strict=True
+        )
     ]
     return pd.DataFrame({column: texts}, index=summary.index)
 
@@ -333,7 +345,7 @@ def draw_depth_figures(summary: pd.DataFrame, figure_dir: Path, group: str) -> N
     heatmap_figure(summary, STEPS,
                    f"Optimizer steps to {SPEED}% validation accuracy: Kaplan-Meier median (reached/runs; – = under half)",
                    figure_dir / f"steps_to_{SPEED}_heatmap.png", ".0f", group,
-                   annotations=count_annotations(summary, STEPS, REACHED, TOTAL, ".0f"),
+                   annotations=count_annotations(summary, STEPS, REACHED, TOTAL, ".0f", UPPER),
                    colorbar_label="optimizer steps")  # fmt: skip
 
 
@@ -371,7 +383,7 @@ def depth_results(
                "steps_to": f"steps to {SPEED}% (KM median, reached/runs)", "act_std_last_over_first": "act last/first",
                "grad_std_first_over_last": "grad first/last", "dead_or_saturated_max": "dead/sat.",
                "weight_grad_std_median": "weight grad", "adam_step_share": "Adam step"}  # fmt: skip
-    counted = count_annotations(summary, STEPS, REACHED, TOTAL, ".0f")
+    counted = count_annotations(summary, STEPS, REACHED, TOTAL, ".0f", UPPER)
     shown = summary.assign(
         steps_to=counted.iloc[:, 0],
         acc_ci=[f"[{low:.3f}, {high:.3f}]" if np.isfinite(low) else "–"
@@ -447,7 +459,10 @@ def write_depth_report(
             f"- Convergence is measured on the validation split (the last {int(data.get('val_size') or 0):,} "
             f"training images, never trained on): time to {SPEED}% accuracy is interpolated between evaluation passes "
             f"(every {sweep.config.get('module', {}).get('val_every_n_steps')} steps and at every epoch end) and "
-            "censored for runs that never get there (Kaplan-Meier median; reached/runs beside every number)."
+            "censored for runs that never get there (Kaplan-Meier median; reached/runs beside every number). A "
+            "crossing inside the first evaluation interval is not interpolated (the line from step 0's chance "
+            "accuracy would put it just below the first pass whatever the run did): such a run counts as reached "
+            "by the first pass, and a median resting on it reads ≤ that step."
             if int(data.get("val_size") or 0)
             else "- No validation split: convergence is measured on the test set (`data.val_size=0`)."
         ),

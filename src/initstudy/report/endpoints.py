@@ -11,6 +11,7 @@ Time to a threshold is right-censored and is not a column here: see :func:`times
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -83,22 +84,41 @@ def _float(value: object) -> float:
         return math.nan
 
 
-def times_to(runs: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def first_evaluations(history: pd.DataFrame) -> dict[str, float]:
+    """Per run folder, the step of the first evaluation pass after step 0 (the smallest positive step of the
+    ``<split>/acc_step`` series): the end of the first evaluation interval."""
+    series = history[history.metric.astype(str).str.endswith("/acc_step") & (history.step > 0)]
+    return {str(run): float(steps.min()) for run, steps in series.groupby("run_dir").step}
+
+
+def times_to(
+    runs: pd.DataFrame, threshold: float, first_passes: Mapping[str, float] | None = None
+) -> pd.DataFrame:
     """Steps to ``threshold`` per complete run, right-censored: ``steps`` is the interpolated crossing when
     ``reached``, else the step the run stopped at (``steps_completed``; a diverged run never arrives, so it is
-    censored at the planned horizon, not at the step it stopped)."""
+    censored at the planned horizon, not at the step it stopped).
+
+    A crossing inside the first evaluation interval (after step 0, at or before the first pass after it,
+    ``first_passes`` per run folder) is ``bounded``: the straight line from step 0's near-chance accuracy to the
+    first pass puts any such crossing just below the first pass (~98 of 100 steps for 90 %), a number made by
+    the evaluation grid, not by the run. Its ``steps`` is then the first pass's step, an upper bound: the run got
+    there by that step, and nothing says how much earlier."""
     done = runs[runs.status == "complete"]
     key = f"steps_to_{threshold_key(threshold)}"
     horizon = planned_steps(done)
+    first_passes = first_passes or {}
     rows = []
     for row in done.to_dict("records"):
         crossing = _float(row.get(key))
         diverged = row.get("diverged") is True or row.get("diverged") == 1
         stopped = horizon if diverged else _float(row.get("steps_completed"))
         reached = not math.isnan(crossing)
-        rows.append({"init": row["init"], "seed": int(row["seed"]), "steps": crossing if reached else stopped,
-                     "reached": reached})  # fmt: skip
-    return pd.DataFrame(rows, columns=["init", "seed", "steps", "reached"])
+        first = first_passes.get(str(row.get("run_dir")), math.nan)
+        bounded = reached and 0 < crossing <= first
+        rows.append({"init": row["init"], "seed": int(row["seed"]),
+                     "steps": (first if bounded else crossing) if reached else stopped,
+                     "reached": reached, "bounded": bounded})  # fmt: skip
+    return pd.DataFrame(rows, columns=["init", "seed", "steps", "reached", "bounded"])
 
 
 def planned_steps(done: pd.DataFrame) -> float:

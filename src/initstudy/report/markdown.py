@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from initstudy.report.load import parse_group
@@ -131,7 +132,16 @@ def km_cell(row: Any, key: str) -> str:
     low, high = getattr(row, f"steps_to_{key}_km_ci_low"), getattr(row, f"steps_to_{key}_km_ci_high")
     covered = getattr(row, f"steps_to_{key}_km_ci_coverage", math.nan)
     share = "" if math.isnan(covered) else f"; {100 * covered:.1f}%"
-    return f"{median:.0f} [{_fmt(low, 0)}, {_fmt(high, 0)}{share}] {counts}"
+    flag = getattr(row, f"steps_to_{key}_upper_bound", False)
+    bound = "≤" if isinstance(flag, (bool, np.bool_)) and flag else ""
+    return f"{bound}{median:.0f} [{_fmt(low, 0)}, {_fmt(high, 0)}{share}] {counts}"
+
+
+def rmst_cell(row: Any, key: str) -> str:
+    """The restricted mean, marked ≤ when a run's time is only known as "by the first evaluation pass"."""
+    bounded = getattr(row, f"steps_to_{key}_in_first_interval", 0)
+    value = _fmt(getattr(row, f"steps_to_{key}_rmst"), 0)
+    return f"≤{value}" if bounded == bounded and bounded > 0 and value != "–" else value  # NaN: unknown
 
 
 def convergence_table(summary: pd.DataFrame, split_name: str) -> str:
@@ -145,7 +155,7 @@ def convergence_table(summary: pd.DataFrame, split_name: str) -> str:
                     )
                     for key in ("95", "97", "98")
                 },
-                "steps to 97%: restricted mean": _fmt(r.steps_to_97_rmst, 0),
+                "steps to 97%: restricted mean": rmst_cell(r, "97"),
                 "train loss AUC / steps": _fmt(r.train_loss_auc_mean),
                 f"min {split_name} loss (mean) at step (median)": f"{_fmt(r.val_loss_min_mean)} at "
                 f"{_fmt(r.val_loss_min_step_median, 0)}",
@@ -380,6 +390,11 @@ SEED_NOTEBOOK_NOTE = (
 KM_NOTE = (
     "Time to a threshold is interpolated between evaluation passes and right-censored: a run that never "
     "reaches it counts as censored at its last step (a diverged run at the planned horizon), never dropped. "
+    "A crossing inside the first evaluation interval (between step 0 and the first pass after it) is not "
+    "interpolated, since the line from step 0's chance accuracy would put it just below the first pass whatever "
+    "the run did: it counts as reached by the first pass, and a median or restricted mean resting on such runs "
+    "is printed as ≤ that step (an upper bound; `summary.csv`: `steps_to_*_upper_bound`, "
+    "`steps_to_*_in_first_interval`). "
     "Kaplan-Meier median with a distribution-free interval for it: between the r-th smallest and r-th largest "
     "time, the narrowest whose exact coverage, P(r <= B <= n - r) for B ~ Binomial(n, 1/2), reaches 95%; with "
     "too few runs for that (n = 5: none can), [min, max] and the coverage it has, 1 - 2 * 0.5^n. The coverage "

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from initstudy.report import inference
-from initstudy.report.endpoints import Endpoint, planned_steps, times_to
+from initstudy.report.endpoints import Endpoint, first_evaluations, planned_steps, times_to
 from initstudy.train.convergence import THRESHOLDS, threshold_key
 
 CONFIDENCE = inference.CONFIDENCE
@@ -35,11 +35,19 @@ def t_interval(values: pd.Series, confidence: float = CONFIDENCE) -> tuple[float
     return (float(low), float(high))
 
 
-def summarize(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, per_run: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per initializer, in the order of first appearance in the manifest. ``per_run``: the endpoints
-    of every complete run (:func:`initstudy.report.endpoints.run_endpoints`)."""
+    of every complete run (:func:`initstudy.report.endpoints.run_endpoints`); ``history``: the runs' step
+    series, which place the first evaluation pass after step 0.
+
+    Time to a threshold crossed inside the first evaluation interval is known only as "by the first pass"
+    (:func:`initstudy.report.endpoints.times_to`): ``steps_to_<t>_in_first_interval`` counts those runs, and
+    ``steps_to_<t>_upper_bound`` is True when they are at least half, so that the Kaplan-Meier median is the
+    first pass's step as an upper bound (the true median is at or below it; the interval's lower end is then
+    0, and the restricted mean is an upper bound whenever the count is not 0)."""
     horizon = planned_steps(runs[runs.status == "complete"])
-    times = {threshold: times_to(runs, threshold) for threshold in THRESHOLDS}
+    first_passes = first_evaluations(history) if history is not None and len(history) else {}
+    times = {threshold: times_to(runs, threshold, first_passes) for threshold in THRESHOLDS}
     rows = []
     for init, group in runs.groupby("init", sort=False):
         done = group[group.status == "complete"]
@@ -75,9 +83,14 @@ def summarize(runs: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
             key = threshold_key(threshold)
             own = frame[frame.init == init]
             curve = inference.survival(own.steps.tolist(), own.reached.tolist(), horizon)
+            bounded = own.steps[own.bounded]
+            upper = bool(len(bounded) and curve.median <= bounded.max())
+            low_bounded = bool(len(bounded) and curve.median_ci_low <= bounded.max())
             row.update({
                 f"steps_to_{key}_km_median": curve.median,
-                f"steps_to_{key}_km_ci_low": curve.median_ci_low,
+                f"steps_to_{key}_upper_bound": upper,
+                f"steps_to_{key}_in_first_interval": len(bounded),
+                f"steps_to_{key}_km_ci_low": 0.0 if low_bounded else curve.median_ci_low,
                 f"steps_to_{key}_km_ci_high": curve.median_ci_high,
                 f"steps_to_{key}_km_ci_coverage": curve.median_ci_coverage,
                 f"steps_to_{key}_rmst": curve.rmst,
