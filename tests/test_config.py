@@ -75,7 +75,7 @@ def test_default_config_is_valid_and_matches_the_seed_notebook():
     assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 10 and cfg.data.train_size is None
 
 
-@pytest.mark.parametrize("option", ["adam", "sgd"])
+@pytest.mark.parametrize("option", ["adam", "adam_keras", "sgd"])
 def test_every_optimizer_option_composes_and_validates(option):
     validate(compose_config([f"optimizer={option}"]))
 

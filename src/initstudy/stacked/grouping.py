@@ -29,7 +29,12 @@ STACKABLE_TARGETS = {
     "module": ("initstudy.train.module.InitStudyModule",),
     "data": ("initstudy.data.datamodule.MNISTDataModule",),
     # Elementwise update rules: one optimizer over per-member tensors is each member's own optimizer.
-    "optimizer": ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"),
+    "optimizer": (
+        "torch.optim.Adam",
+        "torch.optim.AdamW",
+        "torch.optim.SGD",
+        "initstudy.nn.keras_adam.KerasAdam",
+    ),
 }
 FULL_PRECISION = ("32", "32-true")
 
