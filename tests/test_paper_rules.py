@@ -61,6 +61,8 @@ def test_enough_seeds_give_the_rules_outcome_and_identities_never_count():
     assert decide(_rule(min_seeds=5), 7, PARTS) == PARTS
     assert decide(_rule(counts=False), 100, AGREES) == NOT_COUNTED
     assert decide(_rule(), 5, None) == UNTESTED
+    assert decide(_rule(), 0, None) == UNTESTED
+    assert decide(_rule(min_seeds=5), 1, None) == NOT_TESTABLE  # one seed: no interval, and too few anyway
     with pytest.raises(ValueError, match="outcome"):
         decide(_rule(), 5, "roughly agrees")
 

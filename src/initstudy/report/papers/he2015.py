@@ -136,7 +136,7 @@ def claims_of(seeds: pd.DataFrame, rules: dict[str, Rule] | None = None) -> list
             sooner = he_reaches & xavier_reaches & (pairs.steps_to_loss_2_he < pairs.steps_to_loss_2_xavier)
             outcome = AGREES if sooner.all() else PARTS
             claims.append(judged(rules["fig2_22_layers_sooner"], ours=both, seeds=n, outcome=outcome,
-                                 baseline=f"{sign_test_p(n, n):.3g} with {n} seeds "
+                                 baseline=f"{sign_test_p(n, n):.3g} with {n} seed(s) "
                                           f"(ours: He sooner in {int(sooner.sum())}/{n})"))  # fmt: skip
             gap = pairs.test_error_pct_xavier - pairs.test_error_pct_he
             low, high = welch_interval(pairs.test_error_pct_xavier, pairs.test_error_pct_he)

@@ -95,16 +95,16 @@ def _rule(entry: Any, path: Path) -> Rule:
 
 def decide(rule: Rule, seeds: int, outcome: str | None) -> str:
     """The verdict: ``outcome`` (what the rule's statistic says) only when the rule counts and has the seeds
-    it needs; "not tested" without data."""
+    it needs; "not testable at this budget" with fewer, whatever the outcome; "not tested" without data."""
     if outcome is not None and outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES} or None, not {outcome!r}")
     if not rule.counts:
         return NOT_COUNTED
-    if outcome is None or seeds == 0:
+    if seeds == 0:
         return UNTESTED
     if seeds < rule.min_seeds:
         return NOT_TESTABLE
-    return outcome
+    return UNTESTED if outcome is None else outcome
 
 
 def judged(rule: Rule, *, ours: str, seeds: int, outcome: str | None, baseline: str, why: str = "",
@@ -116,9 +116,8 @@ def judged(rule: Rule, *, ours: str, seeds: int, outcome: str | None, baseline: 
     if verdict == NOT_COUNTED:
         reasons.append(rule.not_counted)
     elif verdict == NOT_TESTABLE:
-        reasons.append(
-            f"{seeds} seed(s) where the rule needs {rule.min_seeds}; the rule alone would say '{outcome}'"
-        )
+        reading = "cannot be computed" if outcome is None else f"would say '{outcome}'"
+        reasons.append(f"{seeds} seed(s) where the rule needs {rule.min_seeds}; the rule alone {reading}")
     if why:
         reasons.append(why)
     seeds_text = f"{seeds} (rule needs {rule.min_seeds})" + (f"; {seeds_note}" if seeds_note else "")
