@@ -22,6 +22,8 @@ from scipy import stats
 from initstudy.core import atomic
 from initstudy.core.style import colour_map
 from initstudy.nn.gains import CRITICAL_GAINS
+from initstudy.nn.propagation import PAIRS
+from initstudy.report.depth_signal import last_hidden_correlation, signal_statement
 from initstudy.report.endpoints import first_evaluations, planned_steps, times_to
 from initstudy.report.figures import save, titled
 from initstudy.report.inference import survival
@@ -127,15 +129,16 @@ def adam_eps(config: dict) -> float | None:
 def diagnostics_beside(
     summary: pd.DataFrame, diagnostics: pd.DataFrame | None, eps: float | None = None
 ) -> pd.DataFrame:
-    """Step-0 signal of the same networks: activation std ratio last/first hidden layer, gradient std ratio
-    first/last hidden layer, the worst share of dead (ReLU) or saturated (tanh) units, and the weight
+    """Step-0 signal of the same networks: activation std ratio last/first hidden layer (the forward signal's
+    scale), two images' correlation at the last hidden layer (its information: initstudy.report.depth_signal),
+    gradient std ratio first/last hidden layer, the worst share of dead (ReLU) or saturated (tanh) units, and the weight
     gradients' std (median over the hidden layers). Under Adam (``eps``) also the share of a full step that
     Adam's first update takes at that gradient, g / (g + eps): Adam divides a gradient by its own scale, so a
     small gradient alone slows nothing, until it falls below eps, where the step becomes ~lr * g / eps."""
     if diagnostics is None or diagnostics.empty:
         return summary
     out = summary.copy()
-    columns = ["act_std_last_over_first", "grad_std_first_over_last", "dead_or_saturated_max",
+    columns = ["act_std_last_over_first", "grad_std_first_over_last", "corr_last", "dead_or_saturated_max",
                "weight_grad_std_median", *(["adam_step_share"] if eps is not None else [])]  # fmt: skip
     for column in columns:
         out[column] = math.nan
@@ -152,6 +155,9 @@ def diagnostics_beside(
             out.loc[index, "grad_std_first_over_last"] = grads[0] / grads[-1]
         if dead.notna().any():
             out.loc[index, "dead_or_saturated_max"] = dead.max()
+        out.loc[index, "corr_last"] = last_hidden_correlation(
+            diagnostics, row.init, row.activation, row.depth
+        )
         weight_grads = hidden[hidden.statistic == "weight_grad_std"]["mean"].dropna()
         if len(weight_grads):
             median = float(weight_grads.median())
@@ -326,6 +332,8 @@ def statements(summary: pd.DataFrame) -> list[str]:
                 signal = (f"; at step 0 its activation std changes by x{row.act_std_last_over_first:.2g} from the "
                           f"first to the last hidden layer and its gradient std by x{row.grad_std_first_over_last:.2g} "
                           f"from the last to the first")  # fmt: skip
+            if "corr_last" in row and not math.isnan(row.corr_last):
+                signal += f"; two images' correlation at its last hidden layer is {row.corr_last:.3f}"
             first_failure.append((row.depth, f"`{init}` first fails at {row.depth} layers ({row.n_failed_to_train}/"
                                              f"{row.n_runs} runs below {FAILS_BELOW:.0%} or diverged, mean accuracy "
                                              f"{row.acc_mean:.3f}){signal}"))  # fmt: skip
@@ -373,15 +381,20 @@ def depth_results(
         "interval of the failure probability. "
         "`act last/first`: activation std in the last hidden layer over the first; `grad first/last`: std of the "
         f"back-propagated gradient in the first hidden layer over the last (both at step 0, mean over {seeds_text}); "
+        "`corr last`: the correlation (cosine similarity) of two different images' pre-activations at the last "
+        f"hidden layer, mean over {PAIRS} image pairs and the seeds: near 1, the network maps every image to the same "
+        "direction whatever the activation std says. "
         "`dead/sat.`: the worst layer's share of dead ReLU units or saturated tanh outputs; `weight grad`: the "
         "median over hidden layers of the weight gradients' std at step 0.",
         "",
+        *signal_statement(summary),
         *adam_statement(summary, eps),
     ]
     columns = {"activation": "activation", "depth": "depth", "init": "init", "acc_mean": "acc mean",
                "acc_ci": "acc 95% CI", "acc_std": "acc std", "fails": "fails (95% CI)", "n_diverged": "diverged",
                "steps_to": f"steps to {SPEED}% (KM median, reached/runs)", "act_std_last_over_first": "act last/first",
-               "grad_std_first_over_last": "grad first/last", "dead_or_saturated_max": "dead/sat.",
+               "grad_std_first_over_last": "grad first/last", "corr_last": "corr last",
+               "dead_or_saturated_max": "dead/sat.",
                "weight_grad_std_median": "weight grad", "adam_step_share": "Adam step"}  # fmt: skip
     counted = count_annotations(summary, STEPS, REACHED, TOTAL, ".0f", UPPER)
     shown = summary.assign(
