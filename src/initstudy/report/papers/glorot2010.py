@@ -377,6 +377,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     paper_values = paper_table_1(rules)
     close = [v for (activation, _), v in paper_values.items() if activation != "sigmoid"]
     tanh_softsign_range = max(close) - min(close)
+    most_seeds = max(rule.min_seeds for rule in rules.values())
     sections = [[
         "## Reading the comparison", "",
         f"- Table 1's tanh and softsign cells lie within {tanh_softsign_range:.2f} pp of each other. Our final "
@@ -384,9 +385,9 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "noisy), so the table's ranking cannot be confirmed or refuted at this budget. The best epoch's "
         "validation error (the paper chose its models on validation) is the steadier number and is given "
         "beside each cell.",
-        f"- Seeds: {len(seeds)} per cell. Every rule in the claims file that compares seeds needs more "
-        "(the *Seeds* column), so those rows read 'not testable at this budget' and give the rule's own "
-        "reading in *Why*: the tanh 'no clear difference' and the softsign gap among them.",
+        f"- Seeds: {len(seeds)} per cell; the rules that compare seeds need up to {most_seeds} (the *Seeds* "
+        "column). A row with fewer reads 'not testable at this budget' and gives the rule's own reading in "
+        "*Why*, the tanh 'no clear difference' and the softsign gap among them.",
         "- Figures 6-7 are about initialization itself, so they need no long training: the step-0 probe is the "
         "paper's measurement on the same kind of network, but on MNIST inputs where the paper's are "
         "Shapeset-3x2 images, so only the direction of each effect (shrinking, growing, about constant) is "

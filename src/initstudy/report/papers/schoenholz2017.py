@@ -142,7 +142,8 @@ def claims_of(table: pd.DataFrame, critical: float, rules: dict[str, Rule] | Non
         ours=f"{int(matches.sum())}/{len(table)} cells as predicted" + (f"; not: {listed}" if listed else ""),
         seeds=seeds, outcome=AGREES if beats else PARTS, seeds_note="per cell",
         baseline=f"{int(trivial.sum())}/{len(table)} cells; the bound alone right in {only_bound}, the trivial rule "
-                 f"alone in {only_trivial} (exact one-sided McNemar p = {p_value:.3g})",
+                 f"alone in {only_trivial} " + (f"(exact one-sided McNemar p = {p_value:.3g})"
+                                                if only_bound + only_trivial else "(no cell where they disagree)"),
         why="" if beats else "the bound does not classify the cells better than 'every cell trains'"))  # fmt: skip
     deepest = (
         table[table.trained].groupby("sigma_w2").depth.max()
