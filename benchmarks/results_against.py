@@ -42,7 +42,7 @@ from initstudy.config import compose_config
 out, overrides = Path(sys.argv[1]), sys.argv[2:]
 numerics.apply_before_torch(numerics.from_config(compose_config(overrides).numerics))
 from initstudy import rundir
-from initstudy.train.runner import train_run
+from initstudy.train.group import train_run
 train_run(compose_config(overrides), out, rundir.staging_dir(out), "compare")
 """
 

@@ -113,9 +113,9 @@ def test_a_collector_turned_off_by_someone_else_stays_off() -> None:
 def test_a_run_resumes_the_collector_when_its_training_starts(
     tmp_path: Path, synthetic_mnist: SyntheticMNIST, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """runner.train_run's Trainer carries the callback: inside a job's start-up full collections are off until
+    """train_run's Trainer carries the callback: inside a job's start-up full collections are off until
     the run's first step, back afterwards (and the start-up's objects frozen until the job ends)."""
-    from initstudy.train.runner import train_run
+    from initstudy.train.group import train_run
 
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("INITSTUDY_ROOT", raising=False)

@@ -295,7 +295,7 @@ EDITS = {
         {"train_depth"},
     ),
     "training code": ("src/initstudy/train/module.py", None, "\n#\n", TRAINING_STAGES),
-    "stacked launcher code": ("src/initstudy/train/network.py", None, "\n#\n", TRAIN_STAGES),
+    "stacked launcher code": ("src/initstudy/stacked/units.py", None, "\n#\n", TRAIN_STAGES),
 }
 
 

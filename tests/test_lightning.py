@@ -31,7 +31,7 @@ def data_root(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
 
 def train(data_root: Path, out: Path, *overrides: str) -> tuple[dict, pd.DataFrame]:
     """One run in this process (runner.train_run, offline) on the synthetic data; its metrics and history."""
-    from initstudy.train.runner import train_run
+    from initstudy.train.group import train_run
 
     cfg = compose_config(
         ["logger=offline", f"data.root={data_root}", "data.batch_size=32", "data.val_size=100", *overrides]
@@ -51,9 +51,12 @@ def test_trainer_datamodule_and_module_are_instantiated_from_their_groups(at_rep
     assert isinstance(trainer, pl.Trainer) and trainer.log_every_n_steps == cfg.trainer.log_every_n_steps
     datamodule = instantiate(cfg.data, root=str(data_root), seed=0, device="cpu")
     assert isinstance(datamodule, MNISTDataModule) and datamodule.steps_per_chunk == cfg.data.steps_per_chunk
-    module = instantiate(
-        cfg.module, model=MLP([8]), optimizer_factory=instantiate(cfg.optimizer), steps_per_epoch=1
-    )
+    from initstudy.train.members import Member
+    from initstudy.train.network import MemberShards
+
+    model = MLP([8])
+    module = instantiate(cfg.module, _partial_=True)(network=MemberShards([model]), members=[Member(model)],
+                                                     optimizer_factory=instantiate(cfg.optimizer), steps_per_epoch=1)  # fmt: skip
     assert isinstance(module, InitStudyModule) and module.stop_on_divergence is cfg.module.stop_on_divergence
 
 
@@ -100,37 +103,28 @@ def test_final_test_pass_runs_in_the_trainer_and_equals_an_evaluation_by_hand(
 ):
     """trainer.test evaluates the trained weights on the test split, also when the per-epoch evaluation is a
     validation split: its loss and accuracy equal those computed directly from the weights and the images."""
-    from initstudy.train.recorder import RunRecorder
-    from initstudy.train.runner import (
-        build_datamodule,
-        build_model,
-        build_trainer,
-        configure_process,
-        lightning_hints_silenced,
-    )
+    from initstudy.nn import weights
+    from initstudy.nn.model import MLP
+    from initstudy.train.fit import fit
+    from initstudy.train.runner import build_datamodule, configure_process
 
     cfg = compose_config(["init=he_uniform", f"data.root={data_root}", "data.val_size=100",
                           "trainer.max_epochs=1"])  # fmt: skip
+    (outcome,) = fit([cfg], tmp_path, [None], 0, [""])
     configure_process(cfg)
     datamodule = build_datamodule(cfg, "cpu")
-    model, _ = build_model(cfg, datamodule.train.images)
-    module = instantiate(cfg.module, model=model, optimizer_factory=instantiate(cfg.optimizer),
-                         steps_per_epoch=datamodule.steps_per_epoch)  # fmt: skip
-    with lightning_hints_silenced():
-        trainer = build_trainer(cfg, 0, None, [RunRecorder("test", "val")], tmp_path)
-        trainer.fit(module, datamodule=datamodule)
-        assert datamodule.eval.name == "val" and module.test_evaluation is None
-        trainer.test(module, datamodule=datamodule, verbose=False)
+    assert datamodule.eval.name == "val" and "val/acc" in outcome.metrics
+    model = instantiate(cfg.model)
+    assert isinstance(model, MLP)
+    model.load_state_dict(outcome.weights[weights.FINAL])
     images, labels = datamodule.test.images[:], datamodule.test.labels
     with torch.inference_mode():
         logits = model(images)
     expected_loss = float(F.cross_entropy(logits, labels, reduction="sum")) / len(labels)
-    assert module.test_evaluation.loss == expected_loss
-    assert module.test_evaluation.acc == int((logits.argmax(dim=1) == labels).sum()) / len(labels)
-    assert (
-        module.test_evaluation.predicted_per_class
-        == torch.bincount(logits.argmax(dim=1), minlength=10).tolist()
-    )
+    assert outcome.metrics["test/loss"] == expected_loss
+    assert outcome.metrics["test/acc"] == int((logits.argmax(dim=1) == labels).sum()) / len(labels)
+    predicted = torch.bincount(logits.argmax(dim=1), minlength=10)
+    assert outcome.metrics["test/distinct_predictions"] == int((predicted > 0).sum())
 
 
 def test_bf16_mixed_precision_trains_close_to_float32(at_repo: Path, data_root: Path, tmp_path: Path):

@@ -41,7 +41,7 @@ def configs(root: Path, jobs: list[tuple[str, int]], *overrides: str) -> list:
 
 def single_run_files(cfg, out: Path) -> dict[str, bytes]:
     """The result files of ``cfg``'s one-job run (runner.train_run), as bytes."""
-    from initstudy.train.runner import train_run
+    from initstudy.train.group import train_run
 
     train_run(cfg, out, rundir.staging_dir(out), "test")
     names = ["metrics.json", "history.csv", *rundir.WEIGHT_FILES]
@@ -53,10 +53,10 @@ def single_run_files(cfg, out: Path) -> dict[str, bytes]:
 def stacked_files(cfgs: list, staging: Path, threads: int = 1) -> list[dict[str, bytes]]:
     """Each member's result files from one stacked group (initstudy.train.fit), as the runner writes them;
     ``threads``: its members in that many shards, each trained on a thread of its own."""
-    from initstudy.train.fit import fit_group
+    from initstudy.train.fit import fit
 
     files = []
-    outcomes = fit_group(cfgs, staging, [None] * len(cfgs), 0, [""] * len(cfgs), threads)
+    outcomes = fit(cfgs, staging, [None] * len(cfgs), 0, [""] * len(cfgs), threads)
     assert {outcome.timing["stacked_shards"] for outcome in outcomes} == {min(threads, len(cfgs))}
     for outcome in outcomes:
         out = staging / str(len(files))

@@ -6,13 +6,14 @@ to float32 in [0, 1] when read (:class:`ScaledPixels`), bit for bit the values o
 Each epoch draws a permutation from a generator seeded by (seed, epoch), so batch order depends on nothing
 but the config, and gathers mini-batches by index: no per-sample Python, no PIL, no DataLoader workers.
 Mini-batches are grouped into *chunks* that the LightningModule consumes with manual optimization, so
-Lightning's per-batch hooks run once per chunk instead of once per optimizer step.
+Lightning's per-batch hooks run once per chunk instead of once per optimizer step; a chunk holds each step's
+indices, one row per network trained at once, and the module gathers the images when the step runs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
 
 
 class ChunkedBatches:
-    """An epoch of mini-batches grouped ``steps_per_chunk`` at a time; the last mini-batch may be short."""
+    """One seed's epoch of mini-batches (as indices), grouped ``steps_per_chunk`` at a time; the last mini-batch
+    may be short."""
 
     def __init__(
         self, split: Split, batch_size: int, steps_per_chunk: int, seed: int, epoch: Callable[[], int]
@@ -96,19 +98,34 @@ class ChunkedBatches:
         return math.ceil(self.steps_per_epoch / self.steps_per_chunk)
 
     def batch_indices(self) -> tuple[torch.Tensor, ...]:
-        """The current epoch's mini-batches as index tensors on the device (the stacked trainer gathers one
-        per member and step from them)."""
+        """The current epoch's mini-batches as index tensors on the device."""
         # The order depends on (seed, epoch) alone, not on how much global RNG earlier code consumed.
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
         order = torch.randperm(len(self.split), generator=generator).to(self.split.labels.device)
         return order.split(self.batch_size)
 
-    def __iter__(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-        batches = self.batch_indices()
-        for start in range(0, len(batches), self.steps_per_chunk):
+
+class StackedBatches:
+    """An epoch of every member's mini-batches, ``steps_per_chunk`` steps at a time (one Lightning batch per
+    chunk): each step's index tensors of the members stacked to [M, B]. Member m's order is its own
+    :class:`ChunkedBatches` (seeded by (seed_m, epoch)), whatever else trains beside it; the module gathers
+    ``images[index]`` when the step runs (a chunk of gathered images would hold 32 steps x M members of them,
+    128 MB for 20 members, twice while Lightning fetches the next chunk ahead). The members share the data, so
+    the batch sizes, the short last batch included, are the same for all of them."""
+
+    def __init__(self, members: Sequence[ChunkedBatches]) -> None:
+        self.members = list(members)
+
+    def __len__(self) -> int:
+        return len(self.members[0])
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        orders = [member.batch_indices() for member in self.members]
+        steps, per_chunk = len(orders[0]), self.members[0].steps_per_chunk
+        for start in range(0, steps, per_chunk):
             yield [
-                (self.split.images[i], self.split.labels[i])
-                for i in batches[start : start + self.steps_per_chunk]
+                torch.stack([order[step] for order in orders])
+                for step in range(start, min(start + per_chunk, steps))
             ]
 
 
@@ -134,7 +151,11 @@ class MNISTDataModule(pl.LightningDataModule):
     when ``val_size`` > 0, else the test set (the seed notebook's protocol). ``train_size`` takes the first
     images of what is left, so every training size meets the same validation images.
 
-    Built by ``hydra.utils.instantiate(cfg.data, root=..., seed=..., device=...)`` (conf/data/mnist.yaml)."""
+    The training loader serves the mini-batches of every network the module trains at once, each in its own
+    seeded order: ``seeds`` (one per network; default ``[seed]``, a single run).
+
+    Built by ``hydra.utils.instantiate(cfg.data, root=..., seed=..., seeds=..., device=...)``
+    (conf/data/mnist.yaml)."""
 
     def __init__(
         self,
@@ -146,17 +167,19 @@ class MNISTDataModule(pl.LightningDataModule):
         eval_batch_size: int = 10_000,
         steps_per_chunk: int = 32,
         device: str | torch.device = "cpu",
+        seeds: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.device = torch.device(device)
         self.root = Path(root)
         self.batch_size, self.seed = batch_size, seed
+        self.seeds = [seed] if seeds is None else list(seeds)
         self.train_size, self.val_size = train_size, val_size
         self.eval_batch_size, self.steps_per_chunk = eval_batch_size, steps_per_chunk
         self.train: Split | None = None
         self.eval: Split | None = None
         self.test: Split | None = None
-        self._train_batches: ChunkedBatches | None = None
+        self._train_batches: StackedBatches | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
@@ -188,16 +211,13 @@ class MNISTDataModule(pl.LightningDataModule):
         assert self.train is not None, "call setup() first"
         return math.ceil(len(self.train) / self.batch_size)
 
-    def train_dataloader(self) -> ChunkedBatches:
+    def train_dataloader(self) -> StackedBatches:
         assert self.train is not None
         if self._train_batches is None:
-            self._train_batches = ChunkedBatches(
-                self.train,
-                self.batch_size,
-                self.steps_per_chunk,
-                self.seed,
-                epoch=lambda: self.trainer.current_epoch,
-            )
+            epoch = lambda: self.trainer.current_epoch  # noqa: E731
+            orders = [ChunkedBatches(self.train, self.batch_size, self.steps_per_chunk, seed, epoch)
+                      for seed in self.seeds]  # fmt: skip
+            self._train_batches = StackedBatches(orders)
         return self._train_batches
 
     def val_dataloader(self) -> EvaluationBatches:

@@ -6,8 +6,8 @@ batch size and data sizes (one batch shape per step), epochs, numerics, the eval
 The key is simply the job's resolved config without ``init`` and ``seed``, so that a setting added to the
 config later splits groups by default instead of being silently shared.
 
-Some settings cannot be stacked at all (:func:`unsupported`); their jobs, groups of one and jobs already
-complete run the one-job way.
+Some settings cannot share a stack (:func:`unsupported`); their jobs, groups of one and jobs already complete
+run one by one, each as a stack of one (Hydra's ``run_job``, as the basic launcher runs them).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from initstudy.core.errors import ConfigError
 from initstudy.train.network import balanced
 
 PER_MEMBER_KEYS = ("init", "seed")
-# The classes the stacked path re-implements for M members; any other target runs the one-job way.
+# The classes known to give each of M members its own run's bytes; any other target runs one job at a time.
 STACKABLE_TARGETS = {
     "model": ("initstudy.nn.model.MLP",),
     "module": ("initstudy.train.module.InitStudyModule",),

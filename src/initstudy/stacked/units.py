@@ -20,7 +20,8 @@ def run_unit(
     configs: dict[int, DictConfig],
     threads: int = 1,
 ) -> dict[int, JobReturn]:
-    """One unit of the plan, by job index: a single job the one-job way, or a stacked group on ``threads``."""
+    """One unit of the plan, by job index: a single job through Hydra's ``run_job``, or a stacked group on
+    ``threads``."""
     if len(configs) == 1:
         ((i, cfg),) = configs.items()
         return {i: run_one(hydra_context, task_function, cfg)}

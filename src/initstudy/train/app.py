@@ -43,7 +43,7 @@ def apply_log_level() -> None:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One admitted job, ready to train: what ``runner.train_run`` (or a stacked group) needs."""
+    """One admitted job, ready to train: what ``group.train_run`` (or a stacked group) needs."""
 
     cfg: DictConfig
     final: Path
@@ -81,7 +81,7 @@ def hydra_job(cfg: DictConfig) -> float | None:
     the jobs it can group together: initstudy.stacked.) A job process (loky, SLURM) imports torch and Lightning
     here, so the collector pauses first (initstudy.core.collector)."""
     with collector.start_up():
-        from initstudy.train.runner import train_run
+        from initstudy.train.group import train_run
 
         spec = job_spec(cfg)
         return objective(

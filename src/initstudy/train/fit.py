@@ -1,11 +1,12 @@
-"""Fit one group: the single run's ``runner.fit`` for M members at once, one Outcome per member.
+"""Fit: DataModule, networks, LightningModule and Trainer from their config groups; ``trainer.fit``; the test pass.
+One Outcome per member: a single run is a group of one.
 
 Each member's network is built by the project's own path (``runner.configure_process`` seeds with the member's
-seed, ``runner.build_model`` constructs and initializes it), so its initial weights are its single run's, bit
-for bit; the stacked network copies them. The Trainer is the single run's (``runner.build_trainer``), without a
-logger: each member's MLflow child run gets its points through its own recorder. A member's timing.json holds
-the group's wall times (setup, fit, epochs, evaluation), not a share of them, and says how many members shared
-them (``stacked_members``).
+seed, ``runner.build_model`` constructs and initializes it), so its initial weights are those of the run alone,
+bit for bit; the stacked network copies them. The Trainer (``runner.build_trainer``) has no logger: each
+member's MLflow child run gets its points through its own recorder. A member's timing.json holds the group's
+wall times (setup, fit, epochs, evaluation), not a share of them, and says how many members shared them
+(``stacked_members``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from initstudy.nn import layer_stats, weights
-from initstudy.train.batches import StackedDataModule
-from initstudy.train.members import Member, MemberRecorders
+from initstudy.train.members import Member
 from initstudy.train.network import MemberShards
-from initstudy.train.recorder import RunRecorder
+from initstudy.train.recorder import MemberRecorders, RunRecorder
 from initstudy.train.runner import (
     Outcome,
     build_datamodule,
@@ -37,12 +37,13 @@ from initstudy.train.runner import (
     run_metrics,
     timing_record,
 )
-from initstudy.train.stacked_module import StackedModule
 
-DATAMODULE = f"{StackedDataModule.__module__}.{StackedDataModule.__qualname__}"
+# At full precision shards may run on threads of their own; autocast (mixed precision) is a thread-local
+# state, so there everything stays on the calling thread.
+FULL_PRECISION = ("32", "32-true")
 
 
-def fit_group(
+def fit(
     cfgs: Sequence[DictConfig],
     staging: Path,
     loggers: Sequence[Any],
@@ -50,15 +51,16 @@ def fit_group(
     positions: Sequence[str],
     threads: int = 1,
 ) -> list[Outcome]:
-    """Train the members ``cfgs`` (one group: equal but for init and seed) as one stacked model; fit, test.
-    ``threads``: the cores this group may use; where the job runs one intra-op thread on the CPU (the portable
-    profile), its members are split into that many shards, each on a thread of its own (no byte changes)."""
+    """Train the members ``cfgs`` (one run, or a group equal but for init and seed) as one stacked model; fit,
+    test. ``threads``: the cores this group may use; where the job runs one intra-op thread on the CPU at full
+    precision (the portable profile), its members are split into that many shards, each on a thread of its
+    own (no byte changes)."""
     started = time.perf_counter()
     first = cfgs[0]
     torch_threads = configure_process(first)
     quiet_lightning()
     seeds = [cfg.seed for cfg in cfgs]
-    datamodule = build_datamodule(first, job_device(first, job_index)[2], _target_=DATAMODULE, seeds=seeds)
+    datamodule = build_datamodule(first, job_device(first, job_index)[2], seeds=seeds)
     members, initial = [], []
     for cfg in cfgs:
         configure_process(cfg)  # the member's seed, exactly as its single run sets it before building
@@ -66,11 +68,17 @@ def fit_group(
         initial.append(weights.snapshot(model))
         members.append(Member(model))
     device = datamodule.train.images.device
-    shards = threads if torch_threads == 1 and device.type == "cpu" else 1
+    full_precision = str(first.trainer.precision) in FULL_PRECISION
+    shards = threads if torch_threads == 1 and device.type == "cpu" and full_precision else 1
     network = MemberShards([member.model for member in members], shards).to(device)
-    module = StackedModule(network, members, instantiate(first.optimizer), datamodule.steps_per_epoch,
-                           first.module.stop_on_divergence, first.module.val_every_n_steps,
-                           first.module.layer_stats_every_n_steps)  # fmt: skip
+    # conf/module's settings, then the objects (as keyword arguments to instantiate, Hydra would turn the
+    # members, dataclasses, into configs).
+    module = instantiate(first.module, _partial_=True)(
+        network=network,
+        members=members,
+        optimizer_factory=instantiate(first.optimizer),
+        steps_per_epoch=datamodule.steps_per_epoch,
+    )
     recorders = [RunRecorder(position + run_label(cfg), datamodule.eval.name)
                  for cfg, position in zip(cfgs, positions, strict=True)]  # fmt: skip
     with lightning_hints_silenced():

@@ -1,22 +1,25 @@
-"""A group's runs, each with the single run's bookkeeping: resume, attempt, fit together, record, complete.
+"""Train runs into their run folders, one or a group at once: resume, attempt, fit together, record, complete.
 
-Per member, exactly the steps of ``runner.train_run`` (the same functions): a complete run folder is skipped
-(``runner.resume``); every other member begins an attempt (staging folder, numerics, MLflow child run:
-``runner.begin``); the members still to train are fitted as one stacked model (one left: the single path,
-``runner.fit``); then each member's results, marker, promotion and FINISHED status (``runner.finish``). A
-failure while fitting fails every member's attempt; a failure while recording fails only that member.
+Per run: a complete run folder is skipped (``runner.resume``); every other run begins an attempt (staging
+folder, numerics, MLflow child run: ``runner.begin``); the runs still to train are fitted together as one
+stacked model (``fit.fit``; one run is a stack of one); then each run's results, marker, promotion and
+FINISHED status (``runner.finish``). A failure while fitting fails every attempt; a failure while recording
+fails only that run's. :func:`train_run` is one run: the basic, joblib and SLURM launchers' path.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig
 
 from initstudy.core import collector
 from initstudy.train.app import JobSpec
-from initstudy.train.fit import fit_group
-from initstudy.train.runner import Attempt, Outcome, begin, collect_previous_run, finish, fit, resume
+from initstudy.train.fit import fit
+from initstudy.train.runner import Attempt, Outcome, begin, collect_previous_run, finish, resume
 
 
 def train_group(specs: Sequence[JobSpec], threads: int = 1) -> list[dict[str, Any] | Exception]:
@@ -58,8 +61,18 @@ def _train_group(specs: Sequence[JobSpec], threads: int, started: float) -> list
 def fit_members(specs: Sequence[JobSpec], attempts: Sequence[Attempt], threads: int = 1) -> list[Outcome]:
     if not specs:
         return []
-    if len(specs) == 1:
-        spec = specs[0]
-        return [fit(spec.cfg, spec.staging, attempts[0].run.logger, spec.job_index, spec.position)]
-    return fit_group([spec.cfg for spec in specs], specs[0].staging, [a.run.logger for a in attempts],
-                     specs[0].job_index, [spec.position for spec in specs], threads)  # fmt: skip
+    return fit([spec.cfg for spec in specs], specs[0].staging, [a.run.logger for a in attempts],
+               specs[0].job_index, [spec.position for spec in specs], threads)  # fmt: skip
+
+
+def train_run(cfg: DictConfig, final_dir: Path, staging: Path, identity: str, job_index: int = 0,
+              position: str = "") -> dict[str, Any]:  # fmt: skip
+    """Train ``cfg`` into ``final_dir`` (through ``staging``) unless it is already complete; its metrics. An
+    error that ended the attempt is raised. The caller holds the collector's start-up (the Hydra job does:
+    initstudy.train.app)."""
+    started = time.perf_counter()
+    collect_previous_run()
+    result = _train_group([JobSpec(cfg, final_dir, staging, identity, job_index, position)], 1, started)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result

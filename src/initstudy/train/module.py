@@ -1,130 +1,79 @@
-"""The LightningModule: loss, optimizer steps, per-step loss record, evaluation and divergence detection.
+"""The LightningModule: M >= 1 networks trained at once, each exactly as if alone. A single run is a stack of one.
 
-Training uses manual optimization over *chunks* of mini-batches (see ``data.datamodule``): every mini-batch
-is still one optimizer step, so the maths equal a plain loop's, but Lightning's per-batch machinery runs
-once per chunk. Backward goes through ``manual_backward``, so the Trainer's precision plugin applies
-(``bf16-mixed``: autocast in every training, validation and test step). The optimizer is stepped unwrapped
-and the steps counted here (``total_steps``): Lightning's wrapper, which would count them as
-``trainer.global_step``, costs ~0.45 ms of CPU per step (+8 % per epoch of the default network, measured),
-and float32 and bfloat16 need none of its gradient scaling (16-mixed would; it is refused in the config).
-Each chunk's step losses stay on the device as one stacked tensor; the only host sync per chunk is the
-finiteness check that lets a diverging run stop within ``steps_per_chunk`` steps.
+Training uses manual optimization over *chunks* of mini-batches (initstudy.data.datamodule): every mini-batch is
+still one optimizer step, so the maths equal a plain loop's, but Lightning's per-batch machinery runs once per
+chunk. Per optimizer step: one stacked forward (initstudy.train.network), each member's mean cross-entropy on
+its own batch (one batched call whose gradients are each member's own), and one backward of their sum, so that
+each member's gradient is its own run's (the derivative of the sum by a member's loss is exactly 1). Members
+share no parameter and no reduction: the optimizer is elementwise over per-member tensors, the finiteness check
+is per member, and there is no gradient norm. The optimizer is stepped unwrapped and the steps counted here
+(``total_steps``): Lightning's wrapper costs ~0.45 ms of CPU per step, and float32 and bfloat16 need none of its
+gradient scaling (16-mixed would; the config refuses it). Each chunk's step losses stay on the device; the
+only host sync per chunk is the finiteness check that lets a diverging member stop within ``steps_per_chunk``
+steps.
+
+A member whose loss is not finite stops at the end of that chunk, with one evaluation pass right away (the
+pass that closes its run) and its epoch closed. From then on it gets no gradient (its weights and optimizer
+state stay as they were), no evaluation, and is left out of the loss; training stops once no member trains.
 
 Convergence is measured at step resolution: every ``val_every_n_steps`` optimizer steps (inside a chunk, at the
-exact step) the module runs a full pass over the evaluation split, which lives on the device, so a pass is a
-few large forward matmuls. Together with the pass at step 0 (Lightning's sanity pass) and at every epoch end
-(its validation loop) they form the step series (``step_evaluations``) that time-to-threshold is read from.
+exact step) each training member gets a full pass over the evaluation split, which lives on the device. With the
+pass at step 0 (Lightning's sanity pass) and at every epoch end (its validation loop) they form the step series
+(``Member.step_evaluations``) that time-to-threshold is read from. With ``layer_stats_every_n_steps``, every
+hidden layer's activations and back-propagated gradients are probed at step 0 and every N steps
+(initstudy.nn.layer_stats), without touching what training uses.
 
-With ``layer_stats_every_n_steps``, the module also probes every hidden layer's activations and back-propagated
-gradients at step 0 and every N optimizer steps (initstudy.nn.layer_stats), without touching what training uses.
+The members are split into shards (initstudy.train.network.MemberShards), each with its own optimizer; every
+step runs each shard's forward, backward and update on a thread of its own (initstudy.train.threads), and the
+evaluations give each thread its shard's members. One shard (one member, a GPU, mixed precision): everything
+on the calling thread.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from initstudy.data.datamodule import Split
 from initstudy.nn import layer_stats
+from initstudy.train.members import Member
+from initstudy.train.network import MemberShards
+from initstudy.train.records import Evaluation, EvaluationSums
+from initstudy.train.threads import ShardThreads
 
 
-@dataclass
-class Divergence:
-    step: int
-    epoch: int
-    last_finite_loss: float | None
+def member_mean_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy, [M, B, C] -> [M], as one batched call: the gradient it gives every
+    member's logits is bit for bit that of the member's own ``F.cross_entropy`` (tests/test_stacked.py), and
+    costs one op where M calls on slices of the stack cost M (each slice's backward also fills a zero
+    gradient of the whole stack: M^2 work). Its loss values may differ from ``F.cross_entropy``'s on the member's
+    logits alone in the last bit (the mean sums in another order): what a run records comes from :func:`recorded_losses`."""
+    members, batch, classes = logits.shape
+    flat = F.cross_entropy(logits.reshape(-1, classes), labels.reshape(-1), reduction="none")
+    return flat.view(members, batch).mean(dim=1)
 
 
-@dataclass
-class Evaluation:
-    loss: float
-    acc: float
-    predicted_per_class: list[int]  # how often each class was predicted (symmetry evidence)
-
-
-class EvaluationSums:
-    """One pass over a split: loss sum, correct predictions and images (float64 on the device, read once at
-    the end) and how often each class was predicted. Shared by this module and the stacked one
-    (initstudy.stacked), so that both evaluate with the same operations."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(3, device=device, dtype=torch.float64)
-        self.predicted = torch.zeros(0, device=device, dtype=torch.int64)
-
-    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-        predicted = logits.argmax(dim=1)
-        correct = (predicted == labels).sum()
-        count = torch.tensor(float(len(labels)), device=labels.device, dtype=torch.float64)
-        self.sums += torch.stack([loss_sum.double(), correct.double(), count])
-        per_class = torch.bincount(predicted, minlength=logits.shape[1])
-        self.predicted = per_class + self.predicted if len(self.predicted) else per_class
-
-    def result(self) -> Evaluation:
-        loss_sum, correct, count = self.sums.tolist()
-        return Evaluation(
-            loss=loss_sum / count, acc=correct / count, predicted_per_class=self.predicted.tolist()
-        )
-
-
-class StepLosses:
-    """Every optimizer step's training loss of one run: the current epoch's on the device (one tensor per
-    chunk), their running sum in float64, and the last finite loss of earlier epochs (for the divergence
-    record). Shared with the stacked module, which keeps one per member."""
-
-    def __init__(self) -> None:
-        self.chunks: list[torch.Tensor] = []
-        self.sizes: list[int] = []
-        self.total = torch.zeros((), dtype=torch.float64)  # sum of every step's loss, on the device
-        self.steps = 0
-        self.last_finite: float | None = None
-
-    def start_epoch(self) -> None:
-        self.chunks, self.sizes = [], []
-
-    def add(self, losses: torch.Tensor, sizes: list[int]) -> None:
-        """One chunk: its steps' losses (a 1-D tensor on the device) and batch sizes."""
-        self.chunks.append(losses)
-        self.total = self.total.to(losses.device) + losses.double().sum()
-        self.sizes.extend(sizes)
-        self.steps += len(sizes)
-
-    def epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, batch size) of every optimizer step of the current epoch so far, on the host."""
-        if not self.chunks:
-            return torch.empty(0), torch.empty(0)
-        return torch.cat(self.chunks).float().cpu(), torch.tensor(self.sizes, dtype=torch.float32)
-
-    def mean(self) -> float | None:
-        return float(self.total) / self.steps if self.steps else None
-
-    def end_epoch(self) -> None:
-        losses, _ = self.epoch()
-        finite = losses[torch.isfinite(losses)]
-        if len(finite):
-            self.last_finite = float(finite[-1])
-
-    def divergence(self, epoch: int, steps_per_epoch: int) -> Divergence:
-        """The record of the first non-finite loss of the current epoch (``epoch`` counted from 0)."""
-        losses, _ = self.epoch()
-        bad = int((~torch.isfinite(losses)).nonzero()[0])
-        finite_before = losses[:bad]
-        last = float(finite_before[-1]) if len(finite_before) else self.last_finite
-        return Divergence(step=epoch * steps_per_epoch + bad + 1, epoch=epoch + 1, last_finite_loss=last)
+def recorded_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy as ``F.cross_entropy`` computes it on the member's logits alone: one
+    batched ``log_softmax`` (row by row, so each row is the member's own), then ``F.nll_loss`` per member (its
+    mean reduction sums in ``F.cross_entropy``'s order). No gradient: nothing here enters the backward pass."""
+    with torch.no_grad():
+        log_probabilities = F.log_softmax(logits, dim=-1)
+        return torch.stack([F.nll_loss(log_probabilities[m], labels[m]) for m in range(logits.shape[0])])
 
 
 class InitStudyModule(pl.LightningModule):
-    """Built by ``hydra.utils.instantiate(cfg.module, model=..., optimizer_factory=..., steps_per_epoch=...)``
-    (conf/module/default.yaml)."""
+    """Built by ``hydra.utils.instantiate(cfg.module, _partial_=True)(network=..., members=...,
+    optimizer_factory=..., steps_per_epoch=...)`` (conf/module/default.yaml; initstudy.train.fit)."""
 
     def __init__(
         self,
-        model: nn.Module,
+        network: MemberShards,
+        members: Sequence[Member],
         optimizer_factory: Callable[..., torch.optim.Optimizer],
         steps_per_epoch: int,
         stop_on_divergence: bool = True,
@@ -132,30 +81,34 @@ class InitStudyModule(pl.LightningModule):
         layer_stats_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
-        self.model = model
+        self.network = network
+        self.threads = ShardThreads(len(network.shards))
         self.layer_stats_every_n_steps = layer_stats_every_n_steps
-        self.layer_stats: list[dict[str, float | int | str]] = []  # layer_stats.csv's rows, step order
+        self.members = list(members)
         self.optimizer_factory = optimizer_factory
         self.steps_per_epoch = steps_per_epoch
         self.stop_on_divergence = stop_on_divergence
         self.val_every_n_steps = val_every_n_steps
         self.automatic_optimization = False
-        self.divergence: Divergence | None = None
-        self.losses = StepLosses()
-        self.total_steps = 0  # optimizer steps taken (the recorder's step axis)
-        self.eval_seconds = 0.0  # wall time spent in the per-epoch evaluation passes (timing.json)
-        self.evaluations: list[Evaluation] = []  # one per validation pass, epoch 0 (at init) first
-        self.test_evaluation: Evaluation | None = None  # trainer.test's pass over the test split
-        # (optimizer step, evaluation) every val_every_n_steps steps, in step order (epoch ends not included)
-        self.step_evaluations: list[tuple[int, Evaluation]] = []
-        self._eval: EvaluationSums | None = None
+        self.total_steps = 0
+        self.eval_seconds = 0.0  # the group's evaluation passes (timing.json of every member)
+        self.just_stopped: list[int] = []  # members stopped in the last chunk (MemberRecorders closes them)
+        self._sums: dict[int, EvaluationSums] = {}
         self._eval_started = 0.0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def active_members(self) -> list[int]:
+        return [m for m, member in enumerate(self.members) if member.active]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.model.parameters())
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """One optimizer per shard, over its members' tensors (a member's optimizer is its own either way)."""
+        return [
+            self.optimizer_factory([alias for aliases in shard.member_parameters() for alias in aliases])
+            for shard in self.network.shards
+        ]
+
+    def _shard_optimizers(self) -> list[torch.optim.Optimizer]:
+        optimizers = self.optimizers(use_pl_optimizer=False)
+        return optimizers if isinstance(optimizers, list) else [optimizers]  # type: ignore[return-value]
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -163,87 +116,148 @@ class InitStudyModule(pl.LightningModule):
             self._probe_layers()
 
     def _probe_layers(self) -> None:
+        """Each training member's probe, on its own network (its MLP given the member's current weights): the
+        plain network's operations on the member's weights."""
         split = self.trainer.datamodule.eval
         images, labels = layer_stats.probe(split.images, split.labels)
-        self.layer_stats.extend(layer_stats.measure(self.model, images, labels, self.total_steps))
+        for m in self.active_members():
+            member = self.members[m]
+            with torch.no_grad():
+                member.model.to(self.device).load_state_dict(self.network.member_state(m))
+            member.layer_stats.extend(layer_stats.measure(member.model, images, labels, self.total_steps))
 
     def on_train_epoch_start(self) -> None:
-        self.losses.start_epoch()
+        for m in self.active_members():
+            self.members[m].losses.start_epoch()
 
-    def training_step(self, chunk: list[tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
-        optimizer = self.optimizers(use_pl_optimizer=False)
-        losses = []
-        for images, labels in chunk:
-            loss = F.cross_entropy(self.model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            optimizer.step()
-            losses.append(loss.detach())
+    def training_step(self, chunk: list[torch.Tensor], batch_idx: int) -> None:
+        """``chunk``: each step's [M, B] indices into the training split (initstudy.train.batches), gathered
+        one step at a time, each shard its members' rows on its own thread."""
+        optimizers = self._shard_optimizers()
+        active = [member.active for member in self.members]
+        training = [m for m, on in enumerate(active) if on]
+        split = self.trainer.datamodule.train
+        step_losses = []
+        for index in chunk:
+            parts = self.threads.map(lambda k: self._shard_step(k, optimizers[k], split, index, active))  # noqa: B023
+            step_losses.append(torch.cat(parts))
             self.total_steps += 1
             if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
                 self._evaluate_at_step()
             if self.layer_stats_every_n_steps and self.total_steps % self.layer_stats_every_n_steps == 0:
                 self._probe_layers()
-        chunk_losses = torch.stack(losses)
-        self.losses.add(chunk_losses, [len(labels) for _, labels in chunk])
-        # The one host sync per chunk: lets a diverging run stop within steps_per_chunk steps.
-        if self.stop_on_divergence and not bool(torch.isfinite(chunk_losses).all()):
-            self._record_divergence()
+        chunk_losses = torch.stack(step_losses, dim=1)  # [M, steps]: each member's row contiguous
+        sizes = [index.shape[1] for index in chunk]
+        for m in training:
+            self.members[m].losses.add(chunk_losses[m], sizes)
+            self.members[m].total_steps += len(chunk)
+        if self.stop_on_divergence:
+            # The one host sync per chunk, per member: a non-finite loss stops that member only.
+            finite = torch.isfinite(chunk_losses).all(dim=1).tolist()
+            for m in training:
+                if not finite[m]:
+                    self._stop(m)
+        if not any(member.active for member in self.members):
+            self.trainer.should_stop = True
+
+    def _shard_step(
+        self,
+        k: int,
+        optimizer: torch.optim.Optimizer,
+        split: Split,
+        index: torch.Tensor,
+        active: Sequence[bool],
+    ) -> torch.Tensor:
+        """One optimizer step of shard ``k`` on its members' mini-batches (their rows of ``index``): its
+        training members' summed mean losses backward (the derivative by each member's loss is 1, so each gets
+        the gradient of its own loss), their gradients to their own tensors, the shard's optimizer. Returns every
+        member's recorded loss (a frozen member's is not used). A shard whose members all stopped does nothing."""
+        start, end = self.network.bounds[k]
+        shard, mine = self.network.shards[k], list(active[start:end])
+        if not any(mine):
+            return torch.full((end - start,), float("nan"), device=index.device)
+        x, y = split.images[index[start:end]], split.labels[index[start:end]]
+        logits = shard(x)
+        optimizer.zero_grad(set_to_none=True)
+        shard.zero_grad(set_to_none=True)
+        training = torch.tensor([i for i, on in enumerate(mine) if on], device=x.device)
+        # loss.backward() as manual_backward does it at full precision (the only precision that stacks); on the
+        # shard's thread, whose autograd runs there (CPU).
+        member_mean_losses(logits, y)[training].sum().backward()
+        shard.share_gradients(mine)
+        optimizer.step()
+        return recorded_losses(logits.detach(), y)
+
+    def _stop(self, m: int) -> None:
+        member = self.members[m]
+        member.divergence = member.losses.divergence(self.current_epoch, self.steps_per_epoch)
+        started = time.perf_counter()
+        with torch.no_grad():
+            member.evaluations.append(self._evaluate([m], self.trainer.datamodule.val_dataloader())[m])
+        self.eval_seconds += time.perf_counter() - started
+        member.active = False
+        self.just_stopped.append(m)
 
     @torch.no_grad()
     def _evaluate_at_step(self) -> None:
-        """A full pass over the evaluation split now, between two optimizer steps (the Trainer's precision
-        context of the training step applies, as in its validation loop)."""
+        """A full pass over the evaluation split for every training member, between two optimizer steps."""
         started = time.perf_counter()
-        self._start_evaluation()
-        for batch in self.trainer.datamodule.val_dataloader():
-            self._accumulate(batch)
-        self.step_evaluations.append((self.total_steps, self._finish_evaluation()))
+        for m, evaluation in self._evaluate(
+            self.active_members(), self.trainer.datamodule.val_dataloader()
+        ).items():
+            self.members[m].step_evaluations.append((self.total_steps, evaluation))
         self.eval_seconds += time.perf_counter() - started
 
-    def _record_divergence(self) -> None:
-        self.divergence = self.losses.divergence(self.current_epoch, self.steps_per_epoch)
-        self.trainer.should_stop = True
+    def _evaluate(self, members: list[int], batches: object) -> dict[int, Evaluation]:
+        sums = {m: EvaluationSums(self.device) for m in members}
+        for batch in batches:  # type: ignore[attr-defined]
+            self._add_to_sums(sums, batch)
+        return {m: s.result() for m, s in sums.items()}
 
-    def epoch_step_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, batch size) of every optimizer step of the current epoch so far, on the host."""
-        return self.losses.epoch()
+    def _add_to_sums(self, sums: dict[int, EvaluationSums], batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Each member in ``sums`` on ``batch`` (its single network's operations), each shard's members on that
+        shard's thread."""
+        images, labels = batch
+        # Lightning evaluates in inference mode; grad modes are per thread, so each thread enters the caller's
+        # (the sums made under inference mode can only be updated under it).
+        inference = torch.is_inference_mode_enabled()
 
-    def mean_step_loss(self) -> float | None:
-        """The mean of every optimizer step's training loss: the area under the per-step loss curve divided by
-        the steps (a convergence endpoint: lower = faster). NaN once a loss was not finite."""
-        return self.losses.mean()
+        def shard_members(k: int) -> None:
+            start, end = self.network.bounds[k]
+            with torch.inference_mode(inference), torch.no_grad():
+                for m in range(start, end):
+                    if m in sums:
+                        sums[m].add(self.network.member_forward(m, images), labels)
+
+        self.threads.map(shard_members)
 
     def on_train_epoch_end(self) -> None:
-        self.losses.end_epoch()
+        for m in self.active_members():
+            self.members[m].losses.end_epoch()
 
     # ---- evaluation: Lightning's validation loop (the sanity pass is the evaluation at init) and test loop
     def on_validation_epoch_start(self) -> None:
         self._eval_started = time.perf_counter()
-        self._start_evaluation()
+        self._sums = {m: EvaluationSums(self.device) for m in self.active_members()}
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._accumulate(batch)
 
     def on_validation_epoch_end(self) -> None:
-        self.evaluations.append(self._finish_evaluation())
+        for m, sums in self._sums.items():
+            self.members[m].evaluations.append(sums.result())
         self.eval_seconds += time.perf_counter() - self._eval_started
 
     def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
+        # Every member, the stopped ones included: each is tested with the weights it stopped with.
+        self._sums = {m: EvaluationSums(self.device) for m in range(len(self.members))}
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._accumulate(batch)
 
     def on_test_epoch_end(self) -> None:
-        self.test_evaluation = self._finish_evaluation()
-
-    def _start_evaluation(self) -> None:
-        self._eval = EvaluationSums(self.device)
+        for m, sums in self._sums.items():
+            self.members[m].test_evaluation = sums.result()
 
     def _accumulate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        images, labels = batch
-        self._eval.add(self.model(images), labels)
-
-    def _finish_evaluation(self) -> Evaluation:
-        return self._eval.result()
+        self._add_to_sums(self._sums, batch)

@@ -88,8 +88,14 @@ class StackedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: [M, B, in] (each member its own batch) -> logits [M, B, classes]."""
         last = len(self.names) - 1
+        # Under autocast (bf16-mixed) the plain op, which autocast casts as it casts nn.Linear's; the custom
+        # backward is for full precision, where it gives each member nn.Linear's bytes.
+        mixed = torch.is_autocast_enabled(x.device.type)
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = StackedLinear.apply(x, weight, bias)
+            if mixed:
+                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            else:
+                x = StackedLinear.apply(x, weight, bias)
             if index < last:
                 x = self._activate(x)
         return x

@@ -18,18 +18,23 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import pytorch_lightning as pl
 import torch
 
 from initstudy.tracking import store
-from initstudy.train.module import InitStudyModule
+from initstudy.train.members import Member
 
 log = logging.getLogger(__name__)
 
 
-class RunRecorder(pl.Callback):
+class RunRecorder:
+    """One member's recorder, driven by :class:`MemberRecorders` at the moments a Trainer of its own would call
+    a callback."""
+
     def __init__(self, label: str, eval_split: str) -> None:
         self.label, self.eval_split = label, eval_split
         self.rows: list[dict[str, float | int | str]] = []  # long format: epoch, step, metric, value
@@ -47,7 +52,7 @@ class RunRecorder(pl.Callback):
     def _add(self, epoch: int, step: int, metric: str, value: float) -> None:
         self.rows.append({"epoch": epoch, "step": step, "metric": metric, "value": value})
 
-    def _add_evaluation(self, module: InitStudyModule, epoch: int, step: int) -> dict[str, float]:
+    def _add_evaluation(self, module: Member, epoch: int, step: int) -> dict[str, float]:
         if len(module.evaluations) <= epoch:
             return {}
         evaluation = module.evaluations[epoch]
@@ -56,7 +61,7 @@ class RunRecorder(pl.Callback):
             self._add(epoch, step, metric, value)
         return points
 
-    def _add_step_series(self, module: InitStudyModule, epoch: int, first_step: int, step: int) -> list:
+    def _add_step_series(self, module: Member, epoch: int, first_step: int, step: int) -> list:
         """The evaluation passes of steps (first_step, step], the epoch end's included: (name, value, step)."""
         passes = [(at, e) for at, e in module.step_evaluations if first_step < at < step]
         if len(module.evaluations) > epoch:
@@ -69,7 +74,7 @@ class RunRecorder(pl.Callback):
         return points
 
     # hooks ------------------------------------------------------------------------------------------------
-    def on_train_start(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
+    def on_train_start(self, trainer: MemberTrainer, pl_module: Member) -> None:
         process = psutil.Process()
         self.process_start_to_training = time.time() - process.create_time()
         self.process_cpu_to_training = sum(process.cpu_times()[:2])
@@ -78,10 +83,10 @@ class RunRecorder(pl.Callback):
         series = self._add_step_series(pl_module, epoch=0, first_step=-1, step=0)
         self._log_to_mlflow(trainer, {name: (value, 0) for name, value in points.items()}, series=series)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
+    def on_train_epoch_start(self, trainer: MemberTrainer, pl_module: Member) -> None:
         self._epoch_start = time.perf_counter()
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: InitStudyModule) -> None:
+    def on_train_epoch_end(self, trainer: MemberTrainer, pl_module: Member) -> None:
         epoch = trainer.current_epoch + 1
         losses, sizes = pl_module.epoch_step_losses()
         step = pl_module.total_steps
@@ -125,7 +130,7 @@ class RunRecorder(pl.Callback):
 
     def _log_to_mlflow(
         self,
-        trainer: pl.Trainer,
+        trainer: MemberTrainer,
         points: dict[str, tuple[float, int]],
         interval: list[tuple[float, int]] = (),  # type: ignore[assignment]
         series: list[tuple[str, float, int]] = (),  # type: ignore[assignment]
@@ -140,3 +145,49 @@ class RunRecorder(pl.Callback):
         points += list(series)
         store.log_points(logger.experiment, logger.run_id, points)
         self.logging_seconds += time.perf_counter() - started
+
+
+@dataclass
+class MemberTrainer:
+    """What the recorder reads from the Trainer, with the member's own MLflow logger (the Trainer has none)."""
+
+    trainer: pl.Trainer
+    logger: Any
+
+    @property
+    def current_epoch(self) -> int:
+        return self.trainer.current_epoch
+
+    @property
+    def max_epochs(self) -> int | None:
+        return self.trainer.max_epochs
+
+    @property
+    def log_every_n_steps(self) -> int:
+        return self.trainer.log_every_n_steps
+
+
+class MemberRecorders(pl.Callback):
+    """One :class:`RunRecorder` per member, called at the moments a Trainer of the member's own would call it:
+    after the evaluation at step 0, at each epoch start and end while the member trains, and at the end of the
+    chunk in which it stopped (its last epoch ends there; its last evaluation pass ran just before)."""
+
+    def __init__(self, recorders: list[RunRecorder], loggers: list[Any]) -> None:
+        self.recorders, self.loggers = recorders, loggers
+
+    def _each(self, trainer: pl.Trainer, module: Any, hook: str, members: list[int]) -> None:
+        for m in members:
+            getattr(self.recorders[m], hook)(MemberTrainer(trainer, self.loggers[m]), module.members[m])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._each(trainer, pl_module, "on_train_start", list(range(len(self.recorders))))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._each(trainer, pl_module, "on_train_epoch_start", pl_module.active_members())
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+        stopped, pl_module.just_stopped = pl_module.just_stopped, []
+        self._each(trainer, pl_module, "on_train_epoch_end", stopped)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._each(trainer, pl_module, "on_train_epoch_end", pl_module.active_members())

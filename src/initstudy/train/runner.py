@@ -1,9 +1,9 @@
-"""Train one configuration into its run folder and log it to MLflow, as a few steps that read like a pipeline.
+"""A run's steps around the fit, as a few functions that read like a pipeline (initstudy.train.group calls them).
 
-``train_run``: resume (a complete run with the same identity returns at once) -> begin an attempt in the
-staging folder -> set up the process; DataModule, model, LightningModule and Trainer from their config groups
-(``hydra.utils.instantiate``) -> ``trainer.fit`` -> ``trainer.test`` -> write the results -> marker ->
-promote the staging folder into place -> mark the MLflow run FINISHED. The run-folder rules
+resume (a complete run with the same identity returns at once) -> begin an attempt in the staging folder ->
+set up the process; DataModule, model and Trainer from their config groups (``hydra.utils.instantiate``;
+the fit itself: initstudy.train.fit) -> write the results -> marker -> promote the staging folder into place
+-> mark the MLflow run FINISHED. The run-folder rules
 (ownership, staging, completeness) live in :mod:`initstudy.runs.rundir`; MLflow logging in :mod:`initstudy.tracking`.
 """
 
@@ -34,13 +34,14 @@ from initstudy.core import provenance as core_provenance
 from initstudy.core.faults import pause_point
 from initstudy.core.paths import repo_root
 from initstudy.data.datamodule import MNISTDataModule
-from initstudy.nn import layer_stats, weights
+from initstudy.nn import weights
 from initstudy.nn.model import MLP
 from initstudy.runs import rundir
 from initstudy.tracking import store
 from initstudy.train.convergence import THRESHOLDS, first_crossing, threshold_key
-from initstudy.train.module import Evaluation, InitStudyModule
+from initstudy.train.members import Member
 from initstudy.train.recorder import RunRecorder
+from initstudy.train.records import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def build_model(cfg: DictConfig, train_images: torch.Tensor) -> tuple[MLP, Any]:
 def build_datamodule(cfg: DictConfig, device: str, **extra: Any) -> MNISTDataModule:
     """conf/data's DataModule, its tensors loaded onto ``device``: the module needs steps_per_epoch and LSUV
     a training batch before the Trainer exists. ``extra``: more keyword arguments for ``instantiate`` (the
-    stacked trainer's subclass and its members' seeds)."""
+    members' seeds)."""
     datamodule = instantiate(
         cfg.data, root=str(repo_root() / cfg.data.root), seed=cfg.seed, device=device, **extra
     )
@@ -286,32 +287,6 @@ def job_device(cfg: DictConfig, job_index: int) -> tuple[str, list[int] | int, s
     return accelerator, devices, f"cuda:{devices[0]}" if isinstance(devices, list) else "cpu"
 
 
-def fit(cfg: DictConfig, staging: Path, logger: Any, job_index: int, position: str) -> Outcome:
-    """DataModule, model, LightningModule and Trainer from their config groups; fit; the test pass."""
-    started = time.perf_counter()
-    threads = configure_process(cfg)
-    quiet_lightning()
-    datamodule = build_datamodule(cfg, job_device(cfg, job_index)[2])
-    model, _ = build_model(cfg, datamodule.train.images)
-    initial_weights = weights.snapshot(model)
-    module = instantiate(cfg.module, model=model, optimizer_factory=instantiate(cfg.optimizer),
-                         steps_per_epoch=datamodule.steps_per_epoch)  # fmt: skip
-    recorder = RunRecorder(position + run_label(cfg), datamodule.eval.name)
-    with lightning_hints_silenced():
-        trainer = build_trainer(cfg, job_index, logger, [recorder], staging)
-        setup_seconds = time.perf_counter() - started
-        trainer.fit(module, datamodule=datamodule)
-        fit_seconds = time.perf_counter() - started - setup_seconds
-        trainer.test(module, datamodule=datamodule, verbose=False)
-    history = history_frame(recorder)
-    metrics = run_metrics(cfg, module, datamodule, history)
-    timing = timing_record(started, setup_seconds, fit_seconds, recorder, module.eval_seconds, threads,
-                           str(datamodule.train.images.device))  # fmt: skip
-    saved = {weights.INITIAL: initial_weights, weights.FINAL: weights.snapshot(module.model)}
-    probes = layer_stats.frame(module.layer_stats) if module.layer_stats_every_n_steps else None
-    return Outcome(metrics, history, timing, weights=saved, layer_stats=probes)
-
-
 def history_frame(recorder: RunRecorder) -> pd.DataFrame:
     """history.csv: the recorder's rows in long format."""
     return pd.DataFrame(recorder.rows, columns=["epoch", "step", "metric", "value"])
@@ -344,11 +319,10 @@ def timing_record(
 
 
 def run_metrics(
-    cfg: DictConfig, module: InitStudyModule, datamodule: MNISTDataModule, history: pd.DataFrame
+    cfg: DictConfig, module: Member, datamodule: MNISTDataModule, history: pd.DataFrame
 ) -> dict[str, Any]:
-    """metrics.json: the final test pass, the last epoch's train loss, thresholds, symmetry, divergence.
-    ``module`` is the run's LightningModule, or a stacked member (initstudy.train.members), which answers
-    the same attributes."""
+    """metrics.json: the final test pass, the last epoch's train loss, thresholds, symmetry, divergence, from
+    the run's record (``module``: its member of the stack, initstudy.train.members)."""
     test, eval_split, divergence = module.test_evaluation, datamodule.eval.name, module.divergence
     assert test is not None, "trainer.test did not run"
     final_train = history[history.metric == "train/loss"].value
@@ -457,29 +431,6 @@ def collect_previous_run() -> None:
     if _runs_started:
         gc.collect()
     _runs_started += 1
-
-
-def train_run(
-    cfg: DictConfig,
-    final_dir: Path,
-    staging: Path,
-    identity: str,
-    job_index: int = 0,
-    position: str = "",
-) -> dict[str, Any]:
-    """Train ``cfg`` into ``final_dir`` (through ``staging``) unless it is already complete; its metrics."""
-    started = time.perf_counter()
-    collect_previous_run()
-    done = resume(cfg, final_dir, staging, identity)
-    if done is not None:
-        return done
-    attempt = begin(cfg, final_dir, staging, identity, job_index, started)
-    try:
-        outcome = fit(cfg, staging, attempt.run.logger, job_index, position)
-        return finish(attempt, outcome)
-    except BaseException as error:
-        attempt.run.fail(error)
-        raise
 
 
 @dataclass
