@@ -50,8 +50,9 @@ lock: | $(BIN)/pip-compile  ## re-pin requirements.lock (versions + sha256) from
 study: install  ## download MNIST, train the default sweep, write reports/ (dvc repro)
 	$(BIN)/dvc repro
 
-test: install  ## the whole test suite, end-to-end pipeline included (what CI runs)
-	$(BIN)/python -m pytest
+# On every core; the tests that start the real SLURM and PostgreSQL share one worker (xdist_group "services").
+test: install  ## the whole test suite, end-to-end pipeline included (what CI runs), on every core
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 test-fast: install  ## every module's unit tests, without the end-to-end tests marked slow, on every core
 	$(BIN)/python -m pytest -m "not slow" -n auto

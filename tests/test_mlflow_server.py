@@ -18,6 +18,9 @@ from conftest import SyntheticMNIST, make_study_repo, python_module, run
 from initstudy.runs import rundir
 from initstudy.tracking import store
 
+# The real services (SLURM, PostgreSQL) start on one pytest-xdist worker at a time (`make test`: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("services")
+
 INITS = "zeros,he_uniform,glorot_uniform,random_normal"
 EXPERIMENT = "slurm-postgres"
 

@@ -24,6 +24,9 @@ import services
 from conftest import SyntheticMNIST, make_study_repo, python_module, run
 from initstudy.runs import rundir
 
+# The real services (SLURM, PostgreSQL) start on one pytest-xdist worker at a time (`make test`: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("services")
+
 RESULT_FILES = ("metrics.json", "history.csv")
 TWO_RUNS = ["--multirun", "init=zeros,he_uniform", "seed=0", "logger=offline"]
 
