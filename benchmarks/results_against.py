@@ -33,16 +33,20 @@ CONFIGS = {
     "zeros": ["init=zeros"],
     "glorot_val": ["init=glorot_uniform", "data.val_size=10000", "seed=1"],
 }
-# Runs in the checkout under test, through the API both sides share (compose_config, runner.train_run).
+# Runs in the checkout under test, through the API both sides share (compose_config, train_run, wherever the
+# checkout defines it).
 TRAIN = """
 import sys
 from pathlib import Path
-from initstudy import numerics
-from initstudy.config import compose_config
+from initstudy.config import numerics
+from initstudy.config.compose import compose_config
 out, overrides = Path(sys.argv[1]), sys.argv[2:]
 numerics.apply_before_torch(numerics.from_config(compose_config(overrides).numerics))
-from initstudy import rundir
-from initstudy.train.group import train_run
+from initstudy.runs import rundir
+try:
+    from initstudy.train.group import train_run
+except ImportError:
+    from initstudy.train.runner import train_run
 train_run(compose_config(overrides), out, rundir.staging_dir(out), "compare")
 """
 

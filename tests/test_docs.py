@@ -238,3 +238,26 @@ def test_no_registry_hosts_and_no_diary(page: Path):
     assert not hosts, f"{page.relative_to(ROOT)} names package registry hosts: {hosts}"
     diary = sorted({m.group(0) for m in DIARY.finditer(text)})
     assert not diary, f"{page.relative_to(ROOT)} reads like a development diary: {diary}"
+
+
+DURATION_CLAIM = re.compile(
+    r"`(?P<command>make test-fast|make test|dvc repro)`[^`*]*?about \*\*(?P<minutes>\d+(?:\.\d)?) min\*\*"
+)
+
+
+def test_readme_times_are_the_measured_ones():
+    """Every "`command` ... about **N min**" in the README is reports/durations.json's measurement of that
+    command (benchmarks/durations.py), rounded to the minute, and the README names the machine it ran on."""
+    durations = json.loads((ROOT / "reports" / "durations.json").read_text())
+    text = README.read_text()
+    claims = {m["command"]: float(m["minutes"]) for m in DURATION_CLAIM.finditer(text)}
+    assert claims, "the README states no expected times"
+    for command, minutes in claims.items():
+        assert command in durations, f"{command}: no measurement in reports/durations.json"
+        assert minutes == round(durations[command]["minutes"]), (command, minutes, durations[command])
+        assert f"{durations[command]['machine']['cores']}-core" in text
+
+
+def test_a_time_claim_is_found_where_the_readme_makes_one():
+    found = DURATION_CLAIM.findall("`make test` about **12 min**; `make test-fast` about **2 min**")
+    assert found == [("make test", "12"), ("make test-fast", "2")]
