@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -19,7 +20,7 @@ from initstudy.report.load import load_sweep, parse_group, split_groups
 from initstudy.report.markdown import km_cell
 from initstudy.report.stats import adjust, compare_endpoints, summarize
 from initstudy.runs.results import RunFileError
-from initstudy.runs.rundir import WEIGHT_FILES, write_marker
+from initstudy.runs.rundir import PREDICTIONS, WEIGHT_FILES, write_marker
 from initstudy.sweep.jobs import MANIFEST_NAME
 from initstudy.train.convergence import THRESHOLDS, first_crossing, threshold_key
 
@@ -34,6 +35,17 @@ CONFIG = {
     "data": {"batch_size": 64, "val_size": 10000},
     "trainer": {"max_epochs": 3},
 }
+
+
+TEST_IMAGES = 10_000
+
+
+def write_predictions(run_dir: Path, acc: float) -> None:
+    """test_predictions.npy with accuracy ``acc`` (to 1/10,000): the first images right (class 0), the rest
+    predicted as class 1."""
+    truth = np.zeros(TEST_IMAGES, dtype=np.uint8)
+    predicted = (np.arange(TEST_IMAGES) >= round(acc * TEST_IMAGES)).astype(np.uint8)
+    np.save(run_dir / PREDICTIONS, np.stack([truth, predicted]), allow_pickle=False)
 
 
 def make_run(
@@ -90,6 +102,7 @@ def make_run(
     (run_dir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     for name in WEIGHT_FILES:
         (run_dir / name).write_bytes(b"weights")
+    write_predictions(run_dir, accs[-1])
     identity = f"id-{relative.as_posix()}"
     if complete:
         write_marker(run_dir, identity)
