@@ -687,3 +687,18 @@ def test_the_depth_report_marks_a_median_inside_the_first_evaluation_interval(tm
     assert summary.loc[5, STEPS] == pytest.approx(100 + 0.4 / 0.45 * 100) and not summary.loc[5, UPPER]
     texts = count_annotations(summary.reset_index(), STEPS, "reached_90", "total_90", ".0f", UPPER)[STEPS]
     assert texts.tolist() == ["≤100 (1/1)", "189 (1/1)"]
+
+
+def test_the_report_counts_the_test_images_and_tests_speed_by_seed_and_repeats_its_bytes(sweep, tmp_path):
+    """Both sources of noise (the bootstrap's table, equivalence at ±0.2 and ±0.5 pp) and the permutation test
+    of time to 97% are in the report, and a second report of the same runs is the same bytes (seeded)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_report(sweep, first)
+    write_report(sweep, second)
+    report = (first / "report.md").read_text()
+    assert (second / "report.md").read_text() == report
+    assert "## Final test accuracy, seeds and test images (hierarchical bootstrap)" in report
+    assert "equivalent ±0.2 pp" in report and "equivalent ±0.5 pp" in report
+    assert "| `alpha` − `beta` | 3 (paired) | -6.00 |" in report  # 0.92 - 0.98 on the saved predictions
+    assert "## Steps to 97% validation accuracy, paired by seed (exact permutation test)" in report
+    assert "exact permutation test paired by seed, p = " in report
