@@ -100,5 +100,7 @@ def fit(
         metrics = run_metrics(cfg, member, datamodule, history)  # type: ignore[arg-type]
         timing = {**timing, "stacked_members": len(cfgs), "stacked_shards": len(network.shards)}
         probes = layer_stats.frame(member.layer_stats) if module.layer_stats_every_n_steps else None
-        outcomes.append(Outcome(metrics, history, timing, weights=saved, layer_stats=probes))
+        predictions = member.test_evaluation.predictions if member.test_evaluation else None
+        outcomes.append(Outcome(metrics, history, timing, weights=saved, layer_stats=probes,
+                                test_predictions=predictions))  # fmt: skip
     return outcomes
