@@ -63,7 +63,7 @@ def fit(
     datamodule = build_datamodule(first, job_device(first, job_index)[2], seeds=seeds)
     members, initial = [], []
     for cfg in cfgs:
-        configure_process(cfg)  # the member's seed, exactly as its single run sets it before building
+        configure_process(cfg)  # the member's seed, set before building exactly as for a run alone
         model, _ = build_model(cfg, datamodule.train.images)
         initial.append(weights.snapshot(model))
         members.append(Member(model))
