@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     status = subprocess.run(command, cwd=REPO).returncode
     seconds = time.perf_counter() - started
     if status == 0:
-        entry = record(name, seconds, command, [load_at_start, os.getloadavg()[0]])
+        entry = record(name, seconds, command, [load_at_start, os.getloadavg()[0]], DURATIONS)
         print(f"{name}: {entry['minutes']} min on {entry['machine']['cores']} cores -> {DURATIONS}")
     return status
 
