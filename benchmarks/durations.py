@@ -38,14 +38,18 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "gpu": None}
 
 
-def record(name: str, seconds: float, command: list[str], path: Path = DURATIONS) -> dict[str, Any]:
-    """Merge one measurement into ``path`` (keys sorted, so that the file diffs cleanly)."""
+def record(
+    name: str, seconds: float, command: list[str], load: list[float], path: Path = DURATIONS
+) -> dict[str, Any]:
+    """Merge one measurement into ``path`` (keys sorted, so that the file diffs cleanly). ``load``: the
+    machine's 1-minute load average at the start and the end (what else ran beside the command)."""
     durations = json.loads(path.read_text()) if path.is_file() else {}
     durations[name] = {
         "seconds": round(seconds, 1),
         "minutes": round(seconds / 60, 1),
         "command": " ".join(command),
         "machine": machine(),
+        "load_average_start_end": [round(value, 2) for value in load],
         "measured_on": datetime.now(UTC).date().isoformat(),
     }
     path.write_text(json.dumps(durations, indent=2, sort_keys=True) + "\n")
@@ -58,11 +62,12 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     name, command = argv[0], argv[2:]
+    load_at_start = os.getloadavg()[0]
     started = time.perf_counter()
     status = subprocess.run(command, cwd=REPO).returncode
     seconds = time.perf_counter() - started
     if status == 0:
-        entry = record(name, seconds, command)
+        entry = record(name, seconds, command, [load_at_start, os.getloadavg()[0]], DURATIONS)
         print(f"{name}: {entry['minutes']} min on {entry['machine']['cores']} cores -> {DURATIONS}")
     return status
 

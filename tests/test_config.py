@@ -138,6 +138,8 @@ def test_schema_and_yaml_name_the_same_keys():
         ("trainer/default.yaml", "log_every_n_steps: 50", "log_every_n_step: 50", ["log_every_n_step"]),
         ("data/mnist.yaml", "eval_batch_size: 10000", "eval_batch_size: [1]", ["data.eval_batch_size"]),
         ("module/default.yaml", "stop_on_divergence: true", "stop_on_divergence: perhaps", ["module.stop_on_divergence='perhaps'", "true or false"]),
+        ("module/default.yaml", "val_steps: [1, 2, 5, 10, 20, 50]", "val_steps: [5, 2]", ["module.val_steps", "ascending"]),
+        ("module/default.yaml", "val_steps: [1, 2, 5, 10, 20, 50]", "val_steps: [0, 2]", ["module.val_steps", "positive"]),
     ],
 )  # fmt: skip
 def test_a_group_option_with_a_bad_value_or_key_fails_composition(

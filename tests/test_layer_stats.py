@@ -37,7 +37,7 @@ def test_probing_changes_no_bit_of_training_and_records_every_layer(study_root: 
     plain = run_files(study_root, tmp_path / "plain", act)
     probed = run_files(study_root, tmp_path / "probed", act, "module.layer_stats_every_n_steps=4")
     assert rundir.LAYER_STATS not in plain
-    for name in ("metrics.json", "history.csv", *rundir.WEIGHT_FILES):
+    for name in ("metrics.json", "history.csv", rundir.PREDICTIONS, *rundir.WEIGHT_FILES):
         assert probed[name] == plain[name], name
     stats = pd.read_csv(tmp_path / "probed" / rundir.LAYER_STATS)
     steps_run = int(pd.read_csv(tmp_path / "probed" / "history.csv")["step"].max())

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -161,8 +162,8 @@ def test_validation_is_evaluated_every_k_steps_and_the_test_set_once(
     metrics, history = train(data_root, tmp_path / "run", "init=he_uniform", "trainer.max_epochs=2",
                              "module.val_every_n_steps=5")  # fmt: skip
     series = history[history.metric == "val/acc_step"].sort_values("step")
-    # step 0, every 5 steps, every epoch end (16, 32): each once
-    assert series.step.tolist() == [0, 5, 10, 15, 16, 20, 25, 30, 32]
+    # step 0, the log-spaced early steps (1, 2, 5, 10, 20), every 5 steps, every epoch end (16, 32): each once
+    assert series.step.tolist() == [0, 1, 2, 5, 10, 15, 16, 20, 25, 30, 32]
     assert series.step.is_unique
     epoch_ends = history[history.metric == "val/acc"].set_index("step").value
     assert series.set_index("step").value[epoch_ends.index].tolist() == epoch_ends.tolist()
@@ -197,6 +198,14 @@ def test_saved_weights_are_the_initial_and_final_network_and_reproduce_the_test_
     model.load_state_dict(final)
     correct = 0
     with torch.no_grad():
+        predicted = [model(images).argmax(dim=1) for images, _ in EvaluationBatches(datamodule.test, 10_000)]
         for images, labels in EvaluationBatches(datamodule.test, cfg.data.eval_batch_size):
             correct += int((model(images).argmax(dim=1) == labels).sum())
     assert correct / len(datamodule.test) == metrics["test/acc"]
+    # test_predictions.npy: every test image's true and predicted class in the test set's order, as the final
+    # weights predict it, uint8, and the same accuracy
+    truth, saved = np.load(tmp_path / "run" / rundir.PREDICTIONS, allow_pickle=False)
+    assert saved.dtype == np.uint8 and saved.shape == (len(datamodule.test),)
+    assert np.array_equal(truth, datamodule.test.labels.cpu().numpy())
+    assert np.array_equal(saved, torch.cat(predicted).numpy())
+    assert float(np.mean(saved == truth)) == metrics["test/acc"]

@@ -17,6 +17,7 @@ RUN_FILES = (
     "history.csv",
     "timing.json",
     "config.yaml",
+    "test_predictions.npy",
     "weights_initial.pt",
     "weights_final.pt",
     ".complete",

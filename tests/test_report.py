@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -19,7 +20,7 @@ from initstudy.report.load import load_sweep, parse_group, split_groups
 from initstudy.report.markdown import km_cell
 from initstudy.report.stats import adjust, compare_endpoints, summarize
 from initstudy.runs.results import RunFileError
-from initstudy.runs.rundir import WEIGHT_FILES, write_marker
+from initstudy.runs.rundir import PREDICTIONS, WEIGHT_FILES, write_marker
 from initstudy.sweep.jobs import MANIFEST_NAME
 from initstudy.train.convergence import THRESHOLDS, first_crossing, threshold_key
 
@@ -34,6 +35,17 @@ CONFIG = {
     "data": {"batch_size": 64, "val_size": 10000},
     "trainer": {"max_epochs": 3},
 }
+
+
+TEST_IMAGES = 10_000
+
+
+def write_predictions(run_dir: Path, acc: float) -> None:
+    """test_predictions.npy with accuracy ``acc`` (to 1/10,000): the first images right (class 0), the rest
+    predicted as class 1."""
+    truth = np.zeros(TEST_IMAGES, dtype=np.uint8)
+    predicted = (np.arange(TEST_IMAGES) >= round(acc * TEST_IMAGES)).astype(np.uint8)
+    np.save(run_dir / PREDICTIONS, np.stack([truth, predicted]), allow_pickle=False)
 
 
 def make_run(
@@ -90,6 +102,7 @@ def make_run(
     (run_dir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     for name in WEIGHT_FILES:
         (run_dir / name).write_bytes(b"weights")
+    write_predictions(run_dir, accs[-1])
     identity = f"id-{relative.as_posix()}"
     if complete:
         write_marker(run_dir, identity)
@@ -674,3 +687,18 @@ def test_the_depth_report_marks_a_median_inside_the_first_evaluation_interval(tm
     assert summary.loc[5, STEPS] == pytest.approx(100 + 0.4 / 0.45 * 100) and not summary.loc[5, UPPER]
     texts = count_annotations(summary.reset_index(), STEPS, "reached_90", "total_90", ".0f", UPPER)[STEPS]
     assert texts.tolist() == ["≤100 (1/1)", "189 (1/1)"]
+
+
+def test_the_report_counts_the_test_images_and_tests_speed_by_seed_and_repeats_its_bytes(sweep, tmp_path):
+    """Both sources of noise (the bootstrap's table, equivalence at ±0.2 and ±0.5 pp) and the permutation test
+    of time to 97% are in the report, and a second report of the same runs is the same bytes (seeded)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_report(sweep, first)
+    write_report(sweep, second)
+    report = (first / "report.md").read_text()
+    assert (second / "report.md").read_text() == report
+    assert "## Final test accuracy, seeds and test images (hierarchical bootstrap)" in report
+    assert "equivalent ±0.2 pp" in report and "equivalent ±0.5 pp" in report
+    assert "| `alpha` − `beta` | 3 (paired) | -6.00 |" in report  # 0.92 - 0.98 on the saved predictions
+    assert "## Steps to 97% validation accuracy, paired by seed (exact permutation test)" in report
+    assert "exact permutation test paired by seed, p = " in report

@@ -44,7 +44,7 @@ def single_run_files(cfg, out: Path) -> dict[str, bytes]:
     from initstudy.train.group import train_run
 
     train_run(cfg, out, rundir.staging_dir(out), "test")
-    names = ["metrics.json", "history.csv", *rundir.WEIGHT_FILES]
+    names = ["metrics.json", "history.csv", rundir.PREDICTIONS, *rundir.WEIGHT_FILES]
     if (out / rundir.LAYER_STATS).is_file():
         names.append(rundir.LAYER_STATS)
     return {name: (out / name).read_bytes() for name in names}
@@ -54,6 +54,7 @@ def stacked_files(cfgs: list, staging: Path, threads: int = 1) -> list[dict[str,
     """Each member's result files from one stacked group (initstudy.train.fit), as the runner writes them;
     ``threads``: its members in that many shards, each trained on a thread of its own."""
     from initstudy.train.fit import fit
+    from initstudy.train.runner import write_predictions
 
     files = []
     outcomes = fit(cfgs, staging, [None] * len(cfgs), 0, [""] * len(cfgs), threads)
@@ -65,6 +66,9 @@ def stacked_files(cfgs: list, staging: Path, threads: int = 1) -> list[dict[str,
                   "history.csv": outcome.history.to_csv(index=False).encode()}  # fmt: skip
         if outcome.layer_stats is not None:
             member[rundir.LAYER_STATS] = outcome.layer_stats.to_csv(index=False).encode()
+        assert outcome.test_predictions is not None
+        write_predictions(out / rundir.PREDICTIONS, outcome.test_predictions)
+        member[rundir.PREDICTIONS] = (out / rundir.PREDICTIONS).read_bytes()
         for name, state in outcome.weights.items():
             buffer = io.BytesIO()
             torch.save(state, buffer)
@@ -226,7 +230,14 @@ def test_threads_default_to_the_cpus_shared_out_among_the_workers():
 
 # ---- through Hydra -------------------------------------------------------------------------------------------
 
-RESULTS = ("metrics.json", "history.csv", "config.yaml", "numerics.json", *rundir.WEIGHT_FILES)
+RESULTS = (
+    "metrics.json",
+    "history.csv",
+    "config.yaml",
+    "numerics.json",
+    rundir.PREDICTIONS,
+    *rundir.WEIGHT_FILES,
+)
 SWEEP = [(init, seed) for init in ("zeros", "he_uniform") for seed in (0, 1)]
 
 

@@ -33,6 +33,7 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,18 @@ def check_cpu_supports(profile: NumericsProfile) -> None:
             f"numerics={profile.name} pins ATen {profile.cpu_capability} kernels but this CPU lacks "
             f"{', '.join(missing)}: use numerics=fast (results then differ from {profile.name} runs)"
         )
+
+
+def apply_shared(profiles: Sequence[NumericsProfile]) -> NumericsProfile:
+    """:func:`apply_before_torch` for the jobs of one launch: one process runs several jobs and torch reads
+    the import-time part of the environment once, so every job must share that part."""
+    if len({tuple(import_time_environment(p).items()) for p in profiles}) > 1:
+        raise ConfigError(
+            "the jobs of one sweep must share the numerics environment (read once when torch starts): "
+            f"{', '.join(sorted({p.name for p in profiles}))} differ; run one sweep per profile"
+        )
+    apply_before_torch(profiles[0])
+    return profiles[0]
 
 
 def apply_before_torch(profile: NumericsProfile) -> None:

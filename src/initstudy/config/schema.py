@@ -17,6 +17,7 @@ This module does not import torch (the numerics profile must be applied first).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -48,6 +49,14 @@ def positive_int(value: Any) -> bool:
 
 def positive_int_or_none(value: Any) -> bool:
     return value is None or positive_int(value)
+
+
+def ascending_positive_ints(value: Any) -> bool:
+    """A list (a plain one or OmegaConf's) of positive integers, each larger than the one before."""
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        return False
+    steps = list(value)
+    return all(positive_int(v) for v in steps) and all(a < b for a, b in itertools.pairwise(steps))
 
 
 def checked(allowed: str, check: Callable[[Any], bool] | None = None) -> Any:
@@ -110,6 +119,11 @@ class ModuleConfig:
     val_every_n_steps: int | None = checked(
         "must be a positive integer (optimizer steps between validation passes) or null (once per epoch only)",
         positive_int_or_none,
+    )
+    val_steps: list[int] = checked(  # noqa: RUF009 (a field(), as the others)
+        "must be a list of strictly ascending positive integers (optimizer steps with an extra validation pass, "
+        "e.g. [1,2,5,10,20,50]) or []",
+        ascending_positive_ints,
     )
     layer_stats_every_n_steps: int | None = checked(
         "must be a positive integer (optimizer steps between per-layer probes, layer_stats.csv) or null (none)",

@@ -32,11 +32,13 @@ from initstudy.core.faults import pause_point
 from initstudy.report import figures
 from initstudy.report.depth import is_depth_sweep, write_depth_report
 from initstudy.report.endpoints import endpoints, first_evaluations, run_endpoints, times_to
+from initstudy.report.image_bootstrap import compare_accuracy
 from initstudy.report.inference import DEFAULT_MARGIN
 from initstudy.report.load import SweepRuns, group_folder, load_sweep, split_groups, with_group_keys
-from initstudy.report.markdown import Section, render
+from initstudy.report.markdown import SPEED_KEY, Section, render
 from initstudy.report.papers.claims import write as write_paper_report
 from initstudy.report.papers.registry import check_paper, writers
+from initstudy.report.speed_test import speed_comparisons
 from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
 from initstudy.runs.results import RunFileError
 
@@ -231,7 +233,10 @@ def _write(
         folder = Path("figures", group_folder(name))
         draw_figures(part, summary, tested, out_dir / folder, name)
         links = {caption: (folder / file).as_posix() for caption, file in FIGURES.items()}
-        sections.append(Section(name, part.runs, summary, tested, links, split_name, margin))
+        speed = speed_comparisons(part.runs, part.history, int(SPEED_KEY) / 100)
+        trained = part.runs[(part.runs.status == "complete") & ~part.runs.init.isin(untrained(part.runs))]
+        accuracy = compare_accuracy(trained[["init", "seed", "run_dir"]])
+        sections.append(Section(name, part.runs, summary, tested, links, split_name, margin, speed, accuracy))
 
     grouped = len(groups) > 1
     metrics = {s.group: metrics_json(s.summary) for s in sections}

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from initstudy.report.image_bootstrap import MARGINS, REPLICATES, SEED
 from initstudy.report.load import parse_group
 from initstudy.report.stats import ALPHA, SEED_NOTEBOOK
 
@@ -379,6 +380,92 @@ def convergence_statements(summary: pd.DataFrame, comparisons: pd.DataFrame, spl
 
 
 ACCURACY_ENDPOINT = "test accuracy (once, after training)"
+SPEED_KEY = "97"  # the threshold whose time the permutation test compares
+SPEED_NOTE = (
+    "Paired by seed: within each seed the two initializers' times are exchangeable under the null hypothesis, "
+    "so the p-value is exact over all 2^n swaps (sign flips of the per-seed differences), and n seeds cannot "
+    "give a p below 2 / 2^n (the table's smallest possible p). A run that never reached the threshold enters "
+    "at the step it stopped (its time is longer), a crossing inside the first evaluation interval at that "
+    "pass's step (its time is shorter); both counts are in the table."
+)
+
+
+BOOTSTRAP_NOTE = (
+    "Both sources of noise: {replicates:,} replicates of a hierarchical bootstrap (generator seed {seed}) that "
+    "draws the seeds with replacement (the same seeds for both initializers where they share them, so a seed's "
+    "two runs stay a pair) and then the test images with replacement (the same images for every run of a "
+    "replicate, so two runs are compared image by image). Interval: the 95% percentile interval of the "
+    "difference; p: twice the smaller share of replicates on either side of 0. Equivalent at a margin: the 90% "
+    "interval inside ±margin (two one-sided tests at α = 0.05). Disagreeing images: on how many test images the "
+    "two runs of a seed differ in being right (mean over the shared seeds)."
+)
+
+
+def accuracy_table(accuracy: pd.DataFrame) -> str:
+    """The bootstrap over seeds and test images: difference, interval and equivalence at every margin."""
+    table = pd.DataFrame(
+        [
+            {
+                "pair (a − b)": f"`{r.init_a}` − `{r.init_b}`",
+                "seeds": f"{r.n_seeds} ({r.design})",
+                "difference (pp)": _signed(100 * r.difference, 2),
+                "95% interval (pp)": f"[{_signed(100 * r.ci95_low, 2)}, {_signed(100 * r.ci95_high, 2)}]",
+                "p": _p(r.p),
+                "disagreeing images per seed": _fmt(r.disagreeing_images, 1),
+                **{
+                    f"equivalent ±{100 * margin:.1f} pp": "yes"
+                    if getattr(r, f"equivalent_{round(1000 * margin)}")
+                    else "no"
+                    for margin in MARGINS
+                },
+            }
+            for r in accuracy.itertuples(index=False)
+        ]
+    )
+    return _table(table)
+
+
+def speed_statements(speed: pd.DataFrame | None, split_name: str) -> list[str]:
+    """Each pair's time to SPEED_KEY% in words, slower first: how many times the steps, the difference in
+    steps per seed, and the exact permutation p beside it."""
+    if speed is None:
+        return []
+    out = []
+    for r in speed.itertuples(index=False):
+        tested = f"exact permutation test paired by seed, p = {_p(r.p)}, {r.n_seeds} seeds"
+        if r.difference == 0:
+            out.append(f"`{r.init_a}` and `{r.init_b}` take the same mean steps to {SPEED_KEY}% ({tested}).")
+            continue
+        slow, fast = (r.init_a, r.init_b) if r.difference > 0 else (r.init_b, r.init_a)
+        ratio = r.ratio if r.difference > 0 else 1 / r.ratio
+        out.append(
+            f"`{slow}` needs {ratio:.2f} times the steps of `{fast}` to reach {SPEED_KEY}% {split_name} accuracy "
+            f"({abs(r.difference):.0f} more steps per seed on average; {tested}; the smallest p {r.n_seeds} "
+            f"seeds can give is {_p(2 / 2**r.n_seeds)})."
+        )
+    return out
+
+
+def speed_table(speed: pd.DataFrame) -> str:
+    """The permutation test of time to a threshold: effect in steps and as a ratio, beside the seeds."""
+    table = pd.DataFrame(
+        [
+            {
+                "pair (a − b)": f"`{r.init_a}` − `{r.init_b}`",
+                "seeds": r.n_seeds,
+                "mean steps a / b": f"{r.steps_a:.0f} / {r.steps_b:.0f}",
+                "difference (steps)": f"{r.difference:+.0f}",
+                "ratio a / b": f"{r.ratio:.2f}",
+                "permutation p (exact)": _p(r.p),
+                "smallest possible p": _p(2 / 2**r.n_seeds),
+                "not reached / in first interval": f"{r.not_reached} / {r.in_first_interval}",
+            }
+            for r in speed.itertuples(index=False)
+        ]
+    )
+    return _table(table)
+
+
 SEED_NOTEBOOK_NOTE = (
     "The seed notebook column is the Keras notebook's single run per initializer: another framework "
     "(Keras/TensorFlow), another seed (42), and the notebook's protocol (trained on all 60,000 training images, "
@@ -420,6 +507,10 @@ class Section:
     figures: dict[str, str]  # caption: path relative to report.md
     split_name: str = "validation"
     margin: float = 0.005
+    speed: pd.DataFrame | None = None  # time to SPEED_KEY% paired by seed (initstudy.report.speed_test)
+    accuracy: pd.DataFrame | None = (
+        None  # seeds and test images bootstrapped (initstudy.report.image_bootstrap)
+    )
 
 
 def results(section: Section, level: str, notes: bool) -> list[str]:
@@ -438,6 +529,17 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
         convergence_table(section.summary, split),
         "",
         *([KM_NOTE, ""] if notes else []),
+        *(
+            [
+                f"{level} Steps to {SPEED_KEY}% {split} accuracy, paired by seed (exact permutation test)",
+                "",
+                speed_table(section.speed),
+                "",
+                *([SPEED_NOTE, ""] if notes else []),
+            ]
+            if section.speed is not None and len(section.speed)
+            else []
+        ),
         f"{level} What the data support",
         "",
         *[
@@ -446,12 +548,24 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
                 section.summary, section.comparisons, section.runs, split, section.margin
             )
         ],
+        *[f"- {statement}" for statement in speed_statements(section.speed, split)],
         "",
         f"{level} Pairwise comparisons",
         "",
         comparisons_table(section.comparisons),
         "",
         *([TESTS_NOTE, ""] if notes else []),
+        *(
+            [
+                f"{level} Final test accuracy, seeds and test images (hierarchical bootstrap)",
+                "",
+                accuracy_table(section.accuracy),
+                "",
+                *([BOOTSTRAP_NOTE.format(replicates=REPLICATES, seed=SEED), ""] if notes else []),
+            ]
+            if section.accuracy is not None and len(section.accuracy)
+            else []
+        ),
         *(
             [
                 f"{level} Pairs reported apart (a constant, or an initializer that did not train)",

@@ -47,8 +47,12 @@ SWEEP_STAMP = ".initstudy-runs"  # written into every sweep root the project cre
 STAGING = ".staging"
 LOCK_NAME = ".initstudy.lock"
 MANIFEST = "manifest.csv"
+# Every test image's true class (row 0) and predicted class after training (row 1), in the test set's order
+# (numpy uint8, [2, 10000]: 20 KB): the report pairs runs image by image and resamples the test images
+# (initstudy.report.image_bootstrap) from the run folders alone.
+PREDICTIONS = "test_predictions.npy"
 # The weights at step 0 and after training (initstudy.nn.weights writes them).
-RESULT_FILES = ("metrics.json", "history.csv", "config.yaml", *WEIGHT_FILES)
+RESULT_FILES = ("metrics.json", "history.csv", "config.yaml", PREDICTIONS, *WEIGHT_FILES)
 LAYER_STATS = "layer_stats.csv"  # a result too, written only when module.layer_stats_every_n_steps is set
 OWNED_FILES = (
     *RESULT_FILES,

@@ -33,9 +33,8 @@ from initstudy.config.compose import compose_config, config_hash
 from initstudy.config.download import validate_download
 from initstudy.config.numerics import (
     NumericsProfile,
-    apply_before_torch,
+    apply_shared,
     from_config,
-    import_time_environment,
 )
 from initstudy.config.validate import validate
 from initstudy.core.errors import ConfigError
@@ -330,18 +329,11 @@ def plan_configs(
 
 
 def apply_for_sweep(overrides: Sequence[str], multirun: bool) -> NumericsProfile:
-    """:func:`apply_before_torch` for the jobs an entry point's overrides make (composed without torch).
-    The environment is process-wide, so every job of a sweep must share its import-time part."""
+    """``numerics.apply_shared`` for the jobs an entry point's overrides make (composed without torch): the
+    environment is process-wide, so every job of a sweep must share its import-time part."""
     from initstudy.config.compose import compose_config
     from initstudy.sweep.jobs import job_overrides
 
     jobs = job_overrides(overrides, multirun)
     variants = {tuple(o for o in job if o.lstrip("+~").startswith("numerics")): job for job in jobs}
-    profiles = [from_config(compose_config(job).numerics) for job in variants.values()]
-    if len({tuple(import_time_environment(p).items()) for p in profiles}) > 1:
-        raise ConfigError(
-            "the jobs of one sweep must share the numerics environment (read once when torch starts): "
-            f"{', '.join(sorted({p.name for p in profiles}))} differ; run one sweep per profile"
-        )
-    apply_before_torch(profiles[0])
-    return profiles[0]
+    return apply_shared([from_config(compose_config(job).numerics) for job in variants.values()])

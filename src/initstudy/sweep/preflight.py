@@ -160,7 +160,7 @@ class Preflight(Callback):
         lists = sweep_jobs.grid(arguments)
         hydra_overrides = sweep_jobs.as_given(config.hydra.overrides.hydra)
         configs = [compose_job(hydra_overrides + job) for job in lists]
-        apply_numerics(configs)
+        numerics.apply_shared([numerics.from_config(cfg.numerics) for cfg in configs])
         jobs = [sweep_jobs.make_job(cfg, job, multirun=True) for cfg, job in zip(configs, lists, strict=True)]
         sweep_jobs.check_distinct(jobs)
         sweep_jobs.check_data_files(configs)
@@ -171,7 +171,7 @@ class Preflight(Callback):
     def check_base(self, config: DictConfig) -> DictConfig:
         """A tuning sweep: the jobs are not known yet. The config they start from is checked now (numerics
         environment, values, data files), each job again when it starts."""
-        apply_numerics([config])
+        numerics.apply_before_torch(numerics.from_config(config.numerics))
         sweep_jobs.validate_job(config)
         if not config.data.val_size:
             raise ConfigError(
@@ -309,18 +309,6 @@ class PlannedConfigLoader(ConfigLoader):
 
     def compute_defaults_list(self, *args: Any, **kwargs: Any) -> Any:
         return self.loader.compute_defaults_list(*args, **kwargs)
-
-
-def apply_numerics(configs: Sequence[DictConfig]) -> None:
-    """The profile's environment, before torch starts; every job of a launch must share its import-time part
-    (one process runs several jobs, and torch reads it once)."""
-    profiles = [numerics.from_config(cfg.numerics) for cfg in configs]
-    if len({tuple(numerics.import_time_environment(p).items()) for p in profiles}) > 1:
-        raise ConfigError(
-            "the jobs of one sweep must share the numerics environment (read once when torch starts): "
-            f"{', '.join(sorted({p.name for p in profiles}))} differ; run one sweep per profile"
-        )
-    numerics.apply_before_torch(profiles[0])
 
 
 def check_services(cfg: DictConfig) -> None:

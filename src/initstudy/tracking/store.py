@@ -55,10 +55,6 @@ def redact(uri: str) -> str:
     return re.sub(r"(?<=://)[^/@\s]+@", "***@", uri)
 
 
-def has_credentials(uri: str) -> bool:
-    return redact(uri) != uri
-
-
 def artifact_location(uri: str, root: Path) -> str | None:
     """Artifacts of a local store go next to it; a server decides for itself."""
     return (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") or uri.startswith("file:") else None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from initstudy.config import numerics
 from initstudy.core import collector
 from initstudy.runs.rundir import run_identity
 from initstudy.sweep import jobs, preflight
+from initstudy.train.spec import JobSpec
 
 LOG_LEVEL_ENV = "INITSTUDY_LOG_LEVEL"
 
@@ -39,18 +39,6 @@ def apply_log_level() -> None:
     Hydra's own: hydra.job_logging.root.level=WARNING, or hydra/job_logging=disabled."""
     level = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
     logging.getLogger("initstudy").setLevel(getattr(logging, level, logging.INFO))
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """One admitted job, ready to train: what ``group.train_run`` (or a stacked group) needs."""
-
-    cfg: DictConfig
-    final: Path
-    staging: Path
-    identity: str
-    job_index: int
-    position: str
 
 
 def job_spec(cfg: DictConfig) -> JobSpec:

@@ -63,7 +63,7 @@ def fit(
     datamodule = build_datamodule(first, job_device(first, job_index)[2], seeds=seeds)
     members, initial = [], []
     for cfg in cfgs:
-        configure_process(cfg)  # the member's seed, exactly as its single run sets it before building
+        configure_process(cfg)  # the member's seed, set before building exactly as for a run alone
         model, _ = build_model(cfg, datamodule.train.images)
         initial.append(weights.snapshot(model))
         members.append(Member(model))
@@ -100,5 +100,7 @@ def fit(
         metrics = run_metrics(cfg, member, datamodule, history)  # type: ignore[arg-type]
         timing = {**timing, "stacked_members": len(cfgs), "stacked_shards": len(network.shards)}
         probes = layer_stats.frame(member.layer_stats) if module.layer_stats_every_n_steps else None
-        outcomes.append(Outcome(metrics, history, timing, weights=saved, layer_stats=probes))
+        predictions = member.test_evaluation.predictions if member.test_evaluation else None
+        outcomes.append(Outcome(metrics, history, timing, weights=saved, layer_stats=probes,
+                                test_predictions=predictions))  # fmt: skip
     return outcomes

@@ -17,9 +17,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from initstudy.core import collector
-from initstudy.train.app import JobSpec
 from initstudy.train.fit import fit
 from initstudy.train.runner import Attempt, Outcome, begin, collect_previous_run, finish, resume
+from initstudy.train.spec import JobSpec
 
 
 def train_group(specs: Sequence[JobSpec], threads: int = 1) -> list[dict[str, Any] | Exception]:

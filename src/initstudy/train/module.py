@@ -16,9 +16,9 @@ A member whose loss is not finite stops at the end of that chunk, with one evalu
 pass that closes its run) and its epoch closed. From then on it gets no gradient (its weights and optimizer
 state stay as they were), no evaluation, and is left out of the loss; training stops once no member trains.
 
-Convergence is measured at step resolution: every ``val_every_n_steps`` optimizer steps (inside a chunk, at the
-exact step) each training member gets a full pass over the evaluation split, which lives on the device. With the
-pass at step 0 (Lightning's sanity pass) and at every epoch end (its validation loop) they form the step series
+Convergence is measured at step resolution: at each of ``val_steps`` (log-spaced early steps, 1, 2, 5, 10, ...)
+and every ``val_every_n_steps`` optimizer steps (inside a chunk, at the exact step) each training member gets a
+full pass over the evaluation split, which lives on the device. With the pass at step 0 (Lightning's sanity pass) and at every epoch end (its validation loop) they form the step series
 (``Member.step_evaluations``) that time-to-threshold is read from. With ``layer_stats_every_n_steps``, every
 hidden layer's activations and back-propagated gradients are probed at step 0 and every N steps
 (initstudy.nn.layer_stats), without touching what training uses.
@@ -78,6 +78,7 @@ class InitStudyModule(pl.LightningModule):
         steps_per_epoch: int,
         stop_on_divergence: bool = True,
         val_every_n_steps: int | None = None,
+        val_steps: Sequence[int] = (),
         layer_stats_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
@@ -89,6 +90,7 @@ class InitStudyModule(pl.LightningModule):
         self.steps_per_epoch = steps_per_epoch
         self.stop_on_divergence = stop_on_divergence
         self.val_every_n_steps = val_every_n_steps
+        self.val_steps = frozenset(int(step) for step in val_steps)
         self.automatic_optimization = False
         self.total_steps = 0
         self.eval_seconds = 0.0  # the group's evaluation passes (timing.json of every member)
@@ -142,7 +144,7 @@ class InitStudyModule(pl.LightningModule):
             parts = self.threads.map(lambda k: self._shard_step(k, optimizers[k], split, index, active))  # noqa: B023
             step_losses.append(torch.cat(parts))
             self.total_steps += 1
-            if self.val_every_n_steps and self.total_steps % self.val_every_n_steps == 0:
+            if self._evaluates_at(self.total_steps):
                 self._evaluate_at_step()
             if self.layer_stats_every_n_steps and self.total_steps % self.layer_stats_every_n_steps == 0:
                 self._probe_layers()
@@ -159,6 +161,12 @@ class InitStudyModule(pl.LightningModule):
                     self._stop(m)
         if not any(member.active for member in self.members):
             self.trainer.should_stop = True
+
+    def _evaluates_at(self, step: int) -> bool:
+        """Whether a validation pass follows optimizer step ``step``: one of ``val_steps`` (dense early, where
+        thresholds are crossed) or a multiple of ``val_every_n_steps``."""
+        every = self.val_every_n_steps
+        return step in self.val_steps or bool(every and step % every == 0)
 
     def _shard_step(
         self,
@@ -249,8 +257,9 @@ class InitStudyModule(pl.LightningModule):
         self.eval_seconds += time.perf_counter() - self._eval_started
 
     def on_test_epoch_start(self) -> None:
-        # Every member, the stopped ones included: each is tested with the weights it stopped with.
-        self._sums = {m: EvaluationSums(self.device) for m in range(len(self.members))}
+        # Every member, the stopped ones included: each is tested with the weights it stopped with, and keeps
+        # its predicted class of every test image (test_predictions.npy).
+        self._sums = {m: EvaluationSums(self.device, keep_predictions=True) for m in range(len(self.members))}
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._accumulate(batch)

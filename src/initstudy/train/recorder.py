@@ -9,8 +9,8 @@ reaches a multiple of it. Lightning's own on-step flush (``self.log(on_step=True
 counts Lightning batches, which are chunks of ``steps_per_chunk`` optimizer steps.
 
 The evaluation split also gets a step series, ``<split>/loss_step`` and ``<split>/acc_step``: the pass at step 0,
-every ``module.val_every_n_steps`` steps and every epoch end, with the optimizer step as its position. Time to a
-threshold is read from it (initstudy.train.convergence).
+at ``module.val_steps``, every ``module.val_every_n_steps`` steps and every epoch end, with the optimizer step as
+its position. Time to a threshold is read from it (initstudy.train.convergence).
 """
 
 from __future__ import annotations

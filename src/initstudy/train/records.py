@@ -4,8 +4,9 @@ recorder (history.csv, MLflow) and ``runner.run_metrics`` (metrics.json)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,15 +23,22 @@ class Evaluation:
     loss: float
     acc: float
     predicted_per_class: list[int]  # how often each class was predicted (symmetry evidence)
+    # [2, images] uint8 in the split's order, kept for the test pass only: row 0 every image's true class, row 1
+    # its predicted class. The report pairs two runs image by image and resamples the test images
+    # (initstudy.report.image_bootstrap) from the run folder alone, without the data set.
+    predictions: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class EvaluationSums:
     """One pass over a split: loss sum, correct predictions and images (float64 on the device, read once at
-    the end) and how often each class was predicted."""
+    the end) and how often each class was predicted; with ``keep_predictions``, every image's true and predicted
+    class in the order the batches come (the evaluation batches are never shuffled)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, keep_predictions: bool = False) -> None:
         self.sums = torch.zeros(3, device=device, dtype=torch.float64)
         self.predicted = torch.zeros(0, device=device, dtype=torch.int64)
+        self.keep_predictions = keep_predictions
+        self.classes: list[torch.Tensor] = []
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         loss_sum = F.cross_entropy(logits, labels, reduction="sum")
@@ -40,11 +48,17 @@ class EvaluationSums:
         self.sums += torch.stack([loss_sum.double(), correct.double(), count])
         per_class = torch.bincount(predicted, minlength=logits.shape[1])
         self.predicted = per_class + self.predicted if len(self.predicted) else per_class
+        if self.keep_predictions:
+            self.classes.append(torch.stack([labels, predicted]).to(torch.uint8))
 
     def result(self) -> Evaluation:
         loss_sum, correct, count = self.sums.tolist()
+        kept = torch.cat(self.classes, dim=1).cpu().numpy() if self.classes else None
         return Evaluation(
-            loss=loss_sum / count, acc=correct / count, predicted_per_class=self.predicted.tolist()
+            loss=loss_sum / count,
+            acc=correct / count,
+            predicted_per_class=self.predicted.tolist(),
+            predictions=kept if self.keep_predictions else None,
         )
 
 

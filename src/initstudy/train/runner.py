@@ -10,6 +10,7 @@ the fit itself: initstudy.train.fit) -> write the results -> marker -> promote t
 from __future__ import annotations
 
 import gc
+import io
 import logging
 import resource
 import sys
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
@@ -280,6 +282,9 @@ class Outcome:
     mlflow_run_id: str | None = None  # provenance.json: which MLflow run holds this run (not a result)
     weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # file name: state dict
     layer_stats: pd.DataFrame | None = None  # layer_stats.csv, when module.layer_stats_every_n_steps is set
+    test_predictions: np.ndarray | None = (
+        None  # test_predictions.npy: [true class, predicted class] per image
+    )
 
 
 def job_device(cfg: DictConfig, job_index: int) -> tuple[str, list[int] | int, str]:
@@ -372,6 +377,8 @@ def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> 
         atomic.write_text(staging / rundir.LAYER_STATS, outcome.layer_stats.to_csv(index=False))
     for name, state in outcome.weights.items():
         weights.save(state, staging / name)
+    if outcome.test_predictions is not None:
+        write_predictions(staging / rundir.PREDICTIONS, outcome.test_predictions)
     atomic.write_json(staging / "metrics.json", outcome.metrics)
     atomic.write_json(staging / "timing.json", outcome.timing)
     # The arithmetic in effect (profile, kernels, threads, device): the same bytes on every machine that runs
@@ -384,6 +391,13 @@ def write_results(staging: Path, resolved: dict[str, Any], outcome: Outcome) -> 
          "mlflow_run_id": outcome.mlflow_run_id},
     )  # fmt: skip
     atomic.write_text(staging / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+
+
+def write_predictions(path: Path, predictions: np.ndarray) -> None:
+    """The test predictions as a .npy file (uint8, no pickle): its bytes depend on the classes alone."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(predictions, dtype=np.uint8), allow_pickle=False)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def software() -> dict[str, Any]:

@@ -1,0 +1,49 @@
+"""benchmarks/durations.py: a measurement is merged into the file with its machine and load, only a command that
+succeeded is recorded, and a call without ``NAME -- COMMAND`` is refused with one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks/durations.py"
+
+
+@pytest.fixture(scope="module")
+def durations():
+    spec = importlib.util.spec_from_file_location("durations", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_measurement_is_merged_beside_the_others(durations, tmp_path: Path):
+    path = tmp_path / "durations.json"
+    path.write_text(json.dumps({"make test": {"seconds": 1.0}}))
+    entry = durations.record("dvc repro", 125.0, ["dvc", "repro"], [0.5, 1.5], path)
+    written = json.loads(path.read_text())
+    assert written["make test"] == {"seconds": 1.0} and written["dvc repro"] == entry
+    assert entry["minutes"] == 2.1 and entry["command"] == "dvc repro"
+    assert entry["load_average_start_end"] == [0.5, 1.5] and entry["machine"]["cores"] >= 1
+
+
+def test_only_a_command_that_succeeded_is_recorded(
+    durations, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "durations.json"
+    monkeypatch.setattr(durations, "DURATIONS", path)
+    assert durations.main(["fails", "--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    assert not path.exists()
+    assert durations.main(["works", "--", sys.executable, "-c", "pass"]) == 0
+    assert list(json.loads(path.read_text())) == ["works"]
+
+
+def test_a_call_without_name_and_command_is_refused_with_one_line():
+    done = subprocess.run([sys.executable, str(SCRIPT), "make", "test"], capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "usage" in done.stderr
