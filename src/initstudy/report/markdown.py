@@ -435,7 +435,8 @@ def speed_statements(speed: pd.DataFrame | None, split_name: str) -> list[str]:
         return []
     out = []
     for r in speed.itertuples(index=False):
-        tested = f"exact permutation test paired by seed, p = {_p(r.p)}, {r.n_seeds} seeds"
+        tested = (f"exact permutation test paired by seed, p = {_p(r.p)}, {r.n_seeds} seeds; log-rank test "
+                  f"stratified by seed, p = {_p(r.logrank_p)}")  # fmt: skip
         if r.difference == 0:
             out.append(f"`{r.init_a}` and `{r.init_b}` take the same mean steps to {SPEED_KEY}% ({tested}).")
             continue
@@ -443,8 +444,8 @@ def speed_statements(speed: pd.DataFrame | None, split_name: str) -> list[str]:
         ratio = r.ratio if r.difference > 0 else 1 / r.ratio
         out.append(
             f"`{slow}` needs {ratio:.2f} times the steps of `{fast}` to reach {SPEED_KEY}% {split_name} accuracy "
-            f"({abs(r.difference):.0f} more steps per seed on average; {tested}; the smallest p {r.n_seeds} "
-            f"seeds can give is {_p(2 / 2**r.n_seeds)})."
+            f"({abs(r.difference):.0f} more steps per seed on average; {tested}; the smallest p the permutation "
+            f"test can give with {r.n_seeds} seeds is {_p(2 / 2**r.n_seeds)})."
         )
     return out
 
@@ -492,6 +493,7 @@ def speed_table(speed: pd.DataFrame) -> str:
                 "ratio a / b": f"{r.ratio:.2f}",
                 "permutation p (exact)": _p(r.p),
                 "smallest possible p": _p(2 / 2**r.n_seeds),
+                "stratified log-rank p": _p(r.logrank_p),
                 "not reached / in first interval": f"{r.not_reached} / {r.in_first_interval}",
             }
             for r in speed.itertuples(index=False)
