@@ -72,5 +72,5 @@ def test_the_last_hidden_layer_is_the_one_read():
 
 def test_the_per_initializer_statement_gives_the_correlation_beside_the_stds(committed):
     relu = next(s for s in statements(committed) if s.startswith("**relu**"))
-    assert "`torch_default` first fails at 10 layers" in relu
+    assert "`torch_default` fails from 20 layers" in relu
     assert "two images' correlation at its last hidden layer is 1.000" in relu

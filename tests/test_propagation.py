@@ -157,7 +157,7 @@ def test_depth_preset_trains_smallest_and_deepest_then_diagnoses_and_reports(syn
                       "--diagnostics", "reports/depth/diagnostics"), repo)  # fmt: skip
     report = (repo / "reports/depth/report.md").read_text()
     assert (
-        "Which initializers stop training first" in report and "**relu**" in report and "**tanh**" in report
+        "From which depth each initializer fails" in report and "**relu**" in report and "**tanh**" in report
     )
     summary = pd.read_csv(repo / "reports/depth/summary.csv")
     assert len(summary) == 8 and "act_std_last_over_first" in summary.columns

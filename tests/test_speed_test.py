@@ -49,3 +49,32 @@ def test_speed_comparisons_pair_by_seed_and_use_the_first_pass_for_early_crossin
     assert row.difference == pytest.approx(((1 - 900) + (400 - 1000) + (600 - 5000)) / 3)
     assert (row.not_reached, row.in_first_interval) == (1, 1)
     assert row.p == 2 / 8
+
+
+def test_the_stratified_logrank_is_statsmodels_survdiff_with_seeds_as_strata():
+    """All 5 seeds with the same initializer first: p = 0.025 by hand (each stratum O - E = 1/2, variance
+    1/4: z = 2.5 / sqrt(1.25)), where the exact permutation test cannot go below 2/32."""
+    import math
+
+    import pandas as pd
+    from scipy.stats import norm
+
+    from initstudy.report.speed_test import stratified_logrank
+
+    fast = pd.DataFrame({"steps": [100.0, 110, 120, 90, 130], "reached": True}, index=range(5))
+    slow = pd.DataFrame({"steps": [200.0, 250, 230, 260, 240], "reached": True}, index=range(5))
+    assert math.isclose(stratified_logrank(fast, slow), 2 * norm.sf(2.5 / math.sqrt(1.25)))
+    never = slow.assign(reached=False)  # censored at their last step: still later than every crossing
+    assert math.isclose(stratified_logrank(fast, never), 2 * norm.sf(2.5 / math.sqrt(1.25)))
+    assert math.isnan(stratified_logrank(fast.assign(reached=False), never))
+
+
+def test_pairs_tied_in_every_seed_have_no_logrank_test():
+    import math
+
+    import pandas as pd
+
+    from initstudy.report.speed_test import stratified_logrank
+
+    same = pd.DataFrame({"steps": [100.0, 110, 120], "reached": True}, index=range(3))
+    assert math.isnan(stratified_logrank(same, same.copy()))

@@ -1,7 +1,8 @@
 """``python -m initstudy.report [--runs runs] [--out reports]``: the DVC ``report`` stage.
 
 Reads only the runs listed in ``<runs>/manifest.csv`` (never MLflow) and writes, atomically:
-metrics.json (DVC metrics), summary.csv, comparisons.csv, endpoints.csv (every run's compared endpoints),
+metrics.json (DVC metrics), summary.csv, comparisons.csv, accuracy_bootstrap.csv (test accuracy with the seeds
+and the test images resampled: initstudy.report.image_bootstrap), endpoints.csv (every run's compared endpoints),
 curves.csv (DVC plots), figures/*.png, report.md.
 A sweep that varies keys besides init and seed (the manifest's ``group``) is reported per group: tables gain
 the group's keys as columns, metrics.json is keyed by group, figures go to figures/<group>/.
@@ -246,6 +247,7 @@ def _write(
         ("comparisons.csv", [with_group_keys(s.comparisons, s.group) for s in sections]),
         ("endpoints.csv", [with_group_keys(per_run[name], name) for name, _ in groups]),
         ("curves.csv", [with_group_keys(curves(part.history), name) for name, part in groups]),
+        ("accuracy_bootstrap.csv", [with_group_keys(s.accuracy, s.group) for s in sections]),
     ):
         atomic.write_text(out_dir / file, pd.concat(frames, ignore_index=True).to_csv(index=False))
     report = render(sweep.config, sweep.runs, sections, extra=diagnostics_section(diagnostics_dir, link_base))

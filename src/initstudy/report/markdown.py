@@ -319,12 +319,15 @@ def accuracy_statements(comparisons: pd.DataFrame, margin: float) -> list[str]:
             f"significantly (paired by seed, Benjamini-Hochberg over these {len(tested)} tests, α={ALPHA})."
         )
         for r in tested.itertuples(index=False):
+            n = r.n_pairs if r.design == "paired" else min(r.n_a, r.n_b)
+            low, high = sd_interval_factors(int(n)) if n > 1 else (math.nan, math.nan)
             out.append(
                 f"`{r.init_a}` vs `{r.init_b}`: {r.diff_mean * 100:+.2f} pp [{r.diff_ci_low * 100:+.2f}, "
                 f"{r.diff_ci_high * 100:+.2f}], adjusted p = {_p(r.p_adjusted)}; {r.verdict} (TOST p = {_p(r.tost_p)}); "
-                f"with n = {r.n_pairs if r.design == 'paired' else min(r.n_a, r.n_b)} the smallest difference "
-                f"detectable with 80% power is {r.mde * 100:.2f} pp, and 0.1 / 0.2 / 0.5 pp would need "
-                f"{_fmt(r.seeds_for_0_1pp, 0)} / {_fmt(r.seeds_for_0_2pp, 0)} / {_fmt(r.seeds_for_0_5pp, 0)} seeds."
+                f"with n = {n} the smallest difference detectable with 80% power is {r.mde * 100:.2f} pp (from the "
+                f"sd of {n} seeds, whose 95% interval runs from x{low:.2f} to x{high:.2f} of it), and 0.1 / 0.2 / "
+                f"0.5 pp would need {_fmt(r.seeds_for_0_1pp, 0)} / {_fmt(r.seeds_for_0_2pp, 0)} / "
+                f"{_fmt(r.seeds_for_0_5pp, 0)} seeds; seeds only: the test images' noise is in the bootstrap below."
             )
     return out
 
@@ -432,7 +435,8 @@ def speed_statements(speed: pd.DataFrame | None, split_name: str) -> list[str]:
         return []
     out = []
     for r in speed.itertuples(index=False):
-        tested = f"exact permutation test paired by seed, p = {_p(r.p)}, {r.n_seeds} seeds"
+        tested = (f"exact permutation test paired by seed, p = {_p(r.p)}, {r.n_seeds} seeds; log-rank test "
+                  f"stratified by seed, p = {_p(r.logrank_p)}")  # fmt: skip
         if r.difference == 0:
             out.append(f"`{r.init_a}` and `{r.init_b}` take the same mean steps to {SPEED_KEY}% ({tested}).")
             continue
@@ -440,10 +444,41 @@ def speed_statements(speed: pd.DataFrame | None, split_name: str) -> list[str]:
         ratio = r.ratio if r.difference > 0 else 1 / r.ratio
         out.append(
             f"`{slow}` needs {ratio:.2f} times the steps of `{fast}` to reach {SPEED_KEY}% {split_name} accuracy "
-            f"({abs(r.difference):.0f} more steps per seed on average; {tested}; the smallest p {r.n_seeds} "
-            f"seeds can give is {_p(2 / 2**r.n_seeds)})."
+            f"({abs(r.difference):.0f} more steps per seed on average; {tested}; the smallest p the permutation "
+            f"test can give with {r.n_seeds} seeds is {_p(2 / 2**r.n_seeds)})."
         )
     return out
+
+
+def bootstrap_statements(accuracy: pd.DataFrame | None) -> list[str]:
+    """Each pair's final test accuracy with both sources of noise (seeds and test images), and whether it is
+    shown equivalent at every margin: the accuracy verdicts (the seeds-only test above sees the networks'
+    noise only)."""
+    if accuracy is None or accuracy.empty:
+        return []
+    out = []
+    for r in accuracy.itertuples(index=False):
+        margins = "; ".join(
+            f"{'equivalent' if getattr(r, f'equivalent_{round(1000 * m)}') else 'not shown equivalent'} "
+            f"within ±{100 * m:.1f} pp"
+            for m in MARGINS
+        )
+        out.append(
+            f"`{r.init_a}` vs `{r.init_b}`, seeds and test images resampled: {100 * r.difference:+.2f} pp, 95% "
+            f"interval [{100 * r.ci95_low:+.2f}, {100 * r.ci95_high:+.2f}]; {margins} (90% interval "
+            f"[{100 * r.ci90_low:+.2f}, {100 * r.ci90_high:+.2f}], {r.n_seeds} seeds)."
+        )
+    return out
+
+
+def sd_interval_factors(n: int, level: float = 0.95) -> tuple[float, float]:
+    """How far the true sd may lie from one estimated on ``n`` runs: the ``level`` chi-square interval of
+    sigma as multiples of the sample sd (normal data). With 5 seeds, x0.60 to x2.87: a minimum detectable
+    difference computed from that sd is uncertain by as much."""
+    from scipy.stats import chi2
+
+    df = n - 1
+    return math.sqrt(df / chi2.ppf((1 + level) / 2, df)), math.sqrt(df / chi2.ppf((1 - level) / 2, df))
 
 
 def speed_table(speed: pd.DataFrame) -> str:
@@ -458,6 +493,7 @@ def speed_table(speed: pd.DataFrame) -> str:
                 "ratio a / b": f"{r.ratio:.2f}",
                 "permutation p (exact)": _p(r.p),
                 "smallest possible p": _p(2 / 2**r.n_seeds),
+                "stratified log-rank p": _p(r.logrank_p),
                 "not reached / in first interval": f"{r.not_reached} / {r.in_first_interval}",
             }
             for r in speed.itertuples(index=False)
@@ -548,6 +584,7 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
                 section.summary, section.comparisons, section.runs, split, section.margin
             )
         ],
+        *[f"- {statement}" for statement in bootstrap_statements(section.accuracy)],
         *[f"- {statement}" for statement in speed_statements(section.speed, split)],
         "",
         f"{level} Pairwise comparisons",

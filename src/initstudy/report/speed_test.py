@@ -1,4 +1,5 @@
-"""Is one initializer faster than another? Time to a threshold compared within each seed, by permutation.
+"""Is one initializer faster than another? Time to a threshold compared within each seed: an exact permutation
+test and a log-rank test stratified by seed.
 
 Two initializers trained with the same seed share the data order, so their times pair up. Under the null
 hypothesis that the initializer does not matter, the two times of a seed are exchangeable: swapping them flips
@@ -42,13 +43,33 @@ def paired_permutation(a: Sequence[float], b: Sequence[float]) -> tuple[float, f
     return observed, p
 
 
+def stratified_logrank(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    """Two-sided p of the log-rank test of ``a`` against ``b`` stratified by seed (statsmodels' ``survdiff``):
+    each seed's pair is its own stratum, so the test is paired by seed, and a run that never reached the
+    threshold is censored at its last step instead of entering as a time. ``a``, ``b``: indexed by seed, with
+    ``steps`` and ``reached``. Unlike the exact permutation test it can fall below 0.05 with 5 seeds (0.025
+    when the same initializer is first in all 5)."""
+    from statsmodels.duration.survfunc import survdiff
+
+    seeds = np.concatenate([a.index.to_numpy(), b.index.to_numpy()])
+    time = np.concatenate([a.steps.to_numpy(float), b.steps.to_numpy(float)])
+    status = np.concatenate([a.reached.to_numpy(int), b.reached.to_numpy(int)])
+    group = np.repeat([0, 1], [len(a), len(b)])
+    if status.sum() == 0:
+        return float("nan")
+    try:
+        return float(survdiff(time, status, group, strata=seeds)[1])
+    except np.linalg.LinAlgError:  # no stratum with a variance (every pair tied): no test to make
+        return float("nan")
+
+
 def speed_comparisons(runs: pd.DataFrame, history: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """One row per pair of initializers (in the runs' order) of which at least one reached ``threshold`` in
     some run: the seeds they share, each one's mean steps over those seeds, the mean per-seed difference in
     steps, the ratio of the means, the exact permutation p, and the censored and first-interval counts."""
     first_passes = first_evaluations(history) if len(history) else {}
     times = times_to(runs, threshold, first_passes)
-    columns = ["init_a", "init_b", "n_seeds", "steps_a", "steps_b", "difference", "ratio", "p",
+    columns = ["init_a", "init_b", "n_seeds", "steps_a", "steps_b", "difference", "ratio", "p", "logrank_p",
                "not_reached", "in_first_interval"]  # fmt: skip
     rows = []
     inits = list(dict.fromkeys(times.init))
@@ -65,6 +86,7 @@ def speed_comparisons(runs: pd.DataFrame, history: pd.DataFrame, threshold: floa
             "init_a": a, "init_b": b, "n_seeds": len(seeds),
             "steps_a": float(x.steps.mean()), "steps_b": float(y.steps.mean()),
             "difference": difference, "ratio": float(x.steps.mean() / y.steps.mean()), "p": p,
+            "logrank_p": stratified_logrank(x, y),
             "not_reached": int((~x.reached).sum() + (~y.reached).sum()),
             "in_first_interval": int(x.bounded.sum() + y.bounded.sum()),
         })  # fmt: skip
