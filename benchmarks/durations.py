@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,18 +43,29 @@ def record(
     name: str, seconds: float, command: list[str], load: list[float], path: Path = DURATIONS
 ) -> dict[str, Any]:
     """Merge one measurement into ``path`` (keys sorted, so that the file diffs cleanly). ``load``: the
-    machine's 1-minute load average at the start and the end (what else ran beside the command)."""
+    machine's 1-minute load average sampled from the start to the end (what else ran beside the command): its
+    first, mean and last value are kept."""
     durations = json.loads(path.read_text()) if path.is_file() else {}
     durations[name] = {
         "seconds": round(seconds, 1),
         "minutes": round(seconds / 60, 1),
         "command": " ".join(command),
         "machine": machine(),
-        "load_average_start_end": [round(value, 2) for value in load],
+        "load_average_start_mean_end": [
+            round(load[0], 2),
+            round(sum(load) / len(load), 2),
+            round(load[-1], 2),
+        ],
         "measured_on": datetime.now(UTC).date().isoformat(),
     }
     path.write_text(json.dumps(durations, indent=2, sort_keys=True) + "\n")
     return durations[name]
+
+
+def sample_load(samples: list[float], stop: threading.Event, every: float = 15.0) -> None:
+    """The 1-minute load average every ``every`` seconds until ``stop``: what else ran beside the command."""
+    while not stop.wait(every):
+        samples.append(os.getloadavg()[0])
 
 
 def main(argv: list[str]) -> int:
@@ -62,12 +74,17 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     name, command = argv[0], argv[2:]
-    load_at_start = os.getloadavg()[0]
+    samples, stop = [os.getloadavg()[0]], threading.Event()
+    sampler = threading.Thread(target=sample_load, args=(samples, stop), daemon=True)
+    sampler.start()
     started = time.perf_counter()
     status = subprocess.run(command, cwd=REPO).returncode
     seconds = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    samples.append(os.getloadavg()[0])
     if status == 0:
-        entry = record(name, seconds, command, [load_at_start, os.getloadavg()[0]], DURATIONS)
+        entry = record(name, seconds, command, samples, DURATIONS)
         print(f"{name}: {entry['minutes']} min on {entry['machine']['cores']} cores -> {DURATIONS}")
     return status
 

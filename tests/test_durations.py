@@ -26,11 +26,11 @@ def durations():
 def test_a_measurement_is_merged_beside_the_others(durations, tmp_path: Path):
     path = tmp_path / "durations.json"
     path.write_text(json.dumps({"make test": {"seconds": 1.0}}))
-    entry = durations.record("dvc repro", 125.0, ["dvc", "repro"], [0.5, 1.5], path)
+    entry = durations.record("dvc repro", 125.0, ["dvc", "repro"], [0.5, 2.5, 1.5], path)
     written = json.loads(path.read_text())
     assert written["make test"] == {"seconds": 1.0} and written["dvc repro"] == entry
     assert entry["minutes"] == 2.1 and entry["command"] == "dvc repro"
-    assert entry["load_average_start_end"] == [0.5, 1.5] and entry["machine"]["cores"] >= 1
+    assert entry["load_average_start_mean_end"] == [0.5, 1.5, 1.5] and entry["machine"]["cores"] >= 1
 
 
 def test_only_a_command_that_succeeded_is_recorded(
