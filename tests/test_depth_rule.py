@@ -39,3 +39,14 @@ def test_four_of_five_failures_against_none_are():
 def test_no_failure_is_reported_with_the_rate_it_still_allows():
     (statement,) = statements(cells({2: 0, 30: 0}))
     assert "failed in no seed at any depth" in statement and "still allows up to 52%" in statement
+
+
+def test_the_rule_is_the_claims_files_and_cells_with_too_few_runs_are_not_judged():
+    from initstudy.report.study_rules import failure_rule
+
+    rule = failure_rule()
+    assert (rule.value, rule.min_seeds) == (0.05, 3)
+    (statement,) = statements(
+        cells({2: 0, 10: 2}, runs=2)
+    )  # 2/2 against 0/2: p = 1/6 anyway, and too few runs
+    assert "fails from" not in statement and "at least 3 runs per cell" in statement

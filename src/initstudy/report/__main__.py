@@ -41,6 +41,7 @@ from initstudy.report.papers.claims import write as write_paper_report
 from initstudy.report.papers.registry import check_paper, writers
 from initstudy.report.speed_test import speed_comparisons
 from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
+from initstudy.report.study_rules import equivalence_rules, judge_accuracy
 from initstudy.runs.results import RunFileError
 
 
@@ -227,6 +228,7 @@ def _write(
     ]
     comparisons = adjust(pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True))
     sections = []
+    equivalence = equivalence_rules()
     for name, part in groups:
         summary = summarize(part.runs, per_run[name], part.history)
         tested = comparisons[comparisons.group == name] if len(comparisons) else comparisons
@@ -236,7 +238,7 @@ def _write(
         links = {caption: (folder / file).as_posix() for caption, file in FIGURES.items()}
         speed = speed_comparisons(part.runs, part.history, int(SPEED_KEY) / 100)
         trained = part.runs[(part.runs.status == "complete") & ~part.runs.init.isin(untrained(part.runs))]
-        accuracy = compare_accuracy(trained[["init", "seed", "run_dir"]])
+        accuracy = judge_accuracy(compare_accuracy(trained[["init", "seed", "run_dir"]]), equivalence)
         sections.append(Section(name, part.runs, summary, tested, links, split_name, margin, speed, accuracy))
 
     grouped = len(groups) > 1

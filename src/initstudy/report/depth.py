@@ -30,7 +30,9 @@ from initstudy.report.figures import save, titled
 from initstudy.report.inference import survival
 from initstudy.report.load import SweepRuns, group_folder, parse_group, split_groups, with_group_keys
 from initstudy.report.markdown import _fmt, _table
+from initstudy.report.papers.rules import Rule
 from initstudy.report.stats import t_interval
+from initstudy.report.study_rules import failure_rule
 
 FAILS_BELOW = 0.5  # final test accuracy under this (or diverged, or no complete run): "fails to train"
 SPEED_THRESHOLD = 0.90  # the reduced runs rarely reach 95%: convergence speed is measured to 90%
@@ -314,13 +316,6 @@ def heatmap_figure(
     return save(fig, path)
 
 
-# The rule for "fails from depth d", stated before the data: a cell's failures must exceed those of the
-# initializer's shallowest depth by a one-sided Fisher exact test at this level (with 5 seeds against 0/5 that
-# takes 4 failures: 3/5 gives p = 0.083). Fewer failures are reported as failures in some seeds, not as a depth
-# where the initializer fails.
-FAILURE_ALPHA = 0.05
-
-
 def failure_p(failed: int, runs: int, failed_at_shallowest: int, runs_at_shallowest: int) -> float:
     """One-sided Fisher exact p that a cell fails more often than the initializer's shallowest depth."""
     table = [[failed, runs - failed], [failed_at_shallowest, runs_at_shallowest - failed_at_shallowest]]
@@ -348,13 +343,15 @@ def signal_words(row: Any) -> str:
     return words
 
 
-def init_statement(init: str, rows: pd.DataFrame) -> tuple[float, str]:
-    """(first depth where the rule says it fails, or inf; the words) for one initializer of one activation."""
+def init_statement(init: str, rows: pd.DataFrame, rule: Rule) -> tuple[float, str]:
+    """(first depth where ``rule`` says it fails, or inf; the words) for one initializer of one activation. A
+    depth with fewer runs than the rule needs is not judged."""
     rows = rows.sort_values("depth")
     shallowest = rows.iloc[0]
     for row in rows.itertuples(index=False):
         p = failure_p(row.n_failed_to_train, row.n_runs, shallowest.n_failed_to_train, shallowest.n_runs)
-        if row.depth != shallowest.depth and p <= FAILURE_ALPHA:
+        judged = min(row.n_runs, shallowest.n_runs) >= rule.min_seeds
+        if row.depth != shallowest.depth and judged and p <= rule.value:
             return row.depth, (f"`{init}` fails from {row.depth} layers ({cell_words(row)}; more than at "
                                f"{shallowest.depth} layers, Fisher p = {p:.3f}){signal_words(row)}")  # fmt: skip
     some = rows[rows.n_failed_to_train > 0]
@@ -373,17 +370,19 @@ def init_statement(init: str, rows: pd.DataFrame) -> tuple[float, str]:
                       f"no failure in {deepest.n_runs} runs still allows up to {deepest.fail_rate_ci_high:.0%})")  # fmt: skip
 
 
-def statements(summary: pd.DataFrame) -> list[str]:
-    """Per activation: from which depth each initializer fails by the rule (:data:`FAILURE_ALPHA`), with the
-    step-0 signal. The listing order is by that depth; two initializers are not compared with each other."""
+def statements(summary: pd.DataFrame, rule: Rule | None = None) -> list[str]:
+    """Per activation: from which depth each initializer fails by ``rule`` (conf/experiment/claims/depth.yaml,
+    written before the runs were read), with the step-0 signal. The listing order is by that depth; two
+    initializers are not compared with each other."""
+    rule = rule or failure_rule()
     out = []
     for activation, group in summary.groupby("activation", sort=False):
-        found = sorted((init_statement(init, rows) for init, rows in group.groupby("init", sort=False)),
+        found = sorted((init_statement(init, rows, rule) for init, rows in group.groupby("init", sort=False)),
                        key=lambda item: item[0])  # fmt: skip
         out.append(f"**{activation}**, by the first depth at which an initializer fails more often than at its "
-                   f"shallowest (one-sided Fisher exact test, p <= {FAILURE_ALPHA}; an order of listing, not a "
-                   "tested difference between initializers): "
-                   + "; ".join(text for _, text in found) + ".")  # fmt: skip
+                   f"shallowest (conf/experiment/claims/depth.yaml: one-sided Fisher exact test, p <= {rule.value}, "
+                   f"at least {rule.min_seeds} runs per cell; an order of listing, not a tested difference between "
+                   "initializers): " + "; ".join(text for _, text in found) + ".")  # fmt: skip
     return out
 
 

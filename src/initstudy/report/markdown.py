@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from initstudy.report.image_bootstrap import MARGINS, REPLICATES, SEED
+from initstudy.report.image_bootstrap import REPLICATES, SEED
 from initstudy.report.load import parse_group
 from initstudy.report.stats import ALPHA, SEED_NOTEBOOK
 
@@ -399,7 +399,9 @@ BOOTSTRAP_NOTE = (
     "two runs stay a pair) and then the test images with replacement (the same images for every run of a "
     "replicate, so two runs are compared image by image). Interval: the 95% percentile interval of the "
     "difference; p: twice the smaller share of replicates on either side of 0. Equivalent at a margin: the 90% "
-    "interval inside ±margin (two one-sided tests at α = 0.05). Disagreeing images: on how many test images the "
+    "interval inside ±margin (two one-sided tests at α = 0.05), by the rules of conf/experiment/claims/study.yaml, "
+    "written before the runs were read; fewer seeds than a rule needs read 'not testable at this budget'. "
+    "Disagreeing images: on how many test images the "
     "two runs of a seed differ in being right (mean over the shared seeds)."
 )
 
@@ -416,10 +418,10 @@ def accuracy_table(accuracy: pd.DataFrame) -> str:
                 "p": _p(r.p),
                 "disagreeing images per seed": _fmt(r.disagreeing_images, 1),
                 **{
-                    f"equivalent ±{100 * margin:.1f} pp": "yes"
-                    if getattr(r, f"equivalent_{round(1000 * margin)}")
-                    else "no"
-                    for margin in MARGINS
+                    f"within ±{int(key) / 10:.1f} pp (rule: seeds >= {getattr(r, f'min_seeds_{key}')})": getattr(
+                        r, f"verdict_{key}"
+                    )
+                    for key in margin_keys(accuracy)
                 },
             }
             for r in accuracy.itertuples(index=False)
@@ -450,6 +452,11 @@ def speed_statements(speed: pd.DataFrame | None, split_name: str) -> list[str]:
     return out
 
 
+def margin_keys(accuracy: pd.DataFrame) -> list[str]:
+    """The margins the claims file judged (``verdict_<tenths of a pp>`` columns), narrowest first."""
+    return sorted((c.removeprefix("verdict_") for c in accuracy.columns if c.startswith("verdict_")), key=int)
+
+
 def bootstrap_statements(accuracy: pd.DataFrame | None) -> list[str]:
     """Each pair's final test accuracy with both sources of noise (seeds and test images), and whether it is
     shown equivalent at every margin: the accuracy verdicts (the seeds-only test above sees the networks'
@@ -459,9 +466,7 @@ def bootstrap_statements(accuracy: pd.DataFrame | None) -> list[str]:
     out = []
     for r in accuracy.itertuples(index=False):
         margins = "; ".join(
-            f"{'equivalent' if getattr(r, f'equivalent_{round(1000 * m)}') else 'not shown equivalent'} "
-            f"within ±{100 * m:.1f} pp"
-            for m in MARGINS
+            f"{getattr(r, f'verdict_{key}')} within ±{int(key) / 10:.1f} pp" for key in margin_keys(accuracy)
         )
         out.append(
             f"`{r.init_a}` vs `{r.init_b}`, seeds and test images resampled: {100 * r.difference:+.2f} pp, 95% "
