@@ -160,3 +160,13 @@ def mlflow_server() -> Iterator[services.MlflowServer]:
     """A real MLflow server on a real PostgreSQL database, on loopback, shared by the session's tests."""
     with services.mlflow_postgres_server() as server:
         yield server
+
+
+def load_script(path: Path):
+    """A script outside the package (benchmarks/) as a module, to test its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

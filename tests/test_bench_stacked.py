@@ -3,12 +3,13 @@ floor (the numbers the README's Performance section quotes), on hand-made timing
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks/bench_stacked.py"
@@ -16,10 +17,7 @@ SCRIPT = REPO / "benchmarks/bench_stacked.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_stacked", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def group_timing(fit: float, evaluation: float, members: int, shards: int) -> dict:

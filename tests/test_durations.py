@@ -3,7 +3,6 @@ succeeded is recorded, and a call without ``NAME -- COMMAND`` is refused with on
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks/durations.py"
 
 
 @pytest.fixture(scope="module")
 def durations():
-    spec = importlib.util.spec_from_file_location("durations", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_a_measurement_is_merged_beside_the_others(durations, tmp_path: Path):

@@ -700,5 +700,5 @@ def test_the_report_counts_the_test_images_and_tests_speed_by_seed_and_repeats_i
     assert "## Final test accuracy, seeds and test images (hierarchical bootstrap)" in report
     assert "within ±0.2 pp (rule: seeds >= 5)" in report and "within ±0.5 pp (rule: seeds >= 5)" in report
     assert "| `alpha` − `beta` | 3 (paired) | -6.00 |" in report  # 0.92 - 0.98 on the saved predictions
-    assert "## Steps to 97% validation accuracy, paired by seed (exact permutation test)" in report
+    assert "paired by seed (exact permutation and stratified log-rank tests)" in report
     assert "exact permutation test paired by seed, p = " in report

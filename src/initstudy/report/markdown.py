@@ -452,6 +452,13 @@ def speed_statements(speed: pd.DataFrame | None, split_name: str) -> list[str]:
     return out
 
 
+def optional_section(title: str, frame: pd.DataFrame | None, table: Any, note: str | None) -> list[str]:
+    """A report section of one table (and its note), or nothing when ``frame`` is missing or empty."""
+    if frame is None or not len(frame):
+        return []
+    return [title, "", table(frame), "", *([note, ""] if note else [])]
+
+
 def margin_keys(accuracy: pd.DataFrame) -> list[str]:
     """The margins the claims file judged (``verdict_<tenths of a pp>`` columns), narrowest first."""
     return sorted((c.removeprefix("verdict_") for c in accuracy.columns if c.startswith("verdict_")), key=int)
@@ -570,16 +577,12 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
         convergence_table(section.summary, split),
         "",
         *([KM_NOTE, ""] if notes else []),
-        *(
-            [
-                f"{level} Steps to {SPEED_KEY}% {split} accuracy, paired by seed (exact permutation test)",
-                "",
-                speed_table(section.speed),
-                "",
-                *([SPEED_NOTE, ""] if notes else []),
-            ]
-            if section.speed is not None and len(section.speed)
-            else []
+        *optional_section(
+            f"{level} Steps to {SPEED_KEY}% {split} accuracy, paired by seed (exact permutation and stratified "
+            "log-rank tests)",
+            section.speed,
+            speed_table,
+            SPEED_NOTE if notes else None,
         ),
         f"{level} What the data support",
         "",
@@ -597,16 +600,11 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
         comparisons_table(section.comparisons),
         "",
         *([TESTS_NOTE, ""] if notes else []),
-        *(
-            [
-                f"{level} Final test accuracy, seeds and test images (hierarchical bootstrap)",
-                "",
-                accuracy_table(section.accuracy),
-                "",
-                *([BOOTSTRAP_NOTE.format(replicates=REPLICATES, seed=SEED), ""] if notes else []),
-            ]
-            if section.accuracy is not None and len(section.accuracy)
-            else []
+        *optional_section(
+            f"{level} Final test accuracy, seeds and test images (hierarchical bootstrap)",
+            section.accuracy,
+            accuracy_table,
+            BOOTSTRAP_NOTE.format(replicates=REPLICATES, seed=SEED) if notes else None,
         ),
         *(
             [
