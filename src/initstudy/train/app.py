@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from initstudy.config import numerics
@@ -52,8 +53,9 @@ def job_spec(cfg: DictConfig) -> JobSpec:
     # A job process that did not inherit the profile's environment (SLURM with --export=NONE) gets it here,
     # before its first torch import; one that did (basic launcher, loky, submitit) is checked.
     numerics.apply_before_torch(numerics.from_config(cfg.numerics))
-    size = os.environ.get(preflight.SWEEP_SIZE_ENV)
-    position = f"run {job_index + 1}/{size} " if size else ""
+    position = (
+        f"#{job_index} " if hydra_cfg.mode == RunMode.MULTIRUN else ""
+    )  # Hydra's job number, as it logs it
     return JobSpec(cfg, final, jobs.staging_for(hydra_cfg), run_identity(cfg), job_index, position)
 
 
