@@ -133,7 +133,9 @@ def on_full_disk(repo: Path, *args: str) -> subprocess.CompletedProcess:
 def test_a_full_disk_is_one_line(bare_repo: Path, args: list[str]):
     before = files(bare_repo)
     result = on_full_disk(bare_repo, *args)
-    one_line(result, "no space left on the device", "full/", "write elsewhere")
+    line = one_line(result, "no space left on the device", "write elsewhere")
+    if args[1] != "initstudy.train" or "--multirun" in args:  # a single run's Hydra file names no folder
+        assert "full/" in line, line
     assert files(bare_repo) == before
 
 
