@@ -49,7 +49,7 @@ lock: | $(BIN)/pip-compile  ## re-pin requirements.lock (versions + sha256) from
 
 # params.yaml and dvc.yaml are checked first: DVC's own error for a YAML slip in either is 8 lines long.
 study: install  ## download MNIST, train the default sweep, write reports/ (dvc repro)
-	@$(BIN)/python -m initstudy.config.check
+	@$(BIN)/python -m initstudy.check
 	$(BIN)/dvc repro
 
 # On every core; the tests that start the real SLURM and PostgreSQL share one worker (xdist_group "services").

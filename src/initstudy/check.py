@@ -1,4 +1,5 @@
-"""``python -m initstudy.config.check``: the first step of ``make study``, before DVC reads anything.
+"""``python -m initstudy.check``: the first step of ``make study``, before DVC reads anything (a module of its
+own, outside the packages whose folders are DVC dependencies of the stages).
 
 DVC parses params.yaml and dvc.yaml itself before any stage runs, and a YAML syntax error in either is an
 8-line error of DVC's that points nowhere near the fix. This step parses both and composes the study's
