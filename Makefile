@@ -47,7 +47,9 @@ lock: | $(BIN)/pip-compile  ## re-pin requirements.lock (versions + sha256) from
 		-e '1i # build and nvidia-* libraries); another platform needs a lock of its own. Input: pyproject.toml' \
 		-e '1i # (dependencies, the dev extra, the build backend). Do not edit by hand: run `make lock`.' requirements.lock
 
+# params.yaml and dvc.yaml are checked first: DVC's own error for a YAML slip in either is 8 lines long.
 study: install  ## download MNIST, train the default sweep, write reports/ (dvc repro)
+	@$(BIN)/python -m initstudy.check
 	$(BIN)/dvc repro
 
 # On every core; the tests that start the real SLURM and PostgreSQL share one worker (xdist_group "services").

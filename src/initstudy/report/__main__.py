@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from initstudy.core import atomic
+from initstudy.core.errors import no_space
 from initstudy.core.faults import pause_point
 from initstudy.report import figures
 from initstudy.report.depth import is_depth_sweep, write_depth_report
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         means = write_report(args.runs, args.out, args.diagnostics, args.margin, args.paper)
     except (RunFileError, FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {no_space(error, args.out) or error}", file=sys.stderr)
         raise SystemExit(1) from None
     for name, value in means.items():
         if args.paper is not None:  # claim -> verdict

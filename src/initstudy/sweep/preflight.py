@@ -44,10 +44,11 @@ from initstudy.config import numerics
 from initstudy.config.compose import PRIMARY_CONFIG, one_line
 from initstudy.config.validate import check_accelerator
 from initstudy.core import locking, provenance
-from initstudy.core.errors import ConfigError
+from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.paths import repo_root
 from initstudy.runs import manifest, rundir
 from initstudy.sweep import jobs as sweep_jobs
+from initstudy.sweep import search_space
 from initstudy.sweep.jobs import Job
 from initstudy.tracking import store
 
@@ -85,8 +86,10 @@ def refusing(hook: F) -> F:
         except PREFLIGHT_ERRORS as error:
             end_session(error)
             refuse(str(error))
-        except Exception:
+        except Exception as error:
             end_session(RuntimeError("pre-flight failed"))
+            if full := no_space(error):
+                refuse(full, status=1)
             traceback.print_exc()
             refuse("the pre-flight failed unexpectedly (traceback above); nothing was run", status=1)
 
@@ -173,6 +176,7 @@ class Preflight(Callback):
         environment, values, data files), each job again when it starts."""
         numerics.apply_before_torch(numerics.from_config(config.numerics))
         sweep_jobs.validate_job(config)
+        search_space.check(config.hydra)
         if not config.data.val_size:
             raise ConfigError(
                 f"invalid data.val_size={config.data.val_size} for a tuning sweep: the tuner would maximise the "

@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 
 from initstudy.config.compose import CONFIG_GROUPS_DIR, PRIMARY_CONFIG, compose_config
 from initstudy.core import collector
-from initstudy.core.errors import ConfigError
+from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.paths import repo_root
 from initstudy.sweep import jobs as sweep
 from initstudy.sweep import preflight
@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             preflight.refuse(str(error))
         if isinstance(error, HydraException):
             preflight.refuse(explain(error, argv))
+        if full := no_space(error):  # Hydra's own files (.hydra/, the job log) are written outside our code
+            preflight.refuse(full, status=1)
         raise
 
 
