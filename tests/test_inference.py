@@ -62,7 +62,7 @@ SPEC_COLUMNS = [
 
 
 def one_pair(a: pd.Series, b: pd.Series, **kwargs) -> pd.Series:
-    kwargs = {"endpoint": "test/acc", "paired": True} | kwargs
+    kwargs = {"endpoint": "test/acc", "paired": True, "alpha": 0.05} | kwargs
     return compare({"a": a, "b": b}, **kwargs).iloc[0]
 
 
@@ -165,7 +165,9 @@ def test_survival_rejects_a_missing_time():
 
 
 def test_columns_and_pairs_in_the_mappings_order():
-    frame = compare({"glorot": GLOROT, "he": HE, "normal": NORMAL}, endpoint="test/acc", paired=True)
+    frame = compare(
+        {"glorot": GLOROT, "he": HE, "normal": NORMAL}, endpoint="test/acc", paired=True, alpha=0.05
+    )
     assert list(frame.columns) == SPEC_COLUMNS == list(COLUMNS)
     assert list(zip(frame.init_a, frame.init_b, strict=True)) == list(
         itertools.combinations(["glorot", "he", "normal"], 2)
@@ -342,14 +344,14 @@ def study_frames() -> pd.DataFrame:
     loss = {name: 1 - values + 0.05 for name, values in samples.items()}
     return pd.concat(  # each compare call numbers its rows from 0: the index repeats
         [
-            compare(samples, endpoint="test/acc", paired=True, margin=DEFAULT_MARGIN),
-            compare(loss, endpoint="test/loss", paired=True),
+            compare(samples, endpoint="test/acc", paired=True, alpha=0.05, margin=DEFAULT_MARGIN),
+            compare(loss, endpoint="test/loss", paired=True, alpha=0.05),
         ]
     )
 
 
 def test_benjamini_hochberg_within_each_endpoint_without_degenerate_rows():
-    frame = adjust(study_frames())
+    frame = adjust(study_frames(), alpha=0.05)
     assert len(frame) == 12 and not frame.index.is_unique
     degenerate = frame.degenerate != ""
     assert degenerate.sum() == 6  # zeros against the three others, on each endpoint
@@ -364,19 +366,19 @@ def test_benjamini_hochberg_within_each_endpoint_without_degenerate_rows():
 
 
 def test_one_family_when_by_is_none():
-    frame = adjust(study_frames(), by=None)
+    frame = adjust(study_frames(), alpha=0.05, by=None)
     tested = frame[frame.degenerate == ""]
     expected = stats.false_discovery_control(tested.p_value.to_numpy(), method="bh")
     assert tested.p_adjusted.to_numpy() == pytest.approx(expected, rel=1e-12)
     assert (tested.family_size == 6).all()
-    assert adjust(study_frames(), by=["endpoint", "design"]).family_size.max() == 3
+    assert adjust(study_frames(), alpha=0.05, by=["endpoint", "design"]).family_size.max() == 3
 
 
 # --- power ---
 
 
 def test_minimum_detectable_difference_has_the_power_asked_for():
-    mde = minimum_detectable_difference(0.0022, 5, paired=True)
+    mde = minimum_detectable_difference(0.0022, 5, paired=True, alpha=0.05)
     # By hand: the δ at which the two-sided paired t (df 4) rejects with probability 0.8.
     critical = stats.t.ppf(0.975, 4)
 
@@ -386,45 +388,49 @@ def test_minimum_detectable_difference_has_the_power_asked_for():
 
     assert mde == pytest.approx(optimize.brentq(lambda delta: power(delta) - 0.8, 0.001, 0.006), rel=1e-5)
     assert TTestPower().power(effect_size=mde / 0.0022, nobs=5, alpha=0.05) == pytest.approx(0.8, abs=1e-5)
-    welch = minimum_detectable_difference(0.0022, 5, paired=False, n_b=3)
+    welch = minimum_detectable_difference(0.0022, 5, paired=False, alpha=0.05, n_b=3)
     assert TTestIndPower().power(
         effect_size=welch / 0.0022, nobs1=5, ratio=3 / 5, alpha=0.05
     ) == pytest.approx(0.8, abs=1e-5)
-    assert welch > minimum_detectable_difference(0.0022, 5, paired=False) > mde
-    assert math.isnan(minimum_detectable_difference(0.0, 5, paired=True))
-    assert math.isnan(minimum_detectable_difference(0.0022, 1, paired=True))
+    assert welch > minimum_detectable_difference(0.0022, 5, paired=False, alpha=0.05) > mde
+    assert math.isnan(minimum_detectable_difference(0.0, 5, paired=True, alpha=0.05))
+    assert math.isnan(minimum_detectable_difference(0.0022, 1, paired=True, alpha=0.05))
 
 
 def test_seeds_needed_is_the_first_sample_size_with_the_power():
-    seeds = seeds_needed(0.002, 0.0022, paired=False)
+    seeds = seeds_needed(0.002, 0.0022, paired=False, alpha=0.05)
     assert 20 <= seeds <= 27  # the issue's estimate for a 0.2 pp difference at a seed sd of 0.0022
     effect = 0.002 / 0.0022
     assert TTestIndPower().power(effect_size=effect, nobs1=seeds, alpha=0.05) >= 0.8
     assert TTestIndPower().power(effect_size=effect, nobs1=seeds - 1, alpha=0.05) < 0.8
-    assert seeds_needed(0.002, 0.0022, paired=True) < seeds  # one sample of differences with that sd
+    assert (
+        seeds_needed(0.002, 0.0022, paired=True, alpha=0.05) < seeds
+    )  # one sample of differences with that sd
 
 
 def test_seeds_needed_is_monotone_and_defined_for_large_effects():
-    by_delta = [seeds_needed(delta, 0.0022, paired=False) for delta in (0.001, 0.002, 0.005, 0.01)]
+    by_delta = [
+        seeds_needed(delta, 0.0022, paired=False, alpha=0.05) for delta in (0.001, 0.002, 0.005, 0.01)
+    ]
     assert by_delta == sorted(by_delta, reverse=True) and by_delta[0] > by_delta[-1]
-    by_sd = [seeds_needed(0.002, sd, paired=True) for sd in (0.001, 0.002, 0.004)]
+    by_sd = [seeds_needed(0.002, sd, paired=True, alpha=0.05) for sd in (0.001, 0.002, 0.004)]
     assert by_sd == sorted(by_sd) and by_sd[0] < by_sd[-1]
     # A paired sd of 0.0009 against 0.5 pp: statsmodels' two-sided power is NaN here (scipy's noncentral t
     # fails in the far tail), the answer is still 3.
-    assert seeds_needed(0.005, 0.0009, paired=True) == 3
+    assert seeds_needed(0.005, 0.0009, paired=True, alpha=0.05) == 3
     assert TTestPower().power(effect_size=0.005 / 0.0009, nobs=2, alpha=0.025, alternative="larger") < 0.8
-    assert seeds_needed(0.05, 0.0009, paired=True) == 2
-    assert math.isnan(seeds_needed(0.002, 0.0, paired=True))
-    assert math.isnan(seeds_needed(0.002, math.nan, paired=False))
+    assert seeds_needed(0.05, 0.0009, paired=True, alpha=0.05) == 2
+    assert math.isnan(seeds_needed(0.002, 0.0, paired=True, alpha=0.05))
+    assert math.isnan(seeds_needed(0.002, math.nan, paired=False, alpha=0.05))
 
 
 def test_compare_reports_power_from_the_pairs_own_spread():
     row = one_pair(GLOROT, HE)
     sd = (GLOROT - HE).std(ddof=1)
     assert row.sd == pytest.approx(sd, rel=1e-12)
-    assert row.mde == pytest.approx(minimum_detectable_difference(sd, 5, paired=True), rel=1e-12)
+    assert row.mde == pytest.approx(minimum_detectable_difference(sd, 5, paired=True, alpha=0.05), rel=1e-12)
     assert [row["seeds_for_0.1pp"], row["seeds_for_0.2pp"], row["seeds_for_0.5pp"]] == [
-        seeds_needed(delta, sd, paired=True) for delta in (0.001, 0.002, 0.005)
+        seeds_needed(delta, sd, paired=True, alpha=0.05) for delta in (0.001, 0.002, 0.005)
     ]
 
 

@@ -41,7 +41,7 @@ from initstudy.report.papers.claims import write as write_paper_report
 from initstudy.report.papers.registry import check_paper, writers
 from initstudy.report.speed_test import speed_comparisons
 from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
-from initstudy.report.study_rules import equivalence_rules, judge_accuracy
+from initstudy.report.study_rules import difference_rule, equivalence_rules, judge_accuracy, judge_differences
 from initstudy.runs.results import RunFileError
 
 
@@ -219,16 +219,21 @@ def _write(
     first_eval_step = sweep.config.get("module", {}).get("val_every_n_steps")
     compared = endpoints(split, first_eval_step)
     groups = split_groups(sweep)
+    # Read before any test runs: its value is the level of every seeds-only test (conf/experiment/claims/study.yaml).
+    difference = difference_rule()
+    equivalence = equivalence_rules()
     per_run = {name: run_endpoints(part.runs, part.history, split, first_eval_step) for name, part in groups}
     # Initializers are compared within a group; the correction runs per endpoint over every test of the sweep
     # at once (the report reads them all together), which for a single group is the correction over its pairs.
     tests = [
-        compare_endpoints(per_run[name], compared, margin, set_apart=untrained(part.runs)).assign(group=name)
+        compare_endpoints(
+            per_run[name], compared, margin, alpha=difference.value, set_apart=untrained(part.runs)
+        ).assign(group=name)
         for name, part in groups
     ]
-    comparisons = adjust(pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True))
+    every = pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True)
+    comparisons = judge_differences(adjust(every, alpha=difference.value), difference)
     sections = []
-    equivalence = equivalence_rules()
     for name, part in groups:
         summary = summarize(part.runs, per_run[name], part.history)
         tested = comparisons[comparisons.group == name] if len(comparisons) else comparisons
@@ -239,7 +244,9 @@ def _write(
         speed = speed_comparisons(part.runs, part.history, int(SPEED_KEY) / 100)
         trained = part.runs[(part.runs.status == "complete") & ~part.runs.init.isin(untrained(part.runs))]
         accuracy = judge_accuracy(compare_accuracy(trained[["init", "seed", "run_dir"]]), equivalence)
-        sections.append(Section(name, part.runs, summary, tested, links, split_name, margin, speed, accuracy))
+        sections.append(Section(group=name, runs=part.runs, summary=summary, comparisons=tested, figures=links,
+                                difference=difference, split_name=split_name, margin=margin, speed=speed,
+                                accuracy=accuracy, equivalence=equivalence))  # fmt: skip
 
     grouped = len(groups) > 1
     metrics = {s.group: metrics_json(s.summary) for s in sections}

@@ -25,7 +25,6 @@ from scipy.optimize import brentq
 from initstudy.nn.propagation import mean_field
 from initstudy.report.figures import save
 from initstudy.report.load import SweepRuns
-from initstudy.report.markdown import _table
 from initstudy.report.papers.claims import (
     AGREES,
     PARTS,
@@ -36,6 +35,7 @@ from initstudy.report.papers.claims import (
 )
 from initstudy.report.papers.rules import Rule, judged, mcnemar_p
 from initstudy.report.papers.rules import load as load_rules
+from initstudy.report.tables import markdown_table
 
 TRAINS = 0.5  # final test accuracy at or above this: the cell trained (chance is 0.1)
 DEPTH_SCALES = 6.0  # the paper: trainable up to about 6 xi_c
@@ -222,7 +222,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     ]  # fmt: skip
     section = ["## Per cell", ""]
     if len(table):
-        section.append(_table(table.sort_values(["sigma_w2", "depth"])))
+        section.append(markdown_table(table.sort_values(["sigma_w2", "depth"])))
     metrics = {"critical_sigma_w2": critical,
                "cells_as_predicted": int((table.predicted_trainable == table.trained).sum()) if len(table) else 0,
                "cells": len(table),
