@@ -28,6 +28,8 @@ from initstudy.report.study_rules import (
     equivalence_tallies,
     judge_accuracy,
     judge_differences,
+    judge_seeds_equivalence,
+    seeds_equivalence_rule,
     tally,
 )
 
@@ -92,7 +94,8 @@ def test_changing_alpha_in_the_claims_file_changes_the_count(tmp_path):
 
 def test_fewer_seeds_than_the_rule_needs_cannot_print_differ(tmp_path):
     rule = difference_rule()
-    judged = judge_differences(three_pairs(n=2), rule)  # p 0.03 would differ at 0.05
+    # p 0.03 would differ at 0.05; TOST p 0.01 would read equivalent
+    judged = judge_seeds_equivalence(judge_differences(three_pairs(n=2), rule), seeds_equivalence_rule())
     assert judged.difference_verdict.tolist() == [NOT_TESTABLE] * 3
     sentence, *pairs = accuracy_statements(judged, 0.005, rule)
     assert "whether the 3 pairs of trained initializers differ is not testable at this budget" in sentence

@@ -13,7 +13,6 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from initstudy.report.inference import (
     COLUMNS,
-    DEFAULT_MARGIN,
     adjust,
     compare,
     km_curve,
@@ -28,6 +27,7 @@ from initstudy.report.median_interval import median_interval
 # Final test accuracies shaped like the study's: five seeds, sd ~0.002, the zeros initializer constant.
 GLOROT = pd.Series([0.9778, 0.9795, 0.9801, 0.9802, 0.9810])
 HE = pd.Series([0.9770, 0.9781, 0.9799, 0.9790, 0.9803])
+MARGIN = 0.005  # ±0.5 pp, a test's margin (the report's is its claims file's)
 NORMAL = pd.Series([0.9712, 0.9735, 0.9741, 0.9722, 0.9750])
 ZEROS = pd.Series([0.1135] * 5)
 SPEC_COLUMNS = [
@@ -267,25 +267,25 @@ def test_tost_equivalent_iff_the_90_percent_interval_lies_inside_the_margin(pair
     verdicts = set()
     for shift in (0.0, 0.001, 0.002, 0.003, 0.004, 0.0045, 0.005, 0.006, 0.01):
         b = GLOROT - shift + pd.Series([0.0004, -0.0003, 0.0001, -0.0002, 0.0])
-        row = one_pair(GLOROT, b, paired=paired, margin=DEFAULT_MARGIN)
+        row = one_pair(GLOROT, b, paired=paired, margin=MARGIN)
         if paired:
             inside = stats.ttest_rel(GLOROT, b).confidence_interval(0.90)
-            lower = stats.ttest_1samp(GLOROT - b, -DEFAULT_MARGIN, alternative="greater").pvalue
-            upper = stats.ttest_1samp(GLOROT - b, DEFAULT_MARGIN, alternative="less").pvalue
+            lower = stats.ttest_1samp(GLOROT - b, -MARGIN, alternative="greater").pvalue
+            upper = stats.ttest_1samp(GLOROT - b, MARGIN, alternative="less").pvalue
         else:
             inside = stats.ttest_ind(GLOROT, b, equal_var=False).confidence_interval(0.90)
-            lower = stats.ttest_ind(GLOROT, b - DEFAULT_MARGIN, equal_var=False, alternative="greater").pvalue
-            upper = stats.ttest_ind(GLOROT, b + DEFAULT_MARGIN, equal_var=False, alternative="less").pvalue
+            lower = stats.ttest_ind(GLOROT, b - MARGIN, equal_var=False, alternative="greater").pvalue
+            upper = stats.ttest_ind(GLOROT, b + MARGIN, equal_var=False, alternative="less").pvalue
         assert row.tost_p == pytest.approx(max(lower, upper), rel=1e-9)
-        assert row.equivalent == (inside.low > -DEFAULT_MARGIN and inside.high < DEFAULT_MARGIN)
+        assert row.equivalent == (inside.low > -MARGIN and inside.high < MARGIN)
         verdicts.add(row.verdict)
     assert verdicts == {"equivalent within ±0.5 pp", "not shown equivalent (±0.5 pp)"}
 
 
 def test_clearly_equivalent_and_clearly_not():
-    same = one_pair(GLOROT, HE, margin=DEFAULT_MARGIN)
-    apart = one_pair(GLOROT, NORMAL, margin=DEFAULT_MARGIN)
-    assert same.equivalent and same.tost_p < 0.01 and same.margin == DEFAULT_MARGIN
+    same = one_pair(GLOROT, HE, margin=MARGIN)
+    apart = one_pair(GLOROT, NORMAL, margin=MARGIN)
+    assert same.equivalent and same.tost_p < 0.01 and same.margin == MARGIN
     assert not apart.equivalent and apart.tost_p > 0.5
     assert apart.verdict == "not shown equivalent (±0.5 pp)"
 
@@ -303,7 +303,7 @@ def test_no_margin_no_equivalence_test_and_margins_in_their_units():
 
 @pytest.mark.parametrize("paired", [True, False], ids=["paired", "welch"])
 def test_constant_vs_sample_is_a_one_sample_t_against_the_constant(paired):
-    row = one_pair(ZEROS, GLOROT, paired=paired, margin=DEFAULT_MARGIN)
+    row = one_pair(ZEROS, GLOROT, paired=paired, margin=MARGIN)
     reference = stats.ttest_1samp(GLOROT, 0.1135)
     interval = reference.confidence_interval(0.95)
     assert row.degenerate == "constant vs sample"
@@ -318,7 +318,7 @@ def test_constant_vs_sample_is_a_one_sample_t_against_the_constant(paired):
 
 
 def test_both_constant_and_too_few_runs():
-    both = one_pair(ZEROS, pd.Series([0.5] * 5), margin=DEFAULT_MARGIN)
+    both = one_pair(ZEROS, pd.Series([0.5] * 5), margin=MARGIN)
     assert both.degenerate == "both constant"
     assert math.isnan(both.t) and math.isnan(both.df) and math.isnan(both.p_value)
     assert both.diff_ci_low == both.diff_ci_high == pytest.approx(both.diff_mean) == pytest.approx(-0.3865)
@@ -330,7 +330,7 @@ def test_both_constant_and_too_few_runs():
 
 
 def test_identical_runs_in_every_seed_are_a_constant_difference():
-    row = one_pair(GLOROT, GLOROT.copy(), margin=DEFAULT_MARGIN)
+    row = one_pair(GLOROT, GLOROT.copy(), margin=MARGIN)
     assert row.degenerate == "constant difference"
     assert row.diff_mean == row.diff_ci_low == row.diff_ci_high == 0
     assert math.isnan(row.p_value) and not row.equivalent
@@ -344,7 +344,7 @@ def study_frames() -> pd.DataFrame:
     loss = {name: 1 - values + 0.05 for name, values in samples.items()}
     return pd.concat(  # each compare call numbers its rows from 0: the index repeats
         [
-            compare(samples, endpoint="test/acc", paired=True, alpha=0.05, margin=DEFAULT_MARGIN),
+            compare(samples, endpoint="test/acc", paired=True, alpha=0.05, margin=MARGIN),
             compare(loss, endpoint="test/loss", paired=True, alpha=0.05),
         ]
     )

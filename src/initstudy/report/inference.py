@@ -28,7 +28,8 @@ CONFIDENCE = 0.95
 # No default level: every test's alpha is the caller's, for the report the one rule of
 # conf/experiment/claims/study.yaml (initstudy.report.study_rules.difference_rule), so no constant here decides it.
 POWER = 0.80
-DEFAULT_MARGIN = 0.005  # equivalence margin for accuracy endpoints: ±0.5 percentage points
+# No default margin either: the report's is the value of the rule accuracy_equivalent_seeds_only of the same
+# file (initstudy.report.study_rules.seeds_equivalence_rule).
 SEED_TARGETS = (0.001, 0.002, 0.005)  # differences (0.1/0.2/0.5 pp) for "seeds needed"
 
 SEED_COLUMNS = tuple(f"seeds_for_{delta * 100:g}pp" for delta in SEED_TARGETS)

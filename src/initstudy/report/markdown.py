@@ -164,9 +164,12 @@ def convergence_table(summary: pd.DataFrame, split_name: str) -> str:
     return _table(table)
 
 
-def comparisons_table(comparisons: pd.DataFrame, rule: Rule) -> str:
+def comparisons_table(
+    comparisons: pd.DataFrame, rule: Rule, equivalence: Rule | None = None, margin: float | None = None
+) -> str:
     """Every tested pair on every endpoint, with the verdict of ``rule`` (conf/experiment/claims/study.yaml:
-    initstudy.report.study_rules.judge_differences)."""
+    initstudy.report.study_rules.judge_differences) and, where it has a margin, of the seeds-only equivalence
+    rule ``equivalence`` at ``margin`` (judge_seeds_equivalence), both stated in the column heads."""
     tested = comparisons[comparisons.degenerate == ""] if len(comparisons) else comparisons
     if tested.empty:
         return "_No pair of initializers with spread on both sides: nothing to test._"
@@ -182,9 +185,27 @@ def comparisons_table(comparisons: pd.DataFrame, rule: Rule) -> str:
             "p": _p(r.p_value),
             "BH-adjusted p (tests)": f"{_p(r.p_adjusted)} ({r.family_size})",
             f"differs (rule `{rule.id}`: adjusted p < {rule.value:g}, seeds >= {rule.min_seeds})": r.difference_verdict,
-            "equivalence (TOST)": _tost_verdict(r),
+            equivalence_head(equivalence, margin): _tost_verdict(r),
         })  # fmt: skip
     return _table(pd.DataFrame(rows))
+
+
+def equivalence_head(rule: Rule | None, margin: float | None) -> str:
+    """The TOST column's head: the rule, its margin (or the one ``--margin`` set instead) and its seeds."""
+    if rule is None:
+        return "equivalence (TOST)"
+    stated = _pp(float(rule.value))
+    used = (
+        stated
+        if margin is None or margin == rule.value
+        else f"{_pp(margin)} set by --margin, not the rule's {stated}"
+    )
+    return f"equivalence (TOST; rule `{rule.id}`: margin {used}, seeds >= {rule.min_seeds})"
+
+
+def _pp(fraction: float) -> str:
+    """A margin as a fraction in percentage points: 0.005 -> '±0.5 pp'."""
+    return f"±{100 * fraction:g} pp"
 
 
 def degenerate_table(comparisons: pd.DataFrame) -> str:
@@ -346,17 +367,15 @@ def accuracy_statements(comparisons: pd.DataFrame, margin: float, rule: Rule) ->
 
 
 def _tost_verdict(row: Any) -> str:
-    """The comparisons table's equivalence cell: '–' without a margin, not testable with too few seeds."""
+    """The comparisons table's equivalence cell: '–' without a margin, else the verdict of the seeds-only
+    equivalence rule (initstudy.report.study_rules.judge_seeds_equivalence: not testable with too few seeds)."""
     if not isinstance(row.margin, float) or math.isnan(row.margin):
         return "–"
-    return f"equivalence {NOT_TESTABLE}" if row.difference_verdict == NOT_TESTABLE else row.verdict
+    return str(row.verdict)
 
 
 def _tost_words(row: Any) -> str:
-    """The seeds-only equivalence test's verdict; with fewer seeds than the difference rule needs, that the
-    pair is not testable at this budget (its TOST runs at the same level, on the same seeds)."""
-    if row.difference_verdict == NOT_TESTABLE:
-        return f"equivalence {NOT_TESTABLE} (TOST p = {_p(row.tost_p)})"
+    """The seeds-only equivalence test's verdict, as judged by its rule, with its TOST p."""
     return f"{row.verdict} (TOST p = {_p(row.tost_p)})"
 
 
@@ -593,12 +612,13 @@ class Section:
         Rule  # "two initializers differ" (conf/experiment/claims/study.yaml): its value is the tests' alpha
     )
     split_name: str = "validation"
-    margin: float = 0.005
+    margin: float | None = None  # the seeds-only TOST's margin: the rule's value unless --margin set another
     speed: pd.DataFrame | None = None  # time to SPEED_KEY% paired by seed (initstudy.report.speed_test)
     accuracy: pd.DataFrame | None = (
         None  # seeds and test images bootstrapped (initstudy.report.image_bootstrap)
     )
     equivalence: list[Rule] = field(default_factory=list)  # the accuracy margins' rules (the claims file)
+    seeds_equivalence: Rule | None = None  # the seeds-only TOST's rule (the claims file)
 
 
 def results(section: Section, level: str, notes: bool) -> list[str]:
@@ -637,7 +657,7 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
         "",
         f"{level} Pairwise comparisons",
         "",
-        comparisons_table(section.comparisons, section.difference),
+        comparisons_table(section.comparisons, section.difference, section.seeds_equivalence, section.margin),
         "",
         *([TESTS_NOTE, ""] if notes else []),
         *optional_section(

@@ -7,8 +7,6 @@ budget". Each verdict over a set of pairs is scored beside the rule's trivial ba
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +14,16 @@ from pathlib import Path
 import pandas as pd
 
 from initstudy.report.papers.claims import AGREES, NOT_TESTABLE, PARTS, UNTESTED
-from initstudy.report.papers.rules import ClaimsFileError, Rule, claims_path, decide, load
+from initstudy.report.papers.rules import Rule, claims_path, decide, load, stated_value
 
 STUDY, DEPTH = "study", "depth"
 EQUIVALENT, NOT_EQUIVALENT = "equivalent", "not shown equivalent"
 WORDS = {AGREES: EQUIVALENT, PARTS: NOT_EQUIVALENT, NOT_TESTABLE: NOT_TESTABLE}
 DIFFERENCE = "pairs_differ"  # the seeds-only tests' rule: its value is their level alpha
 DIFFERS, NOT_DIFFERENT = "differs", "not shown to differ"
+# The seeds-only TOST's rule: its value is the report's default equivalence margin (``--margin`` overrides it).
+SEEDS_EQUIVALENCE = "accuracy_equivalent_seeds_only"
+EQUIVALENCE_NOT_TESTABLE = f"equivalence {NOT_TESTABLE}"
 DIFFERENCE_WORDS = {AGREES: DIFFERS, PARTS: NOT_DIFFERENT, NOT_TESTABLE: NOT_TESTABLE, UNTESTED: UNTESTED}
 # The depth report's step-0 thresholds (conf/experiment/claims/depth.yaml): each rule's value is its threshold.
 SCALE_LOST, INPUTS_COLLAPSED, GRADIENT_LOST = (
@@ -38,31 +39,32 @@ def equivalence_rules(root: Path | None = None) -> list[Rule]:
     return sorted(rules, key=lambda rule: float(rule.value or 0))
 
 
-def stated_value(paper: str, rule_id: str, root: Path | None = None, *, below: float = math.inf) -> Rule:
-    """The rule ``rule_id`` of the claims file ``paper``, whose ``value`` decides its verdicts: checked to be a
-    positive number below ``below`` that the rule's own words state (so that the printed rule and the number
-    the code applies cannot part)."""
-    rules = load(paper, root)
-    path = claims_path(paper, root)
-    if rule_id not in rules:
-        raise ClaimsFileError(f"{path}: no claim {rule_id!r} (the report judges by it)")
-    rule = rules[rule_id]
-    value = rule.value
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < below:
-        raise ClaimsFileError(
-            f"{path}: claim {rule_id!r}: value {value!r} must be a number in (0, {below:g})"
-        )
-    if not re.search(rf"(?<![\d.]){re.escape(f'{value:g}')}(?![\d])", rule.rule):
-        raise ClaimsFileError(
-            f"{path}: claim {rule_id!r}: its rule does not state its value {value:g}: {rule.rule!r}"
-        )
-    return rule
-
-
 def difference_rule(root: Path | None = None) -> Rule:
     """The study's rule for "two initializers differ": its ``value`` is the level alpha of every seeds-only
     test of the report (significance after Benjamini-Hochberg, TOST, power), set nowhere else."""
     return stated_value(STUDY, DIFFERENCE, root, below=1)
+
+
+def seeds_equivalence_rule(root: Path | None = None) -> Rule:
+    """The study's rule for "equivalent, seeds only" (the TOST of every trained pair on final accuracy): its
+    ``value`` is the report's default margin, a fraction below 1, set nowhere else."""
+    return stated_value(STUDY, SEEDS_EQUIVALENCE, root, below=1)
+
+
+def judge_seeds_equivalence(comparisons: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """``comparisons`` with each equivalence-tested pair (a margin, not reported apart) that has fewer seeds
+    than ``rule`` needs reading "equivalence not testable at this budget" in ``verdict``, whatever its TOST
+    says (its ``tost_p`` stays); the seeds the rule needs beside it (``equivalence_min_seeds``)."""
+    judged = comparisons.copy()
+    if judged.empty:
+        return judged
+    short = [
+        bool(pd.notna(r.margin) and not r.degenerate and pair_seeds(r) < rule.min_seeds)
+        for r in comparisons.itertuples(index=False)
+    ]
+    judged.loc[short, "verdict"] = EQUIVALENCE_NOT_TESTABLE
+    judged["equivalence_min_seeds"] = rule.min_seeds
+    return judged
 
 
 def depth_thresholds(root: Path | None = None) -> dict[str, Rule]:
