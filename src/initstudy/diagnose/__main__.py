@@ -13,6 +13,7 @@ from pathlib import Path
 from initstudy.core import (
     atomic,
     blas,  # noqa: F401  (before numpy: pins OpenBLAS's kernels and threads)
+    signals,
 )
 from initstudy.core.errors import ConfigError
 from initstudy.diagnose.measure import (
@@ -28,6 +29,7 @@ from initstudy.diagnose.measure import (
 )
 
 
+@signals.entry_point("initstudy.diagnose")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m initstudy.diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/diagnostics"))
