@@ -51,7 +51,7 @@ def stop_when_paused(process: subprocess.Popen, point: str, signum: int, pauses:
         pytest.fail(f"never paused at {point}: {''.join(seen)[-3000:]}")
     os.kill(target() if target else process.pid, signum)
     try:
-        rest, _ = process.communicate(timeout=120)
+        _, rest = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         pytest.fail(f"still running 120 s after {signal.Signals(signum).name}: {''.join(seen)[-3000:]}")
@@ -176,7 +176,7 @@ def test_dvc_never_records_a_stopped_training_stage(repo: Path):
     """SIGTERM to the training process under `dvc repro train`: DVC fails the stage and dvc.lock stays."""
     import psutil
 
-    run(dvc("commit", "-f"), repo)  # the finished sweep and the data are what dvc.lock records
+    run(dvc("commit", "-f", "download", "train"), repo)  # the data and the finished sweep: dvc.lock
     lock = (repo / "dvc.lock").read_text()
     before = replacing_sweep(repo)
     process = start(dvc("repro", "train"), repo, pause_at="fitting")
@@ -185,7 +185,7 @@ def test_dvc_never_records_a_stopped_training_stage(repo: Path):
         if "initstudy.train" in " ".join(p.cmdline())))  # fmt: skip
     assert process.returncode != 0, output[-3000:]
     assert (repo / "dvc.lock").read_text() == lock
-    assert_sweep_killed(repo, before, stopped=1)
+    assert_sweep_killed(repo, before, stopped=4)  # the stage's sweep: one stacked group of 4 runs
 
 
 # ---- the other entry points --------------------------------------------------------------------------------
