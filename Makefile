@@ -75,11 +75,16 @@ bench: install  ## training-speed benchmark, stacked sweep vs basic, start-up ->
 numerics: install  ## which machine-dependent settings change the numbers -> reports/numerics_matrix.json
 	$(BIN)/python benchmarks/numerics_matrix.py
 
-ui: install  ## MLflow UI on http://127.0.0.1:5000 over the project's store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+# Two servers, two ports (override: make ui UI_PORT=5002); a taken port stops either with one line, exit 1.
+UI_PORT ?= 5000
+SERVER_PORT ?= 5001
 
-server: install  ## MLflow server on PostgreSQL, http://127.0.0.1:5000; data in .mlflow-server/ (kept)
-	MLFLOW=$(CURDIR)/$(BIN)/mlflow scripts/mlflow-server.sh start
+ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the project's store
+	@scripts/port-free.sh $(UI_PORT) "make ui" "choose another with make ui UI_PORT=<port>"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+
+server: install  ## MLflow server on PostgreSQL, http://127.0.0.1:$(SERVER_PORT); data in .mlflow-server/ (kept)
+	MLFLOW=$(CURDIR)/$(BIN)/mlflow MLFLOW_PORT=$(SERVER_PORT) scripts/mlflow-server.sh start
 
 server-stop:  ## stop `make server` (the database and artifacts stay in .mlflow-server/)
 	scripts/mlflow-server.sh stop

@@ -16,6 +16,7 @@ from initstudy.core import (
     atomic,
     blas,  # noqa: F401  (before numpy: pins OpenBLAS's kernels and threads)
     publish,
+    signals,
 )
 from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.faults import pause_point
@@ -46,6 +47,7 @@ OUTPUT_FILES = (
 )
 
 
+@signals.entry_point("initstudy.diagnose")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m initstudy.diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/diagnostics"))

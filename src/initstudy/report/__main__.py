@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from initstudy.core import atomic
+from initstudy.core import atomic, signals
 from initstudy.core.errors import no_space
 from initstudy.core.faults import pause_point
 from initstudy.report import figures
@@ -283,6 +283,7 @@ def _write(
     }
 
 
+@signals.entry_point("initstudy.report")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m initstudy.report", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="sweep folder holding manifest.csv")

@@ -43,20 +43,21 @@ from omegaconf import DictConfig, OmegaConf
 from initstudy.config import numerics
 from initstudy.config.compose import PRIMARY_CONFIG, one_line
 from initstudy.config.validate import check_accelerator
-from initstudy.core import locking, provenance
+from initstudy.core import locking, provenance, signals
 from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.paths import repo_root
 from initstudy.runs import manifest, rundir
 from initstudy.sweep import jobs as sweep_jobs
 from initstudy.sweep import search_space
 from initstudy.sweep.jobs import Job
-from initstudy.tracking import store
+from initstudy.tracking import liveness, store
 
 log = logging.getLogger("initstudy.train")
 
 SWEEP_SIZE_ENV = "INITSTUDY_SWEEP_SIZE"
 PREFLIGHT_ERRORS = (ConfigError, store.TrackingUnavailable, locking.LockHeld)
 OPTUNA_RESULTS = rundir.TUNING_RESULTS
+ORPHAN_WAIT_S = 10.0  # how long a stopped sweep's workers may take to die before their runs are judged
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Every job of a grid as the pre-flight composed it, by the job's overrides: what Hydra's load_sweep_config
@@ -402,15 +403,19 @@ def mlflow_parent(cfg: DictConfig, config: DictConfig | None, jobs: Sequence[Job
     client = mlflow.MlflowClient(tracking_uri=uri)
     run_id = parent_run_id(client, experiment_id, config, jobs)
     os.environ[store.PARENT_RUN_ENV] = run_id
+    heartbeat = store.heartbeat(client, run_id)
     status = "FAILED"
     try:
         yield
         status = "FINISHED"
         tag_tuning_result(client, run_id, Path(config.hydra.sweep.dir))
-    except KeyboardInterrupt:
+    except (signals.Interrupted, KeyboardInterrupt):
         status = "KILLED"
         raise
     finally:
+        heartbeat.stop()
+        if status != "FINISHED":  # children whose worker died with the sweep (joblib, stacked workers)
+            store.end_orphaned_runs(client, experiment_id, parent=run_id, wait_s=ORPHAN_WAIT_S)
         store.set_status(client, run_id, status)
         os.environ.pop(store.PARENT_RUN_ENV, None)
 
@@ -427,6 +432,7 @@ def parent_run_id(client: Any, experiment_id: str, config: DictConfig, jobs: Seq
     if previous:
         run_id = previous[0].info.run_id
         store.retry(client.update_run, run_id, status="RUNNING")
+        store.claim(client, run_id)
         return run_id
     overrides = " ".join(sweep_jobs.as_given(config.hydra.overrides.task))
     label = f"{len(jobs)} runs" if jobs is not None else "tuning"
@@ -438,6 +444,7 @@ def parent_run_id(client: Any, experiment_id: str, config: DictConfig, jobs: Seq
             store.SWEEP_ID_TAG: identity,
             "overrides": store.redact(overrides),
             **provenance.git_state(repo_root()),
+            **liveness.owner_tags(),
         },
     )
     return run.info.run_id

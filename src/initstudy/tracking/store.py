@@ -28,6 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from initstudy.core.provenance import git_state
+from initstudy.tracking import liveness
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +202,19 @@ def retry(call: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) 
 
 
 def ensure_experiment(uri: str, name: str, root: Path) -> str:
-    """Create the store (once, in the launching process: concurrent creation races) and the experiment."""
+    """Create the store (once, in the launching process: concurrent creation races) and the experiment; an
+    existing experiment's runs left RUNNING by a process that is gone are marked KILLED first (every start of
+    training and of the import passes here)."""
     import mlflow
 
     try:
         client = mlflow.MlflowClient(tracking_uri=uri)
         retry(client.search_experiments, max_results=1)  # creates and migrates a new store
         experiment = retry(client.get_experiment_by_name, name)
-        if experiment is not None:
-            return experiment.experiment_id
-        return retry(client.create_experiment, name, artifact_location=artifact_location(uri, root))
+        if experiment is None:
+            return retry(client.create_experiment, name, artifact_location=artifact_location(uri, root))
+        end_orphaned_runs(client, experiment.experiment_id)
+        return experiment.experiment_id
     except Exception as error:
         message = " ".join(redact(str(error)).split("\n[SQL:")[0].split())[:300]  # not SQLAlchemy's statement
         raise TrackingUnavailable(f"MLflow store {redact(uri)} cannot be used: {message}") from None
@@ -274,7 +278,8 @@ def log_final(client: Any, run_id: str, metrics: Mapping[str, Any], run_dir: Pat
 
 
 def run_tags(init: str, seed: int, run_dir: str, root: Path, extra: Mapping[str, str] = ()) -> dict[str, str]:
-    tags = {"initializer": init, "seed": str(seed), RUN_DIR_TAG: run_dir, **git_state(root), **dict(extra)}
+    tags = {"initializer": init, "seed": str(seed), RUN_DIR_TAG: run_dir, **git_state(root), **dict(extra),
+            **liveness.owner_tags()}  # fmt: skip
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent
@@ -311,3 +316,44 @@ def confirm_finished(client: Any, run_id: str | None) -> None:
         return
     if run.info.status == "RUNNING":
         set_status(client, run_id, "FINISHED")
+
+
+# ---- runs whose process is gone (initstudy.tracking.liveness) ------------------------------------------------
+
+
+def end_orphaned_runs(
+    client: Any, experiment_id: str, parent: str | None = None, wait_s: float = 0.0
+) -> list[str]:
+    """Mark KILLED the RUNNING runs of the experiment (or only ``parent``'s children) whose owning process is
+    gone; the names of those marked. ``wait_s``: how long an owner on this host may take to die (a launcher's
+    workers, just stopped with it) before it is taken to be running still, and left alone."""
+    query = "attributes.status = 'RUNNING'"
+    if parent is not None:
+        query += f" and tags.`mlflow.parentRunId` = '{parent}'"
+    running = retry(client.search_runs, [experiment_id], filter_string=query, max_results=10_000)
+    deadline = time.monotonic() + wait_s
+    ended = []
+    for run in running:
+        alive = liveness.owner_alive(run.data.tags)
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = liveness.owner_alive(run.data.tags)
+        if alive is False:
+            set_status(client, run.info.run_id, "KILLED")
+            ended.append(run.info.run_name or run.info.run_id)
+    if ended:
+        log.info("marked KILLED in MLflow, their process gone: %s", ", ".join(sorted(ended)))
+    return ended
+
+
+def claim(client: Any, run_id: str) -> None:
+    """This process owns ``run_id`` from now on (a restarted sweep reusing its parent run)."""
+    from mlflow.entities import RunTag
+
+    tags = [RunTag(key, value) for key, value in liveness.owner_tags().items()]
+    retry(client.log_batch, run_id, tags=tags)
+
+
+def heartbeat(client: Any, run_id: str) -> liveness.Heartbeat:
+    """The owner's heartbeat on ``run_id`` until ``.stop()``: how a run on another host shows it is alive."""
+    return liveness.Heartbeat(lambda: client.set_tag(run_id, liveness.HEARTBEAT_TAG, str(int(time.time()))))
