@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from initstudy.config.compose import config_hash
 from initstudy.core.errors import ConfigError
 from initstudy.runs import manifest, rundir
-from initstudy.runs.clean import default_roots
+from initstudy.runs.clean import TRY_ROOTS, default_roots
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ HYDRA_HOW = (
     "hydra.sweep.dir",  # a root of its own: the layout below it is the plan's
 )
 TUNING_SUFFIX = "_tune"  # runs -> runs_tune: the default root of a tuning sweep
-TRY_ROOT = "runs_try"  # the folder a refusal suggests for a try
+TRY_ROOT = TRY_ROOTS[1]  # the folder a refusal suggests for a try (make clean knows both)
 
 
 class Planned(Protocol):
