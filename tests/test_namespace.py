@@ -181,6 +181,33 @@ def test_leftovers_of_earlier_attempts_are_cleared_and_only_the_attempts_files_p
     assert study_files(repo) == before
 
 
+# Launches a finished study lets run, none of which may touch its manifest or run folders: a part of the plan
+# (every run complete: skipped), a sweep of other values (its own group level), a tuning sweep (runs_tune).
+RUNNING_CASES = [
+    (["--multirun", "init=zeros", "seed=0,1"], "left as it is"),
+    (
+        ["--multirun", "init=zeros", "seed=0", "optimizer.lr=0.002,0.003", "data.train_size=100"],
+        "left as it is",
+    ),
+    ([*TUNE, "data.train_size=100"], "sweep chosen by"),
+]
+
+
+@pytest.mark.slow  # the complete study, then three real launches
+def test_a_sweep_that_is_not_the_roots_plan_leaves_its_manifest(complete, tmp_path):
+    repo = tmp_path / "copy"
+    shutil.copytree(complete, repo, symlinks=True)
+    before, records = study_files(repo), mlflow_records(repo)
+    for overrides, says in RUNNING_CASES:
+        result = run(python_module("initstudy.train", *overrides), repo)
+        assert says in result.stdout + result.stderr, overrides
+        assert study_files(repo) == before, overrides
+    after = mlflow_records(repo)
+    assert {run_id: after[run_id] for run_id in records} == records
+    assert len(list((repo / "runs").glob("optimizer.lr=*/zeros/seed_0/.complete"))) == 2
+    assert len((repo / "runs_tune/manifest.csv").read_text().splitlines()) == 2
+
+
 def train_examples() -> list[list[str]]:
     """The training examples users are shown: ``initstudy --help`` and docs/training.md's command block."""
     block = (REPO / "docs/training.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
@@ -230,7 +257,9 @@ def test_a_launch_follows_the_plan_when_it_only_picks_runs_and_how_they_run():
         return namespace.Launch(tuple(task), tuple(hydra), frozenset(layout))
 
     assert launch([]).is_plan() and launch(["experiment=depth", "logger=offline"]).is_plan()
-    assert launch([], ["hydra/launcher=stacked", "hydra.launcher.n_jobs=4"]).is_plan()
+    assert launch([], ["hydra.mode=MULTIRUN", "hydra/launcher=stacked", "hydra.launcher.n_jobs=4"]).is_plan()
+    assert launch(["init=zeros", "seed=0"], ["hydra.mode=RUN"]).follows_plan()  # as Hydra records a run
+    assert not launch(["init=zeros", "seed=0"], ["hydra.mode=RUN", "hydra.run.dir=runs/x"]).follows_plan()
     assert launch(["init=zeros,he_uniform", "seed=0,1"]).follows_plan()
     assert not launch(["init=zeros"]).is_plan()  # picks runs: not the root's whole grid
     assert not launch(["trainer.max_epochs=2"]).follows_plan()

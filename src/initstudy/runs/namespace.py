@@ -54,6 +54,7 @@ HYDRA_HOW = (
     "hydra.hydra_logging",
     "hydra.verbose",
     "hydra.sweep.dir",  # a root of its own: the layout below it is the plan's
+    "hydra.mode",  # Hydra adds hydra.mode=RUN / MULTIRUN to every launch's overrides
 )
 TUNING_SUFFIX = "_tune"  # runs -> runs_tune: the default root of a tuning sweep
 TRY_ROOT = TRY_ROOTS[1]  # the folder a refusal suggests for a try (make clean knows both)
@@ -216,15 +217,19 @@ def claim(
         placed.append((final, staging))
     result = Claim([staging for _, staging in placed])
     if sweep_root is not None:
-        result.owns_manifest = owns_manifest(sweep_root, {f.relative_to(sweep_root).as_posix() for f, _ in placed},
-                                             launch)  # fmt: skip
+        run_dirs = {final.relative_to(sweep_root).as_posix() for final, _ in placed}
+        result.owns_manifest = owns_manifest(sweep_root, run_dirs, launch, root)
         if not result.owns_manifest:
             log.info("%s/%s is left as it is: this sweep is not the root's plan (params.yaml)",
                      rundir.display_path(sweep_root, root), manifest.MANIFEST_NAME)  # fmt: skip
     return result
 
 
-def owns_manifest(sweep_root: Path, run_dirs: set[str], launch: Launch) -> bool:
-    """Whether a sweep of ``run_dirs`` (relative to the root) may rewrite the root's manifest."""
+def owns_manifest(sweep_root: Path, run_dirs: set[str], launch: Launch, root: Path) -> bool:
+    """Whether a sweep of ``run_dirs`` (relative to the root) may rewrite the root's manifest. A plan sent to
+    another study's root by name (``hydra.sweep.dir=runs_depth``) is not that root's plan."""
     listed = manifest.listed_run_dirs(sweep_root)
-    return not listed or launch.is_plan() or (launch.follows_plan() and run_dirs == listed)
+    named = any(override_key(o) == "hydra.sweep.dir" for o in launch.hydra)
+    moved = named and sweep_root in study_roots(root)
+    plan = launch.is_plan() and not moved
+    return not listed or plan or (launch.follows_plan() and not moved and run_dirs == listed)
