@@ -140,7 +140,7 @@ def plant(staging: Path, what: str) -> None:
 def test_staging_with_a_foreign_file_is_refused_leaving_every_file(
     complete, monkeypatch, capsys, staging, what, overrides
 ):
-    folder = complete / staging
+    folder, study = complete / staging, study_files(complete)
     plant(folder, what)
     try:
         before, records = snapshot(complete), mlflow_records(complete)
@@ -150,8 +150,9 @@ def test_staging_with_a_foreign_file_is_refused_leaving_every_file(
         assert snapshot(complete) == before and mlflow_records(complete) == records
         assert (folder / ".hydra/config.yaml").read_text() == "leftover: 1\n"  # not even our leftovers
     finally:
-        shutil.rmtree(complete / Path(staging).parents[len(Path(staging).parts) - 3])
-    assert not (complete / "runs/.staging").exists()
+        parts = Path(staging).parts
+        shutil.rmtree(complete.joinpath(*parts[: parts.index(rundir.STAGING) + 1]))
+    assert not (complete / "runs/.staging").exists() and study_files(complete) == study
 
 
 @pytest.mark.slow  # needs the complete study; two real processes
