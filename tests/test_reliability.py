@@ -111,12 +111,18 @@ def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_d
 @pytest.mark.slow
 def test_changed_config_is_recomputed_same_config_is_not(synthetic_data_repo: Path):
     repo = synthetic_data_repo
-    args = ["init=zeros", "seed=0", "trainer.max_epochs=2"]
+    args = ["init=zeros", "seed=0"]
+    edit_params(repo, trainer__max_epochs=2)
     run(python_module("initstudy.train", *args), repo)
     again = run(python_module("initstudy.train", *args), repo)
     assert "skipped" in again.stdout + again.stderr
-    changed = run(python_module("initstudy.train", "init=zeros", "seed=0", "trainer.max_epochs=3"), repo)
+    edit_params(repo, trainer__max_epochs=3)  # the study's plan changed: its folder takes the new config
+    changed = run(python_module("initstudy.train", *args), repo)
     assert "skipped" not in changed.stdout + changed.stderr
+    assert json.loads((repo / "runs/zeros/seed_0/metrics.json").read_text())["epochs_completed"] == 3
+    # A try of another config on the command line never replaces it (initstudy.runs.namespace).
+    tried = run(python_module("initstudy.train", *args, "trainer.max_epochs=2"), repo, check=False)
+    assert tried.returncode == 2 and "runs_try/zeros/seed_0" in tried.stderr, tried.stderr
     assert json.loads((repo / "runs/zeros/seed_0/metrics.json").read_text())["epochs_completed"] == 3
 
 

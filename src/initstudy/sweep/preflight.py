@@ -46,7 +46,7 @@ from initstudy.config.validate import check_accelerator
 from initstudy.core import locking, provenance, signals
 from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.paths import repo_root
-from initstudy.runs import manifest, rundir
+from initstudy.runs import manifest, namespace, rundir
 from initstudy.sweep import jobs as sweep_jobs
 from initstudy.sweep import search_space
 from initstudy.sweep.jobs import Job
@@ -119,8 +119,10 @@ class Preflight(Callback):
         sweep_jobs.check_data_files([config])
         root = repo_root()
         run_dir = rundir.check_run_folder(job.run_dir, root)
+        claim = claim_namespace(config, [job], sweep_root=None)
         check_services(config)
         open_session(rundir.lock_dir_for(run_dir, root), config, config=None, jobs=None)
+        claim.clear_leftovers()
         self.planned = {final_path(run_dir): job.identity}
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -146,10 +148,13 @@ class Preflight(Callback):
         sweep_root = rundir.check_sweep_root(sweep_dir, root)
         for job in jobs or ():
             rundir.check_run_folder(sweep_root / job.run_dir.relative_to(sweep_dir), root)
+        claim = claim_namespace(config, jobs, sweep_root=sweep_root)
         check_services(first)
         open_session(sweep_root, first, config=config, jobs=jobs)
+        claim.clear_leftovers()
         rundir.stamp_sweep_root(sweep_root)
-        manifest.write_manifest(jobs or [], sweep_dir)
+        if claim.owns_manifest:
+            manifest.write_manifest(jobs or [], sweep_dir)
         if jobs is not None:
             os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
             self.planned = {final_path(sweep_root / job.run_dir.relative_to(sweep_dir)): job.identity
@@ -218,6 +223,16 @@ class Preflight(Callback):
         sweep_jobs.check_data_files([config])
         rundir.check_run_folder(Path(final), repo_root())
         manifest.append_to_manifest(job, Path(config.hydra.sweep.dir))
+
+
+def claim_namespace(
+    config: DictConfig, jobs: Sequence[Job] | None, sweep_root: Path | None
+) -> namespace.Claim:
+    """The study's namespace (initstudy.runs.namespace): each job's folder may take its run, its staging folder
+    holds nothing foreign, and whether a sweep owns its root's manifest; before the lock or MLflow is touched."""
+    layout = config.hydra.sweep if sweep_root is not None else config.hydra.run
+    launch = namespace.Launch.of(config, sweep_jobs.layout_keys(config.hydra, layout))
+    return namespace.claim(config, launch, jobs, repo_root(), sweep_root)
 
 
 def check_planned(config: DictConfig, final: str, planned: dict[str, str]) -> None:
