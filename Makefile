@@ -47,7 +47,9 @@ lock: | $(BIN)/pip-compile  ## re-pin requirements.lock (versions + sha256) from
 		-e '1i # build and nvidia-* libraries); another platform needs a lock of its own. Input: pyproject.toml' \
 		-e '1i # (dependencies, the dev extra, the build backend). Do not edit by hand: run `make lock`.' requirements.lock
 
+# params.yaml and dvc.yaml are checked first: DVC's own error for a YAML slip in either is 8 lines long.
 study: install  ## download MNIST, train the default sweep, write reports/ (dvc repro)
+	@$(BIN)/python -m initstudy.check
 	$(BIN)/dvc repro
 
 # On every core; the tests that start the real SLURM and PostgreSQL share one worker (xdist_group "services").
@@ -73,11 +75,16 @@ bench: install  ## training-speed benchmark, stacked sweep vs basic, start-up ->
 numerics: install  ## which machine-dependent settings change the numbers -> reports/numerics_matrix.json
 	$(BIN)/python benchmarks/numerics_matrix.py
 
-ui: install  ## MLflow UI on http://127.0.0.1:5000 over the project's store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+# Two servers, two ports (override: make ui UI_PORT=5002); a taken port stops either with one line, exit 1.
+UI_PORT ?= 5000
+SERVER_PORT ?= 5001
 
-server: install  ## MLflow server on PostgreSQL, http://127.0.0.1:5000; data in .mlflow-server/ (kept)
-	MLFLOW=$(CURDIR)/$(BIN)/mlflow scripts/mlflow-server.sh start
+ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the project's store
+	@scripts/port-free.sh $(UI_PORT) "make ui" "choose another with make ui UI_PORT=<port>"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+
+server: install  ## MLflow server on PostgreSQL, http://127.0.0.1:$(SERVER_PORT); data in .mlflow-server/ (kept)
+	MLFLOW=$(CURDIR)/$(BIN)/mlflow MLFLOW_PORT=$(SERVER_PORT) scripts/mlflow-server.sh start
 
 server-stop:  ## stop `make server` (the database and artifacts stay in .mlflow-server/)
 	scripts/mlflow-server.sh stop

@@ -11,7 +11,7 @@
 # (every run's files, served through the server: clients never need the folder), log/, run/ (pid files),
 # ports (the two ports, chosen on first start and kept) and pgpass (the database password, mode 0600, read
 # by libpq through PGPASSFILE: it never appears in a URI, a command line or a log).
-# Ports: MLFLOW_PORT (default 5000) and PG_PORT (default: a free one) on first start; later starts reuse
+# Ports: MLFLOW_PORT (default 5001; `make ui` takes 5000) and PG_PORT (default: a free one) on first start; later starts reuse
 # them. The mlflow command: MLFLOW (default .venv/bin/mlflow), whose Python needs psycopg2 (`make install`);
 # MLFLOW_WORKERS server processes (default 2: each takes ~15 s of a core to start).
 # As root the database runs as the `postgres` user (PostgreSQL refuses to run as root), so DIR must be
@@ -80,18 +80,25 @@ wait_for_health() {
 }
 
 start() {
+    if [ -f "$DIR/run/mlflow.pid" ] && kill -0 "$(cat "$DIR/run/mlflow.pid")" 2>/dev/null; then
+        die "already running from $DIR (scripts/mlflow-server.sh stop $DIR first)"
+    fi
+    local begin=$SECONDS port
+    # The port is checked before anything is installed or created: a taken one stops here with one line, exit 1.
+    if [ -f "$DIR/ports" ]; then
+        port=$(sed -n 's/.*MLFLOW_PORT=\([0-9]*\).*/\1/p' "$DIR/ports")
+        "$ROOT/scripts/port-free.sh" "$port" "$NAME" "it is kept in $DIR/ports: stop what holds it, or edit that file" || exit 1
+    else
+        "$ROOT/scripts/port-free.sh" "${MLFLOW_PORT:-5001}" "$NAME" "choose another with make server SERVER_PORT=<port>" || exit 1
+    fi
     BIN=$(pg_bindir) || { install_postgres; BIN=$(pg_bindir) || cannot "no PostgreSQL server binaries found"; }
     [ -x "$MLFLOW" ] || die "$MLFLOW not found (make install, or set MLFLOW=/path/to/mlflow)"
     PYTHON=$(dirname "$MLFLOW")/python
     "$PYTHON" -c "import psycopg2" 2>/dev/null || die "psycopg2 is not importable by $PYTHON (make install)"
-    if [ -f "$DIR/run/mlflow.pid" ] && kill -0 "$(cat "$DIR/run/mlflow.pid")" 2>/dev/null; then
-        die "already running from $DIR (scripts/mlflow-server.sh stop $DIR first)"
-    fi
-    local begin=$SECONDS
     mkdir -p "$DIR"/{artifacts,log,run}
     chmod 0711 "$DIR"
     if [ ! -f "$DIR/ports" ]; then
-        echo "MLFLOW_PORT=${MLFLOW_PORT:-5000} PG_PORT=${PG_PORT:-$(free_port)}" >"$DIR/ports"
+        echo "MLFLOW_PORT=${MLFLOW_PORT:-5001} PG_PORT=${PG_PORT:-$(free_port)}" >"$DIR/ports"
     fi
     eval "$(cat "$DIR/ports")"
     [ -f "$DIR/pgdata/PG_VERSION" ] || init_database

@@ -11,7 +11,10 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from initstudy.report.study_rules import equivalence_rules, equivalence_tallies
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -204,6 +207,30 @@ def test_readme_accuracy_verdicts_match_reports_accuracy_bootstrap():
         assert cells == expected_bootstrap_row(pairs[(a, b)]), (
             f"README row {pair} != reports/accuracy_bootstrap.csv"
         )
+
+
+BASELINE_SENTENCE = re.compile(
+    r'Against the trivial baseline "(?P<baseline>[^"]+)", which calls all (?P<pairs>\d+) pairs equivalent at both '
+    r"margins, the rule shows (?P<narrow>\d+) of (?P<narrow_n>\d+) equivalent within ±(?P<narrow_pp>[\d.]+) pp and "
+    r"(?P<wide>\d+) of (?P<wide_n>\d+) within ±(?P<wide_pp>[\d.]+) pp"
+)
+
+
+def test_readme_equivalence_baseline_matches_the_claims_file_and_reports_accuracy_bootstrap():
+    """The README's count of the trivial baseline against the equivalence rules is the one the report computes
+    (initstudy.report.study_rules.equivalence_tallies) from the committed verdicts and the claims file."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    found = BASELINE_SENTENCE.search(text)
+    assert found, "the README states the equivalence rules' count against the trivial baseline"
+    rules = equivalence_rules(ROOT)
+    narrow, wide = equivalence_tallies(pd.read_csv(ROOT / "reports" / "accuracy_bootstrap.csv"), rules)
+    assert found["baseline"] == narrow.rule.baseline == wide.rule.baseline
+    assert int(found["pairs"]) == narrow.baseline_shown == wide.baseline_shown == narrow.judged == wide.judged
+    assert (int(found["narrow"]), int(found["narrow_n"])) == (narrow.shown, narrow.judged)
+    assert (int(found["wide"]), int(found["wide_n"])) == (wide.shown, wide.judged)
+    assert [float(found["narrow_pp"]), float(found["wide_pp"])] == pytest.approx(
+        [100 * r.value for r in rules]
+    )
 
 
 def test_deny_lists_catch_what_they_should_and_nothing_else():

@@ -13,7 +13,6 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from initstudy.report.inference import (
     COLUMNS,
-    DEFAULT_MARGIN,
     adjust,
     compare,
     km_curve,
@@ -28,6 +27,7 @@ from initstudy.report.median_interval import median_interval
 # Final test accuracies shaped like the study's: five seeds, sd ~0.002, the zeros initializer constant.
 GLOROT = pd.Series([0.9778, 0.9795, 0.9801, 0.9802, 0.9810])
 HE = pd.Series([0.9770, 0.9781, 0.9799, 0.9790, 0.9803])
+MARGIN = 0.005  # ±0.5 pp, a test's margin (the report's is its claims file's)
 NORMAL = pd.Series([0.9712, 0.9735, 0.9741, 0.9722, 0.9750])
 ZEROS = pd.Series([0.1135] * 5)
 SPEC_COLUMNS = [
@@ -62,7 +62,7 @@ SPEC_COLUMNS = [
 
 
 def one_pair(a: pd.Series, b: pd.Series, **kwargs) -> pd.Series:
-    kwargs = {"endpoint": "test/acc", "paired": True} | kwargs
+    kwargs = {"endpoint": "test/acc", "paired": True, "alpha": 0.05} | kwargs
     return compare({"a": a, "b": b}, **kwargs).iloc[0]
 
 
@@ -165,7 +165,9 @@ def test_survival_rejects_a_missing_time():
 
 
 def test_columns_and_pairs_in_the_mappings_order():
-    frame = compare({"glorot": GLOROT, "he": HE, "normal": NORMAL}, endpoint="test/acc", paired=True)
+    frame = compare(
+        {"glorot": GLOROT, "he": HE, "normal": NORMAL}, endpoint="test/acc", paired=True, alpha=0.05
+    )
     assert list(frame.columns) == SPEC_COLUMNS == list(COLUMNS)
     assert list(zip(frame.init_a, frame.init_b, strict=True)) == list(
         itertools.combinations(["glorot", "he", "normal"], 2)
@@ -265,25 +267,25 @@ def test_tost_equivalent_iff_the_90_percent_interval_lies_inside_the_margin(pair
     verdicts = set()
     for shift in (0.0, 0.001, 0.002, 0.003, 0.004, 0.0045, 0.005, 0.006, 0.01):
         b = GLOROT - shift + pd.Series([0.0004, -0.0003, 0.0001, -0.0002, 0.0])
-        row = one_pair(GLOROT, b, paired=paired, margin=DEFAULT_MARGIN)
+        row = one_pair(GLOROT, b, paired=paired, margin=MARGIN)
         if paired:
             inside = stats.ttest_rel(GLOROT, b).confidence_interval(0.90)
-            lower = stats.ttest_1samp(GLOROT - b, -DEFAULT_MARGIN, alternative="greater").pvalue
-            upper = stats.ttest_1samp(GLOROT - b, DEFAULT_MARGIN, alternative="less").pvalue
+            lower = stats.ttest_1samp(GLOROT - b, -MARGIN, alternative="greater").pvalue
+            upper = stats.ttest_1samp(GLOROT - b, MARGIN, alternative="less").pvalue
         else:
             inside = stats.ttest_ind(GLOROT, b, equal_var=False).confidence_interval(0.90)
-            lower = stats.ttest_ind(GLOROT, b - DEFAULT_MARGIN, equal_var=False, alternative="greater").pvalue
-            upper = stats.ttest_ind(GLOROT, b + DEFAULT_MARGIN, equal_var=False, alternative="less").pvalue
+            lower = stats.ttest_ind(GLOROT, b - MARGIN, equal_var=False, alternative="greater").pvalue
+            upper = stats.ttest_ind(GLOROT, b + MARGIN, equal_var=False, alternative="less").pvalue
         assert row.tost_p == pytest.approx(max(lower, upper), rel=1e-9)
-        assert row.equivalent == (inside.low > -DEFAULT_MARGIN and inside.high < DEFAULT_MARGIN)
+        assert row.equivalent == (inside.low > -MARGIN and inside.high < MARGIN)
         verdicts.add(row.verdict)
     assert verdicts == {"equivalent within ±0.5 pp", "not shown equivalent (±0.5 pp)"}
 
 
 def test_clearly_equivalent_and_clearly_not():
-    same = one_pair(GLOROT, HE, margin=DEFAULT_MARGIN)
-    apart = one_pair(GLOROT, NORMAL, margin=DEFAULT_MARGIN)
-    assert same.equivalent and same.tost_p < 0.01 and same.margin == DEFAULT_MARGIN
+    same = one_pair(GLOROT, HE, margin=MARGIN)
+    apart = one_pair(GLOROT, NORMAL, margin=MARGIN)
+    assert same.equivalent and same.tost_p < 0.01 and same.margin == MARGIN
     assert not apart.equivalent and apart.tost_p > 0.5
     assert apart.verdict == "not shown equivalent (±0.5 pp)"
 
@@ -301,7 +303,7 @@ def test_no_margin_no_equivalence_test_and_margins_in_their_units():
 
 @pytest.mark.parametrize("paired", [True, False], ids=["paired", "welch"])
 def test_constant_vs_sample_is_a_one_sample_t_against_the_constant(paired):
-    row = one_pair(ZEROS, GLOROT, paired=paired, margin=DEFAULT_MARGIN)
+    row = one_pair(ZEROS, GLOROT, paired=paired, margin=MARGIN)
     reference = stats.ttest_1samp(GLOROT, 0.1135)
     interval = reference.confidence_interval(0.95)
     assert row.degenerate == "constant vs sample"
@@ -316,7 +318,7 @@ def test_constant_vs_sample_is_a_one_sample_t_against_the_constant(paired):
 
 
 def test_both_constant_and_too_few_runs():
-    both = one_pair(ZEROS, pd.Series([0.5] * 5), margin=DEFAULT_MARGIN)
+    both = one_pair(ZEROS, pd.Series([0.5] * 5), margin=MARGIN)
     assert both.degenerate == "both constant"
     assert math.isnan(both.t) and math.isnan(both.df) and math.isnan(both.p_value)
     assert both.diff_ci_low == both.diff_ci_high == pytest.approx(both.diff_mean) == pytest.approx(-0.3865)
@@ -328,7 +330,7 @@ def test_both_constant_and_too_few_runs():
 
 
 def test_identical_runs_in_every_seed_are_a_constant_difference():
-    row = one_pair(GLOROT, GLOROT.copy(), margin=DEFAULT_MARGIN)
+    row = one_pair(GLOROT, GLOROT.copy(), margin=MARGIN)
     assert row.degenerate == "constant difference"
     assert row.diff_mean == row.diff_ci_low == row.diff_ci_high == 0
     assert math.isnan(row.p_value) and not row.equivalent
@@ -342,14 +344,14 @@ def study_frames() -> pd.DataFrame:
     loss = {name: 1 - values + 0.05 for name, values in samples.items()}
     return pd.concat(  # each compare call numbers its rows from 0: the index repeats
         [
-            compare(samples, endpoint="test/acc", paired=True, margin=DEFAULT_MARGIN),
-            compare(loss, endpoint="test/loss", paired=True),
+            compare(samples, endpoint="test/acc", paired=True, alpha=0.05, margin=MARGIN),
+            compare(loss, endpoint="test/loss", paired=True, alpha=0.05),
         ]
     )
 
 
 def test_benjamini_hochberg_within_each_endpoint_without_degenerate_rows():
-    frame = adjust(study_frames())
+    frame = adjust(study_frames(), alpha=0.05)
     assert len(frame) == 12 and not frame.index.is_unique
     degenerate = frame.degenerate != ""
     assert degenerate.sum() == 6  # zeros against the three others, on each endpoint
@@ -364,19 +366,19 @@ def test_benjamini_hochberg_within_each_endpoint_without_degenerate_rows():
 
 
 def test_one_family_when_by_is_none():
-    frame = adjust(study_frames(), by=None)
+    frame = adjust(study_frames(), alpha=0.05, by=None)
     tested = frame[frame.degenerate == ""]
     expected = stats.false_discovery_control(tested.p_value.to_numpy(), method="bh")
     assert tested.p_adjusted.to_numpy() == pytest.approx(expected, rel=1e-12)
     assert (tested.family_size == 6).all()
-    assert adjust(study_frames(), by=["endpoint", "design"]).family_size.max() == 3
+    assert adjust(study_frames(), alpha=0.05, by=["endpoint", "design"]).family_size.max() == 3
 
 
 # --- power ---
 
 
 def test_minimum_detectable_difference_has_the_power_asked_for():
-    mde = minimum_detectable_difference(0.0022, 5, paired=True)
+    mde = minimum_detectable_difference(0.0022, 5, paired=True, alpha=0.05)
     # By hand: the δ at which the two-sided paired t (df 4) rejects with probability 0.8.
     critical = stats.t.ppf(0.975, 4)
 
@@ -386,45 +388,49 @@ def test_minimum_detectable_difference_has_the_power_asked_for():
 
     assert mde == pytest.approx(optimize.brentq(lambda delta: power(delta) - 0.8, 0.001, 0.006), rel=1e-5)
     assert TTestPower().power(effect_size=mde / 0.0022, nobs=5, alpha=0.05) == pytest.approx(0.8, abs=1e-5)
-    welch = minimum_detectable_difference(0.0022, 5, paired=False, n_b=3)
+    welch = minimum_detectable_difference(0.0022, 5, paired=False, alpha=0.05, n_b=3)
     assert TTestIndPower().power(
         effect_size=welch / 0.0022, nobs1=5, ratio=3 / 5, alpha=0.05
     ) == pytest.approx(0.8, abs=1e-5)
-    assert welch > minimum_detectable_difference(0.0022, 5, paired=False) > mde
-    assert math.isnan(minimum_detectable_difference(0.0, 5, paired=True))
-    assert math.isnan(minimum_detectable_difference(0.0022, 1, paired=True))
+    assert welch > minimum_detectable_difference(0.0022, 5, paired=False, alpha=0.05) > mde
+    assert math.isnan(minimum_detectable_difference(0.0, 5, paired=True, alpha=0.05))
+    assert math.isnan(minimum_detectable_difference(0.0022, 1, paired=True, alpha=0.05))
 
 
 def test_seeds_needed_is_the_first_sample_size_with_the_power():
-    seeds = seeds_needed(0.002, 0.0022, paired=False)
+    seeds = seeds_needed(0.002, 0.0022, paired=False, alpha=0.05)
     assert 20 <= seeds <= 27  # the issue's estimate for a 0.2 pp difference at a seed sd of 0.0022
     effect = 0.002 / 0.0022
     assert TTestIndPower().power(effect_size=effect, nobs1=seeds, alpha=0.05) >= 0.8
     assert TTestIndPower().power(effect_size=effect, nobs1=seeds - 1, alpha=0.05) < 0.8
-    assert seeds_needed(0.002, 0.0022, paired=True) < seeds  # one sample of differences with that sd
+    assert (
+        seeds_needed(0.002, 0.0022, paired=True, alpha=0.05) < seeds
+    )  # one sample of differences with that sd
 
 
 def test_seeds_needed_is_monotone_and_defined_for_large_effects():
-    by_delta = [seeds_needed(delta, 0.0022, paired=False) for delta in (0.001, 0.002, 0.005, 0.01)]
+    by_delta = [
+        seeds_needed(delta, 0.0022, paired=False, alpha=0.05) for delta in (0.001, 0.002, 0.005, 0.01)
+    ]
     assert by_delta == sorted(by_delta, reverse=True) and by_delta[0] > by_delta[-1]
-    by_sd = [seeds_needed(0.002, sd, paired=True) for sd in (0.001, 0.002, 0.004)]
+    by_sd = [seeds_needed(0.002, sd, paired=True, alpha=0.05) for sd in (0.001, 0.002, 0.004)]
     assert by_sd == sorted(by_sd) and by_sd[0] < by_sd[-1]
     # A paired sd of 0.0009 against 0.5 pp: statsmodels' two-sided power is NaN here (scipy's noncentral t
     # fails in the far tail), the answer is still 3.
-    assert seeds_needed(0.005, 0.0009, paired=True) == 3
+    assert seeds_needed(0.005, 0.0009, paired=True, alpha=0.05) == 3
     assert TTestPower().power(effect_size=0.005 / 0.0009, nobs=2, alpha=0.025, alternative="larger") < 0.8
-    assert seeds_needed(0.05, 0.0009, paired=True) == 2
-    assert math.isnan(seeds_needed(0.002, 0.0, paired=True))
-    assert math.isnan(seeds_needed(0.002, math.nan, paired=False))
+    assert seeds_needed(0.05, 0.0009, paired=True, alpha=0.05) == 2
+    assert math.isnan(seeds_needed(0.002, 0.0, paired=True, alpha=0.05))
+    assert math.isnan(seeds_needed(0.002, math.nan, paired=False, alpha=0.05))
 
 
 def test_compare_reports_power_from_the_pairs_own_spread():
     row = one_pair(GLOROT, HE)
     sd = (GLOROT - HE).std(ddof=1)
     assert row.sd == pytest.approx(sd, rel=1e-12)
-    assert row.mde == pytest.approx(minimum_detectable_difference(sd, 5, paired=True), rel=1e-12)
+    assert row.mde == pytest.approx(minimum_detectable_difference(sd, 5, paired=True, alpha=0.05), rel=1e-12)
     assert [row["seeds_for_0.1pp"], row["seeds_for_0.2pp"], row["seeds_for_0.5pp"]] == [
-        seeds_needed(delta, sd, paired=True) for delta in (0.001, 0.002, 0.005)
+        seeds_needed(delta, sd, paired=True, alpha=0.05) for delta in (0.001, 0.002, 0.005)
     ]
 
 

@@ -114,6 +114,30 @@ CASES = [
         ["--multirun", "hydra/sweeper=tune", "optimizer.lr=interval(0.001,0.01)", "trainer.max_epochs=0"],
         ["trainer.max_epochs=0", "positive integer"],
     ),  # a tuning sweep: what every trial shares, up front
+    # A tuning sweep's search space, as Optuna's sweeper would build it (initstudy.sweep.search_space).
+    *(
+        (["--multirun", "hydra/sweeper=tune", "init=he_uniform", "seed=0", f"optimizer.lr={space}"], words)
+        for space, words in (
+            ("tag(log,interval(0.1,1e-4))", ["optimizer.lr=tag(log,interval(0.1,1e-4))", "low <= high"]),
+            ("tag(log,interval(0,0.1))", ["interval(0,0.1)", "low > 0"]),
+            ("tag(fog,interval(1e-4,0.1))", ["unknown tag fog", "tag(log"]),
+            ("range(1,0)", ["optimizer.lr=range(1,0)", "start <= stop"]),
+            ("shuffle(range(1,0))", ["shuffle(range(1,0))", "no value"]),
+        )
+    ),
+    # A tracking URI: a scheme MLflow knows, a driver that is installed, a server that answers (at once, not
+    # after MLflow's minutes of retries).
+    (
+        ["logger.tracking_uri=postgresql://127.0.0.1:1/db"],
+        ["postgresql://127.0.0.1:1/db", "'psycopg'", "postgresql+psycopg2://"],
+    ),
+    (
+        ["logger.tracking_uri=postgresql+psycopg2://127.0.0.1:1/db"],
+        ["127.0.0.1:1", "no database server answers"],
+    ),
+    (["logger.tracking_uri=mysql://127.0.0.1/db"], ["mysql://127.0.0.1/db", "'MySQLdb'", "install"]),
+    (["logger.tracking_uri=postgress://127.0.0.1/db"], ["unknown scheme 'postgress'", "sqlite:///"]),
+    (["logger.tracking_uri=postgresql+nope://127.0.0.1/db"], ["postgresql+nope://", "not a database URL"]),
 ]
 
 

@@ -89,7 +89,8 @@ def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_d
     resumed = run(python_module("initstudy.train", "--multirun"), repo)
     output = resumed.stdout + resumed.stderr
     assert output.count("complete with the same config and code: skipped") == 2
-    assert "an interrupted earlier attempt was marked KILLED" in output
+    # The killed process's runs are found orphaned at start (initstudy.tracking.liveness), before any job.
+    assert "marked KILLED in MLflow, their process gone: he_uniform/seed_0, sweep 6 runs" in output
     assert {d: (d / "metrics.json").stat().st_mtime_ns for d in complete} == mtimes
     assert not leftover.exists() and not (repo / "runs/.staging").exists()
     for init, seed in SIX:
@@ -110,12 +111,18 @@ def test_sweep_killed_during_third_run_resumes_only_the_missing_runs(synthetic_d
 @pytest.mark.slow
 def test_changed_config_is_recomputed_same_config_is_not(synthetic_data_repo: Path):
     repo = synthetic_data_repo
-    args = ["init=zeros", "seed=0", "trainer.max_epochs=2"]
+    args = ["init=zeros", "seed=0"]
+    edit_params(repo, trainer__max_epochs=2)
     run(python_module("initstudy.train", *args), repo)
     again = run(python_module("initstudy.train", *args), repo)
     assert "skipped" in again.stdout + again.stderr
-    changed = run(python_module("initstudy.train", "init=zeros", "seed=0", "trainer.max_epochs=3"), repo)
+    edit_params(repo, trainer__max_epochs=3)  # the study's plan changed: its folder takes the new config
+    changed = run(python_module("initstudy.train", *args), repo)
     assert "skipped" not in changed.stdout + changed.stderr
+    assert json.loads((repo / "runs/zeros/seed_0/metrics.json").read_text())["epochs_completed"] == 3
+    # A try of another config on the command line never replaces it (initstudy.runs.namespace).
+    tried = run(python_module("initstudy.train", *args, "trainer.max_epochs=2"), repo, check=False)
+    assert tried.returncode == 2 and "runs_try/zeros/seed_0" in tried.stderr, tried.stderr
     assert json.loads((repo / "runs/zeros/seed_0/metrics.json").read_text())["epochs_completed"] == 3
 
 

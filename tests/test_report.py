@@ -121,7 +121,9 @@ def compare(sweep_dir: Path) -> pd.DataFrame:
     """The report's comparisons of a sweep (adjusted per endpoint)."""
     data = load_sweep(sweep_dir)
     per_run = run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)
-    return adjust(compare_endpoints(per_run, endpoints("val", STEPS_PER_EPOCH), margin=0.005))
+    return adjust(
+        compare_endpoints(per_run, endpoints("val", STEPS_PER_EPOCH), margin=0.005, alpha=0.05), alpha=0.05
+    )
 
 
 def summary_of(sweep_dir: Path) -> pd.DataFrame:
@@ -555,8 +557,10 @@ def test_pairs_with_an_initializer_that_did_not_train_are_set_apart_on_every_end
     data = load_sweep(sweep)
     per_run = run_endpoints(data.runs, data.history, "val", STEPS_PER_EPOCH)
     compared = endpoints("val", STEPS_PER_EPOCH)
-    kept = adjust(compare_endpoints(per_run, compared, margin=0.005))
-    apart = adjust(compare_endpoints(per_run, compared, margin=0.005, set_apart={"flat"}))
+    kept = adjust(compare_endpoints(per_run, compared, margin=0.005, alpha=0.05), alpha=0.05)
+    apart = adjust(
+        compare_endpoints(per_run, compared, margin=0.005, alpha=0.05, set_apart={"flat"}), alpha=0.05
+    )
     flat_pairs = apart.init_a.eq("flat") | apart.init_b.eq("flat")
     assert (apart[flat_pairs].degenerate != "").all()
     flat_accuracy = apart[flat_pairs & (apart.endpoint == ACCURACY)]
@@ -702,3 +706,32 @@ def test_the_report_counts_the_test_images_and_tests_speed_by_seed_and_repeats_i
     assert "| `alpha` − `beta` | 3 (paired) | -6.00 |" in report  # 0.92 - 0.98 on the saved predictions
     assert "paired by seed (exact permutation and stratified log-rank tests)" in report
     assert "exact permutation test paired by seed, p = " in report
+
+
+def test_the_reports_level_is_read_from_the_claims_file(tmp_path, monkeypatch):
+    """The report stage reads alpha from conf/experiment/claims/study.yaml under the study's root: raised to
+    0.4 there, the pair whose adjusted p is about 0.3 differs too; the comparisons carry each pair's verdict."""
+    sweep = tmp_path / "runs"
+    values = {"a": [0.900, 0.901, 0.902], "b": [0.900, 0.9014, 0.9036], "c": [0.950, 0.953, 0.955]}
+    entries = [make_run(sweep, name, s, [v]) for name, vs in values.items() for s, v in enumerate(vs)]
+    pd.DataFrame(entries).to_csv(sweep / MANIFEST_NAME, index=False)
+    write_report(sweep, tmp_path / "default")
+    root = tmp_path / "root"
+    claims = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "conf/experiment/claims/study.yaml").read_text()
+    )
+    entry = next(e for e in claims["claims"] if e["id"] == "pairs_differ")
+    entry["value"], entry["rule"] = 0.4, entry["rule"].replace("0.05", "0.4")
+    (root / "conf/experiment/claims").mkdir(parents=True)
+    (root / "conf/experiment/claims/study.yaml").write_text(yaml.safe_dump(claims, allow_unicode=True))
+    monkeypatch.setenv("INITSTUDY_ROOT", str(root))
+    write_report(sweep, tmp_path / "looser")
+    default, looser = ((tmp_path / name / "report.md").read_text() for name in ("default", "looser"))
+    assert "Final test accuracy: 2 of 3 pairs of trained initializers differ significantly" in default
+    assert "Final test accuracy: 3 of 3 pairs of trained initializers differ significantly" in looser
+    assert "adjusted p is below 0.4" in looser and "Two-sided α=0.4" in looser
+    comparisons = pd.read_csv(tmp_path / "looser" / "comparisons.csv")
+    accuracy = comparisons[comparisons.endpoint == ACCURACY]
+    assert accuracy.difference_verdict.tolist() == ["differs"] * 3 and set(accuracy.difference_min_seeds) == {
+        3
+    }

@@ -193,15 +193,17 @@ def test_optuna_tunes_through_the_same_preflight_run_folders_and_parent_run(data
     tune = ["--multirun", "hydra/sweeper=tune", "hydra.sweeper.n_trials=3", "init=he_uniform", "seed=0",
             "optimizer.lr=tag(log,interval(1e-4,1e-1))", "data.train_size=200", "data.val_size=50"]  # fmt: skip
     run(python_module("initstudy.train", *tune), data_repo)
-    manifest = pd.read_csv(data_repo / "runs/manifest.csv", keep_default_na=False)
+    assert not (data_repo / "runs").exists()  # a tuning sweep has a root of its own (runs/ is the study's)
+    manifest = pd.read_csv(data_repo / "runs_tune/manifest.csv", keep_default_na=False)
     assert len(manifest) == 3 and manifest.run_dir.is_unique
     accuracies = {}
     for entry in manifest.itertuples():
-        folder = data_repo / "runs" / entry.run_dir
+        folder = data_repo / "runs_tune" / entry.run_dir
         assert entry.group.startswith("optimizer.lr=") and folder.parent.name == "he_uniform"
         assert rundir.is_complete(folder, entry.identity), entry.run_dir
-        accuracies[f"runs/{entry.run_dir}"] = json.loads((folder / "metrics.json").read_text())["val/acc"]
-    assert sorted(p.name for p in (data_repo / "runs").iterdir() if p.is_file()) == [
+        metrics = json.loads((folder / "metrics.json").read_text())
+        accuracies[f"runs_tune/{entry.run_dir}"] = metrics["val/acc"]
+    assert sorted(p.name for p in (data_repo / "runs_tune").iterdir() if p.is_file()) == [
         ".initstudy-runs",
         ".initstudy.lock",
         "manifest.csv",
@@ -231,9 +233,9 @@ def test_a_trial_the_tuner_chose_is_validated_before_it_trains(data_repo: Path):
     assert result.returncode == 2, result.stderr[-2000:]
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
     assert last.startswith("error: invalid optimizer.lr=-0.") and "positive number" in last, last
-    leftovers = [p for p in (data_repo / "runs").rglob("*") if p.is_file()]
+    leftovers = [p for p in (data_repo / "runs_tune").rglob("*") if p.is_file()]
     assert sorted(p.name for p in leftovers) == [".initstudy-runs", ".initstudy.lock", "manifest.csv"]
-    assert len(pd.read_csv(data_repo / "runs/manifest.csv")) == 0
+    assert len(pd.read_csv(data_repo / "runs_tune/manifest.csv")) == 0
 
 
 @pytest.mark.slow

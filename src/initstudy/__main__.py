@@ -25,8 +25,8 @@ EPILOG = """most used overrides (train):
   hydra/launcher=basic|joblib|stacked|submitit_local|slurm|slurm_gpu    logger=offline
 
 examples:
-  initstudy train init=he_uniform seed=3
-  initstudy train --multirun init=zeros,he_uniform seed=0,1 trainer.max_epochs=1 data.train_size=2000
+  initstudy train init=he_uniform seed=3        # a run of the study's config (params.yaml)
+  initstudy train -m init=zeros,he_uniform seed=0,1 trainer.max_epochs=1 data.train_size=2000 hydra.sweep.dir=runs_try
   initstudy diagnose experiment=depth --out /tmp/depth-diagnostics
   dvc repro report     # the default study: download -> train -> diagnose -> report
   dvc repro            # everything, the depth experiment included

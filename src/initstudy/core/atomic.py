@@ -35,6 +35,11 @@ def write_bytes(path: Path, data: bytes) -> None:
             os.fsync(file.fileno())
             os.fchmod(file.fileno(), 0o666 & ~_umask())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename is None:  # a failed write names no file: name the one being written
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from initstudy.config.compose import compose_config
 from initstudy.config.download import validate_download
+from initstudy.core import signals
 from initstudy.core.errors import ConfigError
 from initstudy.core.locking import LockHeld
 from initstudy.core.paths import repo_root
@@ -67,6 +68,7 @@ def build_sources(download: DictConfig, root: Path) -> list[Source]:
     return sources
 
 
+@signals.entry_point("initstudy.data")
 def main(argv: list[str] | None = None) -> None:
     level = os.environ.get("INITSTUDY_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(

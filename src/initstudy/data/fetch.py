@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from initstudy.core.faults import pause_point
 from initstudy.core.locking import exclusive
 from initstudy.data.bounded import Deadline
 from initstudy.data.httpget import reason
@@ -94,6 +95,7 @@ def fetch_mnist(
                     problems.append(str(error))
                     log.error("%s", error)
                     continue
+                pause_point("download")
                 install_atomically(payloads[name], raw_dir / name)
                 missing.remove(name)
                 report.served_by[name] = source.describe()

@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from initstudy.core.faults import pause_point
 from initstudy.core.paths import repo_root
 from initstudy.core.style import DPI, colour_map
 from initstudy.sweep import jobs
@@ -101,6 +102,7 @@ def diagnose(overrides: list[str]) -> Diagnosis:
     configure_process(first)  # threads and flush-to-zero before the first parallel torch work (loading)
     train_images, train_labels = load_mnist(repo_root() / first.data.root, train=True)
     images, labels = train_images[:BATCH_SIZE], train_labels[:BATCH_SIZE]
+    pause_point("diagnose")
     rows, activations, jacobians, spectra = [], {}, [], {}
     correlation_predictions: dict[tuple, np.ndarray] = {}  # seed-independent: the same stds and images
     seen: set[tuple] = set()

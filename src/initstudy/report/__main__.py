@@ -28,20 +28,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from initstudy.core import atomic
+from initstudy.core import atomic, signals
+from initstudy.core.errors import no_space
 from initstudy.core.faults import pause_point
 from initstudy.report import figures
 from initstudy.report.depth import is_depth_sweep, write_depth_report
 from initstudy.report.endpoints import endpoints, first_evaluations, run_endpoints, times_to
 from initstudy.report.image_bootstrap import compare_accuracy
-from initstudy.report.inference import DEFAULT_MARGIN
 from initstudy.report.load import SweepRuns, group_folder, load_sweep, split_groups, with_group_keys
 from initstudy.report.markdown import SPEED_KEY, Section, render
 from initstudy.report.papers.claims import write as write_paper_report
 from initstudy.report.papers.registry import check_paper, writers
 from initstudy.report.speed_test import speed_comparisons
 from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
-from initstudy.report.study_rules import equivalence_rules, judge_accuracy
+from initstudy.report.study_rules import (
+    difference_rule,
+    equivalence_rules,
+    judge_accuracy,
+    judge_differences,
+    judge_seeds_equivalence,
+    seeds_equivalence_rule,
+)
 from initstudy.runs.results import RunFileError
 
 
@@ -146,15 +153,18 @@ def write_report(
     runs_dir: Path,
     out_dir: Path,
     diagnostics_dir: Path | None = None,
-    margin: float = DEFAULT_MARGIN,
+    margin: float | None = None,
     paper: str | None = None,
 ) -> dict:
     """Read and check every run first, write everything to a staging folder, and only then replace the
     previous report's files: a failure at any point leaves the previous report as it was. ``paper``: the
     classic paper the sweep reproduces (initstudy.report.papers.claims), whose side-by-side report replaces the
-    study report."""
+    study report. ``margin``: the seeds-only equivalence margin, when not the claims file's (rule
+    ``accuracy_equivalent_seeds_only`` of conf/experiment/claims/study.yaml, read before any run)."""
     if paper is not None:
         check_paper(paper)
+    else:
+        seeds_equivalence_rule()  # a claims file without a usable margin is refused before anything is read
     sweep = load_sweep(runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_dir)
@@ -211,7 +221,7 @@ def _write_paper(
 
 
 def _write(
-    sweep: SweepRuns, out_dir: Path, link_base: Path, diagnostics_dir: Path | None, margin: float
+    sweep: SweepRuns, out_dir: Path, link_base: Path, diagnostics_dir: Path | None, margin: float | None
 ) -> dict:
     if is_depth_sweep(sweep.runs):
         return write_depth_report(sweep, out_dir, diagnostics_dir, link_base)
@@ -219,16 +229,25 @@ def _write(
     first_eval_step = sweep.config.get("module", {}).get("val_every_n_steps")
     compared = endpoints(split, first_eval_step)
     groups = split_groups(sweep)
+    # Read before any test runs: its value is the level of every seeds-only test (conf/experiment/claims/study.yaml).
+    difference = difference_rule()
+    equivalence = equivalence_rules()
+    seeds_equivalence = seeds_equivalence_rule()
+    margin = seeds_equivalence.value if margin is None else margin
     per_run = {name: run_endpoints(part.runs, part.history, split, first_eval_step) for name, part in groups}
     # Initializers are compared within a group; the correction runs per endpoint over every test of the sweep
     # at once (the report reads them all together), which for a single group is the correction over its pairs.
     tests = [
-        compare_endpoints(per_run[name], compared, margin, set_apart=untrained(part.runs)).assign(group=name)
+        compare_endpoints(
+            per_run[name], compared, margin, alpha=difference.value, set_apart=untrained(part.runs)
+        ).assign(group=name)
         for name, part in groups
     ]
-    comparisons = adjust(pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True))
+    every = pd.concat([t for t in tests if len(t)] or [pd.DataFrame()], ignore_index=True)
+    comparisons = judge_seeds_equivalence(
+        judge_differences(adjust(every, alpha=difference.value), difference), seeds_equivalence
+    )
     sections = []
-    equivalence = equivalence_rules()
     for name, part in groups:
         summary = summarize(part.runs, per_run[name], part.history)
         tested = comparisons[comparisons.group == name] if len(comparisons) else comparisons
@@ -239,7 +258,10 @@ def _write(
         speed = speed_comparisons(part.runs, part.history, int(SPEED_KEY) / 100)
         trained = part.runs[(part.runs.status == "complete") & ~part.runs.init.isin(untrained(part.runs))]
         accuracy = judge_accuracy(compare_accuracy(trained[["init", "seed", "run_dir"]]), equivalence)
-        sections.append(Section(name, part.runs, summary, tested, links, split_name, margin, speed, accuracy))
+        sections.append(Section(group=name, runs=part.runs, summary=summary, comparisons=tested, figures=links,
+                                difference=difference, split_name=split_name, margin=margin, speed=speed,
+                                accuracy=accuracy, equivalence=equivalence,
+                                seeds_equivalence=seeds_equivalence))  # fmt: skip
 
     grouped = len(groups) > 1
     metrics = {s.group: metrics_json(s.summary) for s in sections}
@@ -261,6 +283,7 @@ def _write(
     }
 
 
+@signals.entry_point("initstudy.report")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m initstudy.report", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="sweep folder holding manifest.csv")
@@ -269,8 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--margin",
         type=float,
-        default=DEFAULT_MARGIN,
-        help=f"equivalence margin for accuracy differences, as a fraction (default {DEFAULT_MARGIN} = ±0.5 pp)",
+        default=None,
+        help="seeds-only equivalence margin for accuracy differences, as a fraction (default: the value of "
+        "rule accuracy_equivalent_seeds_only in conf/experiment/claims/study.yaml)",
     )
     parser.add_argument(
         "--paper",
@@ -283,12 +307,12 @@ def main(argv: list[str] | None = None) -> None:
             check_paper(args.paper)
         except ValueError as error:
             parser.error(str(error))
-    if not 0 < args.margin < 1:
+    if args.margin is not None and not 0 < args.margin < 1:
         parser.error(f"invalid --margin={args.margin}: must be a fraction in (0, 1), e.g. 0.005 for ±0.5 pp")
     try:
         means = write_report(args.runs, args.out, args.diagnostics, args.margin, args.paper)
     except (RunFileError, FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {no_space(error, args.out) or error}", file=sys.stderr)
         raise SystemExit(1) from None
     for name, value in means.items():
         if args.paper is not None:  # claim -> verdict

@@ -29,10 +29,10 @@ from initstudy.report.endpoints import first_evaluations, planned_steps, times_t
 from initstudy.report.figures import save, titled
 from initstudy.report.inference import survival
 from initstudy.report.load import SweepRuns, group_folder, parse_group, split_groups, with_group_keys
-from initstudy.report.markdown import _fmt, _table
 from initstudy.report.papers.rules import Rule
 from initstudy.report.stats import t_interval
 from initstudy.report.study_rules import failure_rule
+from initstudy.report.tables import cell, markdown_table
 
 FAILS_BELOW = 0.5  # final test accuracy under this (or diverged, or no complete run): "fails to train"
 SPEED_THRESHOLD = 0.90  # the reduced runs rarely reach 95%: convergence speed is measured to 90%
@@ -401,10 +401,15 @@ def draw_depth_figures(summary: pd.DataFrame, figure_dir: Path, group: str) -> N
 
 
 def depth_results(
-    summary: pd.DataFrame, folder: Path, level: str, eps: float | None = None, seeds_text: str = "the seeds"
+    summary: pd.DataFrame,
+    folder: Path,
+    level: str,
+    eps: float | None = None,
+    seeds_text: str = "the seeds",
+    diagnosed: int = 0,
 ) -> list[str]:
-    """One group's statements, figures and table (the whole sweep's when it has one group). ``seeds_text``: the
-    seeds the step-0 diagnostics average over."""
+    """One group's statements, figures and table (the whole sweep's when it has one group). ``seeds_text`` and
+    ``diagnosed``: the seeds the step-0 diagnostics average over, in words and counted (0: not recorded)."""
     lines = [
         f"{level} From which depth each initializer fails",
         "",
@@ -430,7 +435,7 @@ def depth_results(
         "`dead/sat.`: the worst layer's share of dead ReLU units or saturated tanh outputs; `weight grad`: the "
         "median over hidden layers of the weight gradients' std at step 0.",
         "",
-        *signal_statement(summary),
+        *signal_statement(summary, diagnosed),
         *adam_statement(summary, eps),
     ]
     columns = {"activation": "activation", "depth": "depth", "init": "init", "acc_mean": "acc mean",
@@ -449,7 +454,7 @@ def depth_results(
                    strict=True)],
     )  # fmt: skip
     shown = shown[[c for c in columns if c in shown.columns]].rename(columns=columns)
-    lines.append(_table(shown.map(_cell_text)))
+    lines.append(markdown_table(shown.map(_cell_text)))
     return lines
 
 
@@ -457,7 +462,7 @@ def _cell_text(value: object) -> object:
     """Three decimals, or three significant digits where that would print 0.000 (gradients of 1e-36)."""
     if not isinstance(value, float):
         return value
-    return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 and math.isfinite(value) else _fmt(value, 3)
+    return f"{value:.2e}" if value != 0 and abs(value) < 1e-3 and math.isfinite(value) else cell(value, 3)
 
 
 def write_depth_report(
@@ -483,7 +488,7 @@ def write_depth_report(
     atomic.write_json(out_dir / "metrics.json", metrics if grouped else metrics[""])
 
     data, trainer, model = (sweep.config.get(k, {}) for k in ("data", "trainer", "model"))
-    seeds_text = "the seeds"
+    seeds_text, diagnosed = "the seeds", 0
     if diagnostics is not None and "seeds" in diagnostics and diagnostics.seeds.notna().any():
         diagnosed = int(diagnostics.seeds.max())
         seeds_text = f"the {diagnosed} diagnosed seed{'s' if diagnosed > 1 else ''}"
@@ -529,10 +534,15 @@ def write_depth_report(
                   "one section per group below (sorted by name).", ""]  # fmt: skip
         for name, summary, folder in parts:
             title = ", ".join(f"`{k}={v}`" for k, v in parse_group(name).items())
-            lines += [f"## Group {title}", "", *depth_results(summary, folder, "###", eps, seeds_text), ""]
+            lines += [
+                f"## Group {title}",
+                "",
+                *depth_results(summary, folder, "###", eps, seeds_text, diagnosed),
+                "",
+            ]
         lines.pop()
     else:
-        lines += depth_results(parts[0][1], parts[0][2], "##", eps, seeds_text)
+        lines += depth_results(parts[0][1], parts[0][2], "##", eps, seeds_text, diagnosed)
     if diagnostics_dir is not None and (diagnostics_dir / "statements.json").is_file():
         figures = json.loads((diagnostics_dir / "statements.json").read_text())["figures"]
         lines += ["", "## Signal at step 0 (deepest networks)", ""]

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from initstudy.report.inference import km_curve
+from initstudy.report.papers.claims import NOT_TESTABLE
 from initstudy.report.stats import SEED_NOTEBOOK
 
 ZERO_MARK = "v"  # a value of 0 (or below) cannot sit on a log axis: a marker on its bottom edge stands for it
@@ -330,9 +331,17 @@ def _in_percentage_points(endpoint: str, rows: pd.DataFrame) -> bool:
 
 
 def _verdict(row: pd.Series) -> str:
+    """The pair's label: "not testable at this budget" when it has fewer seeds than the claims file's rule
+    needs (initstudy.report.study_rules.judge_differences), else its equivalence verdict where it has a margin,
+    else the rule's "differs" or "not shown to differ" (significance alone for frames judged by no rule)."""
+    judged = row.get("difference_verdict")
+    if judged == NOT_TESTABLE:
+        return NOT_TESTABLE
     verdict = row.get("verdict")
     if isinstance(verdict, str) and verdict.strip():
         return verdict.strip()
+    if isinstance(judged, str) and judged:
+        return judged
     return "significant" if _flag(row.get("significant")) else "not significant"
 
 

@@ -25,9 +25,11 @@ from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 from initstudy.report.median_interval import median_interval
 
 CONFIDENCE = 0.95
-ALPHA = 0.05
+# No default level: every test's alpha is the caller's, for the report the one rule of
+# conf/experiment/claims/study.yaml (initstudy.report.study_rules.difference_rule), so no constant here decides it.
 POWER = 0.80
-DEFAULT_MARGIN = 0.005  # equivalence margin for accuracy endpoints: ±0.5 percentage points
+# No default margin either: the report's is the value of the rule accuracy_equivalent_seeds_only of the same
+# file (initstudy.report.study_rules.seeds_equivalence_rule).
 SEED_TARGETS = (0.001, 0.002, 0.005)  # differences (0.1/0.2/0.5 pp) for "seeds needed"
 
 SEED_COLUMNS = tuple(f"seeds_for_{delta * 100:g}pp" for delta in SEED_TARGETS)
@@ -200,8 +202,8 @@ def compare(
     *,
     endpoint: str,
     paired: bool,
+    alpha: float,
     margin: float | None = None,
-    alpha: float = ALPHA,
     confidence: float = CONFIDENCE,
     power: float = POWER,
 ) -> pd.DataFrame:
@@ -274,9 +276,9 @@ def _compare_pair(
         "equivalent": equivalent,
         "verdict": _verdict(endpoint, degenerate, margin, equivalent),
         "sd": sd,
-        "mde": minimum_detectable_difference(sd, len(x), is_paired, alpha, power, n_b=len(y)),
+        "mde": minimum_detectable_difference(sd, len(x), is_paired, alpha=alpha, power=power, n_b=len(y)),
         **{
-            column: seeds_needed(delta, sd, is_paired, alpha, power)
+            column: seeds_needed(delta, sd, is_paired, alpha=alpha, power=power)
             for column, delta in zip(SEED_COLUMNS, SEED_TARGETS, strict=True)
         },
     }
@@ -463,9 +465,7 @@ def _pooled_sd(x: np.ndarray, y: np.ndarray) -> float:
 # --- multiple comparisons ---
 
 
-def adjust(
-    frame: pd.DataFrame, alpha: float = ALPHA, by: str | Sequence[str] | None = "endpoint"
-) -> pd.DataFrame:
+def adjust(frame: pd.DataFrame, *, alpha: float, by: str | Sequence[str] | None = "endpoint") -> pd.DataFrame:
     """Benjamini-Hochberg within each family of tests: the rows sharing the ``by`` columns (None: all rows).
 
     Families are per endpoint by default: accuracy and loss answer different questions, and pooling them
@@ -505,7 +505,8 @@ def minimum_detectable_difference(
     sd: float,
     n: int,
     paired: bool,
-    alpha: float = ALPHA,
+    *,
+    alpha: float,
     power: float = POWER,
     n_b: int | None = None,
 ) -> float:
@@ -527,7 +528,7 @@ def minimum_detectable_difference(
     return float(effect) * sd
 
 
-def seeds_needed(delta: float, sd: float, paired: bool, alpha: float = ALPHA, power: float = POWER) -> float:
+def seeds_needed(delta: float, sd: float, paired: bool, *, alpha: float, power: float = POWER) -> float:
     """Seeds per initializer for a two-sided t-test at ``alpha`` to find a true difference ``delta`` with
     probability ``power``: the planning side of :func:`minimum_detectable_difference`.
 

@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from initstudy.runs.manifest import read_manifest
-from initstudy.runs.results import RunFileError, _numerics_of, _read_json, run_folder, run_status
+from initstudy.runs.results import (
+    RunFileError,
+    _numerics_of,
+    _read_json,
+    read_config,
+    read_history,
+    run_folder,
+    run_status,
+)
 
 
 @dataclass
@@ -20,31 +27,6 @@ class SweepRuns:
     runs: pd.DataFrame  # one row per manifest entry: init, seed, group, status, and the run's metrics
     history: pd.DataFrame  # long: init, seed, epoch, step, metric, value
     config: dict[str, Any]  # resolved config of the first complete run
-
-
-def _read_history(path: Path) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise RunFileError(f"{path} is missing (the run is marked complete)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise RunFileError(f"{path} is not a readable CSV: {' '.join(str(error).split())}") from None
-    expected = {"epoch", "step", "metric", "value"}
-    if not expected <= set(frame.columns):
-        raise RunFileError(f"{path} lacks column(s) {', '.join(sorted(expected - set(frame.columns)))}")
-    return _numeric_history(frame, path)
-
-
-def _numeric_history(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    values = pd.to_numeric(frame["value"], errors="coerce")
-    bad = frame["value"].notna() & values.isna()
-    if bad.any():
-        row = bad.idxmax()
-        raise RunFileError(f"{path} has a non-numeric value {frame['value'][row]!r} in row {row + 2}")
-    for column in ("epoch", "step"):
-        if pd.to_numeric(frame[column], errors="coerce").isna().any():
-            raise RunFileError(f"{path} has a non-numeric {column}")
-    return frame.assign(value=values)
 
 
 def load_sweep(sweep_dir: Path) -> SweepRuns:
@@ -69,14 +51,10 @@ def load_sweep(sweep_dir: Path) -> SweepRuns:
                 raise RunFileError(f"{run_dir / 'metrics.json'} has no 'test/acc'")
             row.update({k: v for k, v in metrics.items() if k not in ("init", "seed")})
             row.update(_numerics_of(run_dir))
-            history = _read_history(run_dir / "history.csv")
+            history = read_history(run_dir / "history.csv")
             histories.append(history.assign(init=entry.init, seed=int(entry.seed), run_dir=str(run_dir)))
             if config is None:
-                config_path = run_dir / "config.yaml"
-                try:
-                    config = yaml.safe_load(config_path.read_text())
-                except (OSError, yaml.YAMLError) as error:
-                    raise RunFileError(f"{config_path} is unreadable: {error}") from None
+                config = read_config(run_dir / "config.yaml")
         rows.append(row)
     if not histories:
         raise RunFileError(f"{sweep_dir} holds no complete run of its manifest: run the train stage first")

@@ -6,7 +6,7 @@ Every sentence is generated from the numbers; none is a hard-coded conclusion.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,22 +14,18 @@ import pandas as pd
 
 from initstudy.report.image_bootstrap import REPLICATES, SEED
 from initstudy.report.load import parse_group
-from initstudy.report.stats import ALPHA, SEED_NOTEBOOK
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+from initstudy.report.papers.rules import Rule
+from initstudy.report.stats import SEED_NOTEBOOK
+from initstudy.report.study_rules import (
+    DIFFERS,
+    NOT_TESTABLE,
+    Tally,
+    difference_tally,
+    equivalence_tallies,
+    margin_key,
+)
+from initstudy.report.tables import cell as _fmt
+from initstudy.report.tables import markdown_table as _table
 
 
 def setup_section(config: dict[str, Any], runs: pd.DataFrame) -> str:
@@ -168,7 +164,12 @@ def convergence_table(summary: pd.DataFrame, split_name: str) -> str:
     return _table(table)
 
 
-def comparisons_table(comparisons: pd.DataFrame) -> str:
+def comparisons_table(
+    comparisons: pd.DataFrame, rule: Rule, equivalence: Rule | None = None, margin: float | None = None
+) -> str:
+    """Every tested pair on every endpoint, with the verdict of ``rule`` (conf/experiment/claims/study.yaml:
+    initstudy.report.study_rules.judge_differences) and, where it has a margin, of the seeds-only equivalence
+    rule ``equivalence`` at ``margin`` (judge_seeds_equivalence), both stated in the column heads."""
     tested = comparisons[comparisons.degenerate == ""] if len(comparisons) else comparisons
     if tested.empty:
         return "_No pair of initializers with spread on both sides: nothing to test._"
@@ -183,10 +184,28 @@ def comparisons_table(comparisons: pd.DataFrame) -> str:
             "effect size [95% CI]": f"{r.effect_size_name} {_fmt(r.effect_size, 2)} {_interval(r.effect_ci_low, r.effect_ci_high, 2)}",
             "p": _p(r.p_value),
             "BH-adjusted p (tests)": f"{_p(r.p_adjusted)} ({r.family_size})",
-            f"significant (α={ALPHA})": "yes" if r.significant else "no",
-            "equivalence (TOST)": r.verdict if isinstance(r.margin, float) and not math.isnan(r.margin) else "–",
+            f"differs (rule `{rule.id}`: adjusted p < {rule.value:g}, seeds >= {rule.min_seeds})": r.difference_verdict,
+            equivalence_head(equivalence, margin): _tost_verdict(r),
         })  # fmt: skip
     return _table(pd.DataFrame(rows))
+
+
+def equivalence_head(rule: Rule | None, margin: float | None) -> str:
+    """The TOST column's head: the rule, its margin (or the one ``--margin`` set instead) and its seeds."""
+    if rule is None:
+        return "equivalence (TOST)"
+    stated = _pp(float(rule.value))
+    used = (
+        stated
+        if margin is None or margin == rule.value
+        else f"{_pp(margin)} set by --margin, not the rule's {stated}"
+    )
+    return f"equivalence (TOST; rule `{rule.id}`: margin {used}, seeds >= {rule.min_seeds})"
+
+
+def _pp(fraction: float) -> str:
+    """A margin as a fraction in percentage points: 0.005 -> '±0.5 pp'."""
+    return f"±{100 * fraction:g} pp"
 
 
 def degenerate_table(comparisons: pd.DataFrame) -> str:
@@ -254,7 +273,12 @@ def _p(value: float) -> str:
 
 
 def statements(
-    summary: pd.DataFrame, comparisons: pd.DataFrame, runs: pd.DataFrame, split_name: str, margin: float
+    summary: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    runs: pd.DataFrame,
+    split_name: str,
+    margin: float,
+    rule: Rule,
 ) -> list[str]:
     """Short claims, each computed from this sweep's numbers."""
     out: list[str] = []
@@ -292,13 +316,25 @@ def statements(
             out.append(
                 f"`{row.init}`: {row.n_diverged} run(s) diverged (loss NaN/inf) at step(s) {list(steps)}."
             )
-    out += accuracy_statements(comparisons, margin)
-    out += convergence_statements(summary, comparisons, split_name)
+    out += accuracy_statements(comparisons, margin, rule)
+    out += convergence_statements(summary, comparisons, split_name, rule)
     return out
 
 
-def accuracy_statements(comparisons: pd.DataFrame, margin: float) -> list[str]:
-    """Final test accuracy: which trained pairs differ, which are shown equivalent, and what n could detect."""
+def difference_sentence(subject: str, rows: pd.DataFrame, tally: Tally, detail: str) -> str:
+    """How many of the tested ``rows`` differ by the claims file's rule, with the rule, the seeds behind it and
+    the trivial baseline's score; "not testable at this budget" when no pair has the seeds the rule needs."""
+    if tally.judged == 0:
+        return (f"{subject}: whether the {len(rows)} pairs of trained initializers differ is {NOT_TESTABLE} "
+                f"({detail}{tally.rule_text()}).")  # fmt: skip
+    untestable = f" ({tally.not_testable} more {NOT_TESTABLE})" if tally.not_testable else ""
+    return (f"{subject}: {tally.shown} of {tally.judged} pairs of trained initializers differ significantly"
+            f"{untestable} ({detail}{tally.rule_text()}).")  # fmt: skip
+
+
+def accuracy_statements(comparisons: pd.DataFrame, margin: float, rule: Rule) -> list[str]:
+    """Final test accuracy: which trained pairs differ (by ``rule``, conf/experiment/claims/study.yaml), which
+    are shown equivalent, and what n could detect."""
     if comparisons.empty:
         return []
     acc = comparisons[comparisons.endpoint == ACCURACY_ENDPOINT]
@@ -313,17 +349,15 @@ def accuracy_statements(comparisons: pd.DataFrame, margin: float) -> list[str]:
             "are set apart likewise."
         )
     if len(tested):
-        significant = tested[tested.significant]
-        out.append(
-            f"Final test accuracy: {len(significant)} of {len(tested)} pairs of trained initializers differ "
-            f"significantly (paired by seed, Benjamini-Hochberg over these {len(tested)} tests, α={ALPHA})."
-        )
+        detail = f"paired by seed, Benjamini-Hochberg over these {len(tested)} tests; "
+        out.append(difference_sentence("Final test accuracy", tested, difference_tally(tested, rule), detail))
         for r in tested.itertuples(index=False):
             n = r.n_pairs if r.design == "paired" else min(r.n_a, r.n_b)
             low, high = sd_interval_factors(int(n)) if n > 1 else (math.nan, math.nan)
             out.append(
                 f"`{r.init_a}` vs `{r.init_b}`: {r.diff_mean * 100:+.2f} pp [{r.diff_ci_low * 100:+.2f}, "
-                f"{r.diff_ci_high * 100:+.2f}], adjusted p = {_p(r.p_adjusted)}; {r.verdict} (TOST p = {_p(r.tost_p)}); "
+                f"{r.diff_ci_high * 100:+.2f}], adjusted p = {_p(r.p_adjusted)} ({r.difference_verdict}); "
+                f"{_tost_words(r)}; "
                 f"with n = {n} the smallest difference detectable with 80% power is {r.mde * 100:.2f} pp (from the "
                 f"sd of {n} seeds, whose 95% interval runs from x{low:.2f} to x{high:.2f} of it), and 0.1 / 0.2 / "
                 f"0.5 pp would need {_fmt(r.seeds_for_0_1pp, 0)} / {_fmt(r.seeds_for_0_2pp, 0)} / "
@@ -332,7 +366,22 @@ def accuracy_statements(comparisons: pd.DataFrame, margin: float) -> list[str]:
     return out
 
 
-def convergence_statements(summary: pd.DataFrame, comparisons: pd.DataFrame, split_name: str) -> list[str]:
+def _tost_verdict(row: Any) -> str:
+    """The comparisons table's equivalence cell: '–' without a margin, else the verdict of the seeds-only
+    equivalence rule (initstudy.report.study_rules.judge_seeds_equivalence: not testable with too few seeds)."""
+    if not isinstance(row.margin, float) or math.isnan(row.margin):
+        return "–"
+    return str(row.verdict)
+
+
+def _tost_words(row: Any) -> str:
+    """The seeds-only equivalence test's verdict, as judged by its rule, with its TOST p."""
+    return f"{row.verdict} (TOST p = {_p(row.tost_p)})"
+
+
+def convergence_statements(
+    summary: pd.DataFrame, comparisons: pd.DataFrame, split_name: str, rule: Rule
+) -> list[str]:
     out = []
     trained = summary[summary.reached_97 > 0]
     if len(trained):
@@ -366,19 +415,13 @@ def convergence_statements(summary: pd.DataFrame, comparisons: pd.DataFrame, spl
     if not comparisons.empty:
         others = comparisons[(comparisons.endpoint != ACCURACY_ENDPOINT) & (comparisons.degenerate == "")]
         for endpoint, rows in others.groupby("endpoint", sort=False):
-            significant = rows[rows.significant]
-            if len(significant):
-                out.append(
-                    f"{endpoint[0].upper() + endpoint[1:]}: {len(significant)} of {len(rows)} trained pairs differ "
-                    "significantly ("
-                    + "; ".join(
-                        f"`{r.init_a}` − `{r.init_b}` = {_difference(r)}, adjusted p = {_p(r.p_adjusted)}"
-                        for r in significant.itertuples(index=False)
-                    )
-                    + ")."
-                )
-            else:
-                out.append(f"{endpoint[0].upper() + endpoint[1:]}: no trained pair differs significantly.")
+            differing = rows[rows.difference_verdict == DIFFERS]
+            listed = "".join(
+                f"`{r.init_a}` − `{r.init_b}` = {_difference(r)}, adjusted p = {_p(r.p_adjusted)}; "
+                for r in differing.itertuples(index=False)
+            )
+            subject = endpoint[0].upper() + endpoint[1:]
+            out.append(difference_sentence(subject, rows, difference_tally(rows, rule), listed))
     return out
 
 
@@ -399,8 +442,9 @@ BOOTSTRAP_NOTE = (
     "two runs stay a pair) and then the test images with replacement (the same images for every run of a "
     "replicate, so two runs are compared image by image). Interval: the 95% percentile interval of the "
     "difference; p: twice the smaller share of replicates on either side of 0. Equivalent at a margin: the 90% "
-    "interval inside ±margin (two one-sided tests at α = 0.05), by the rules of conf/experiment/claims/study.yaml, "
-    "written before the runs were read; fewer seeds than a rule needs read 'not testable at this budget'. "
+    "interval inside ±margin, by the rules of conf/experiment/claims/study.yaml, written before the runs were read "
+    "(each printed with its count above, beside the trivial baseline's); fewer seeds than a rule needs read "
+    "'not testable at this budget'. "
     "Disagreeing images: on how many test images the "
     "two runs of a seed differ in being right (mean over the shared seeds)."
 )
@@ -464,13 +508,14 @@ def margin_keys(accuracy: pd.DataFrame) -> list[str]:
     return sorted((c.removeprefix("verdict_") for c in accuracy.columns if c.startswith("verdict_")), key=int)
 
 
-def bootstrap_statements(accuracy: pd.DataFrame | None) -> list[str]:
+def bootstrap_statements(accuracy: pd.DataFrame | None, rules: list[Rule] | None = None) -> list[str]:
     """Each pair's final test accuracy with both sources of noise (seeds and test images), and whether it is
     shown equivalent at every margin: the accuracy verdicts (the seeds-only test above sees the networks'
-    noise only)."""
+    noise only). With the claims file's equivalence ``rules``, each margin's count too, beside the rule, the
+    seeds and the trivial baseline's score on the same pairs."""
     if accuracy is None or accuracy.empty:
         return []
-    out = []
+    out = [equivalence_sentence(t) for t in equivalence_tallies(accuracy, rules or [])]
     for r in accuracy.itertuples(index=False):
         margins = "; ".join(
             f"{getattr(r, f'verdict_{key}')} within ±{int(key) / 10:.1f} pp" for key in margin_keys(accuracy)
@@ -481,6 +526,16 @@ def bootstrap_statements(accuracy: pd.DataFrame | None) -> list[str]:
             f"[{100 * r.ci90_low:+.2f}, {100 * r.ci90_high:+.2f}], {r.n_seeds} seeds)."
         )
     return out
+
+
+def equivalence_sentence(tally: Tally) -> str:
+    """One margin's equivalence verdicts over the pairs, with the rule, its seeds and the baseline's score."""
+    margin = f"±{int(margin_key(float(tally.rule.value))) / 10:.1f} pp"
+    if tally.judged == 0:
+        return f"Final test accuracy within {margin}, seeds and test images: {NOT_TESTABLE} ({tally.rule_text()})."
+    untestable = f" ({tally.not_testable} more {NOT_TESTABLE})" if tally.not_testable else ""
+    return (f"Final test accuracy within {margin}, seeds and test images: {tally.shown} of {tally.judged} pairs "
+            f"shown equivalent{untestable} ({tally.rule_text()}).")  # fmt: skip
 
 
 def sd_interval_factors(n: int, level: float = 0.95) -> tuple[float, float]:
@@ -553,12 +608,17 @@ class Section:
     summary: pd.DataFrame
     comparisons: pd.DataFrame  # adjusted per endpoint over every test of the sweep
     figures: dict[str, str]  # caption: path relative to report.md
+    difference: (
+        Rule  # "two initializers differ" (conf/experiment/claims/study.yaml): its value is the tests' alpha
+    )
     split_name: str = "validation"
-    margin: float = 0.005
+    margin: float | None = None  # the seeds-only TOST's margin: the rule's value unless --margin set another
     speed: pd.DataFrame | None = None  # time to SPEED_KEY% paired by seed (initstudy.report.speed_test)
     accuracy: pd.DataFrame | None = (
         None  # seeds and test images bootstrapped (initstudy.report.image_bootstrap)
     )
+    equivalence: list[Rule] = field(default_factory=list)  # the accuracy margins' rules (the claims file)
+    seeds_equivalence: Rule | None = None  # the seeds-only TOST's rule (the claims file)
 
 
 def results(section: Section, level: str, notes: bool) -> list[str]:
@@ -589,15 +649,15 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
         *[
             f"- {statement}"
             for statement in statements(
-                section.summary, section.comparisons, section.runs, split, section.margin
+                section.summary, section.comparisons, section.runs, split, section.margin, section.difference
             )
         ],
-        *[f"- {statement}" for statement in bootstrap_statements(section.accuracy)],
+        *[f"- {statement}" for statement in bootstrap_statements(section.accuracy, section.equivalence)],
         *[f"- {statement}" for statement in speed_statements(section.speed, split)],
         "",
         f"{level} Pairwise comparisons",
         "",
-        comparisons_table(section.comparisons),
+        comparisons_table(section.comparisons, section.difference, section.seeds_equivalence, section.margin),
         "",
         *([TESTS_NOTE, ""] if notes else []),
         *optional_section(
@@ -620,7 +680,8 @@ def results(section: Section, level: str, notes: bool) -> list[str]:
             [
                 f"{level} Power (final test accuracy)",
                 "",
-                f"Two-sided α={ALPHA}, 80% power, at each pair's number of seeds and measured spread.",
+                f"Two-sided α={section.difference.value:g} (rule `{section.difference.id}` of "
+                "conf/experiment/claims/study.yaml), 80% power, at each pair's number of seeds and measured spread.",
                 "",
                 power,
                 "",

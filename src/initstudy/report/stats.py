@@ -16,7 +16,6 @@ from initstudy.report.endpoints import Endpoint, first_evaluations, planned_step
 from initstudy.train.convergence import THRESHOLDS, threshold_key
 
 CONFIDENCE = inference.CONFIDENCE
-ALPHA = inference.ALPHA
 
 # The seed notebook's test accuracies (one run each, Keras, seed 42), by this study's initializer names.
 SEED_NOTEBOOK = {"zeros": 0.1135, "random_normal": 0.9795, "glorot_uniform": 0.9836, "he_uniform": 0.9785}
@@ -141,14 +140,17 @@ def compare_endpoints(
     per_run: pd.DataFrame,
     endpoints: list[Endpoint],
     margin: float,
+    *,
+    alpha: float,
     paired: bool = True,
     set_apart: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> pd.DataFrame:
     """Every pair of initializers on every endpoint (p-values unadjusted: :func:`adjust` corrects them per
-    endpoint over the whole sweep); pairs of one initializer in ``set_apart`` (:func:`untrained`) with one
-    outside it are marked degenerate, outside every family. Runs are paired by seed when ``paired``: within a group, runs with the same
-    seed share the order of the training data (and, for initializers drawing from the same distribution family,
-    the random draws), so their difference removes that shared variation."""
+    endpoint over the whole sweep), every test at ``alpha`` (the claims file's level:
+    initstudy.report.study_rules.difference_rule); pairs of one initializer in ``set_apart`` (:func:`untrained`)
+    with one outside it are marked degenerate, outside every family. Runs are paired by seed when ``paired``:
+    within a group, runs with the same seed share the order of the training data (and, for initializers drawing
+    from the same distribution family, the random draws), so their difference removes that shared variation."""
     frames = []
     for endpoint in endpoints:
         if endpoint.column not in per_run:
@@ -164,6 +166,7 @@ def compare_endpoints(
                 samples,
                 endpoint=endpoint.label,
                 paired=paired,
+                alpha=alpha,
                 margin=margin if endpoint.accuracy else None,
             )
         )
@@ -179,8 +182,9 @@ def compare_endpoints(
     return out
 
 
-def adjust(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """Benjamini-Hochberg per endpoint over the testable pairs of the whole sweep (every group at once)."""
+def adjust(comparisons: pd.DataFrame, *, alpha: float) -> pd.DataFrame:
+    """Benjamini-Hochberg per endpoint over the testable pairs of the whole sweep (every group at once), with
+    ``significant`` at ``alpha`` (the claims file's level: study_rules.difference_rule)."""
     if comparisons.empty:
         return comparisons
-    return inference.adjust(comparisons, by="endpoint")
+    return inference.adjust(comparisons, alpha=alpha, by="endpoint")

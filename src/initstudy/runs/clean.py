@@ -29,8 +29,12 @@ def default_roots() -> list[str]:
     return roots
 
 
+# Roots of tries, not of the study: a tuning sweep's (initstudy.runs.namespace) and the one refusals suggest.
+TRY_ROOTS = ("runs_tune", "runs_try")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    roots = list(sys.argv[1:] if argv is None else argv) or default_roots()
+    roots = list(sys.argv[1:] if argv is None else argv) or [*default_roots(), *TRY_ROOTS]
     kept: list[Path] = []
     for name in roots:
         root = rundir.check_destination(Path(name), repo_root(), what="sweep folder")

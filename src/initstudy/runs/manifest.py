@@ -74,6 +74,15 @@ def append_to_manifest(job: ManifestEntry, sweep_dir: Path) -> None:
             handle.flush()
 
 
+def listed_run_dirs(sweep_dir: Path) -> set[str]:
+    """The run folders a sweep root's manifest lists (relative to the root); none when there is no readable
+    manifest (nothing to protect: the next sweep writes one)."""
+    try:
+        return set(read_manifest(sweep_dir).run_dir.astype(str))
+    except (FileNotFoundError, ValueError, OSError):
+        return set()
+
+
 def read_manifest(sweep_dir: Path) -> pd.DataFrame:
     path = sweep_dir / MANIFEST_NAME
     if not path.is_file():

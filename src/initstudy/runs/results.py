@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import yaml
+
 from initstudy.runs import rundir
 
 
@@ -56,3 +59,46 @@ def run_status(run_dir: Path, identity: str | None) -> str:
         missing = next(name for name in rundir.RESULT_FILES if not (run_dir / name).is_file())
         raise RunFileError(f"{run_dir / missing} is missing (the run is marked complete)")
     return "stale" if marker is not None else "incomplete"
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """A run's history.csv: the columns epoch, step, metric, value, every value numeric (NaN allowed); a
+    one-line :class:`RunFileError` naming the file otherwise."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise RunFileError(f"{path} is missing (the run is marked complete)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise RunFileError(f"{path} is not a readable CSV: {' '.join(str(error).split())}") from None
+    expected = {"epoch", "step", "metric", "value"}
+    if not expected <= set(frame.columns):
+        raise RunFileError(f"{path} lacks column(s) {', '.join(sorted(expected - set(frame.columns)))}")
+    return _numeric_history(frame, path)
+
+
+def _numeric_history(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    bad = frame["value"].notna() & values.isna()
+    if bad.any():
+        row = bad.idxmax()
+        raise RunFileError(f"{path} has a non-numeric value {frame['value'][row]!r} in row {row + 2}")
+    for column in ("epoch", "step"):
+        if pd.to_numeric(frame[column], errors="coerce").isna().any():
+            raise RunFileError(f"{path} has a non-numeric {column}")
+    return frame.assign(value=values)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as a mapping; a one-line :class:`RunFileError` naming the file otherwise."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RunFileError(f"{path} is missing (the run is marked complete)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise RunFileError(f"{path} is not readable YAML: {problem}") from None
+    if not isinstance(config, dict):
+        raise RunFileError(
+            f"{path} must be a YAML mapping (a resolved run config), got {type(config).__name__}"
+        )
+    return config

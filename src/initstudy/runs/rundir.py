@@ -374,8 +374,54 @@ def prune_empty(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
+def foreign_entries(folder: Path) -> list[str]:
+    """What ``folder`` (an attempt's staging folder) holds that the contract does not name: anything but the
+    files of :data:`OWNED_FILES`, our temporary files and Hydra's job files in ``.hydra/``. A folder is
+    shown with a trailing ``/``; links count as foreign whatever their name."""
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name == HYDRA_SUBDIR and entry.is_dir() and not entry.is_symlink():
+            foreign += [
+                f"{HYDRA_SUBDIR}/{child.name}"
+                for child in sorted(entry.iterdir())
+                if child.name not in HYDRA_FILES or child.is_symlink() or not child.is_file()
+            ]
+        elif entry.is_symlink() or not entry.is_file():
+            foreign.append(f"{entry.name}/" if entry.is_dir() and not entry.is_symlink() else entry.name)
+        elif not (entry.name in OWNED_FILES or TEMPORARY.match(entry.name)):
+            foreign.append(entry.name)
+    return foreign
+
+
+def check_staging(staging: Path, shown: str | None = None) -> None:
+    """An attempt starts in an empty staging folder of its own: one that holds anything the contract does not
+    name (a note, a folder, an extra ``.hydra/*.yaml``) is refused, every file left as it is. Leftovers of
+    earlier attempts (the contract's own names) are fine: :func:`clear_staging` removes them."""
+    shown = shown or str(staging)
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        raise RunFolderError(
+            f"staging folder {shown} is not a folder of the project (a link or a file); move it out"
+        )
+    foreign = foreign_entries(staging) if staging.is_dir() else []
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise RunFolderError(
+            f"staging folder {shown} holds {', '.join(foreign[:3])}{more}, which the project did not write; "
+            "move it out (an attempt starts in an empty staging folder and promotes only its own files)"
+        )
+
+
+def clear_staging(staging: Path) -> None:
+    """Remove the leftovers of earlier attempts from ``staging``: the files the contract names, nothing else
+    (:func:`check_staging` has refused anything else)."""
+    remove_owned(staging)
+
+
 def begin_attempt(staging: Path) -> None:
-    """Make ``staging`` a fresh, stamped attempt: leftovers of a killed attempt (ours only) removed first."""
+    """Make ``staging`` a fresh, stamped attempt: leftovers of a killed attempt (ours only) removed first,
+    anything the project did not write refused (the pre-flight refused it already; this holds for an
+    attempt whose staging folder changed since)."""
+    check_staging(staging)
     if staging.exists():
         for name in OWNED_FILES:
             if name != "train.log":  # Hydra's log of this very attempt is already open
@@ -414,7 +460,9 @@ def promote(staging: Path, final: Path) -> None:
 
     With an atomic exchange a kill at any moment leaves the old complete run or the new one at ``final``.
     Without one, the old run is first renamed aside; :func:`recover` puts it back after a kill in between.
+    A staging folder that holds a file the attempt did not write is refused (:func:`check_staging`).
     """
+    check_staging(staging)  # only the attempt's own files are promoted
     final.parent.mkdir(parents=True, exist_ok=True)
     if not final.exists():
         os.rename(staging, final)

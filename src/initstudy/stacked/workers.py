@@ -59,9 +59,9 @@ def in_worker(
     """One unit, in a worker: Hydra's globals first (resolvers, ConfigStore, HydraConfig), as joblib's
     ``execute_job`` sets them. The collector pauses before the unit imports torch and Lightning
     (initstudy.core.collector)."""
-    from initstudy.core import collector
+    from initstudy.core import collector, signals
 
-    with collector.start_up():
+    with signals.stopping_exits("initstudy.train worker"), collector.start_up():
         from initstudy.stacked.units import run_unit
 
         exit_with_parent()

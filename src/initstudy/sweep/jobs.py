@@ -42,12 +42,14 @@ from initstudy.config.validate import validate
 from initstudy.core.errors import ConfigError
 from initstudy.core.paths import repo_root
 from initstudy.data.check import DataFacts, check_data, check_fits_data, data_facts
-from initstudy.runs import rundir
+from initstudy.runs import namespace, rundir
 from initstudy.runs.rundir import MANIFEST, run_identity
 
 MANIFEST_NAME = MANIFEST
 GROUP_RESOLVER = "initstudy.group"
 STAGING_RESOLVER = "initstudy.staging"
+# hydra.sweep.dir of the study's layout: runs for a grid, runs_tune for a tuner (initstudy.runs.namespace).
+SWEEP_ROOT_RESOLVER = "initstudy.sweep_root"
 SWEPT_KEYS_ENV = "INITSTUDY_SWEPT_KEYS"  # set by the launch for its jobs: the keys the sweep varies
 # Characters kept as they are in a group name; anything else is percent-encoded (%2F for "/"), so that a
 # value never adds a folder level, hides a folder (leading dot) or needs quoting in a shell.
@@ -160,6 +162,12 @@ def named_keys(layout: DictConfig) -> set[str]:
     return {match for text in texts for match in INTERPOLATED_KEY.findall(text)}
 
 
+def layout_keys(hydra_cfg: DictConfig, layout: DictConfig) -> set[str]:
+    """The keys that pick a run folder without a group level: ``override_dirname.exclude_keys`` (init,
+    seed, experiment) and the keys the layout names."""
+    return set(hydra_cfg.job.config.override_dirname.exclude_keys) | named_keys(layout)
+
+
 def swept_keys(arguments: Sequence[str]) -> list[str]:
     """The keys a sweep varies: those whose last override among ``arguments`` (the sweeper's params, then the
     command line, which wins) is a sweep (``a,b``, ``range``, ``choice``, ``interval``, ``tag(...)``), for any
@@ -192,10 +200,11 @@ def group_name(cfg: DictConfig, layout: DictConfig) -> str:
     Only swept keys count (named by the launch in $INITSTUDY_SWEPT_KEYS, see :func:`swept_keys`): one sweep
     needs one folder per config at once. A value given once (``-m trainer.max_epochs=2``) is like an edit
     of params.yaml: the run keeps its folder, and the run identity (:func:`initstudy.runs.rundir.run_identity`)
-    makes sure the folder is never taken for the old config; the new run replaces the old one only once it
-    is complete (``runner.resume``, ``rundir.promote``)."""
+    makes sure the folder is never taken for the old config. A folder holding a finished run of another
+    config is replaced only by a launch that follows the plan (params.yaml), once the new run is complete;
+    any other is refused by the pre-flight (:mod:`initstudy.runs.namespace`)."""
     swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
-    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys) | named_keys(layout)
+    excluded = layout_keys(cfg.hydra, layout)
     parts: dict[str, str] = {}
     for override in parse(as_given(cfg.hydra.overrides.task)):
         key = override.key_or_group
@@ -227,10 +236,15 @@ def _staging_resolver(*, _root_: DictConfig) -> str:
     return str(staging_for(_root_.hydra))
 
 
+def _sweep_root_resolver(default: str, *, _root_: DictConfig) -> str:
+    return namespace.tuning_root(default, is_grid(_root_.hydra))
+
+
 def register_resolvers() -> None:
-    """Both resolvers, for every process that composes or runs a job (idempotent)."""
+    """The resolvers, for every process that composes or runs a job (idempotent)."""
     OmegaConf.register_new_resolver(GROUP_RESOLVER, _group_resolver, replace=True)
     OmegaConf.register_new_resolver(STAGING_RESOLVER, _staging_resolver, replace=True)
+    OmegaConf.register_new_resolver(SWEEP_ROOT_RESOLVER, _sweep_root_resolver, replace=True)
 
 
 register_resolvers()
@@ -265,6 +279,7 @@ def make_job(cfg: DictConfig, overrides: Sequence[str], multirun: bool) -> Job:
     )
 
     hydra_cfg = cfg.hydra
+    namespace.check_init_choice(cfg)
     job_cfg = validate_job(cfg)
     sweep_dir = Path(hydra_cfg.sweep.dir) if multirun else None
     run_dir = sweep_dir / hydra_cfg.sweep.subdir if sweep_dir else Path(hydra_cfg.run.dir)

@@ -41,20 +41,24 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from initstudy.config import numerics
+from initstudy.config.compose import config_hash
 from initstudy.config.validate import check_accelerator
-from initstudy.core import atomic, locking, provenance
-from initstudy.core.errors import ConfigError
+from initstudy.core import atomic, locking, provenance, signals
+from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.paths import repo_root
-from initstudy.runs import manifest, rundir
+from initstudy.runs import manifest, namespace, rundir
 from initstudy.sweep import jobs as sweep_jobs
+from initstudy.sweep import search_space
+from initstudy.sweep.jobs import Job
 from initstudy.sweep.launching import ChecksBatches
-from initstudy.tracking import store
+from initstudy.tracking import liveness, store
 
 log = logging.getLogger("initstudy.train")
 
 PREFLIGHT_ERRORS = (ConfigError, store.TrackingUnavailable, locking.LockHeld)
 OPTUNA_RESULTS = rundir.TUNING_RESULTS
 HYDRA_MULTIRUN_FILE = "multirun.yaml"  # Hydra's sweepers save the sweep's config there
+ORPHAN_WAIT_S = 10.0  # how long a stopped sweep's workers may take to die before their runs are judged
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The launching process's open session (lock, parent run); a module global, not callback state: Hydra pickles
@@ -79,15 +83,18 @@ class Session(contextlib.ExitStack):
     def __init__(self, sweep_root: Path | None = None) -> None:
         super().__init__()
         self.launched = False  # a job may have run: the parent run exists, multirun.yaml is the sweep's
+        self.owns_manifest = (
+            False  # the first batch's claim (initstudy.runs.namespace): it writes the manifest
+        )
         self.multirun_yaml = sweep_root / HYDRA_MULTIRUN_FILE if sweep_root is not None else None
         self.multirun_before = (
             self.multirun_yaml.read_bytes() if self.multirun_yaml and self.multirun_yaml.is_file() else None
         )
 
-    def launch(self, first: DictConfig, config: DictConfig) -> None:
+    def launch(self, first: DictConfig, config: DictConfig | None, jobs: Sequence[Job] | None = None) -> None:
         """Jobs are about to run: the sweep's MLflow parent run is created (or reused) now."""
         if not self.launched:
-            self.enter_context(mlflow_parent(first, config))
+            self.enter_context(mlflow_parent(first, config, jobs))
             self.launched = True
 
     def restore_multirun_yaml(self) -> None:
@@ -109,8 +116,10 @@ def refusing(hook: F) -> F:
         except PREFLIGHT_ERRORS as error:
             end_session(error)
             refuse(str(error))
-        except Exception:
+        except Exception as error:
             end_session(RuntimeError("pre-flight failed"))
+            if full := no_space(error):
+                refuse(full, status=1)
             traceback.print_exc()
             refuse("the pre-flight failed unexpectedly (traceback above); nothing was run", status=1)
 
@@ -128,6 +137,9 @@ class Preflight(Callback):
     def __init__(self) -> None:
         # One run: its final run folder -> identity. None for a sweep: each job is checked as it starts.
         self.planned: dict[str, str] | None = None
+        # A sweep under a launcher that does not check batches: each job claims its folder as it starts, and
+        # adds itself to the manifest if the sweep owns it (a launcher that checks batches does both).
+        self.checks_jobs = self.adds_to_manifest = False
 
     # ---- one run ----
 
@@ -139,8 +151,10 @@ class Preflight(Callback):
         sweep_jobs.check_data_files([config])
         root = repo_root()
         run_dir = rundir.check_run_folder(job.run_dir, root)
+        claim = claim_namespace(config, [job], sweep_root=None)
         check_services(config)
         open_session(rundir.lock_dir_for(run_dir, root), config, config=None)
+        claim.clear_leftovers()
         self.planned = {final_path(run_dir): job.identity}
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -157,20 +171,32 @@ class Preflight(Callback):
             config.hydra.overrides.task
         )
         os.environ[sweep_jobs.SWEPT_KEYS_ENV] = ",".join(sweep_jobs.swept_keys(arguments))
-        batches_checked = launcher_checks_batches(config)
-        if not batches_checked or not sweep_jobs.is_grid(config.hydra):
+        batches_checked, grid = launcher_checks_batches(config), sweep_jobs.is_grid(config.hydra)
+        if not batches_checked or not grid:
             # The jobs are checked one by one as they start: the config they share is checked now.
-            self.check_base(config, tuning=not sweep_jobs.is_grid(config.hydra))
+            self.check_base(config, tuning=not grid)
         root = repo_root()
-        sweep_root = rundir.check_sweep_root(Path(config.hydra.sweep.dir), root)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_root = rundir.check_sweep_root(sweep_dir, root)
+        # A tuning sweep's root is its own (initstudy.runs.namespace); a grid's jobs are claimed as a batch
+        # (check_batch) or, under a launcher that does not check batches, each as it starts.
+        claim = None if grid else claim_namespace(config, None, sweep_root=sweep_root)
         if batches_checked:
             check_store(config)  # the accelerator with the first batch, once its numerics are set
         else:
             check_services(config)
         open_session(sweep_root, config, config=config, launch=not batches_checked)
+        if claim is not None:
+            claim.clear_leftovers()
         rundir.stamp_sweep_root(sweep_root)
+        self.checks_jobs = not batches_checked and grid
+        self.adds_to_manifest = False
         if not batches_checked:
-            manifest.write_manifest([], Path(config.hydra.sweep.dir))  # each job adds itself as it starts
+            self.adds_to_manifest = (
+                claim.owns_manifest if claim is not None else manifest_owned(config, sweep_root)
+            )
+            if self.adds_to_manifest:
+                manifest.write_manifest([], sweep_dir)  # each job adds itself as it starts
         log.info("sweep by %s -> %s", config.hydra.sweeper.get("_target_"), config.hydra.sweep.dir)
 
     def check_base(self, config: DictConfig, tuning: bool) -> DictConfig:
@@ -179,6 +205,7 @@ class Preflight(Callback):
         (numerics environment, values, data files), each job again when it starts."""
         numerics.apply_before_torch(numerics.from_config(config.numerics))
         sweep_jobs.validate_job(config)
+        search_space.check(config.hydra)
         if tuning and not config.data.val_size:
             raise ConfigError(
                 f"invalid data.val_size={config.data.val_size} for a tuning sweep: the tuner would maximise the "
@@ -219,7 +246,31 @@ class Preflight(Callback):
         job = sweep_jobs.make_job(config, sweep_jobs.as_given(config.hydra.overrides.task), multirun=True)
         sweep_jobs.check_data_files([config])
         rundir.check_run_folder(Path(final), repo_root())
-        manifest.append_to_manifest(job, Path(config.hydra.sweep.dir))
+        if self.checks_jobs:  # no batch check claimed its folder
+            namespace.check_replacement(Path(final), job, launch_of(config), repo_root(), multirun=True)
+        if self.adds_to_manifest:
+            manifest.append_to_manifest(job, Path(config.hydra.sweep.dir))
+
+
+def launch_of(config: DictConfig) -> namespace.Launch:
+    """The launch as the namespace rules read it, for a sweep's config (its layout: ``hydra.sweep``)."""
+    return namespace.Launch.of(config, sweep_jobs.layout_keys(config.hydra, config.hydra.sweep))
+
+
+def manifest_owned(config: DictConfig, sweep_root: Path) -> bool:
+    """Whether a sweep whose jobs are not known up front may rewrite its root's manifest: the root's plan, or a
+    root without one (initstudy.runs.namespace.owns_manifest)."""
+    return namespace.owns_manifest(sweep_root, set(), launch_of(config), repo_root())
+
+
+def claim_namespace(
+    config: DictConfig, jobs: Sequence[Job] | None, sweep_root: Path | None
+) -> namespace.Claim:
+    """The study's namespace (initstudy.runs.namespace): each job's folder may take its run, its staging folder
+    holds nothing foreign, and whether a sweep owns its root's manifest; before the lock or MLflow is touched."""
+    layout = config.hydra.sweep if sweep_root is not None else config.hydra.run
+    launch = namespace.Launch.of(config, sweep_jobs.layout_keys(config.hydra, layout))
+    return namespace.claim(config, launch, jobs, repo_root(), sweep_root)
 
 
 def check_planned(config: DictConfig, final: str, planned: dict[str, str]) -> None:
@@ -277,12 +328,14 @@ def check_batch(
     """:func:`check_jobs` on a batch of the sweep whose config is ``config``; then, before the first job runs,
     the sweep's MLflow parent run. A refusal ends the session (:func:`refusing`), which puts back the
     ``multirun.yaml`` Hydra's sweeper replaced."""
-    check_jobs(configs, job_overrides, first)
+    jobs = check_jobs(config, configs, job_overrides, first)
     if _session is not None:
-        _session.launch(configs[0], config)
+        _session.launch(configs[0], config, jobs if sweep_jobs.is_grid(config.hydra) else None)
 
 
-def check_jobs(configs: Sequence[DictConfig], job_overrides: Sequence[Sequence[str]], first: bool) -> None:
+def check_jobs(
+    config: DictConfig, configs: Sequence[DictConfig], job_overrides: Sequence[Sequence[str]], first: bool
+) -> list[Job]:
     """The jobs Hydra's sweeper handed the launcher, as Hydra composed them (``load_sweep_config``: every
     interpolation, ``hydra.sweep.subdir`` included, resolved in each job's own config), checked before any
     runs: the numerics environment they share set (before torch starts), each job validated, no two in one
@@ -299,12 +352,18 @@ def check_jobs(configs: Sequence[DictConfig], job_overrides: Sequence[Sequence[s
     sweep_root = Path(final_path(sweep_dir))
     for job in jobs:
         rundir.check_run_folder(sweep_root / job.run_dir.relative_to(sweep_dir), root)
-    if first:
-        manifest.write_manifest(jobs, sweep_dir)
-    else:
-        for job in jobs:
-            manifest.append_to_manifest(job, sweep_dir)
+    claim = claim_namespace(config, jobs, sweep_root=sweep_root)
+    claim.clear_leftovers()  # the lock is held (on_multirun_start)
+    if first and _session is not None:
+        _session.owns_manifest = claim.owns_manifest
     log.info("batch of %d runs checked -> %s", len(jobs), sweep_dir)
+    if _session is not None and _session.owns_manifest:
+        if first:
+            manifest.write_manifest(jobs, sweep_dir)
+        else:
+            for job in jobs:
+                manifest.append_to_manifest(job, sweep_dir)
+    return jobs
 
 
 def check_store(cfg: DictConfig) -> None:
@@ -319,12 +378,17 @@ def check_services(cfg: DictConfig) -> None:
     check_store(cfg)
 
 
-def sweep_id(config: DictConfig) -> str:
-    """Identity of a sweep: its root, overrides and sweeper settings (the jobs follow from them). A restarted
-    sweep finds its parent run by it."""
-    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
-    text = yaml.safe_dump({"dir": str(config.hydra.sweep.dir), "sweeper": sweeper,
-                           "overrides": sorted(sweep_jobs.as_given(config.hydra.overrides.task))}, sort_keys=True)  # fmt: skip
+def sweep_id(config: DictConfig, jobs: Sequence[Job] | None = None) -> str:
+    """Identity of a sweep: a grid's jobs and their identities where the batch check knows them; else its
+    root, overrides, sweeper settings and the config they start from (an edit of params.yaml is another
+    sweep). A restarted sweep finds its parent run by it."""
+    if jobs is not None:
+        text = "\n".join(f"{job.run_dir}:{job.identity}" for job in jobs)
+    else:
+        sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+        text = yaml.safe_dump({"dir": str(config.hydra.sweep.dir), "sweeper": sweeper,
+                               "overrides": sorted(sweep_jobs.as_given(config.hydra.overrides.task)),
+                               "config": config_hash(sweep_jobs.task_config(config))}, sort_keys=True)  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -378,7 +442,9 @@ def sweep_folder(sweep_root: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def mlflow_parent(cfg: DictConfig, config: DictConfig | None) -> Iterator[None]:
+def mlflow_parent(
+    cfg: DictConfig, config: DictConfig | None, jobs: Sequence[Job] | None = None
+) -> Iterator[None]:
     """Create the store's experiment and, for a sweep (``config`` given), create (or reuse, for a restarted
     sweep) its parent run; end it after with the sweep's status."""
     if cfg.logger.offline:
@@ -393,24 +459,28 @@ def mlflow_parent(cfg: DictConfig, config: DictConfig | None) -> Iterator[None]:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
-    run_id = parent_run_id(client, experiment_id, config)
+    run_id = parent_run_id(client, experiment_id, config, jobs)
     os.environ[store.PARENT_RUN_ENV] = run_id
+    heartbeat = store.heartbeat(client, run_id)
     status = "FAILED"
     try:
         yield
         status = "FINISHED"
         tag_tuning_result(client, run_id, Path(config.hydra.sweep.dir))
-    except KeyboardInterrupt:
+    except (signals.Interrupted, KeyboardInterrupt):
         status = "KILLED"
         raise
     finally:
+        heartbeat.stop()
+        if status != "FINISHED":  # children whose worker died with the sweep (joblib, stacked workers)
+            store.end_orphaned_runs(client, experiment_id, parent=run_id, wait_s=ORPHAN_WAIT_S)
         store.set_status(client, run_id, status)
         os.environ.pop(store.PARENT_RUN_ENV, None)
 
 
-def parent_run_id(client: Any, experiment_id: str, config: DictConfig) -> str:
+def parent_run_id(client: Any, experiment_id: str, config: DictConfig, jobs: Sequence[Job] | None) -> str:
     """The parent run of this sweep: the one a restarted sweep made before (by :func:`sweep_id`), or new."""
-    identity = sweep_id(config)
+    identity = sweep_id(config, jobs)
     previous = store.retry(
         client.search_runs,
         [experiment_id],
@@ -420,9 +490,12 @@ def parent_run_id(client: Any, experiment_id: str, config: DictConfig) -> str:
     if previous:
         run_id = previous[0].info.run_id
         store.retry(client.update_run, run_id, status="RUNNING")
+        store.claim(client, run_id)
         return run_id
     overrides = " ".join(sweep_jobs.as_given(config.hydra.overrides.task))
-    label = "grid" if sweep_jobs.is_grid(config.hydra) else "tuning"
+    label = (
+        f"{len(jobs)} runs" if jobs is not None else "grid" if sweep_jobs.is_grid(config.hydra) else "tuning"
+    )
     run = store.retry(
         client.create_run,
         experiment_id,
@@ -431,6 +504,7 @@ def parent_run_id(client: Any, experiment_id: str, config: DictConfig) -> str:
             store.SWEEP_ID_TAG: identity,
             "overrides": store.redact(overrides),
             **provenance.git_state(repo_root()),
+            **liveness.owner_tags(),
         },
     )
     return run.info.run_id

@@ -13,18 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-import yaml
-
 from initstudy.config.compose import compose_config
-from initstudy.core import provenance
+from initstudy.core import provenance, signals
 from initstudy.core.errors import ConfigError
 from initstudy.core.faults import pause_point
 from initstudy.core.paths import repo_root
 from initstudy.runs import rundir
 from initstudy.runs.manifest import read_manifest
-from initstudy.runs.results import RunFileError, run_folder, run_status
-from initstudy.tracking import store
+from initstudy.runs.results import RunFileError, read_config, read_history, run_folder, run_status
+from initstudy.tracking import liveness, store
 
 IMPORT_TAG = "initstudy.imported_from"
 
@@ -35,9 +32,10 @@ def import_sweep(runs_dir: Path, uri: str, experiment_name: str) -> tuple[int, i
     import mlflow
 
     root = repo_root()
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    check_sources(runs_dir)
     store.check_store(uri)
-    experiment_id = store.ensure_experiment(uri, experiment_name, root)
+    experiment_id = store.ensure_experiment(uri, experiment_name, root)  # creates the store; one-line errors
+    client = mlflow.MlflowClient(tracking_uri=uri)
     manifest = read_manifest(runs_dir)
     parent = None
     imported = skipped = 0
@@ -61,22 +59,48 @@ def import_sweep(runs_dir: Path, uri: str, experiment_name: str) -> tuple[int, i
                 client.create_run,
                 experiment_id,
                 run_name=f"import of {runs_dir}",
-                tags=provenance.git_state(root),
+                tags={**provenance.git_state(root), **liveness.owner_tags()},
             )
             os.environ[store.PARENT_RUN_ENV] = parent.info.run_id
-        log_one(client, experiment_id, entry, run_dir, origin, root)
+        try:
+            log_one(client, experiment_id, entry, run_dir, origin, root)
+        except BaseException as error:
+            end_import(client, parent.info.run_id, error)
+            raise
         imported += 1
     if parent is not None:
-        store.set_status(client, parent.info.run_id, "FINISHED")
-        os.environ.pop(store.PARENT_RUN_ENV, None)
+        end_import(client, parent.info.run_id, None)
     return imported, skipped
+
+
+def check_sources(runs_dir: Path) -> None:
+    """Every complete run of the manifest is readable (config, metrics, history) before the store is touched:
+    a damaged source stops the import with one line naming the file, and no half-imported sweep."""
+    for entry in read_manifest(runs_dir).itertuples(index=False):
+        run_dir = run_folder(runs_dir, entry.run_dir)
+        if run_status(run_dir, getattr(entry, "identity", None)) == "complete":
+            read_config(run_dir / "config.yaml")
+            rundir.read_json(run_dir / "metrics.json")
+            read_history(run_dir / "history.csv")
+
+
+def end_import(client, parent_id: str, error: BaseException | None) -> None:
+    """The import's parent FINISHED, or KILLED (a stop signal) / FAILED with the child it was logging."""
+    status = "FINISHED" if error is None else "KILLED" if signals.is_interruption(error) else "FAILED"
+    if error is not None:
+        for run in store.retry(client.search_runs, [client.get_run(parent_id).info.experiment_id],
+                               filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                               "attributes.status = 'RUNNING'"):  # fmt: skip
+            store.set_status(client, run.info.run_id, status)
+    store.set_status(client, parent_id, status)
+    os.environ.pop(store.PARENT_RUN_ENV, None)
 
 
 def log_one(client, experiment_id: str, entry, run_dir: Path, origin: str, root: Path) -> None:
     """One run folder as a child run, through the same functions a live run logs with."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = read_config(run_dir / "config.yaml")
     metrics = rundir.read_json(run_dir / "metrics.json")
-    history = pd.read_csv(run_dir / "history.csv")
+    history = read_history(run_dir / "history.csv")
     name = f"{entry.init}/seed_{entry.seed}"
     tags = store.run_tags(
         entry.init, int(entry.seed), rundir.display_path(run_dir, root), root, {IMPORT_TAG: origin}
@@ -90,6 +114,7 @@ def log_one(client, experiment_id: str, entry, run_dir: Path, origin: str, root:
     store.set_status(client, run_id, "FINISHED")
 
 
+@signals.entry_point("initstudy.tracking.importer")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m initstudy.tracking.importer", description=__doc__.splitlines()[0]

@@ -9,10 +9,12 @@ run folder is complete; every call is retried while SQLite reports a transient l
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
 import re
+import socket
 import sqlite3
 import time
 import urllib.error
@@ -26,6 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from initstudy.core.provenance import git_state
+from initstudy.tracking import liveness
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,18 @@ PARENT_RUN_ENV = "INITSTUDY_MLFLOW_PARENT_RUN_ID"
 SWEEP_ID_TAG = "initstudy.sweep_id"
 RUN_DIR_TAG = "initstudy.run_dir"
 BATCH_LIMIT = 100  # params per log_batch request (MLflow's limit); metrics allow 1000
+# The schemes MLflow takes as a tracking URI; a database's may name its driver (postgresql+psycopg2).
+DATABASES = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # with their default ports
+OTHER_SCHEMES = ("sqlite", "http", "https", "file", "databricks", "databricks-uc", "uc")
+ALLOWED_URIS = (
+    "sqlite:///<file>, http(s)://<server>, postgresql|mysql|mssql[+driver]://<host>/<db>, file:<folder>"
+)
+# SQLAlchemy's drivers per database (URI name: module), to name the ones installed here when one is missing.
+DRIVERS = {
+    "postgresql": {"psycopg2": "psycopg2", "psycopg": "psycopg", "pg8000": "pg8000"},
+    "mysql": {"mysqldb": "MySQLdb", "pymysql": "pymysql", "mysqlconnector": "mysql.connector"},
+    "mssql": {"pyodbc": "pyodbc", "pymssql": "pymssql"},
+}
 T = TypeVar("T")
 
 
@@ -67,14 +82,26 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def check_store(uri: str, timeout_s: float = 3.0) -> None:
-    """Before anything runs: an HTTP server answers its health endpoint within ``timeout_s``; an existing
-    SQLite store is a readable database. One line otherwise."""
+    """Before anything runs, one line if the store cannot be used: an HTTP server answers its health endpoint
+    within ``timeout_s``; a database URI names a scheme MLflow knows, a driver that is installed and a server
+    that accepts a connection within ``timeout_s`` (MLflow itself would retry for a minute or two, then print
+    a traceback); an existing SQLite store is a readable database."""
     path = sqlite_path(uri)
     if path is not None:
         _check_sqlite(path)
         return
-    if not uri.startswith(("http://", "https://")):
-        return
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("http", "https"):
+        _check_http(uri, timeout_s)
+    elif scheme.split("+", 1)[0] in DATABASES:
+        _check_database(uri, timeout_s)
+    elif scheme and scheme not in OTHER_SCHEMES:
+        raise TrackingUnavailable(
+            f"MLflow tracking URI {redact(uri)} has an unknown scheme {scheme!r}; allowed: {ALLOWED_URIS}"
+        )
+
+
+def _check_http(uri: str, timeout_s: float) -> None:
     health = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(health, timeout=timeout_s) as response:
@@ -85,6 +112,53 @@ def check_store(uri: str, timeout_s: float = 3.0) -> None:
             f"MLflow tracking server {redact(uri)} is not reachable ({redact(str(reason))}); start it, unset "
             "MLFLOW_TRACKING_URI for the local store, or train offline with logger=offline"
         ) from None
+
+
+def _check_database(uri: str, timeout_s: float) -> None:
+    """The URI parses, its driver imports, its server accepts a TCP connection (a Unix socket: not probed)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(uri)
+        dialect = url.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        raise TrackingUnavailable(
+            f"MLflow tracking URI {redact(uri)} is not a database URL ({redact(str(error))}); allowed: {ALLOWED_URIS}"
+        ) from None
+    database = url.get_backend_name()
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        missing = repr(error.name or dialect.driver)
+        if "+" not in url.drivername:
+            missing += f" (SQLAlchemy's default for {database}://)"
+        installed = [
+            f"{database}+{name}://" for name, module in DRIVERS.get(database, {}).items() if _imports(module)
+        ]
+        instead = f"name an installed one in the URI: {', '.join(installed)}" if installed else "install it"
+        raise TrackingUnavailable(
+            f"MLflow tracking URI {redact(uri)} needs the database driver {missing}, which is not installed; {instead}"
+        ) from None
+    if url.host is None:
+        return
+    port = url.port or DATABASES[database]
+    try:
+        socket.create_connection((url.host, port), timeout=timeout_s).close()
+    except OSError as error:
+        raise TrackingUnavailable(
+            f"MLflow tracking URI {redact(uri)}: no database server answers at {url.host}:{port} "
+            f"({error.strerror or error}); start it, unset MLFLOW_TRACKING_URI for the local store, or train "
+            "offline with logger=offline"
+        ) from None
+
+
+def _imports(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _check_sqlite(path: Path) -> None:
@@ -128,18 +202,21 @@ def retry(call: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) 
 
 
 def ensure_experiment(uri: str, name: str, root: Path) -> str:
-    """Create the store (once, in the launching process: concurrent creation races) and the experiment."""
+    """Create the store (once, in the launching process: concurrent creation races) and the experiment; an
+    existing experiment's runs left RUNNING by a process that is gone are marked KILLED first (every start of
+    training and of the import passes here)."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=uri)
     try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
         retry(client.search_experiments, max_results=1)  # creates and migrates a new store
         experiment = retry(client.get_experiment_by_name, name)
-        if experiment is not None:
-            return experiment.experiment_id
-        return retry(client.create_experiment, name, artifact_location=artifact_location(uri, root))
+        if experiment is None:
+            return retry(client.create_experiment, name, artifact_location=artifact_location(uri, root))
+        end_orphaned_runs(client, experiment.experiment_id)
+        return experiment.experiment_id
     except Exception as error:
-        message = " ".join(redact(str(error)).split())[:300]
+        message = " ".join(redact(str(error)).split("\n[SQL:")[0].split())[:300]  # not SQLAlchemy's statement
         raise TrackingUnavailable(f"MLflow store {redact(uri)} cannot be used: {message}") from None
 
 
@@ -201,7 +278,8 @@ def log_final(client: Any, run_id: str, metrics: Mapping[str, Any], run_dir: Pat
 
 
 def run_tags(init: str, seed: int, run_dir: str, root: Path, extra: Mapping[str, str] = ()) -> dict[str, str]:
-    tags = {"initializer": init, "seed": str(seed), RUN_DIR_TAG: run_dir, **git_state(root), **dict(extra)}
+    tags = {"initializer": init, "seed": str(seed), RUN_DIR_TAG: run_dir, **git_state(root), **dict(extra),
+            **liveness.owner_tags()}  # fmt: skip
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent
@@ -238,3 +316,44 @@ def confirm_finished(client: Any, run_id: str | None) -> None:
         return
     if run.info.status == "RUNNING":
         set_status(client, run_id, "FINISHED")
+
+
+# ---- runs whose process is gone (initstudy.tracking.liveness) ------------------------------------------------
+
+
+def end_orphaned_runs(
+    client: Any, experiment_id: str, parent: str | None = None, wait_s: float = 0.0
+) -> list[str]:
+    """Mark KILLED the RUNNING runs of the experiment (or only ``parent``'s children) whose owning process is
+    gone; the names of those marked. ``wait_s``: how long an owner on this host may take to die (a launcher's
+    workers, just stopped with it) before it is taken to be running still, and left alone."""
+    query = "attributes.status = 'RUNNING'"
+    if parent is not None:
+        query += f" and tags.`mlflow.parentRunId` = '{parent}'"
+    running = retry(client.search_runs, [experiment_id], filter_string=query, max_results=10_000)
+    deadline = time.monotonic() + wait_s
+    ended = []
+    for run in running:
+        alive = liveness.owner_alive(run.data.tags)
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = liveness.owner_alive(run.data.tags)
+        if alive is False:
+            set_status(client, run.info.run_id, "KILLED")
+            ended.append(run.info.run_name or run.info.run_id)
+    if ended:
+        log.info("marked KILLED in MLflow, their process gone: %s", ", ".join(sorted(ended)))
+    return ended
+
+
+def claim(client: Any, run_id: str) -> None:
+    """This process owns ``run_id`` from now on (a restarted sweep reusing its parent run)."""
+    from mlflow.entities import RunTag
+
+    tags = [RunTag(key, value) for key, value in liveness.owner_tags().items()]
+    retry(client.log_batch, run_id, tags=tags)
+
+
+def heartbeat(client: Any, run_id: str) -> liveness.Heartbeat:
+    """The owner's heartbeat on ``run_id`` until ``.stop()``: how a run on another host shows it is alive."""
+    return liveness.Heartbeat(lambda: client.set_tag(run_id, liveness.HEARTBEAT_TAG, str(int(time.time()))))

@@ -20,8 +20,8 @@ import hydra
 from hydra.errors import HydraException
 
 from initstudy.config.compose import CONFIG_GROUPS_DIR, PRIMARY_CONFIG, compose_config, one_line
-from initstudy.core import collector
-from initstudy.core.errors import ConfigError
+from initstudy.core import collector, signals
+from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.paths import repo_root
 from initstudy.sweep import jobs as sweep
 from initstudy.sweep import preflight
@@ -92,18 +92,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.argv = [sys.argv[0], *argv]
-    try:
-        with collector.start_up(), errors_raised():
-            hydra.main(config_path=str(repo_root()), config_name=PRIMARY_CONFIG, version_base="1.3")(
-                hydra_job
-            )()
-    except BaseException as error:
-        preflight.end_session(error)
-        if isinstance(error, preflight.PREFLIGHT_ERRORS):
-            preflight.refuse(str(error))
-        if isinstance(error, HydraException):
-            preflight.refuse(explain(error, argv))
-        raise
+    with signals.stopping_exits("initstudy.train"):  # after the sweep's cleanup: exit 128 + the signal
+        try:
+            with collector.start_up(), errors_raised():
+                hydra.main(config_path=str(repo_root()), config_name=PRIMARY_CONFIG, version_base="1.3")(
+                    hydra_job
+                )()
+        except BaseException as error:
+            preflight.end_session(error)  # a stop signal: the runs it interrupted and the parent KILLED
+            if isinstance(error, preflight.PREFLIGHT_ERRORS):
+                preflight.refuse(str(error))
+            if isinstance(error, HydraException):
+                preflight.refuse(explain(error, argv))
+            if full := no_space(
+                error
+            ):  # Hydra's own files (.hydra/, the job log) are written outside our code
+                preflight.refuse(full, status=1)
+            raise
 
 
 if __name__ == "__main__":

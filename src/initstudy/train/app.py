@@ -27,7 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from initstudy.config import numerics
-from initstudy.core import collector
+from initstudy.core import collector, signals
 from initstudy.runs.rundir import run_identity
 from initstudy.sweep import jobs, preflight
 from initstudy.train.spec import JobSpec
@@ -70,7 +70,9 @@ def hydra_job(cfg: DictConfig) -> float | None:
     complete. Returns :func:`objective`. (``hydra/launcher=stacked`` runs :func:`job_spec` per job and trains
     the jobs it can group together: initstudy.stacked.) A job process (loky, SLURM) imports torch and Lightning
     here, so the collector pauses first (initstudy.core.collector)."""
-    with collector.start_up():
+    # In a job process of its own (SLURM, loky) a stop signal ends the job with 128 + its number, its run
+    # KILLED; inside the launching process (basic launcher) the entry point's handling is already in place.
+    with signals.stopping_exits("initstudy.train job"), collector.start_up():
         from initstudy.train.group import train_run
 
         spec = job_spec(cfg)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
 from initstudy.config import numerics
-from initstudy.core import atomic, collector, provenance
+from initstudy.core import atomic, collector, provenance, signals
 from initstudy.core import provenance as core_provenance
 from initstudy.core.faults import pause_point
 from initstudy.core.paths import repo_root
@@ -139,6 +139,7 @@ class CollectorResumed(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         collector.training_started()
+        pause_point("fitting")  # inside the fit, Lightning's signal handlers in place (tests stop runs here)
 
 
 def build_trainer(
@@ -189,12 +190,12 @@ def resolve_device(accelerator: str, job_index: int) -> tuple[str, list[int] | i
 
 
 class DeferredFinishMLFlowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger, except that a successful fit does not end the run: a run is FINISHED only
-    once its run folder is complete (results and marker written, folder promoted). Failures still end it."""
+    """Lightning's MLFlowLogger, except that the fit does not end the run: a run is FINISHED only once its run
+    folder is complete (results and marker written, folder promoted), and FAILED or KILLED by the attempt that
+    knows why it ended (:class:`Tracking`; Lightning would call a stopped fit FAILED)."""
 
     def finalize(self, status: str = "success") -> None:
-        if status != "success":
-            super().finalize(status)
+        pass
 
 
 @dataclass
@@ -204,14 +205,19 @@ class Tracking:
     logger: Any = None
     client: Any = None
     run_id: str | None = None
+    heartbeat: Any = None  # the owner's heartbeat while the run is RUNNING (initstudy.tracking.liveness)
 
     def finish(self) -> None:
-        if self.client is not None:
-            store.set_status(self.client, self.run_id, "FINISHED")
+        self.end("FINISHED")
 
     def fail(self, error: BaseException) -> None:
+        """FAILED, or KILLED when a stop signal (or a library's exit on one) ended the attempt."""
+        self.end("KILLED" if signals.is_interruption(error) else "FAILED")
+
+    def end(self, status: str) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.client is not None:
-            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             store.set_status(self.client, self.run_id, status)
 
 
@@ -248,8 +254,15 @@ def start_tracking(
         artifact_location=store.artifact_location(uri, root),
     )
     store.retry(lambda: logger.experiment)  # creates the run
-    store.log_params(logger.experiment, logger.run_id, resolved)
-    return Tracking(logger, logger.experiment, logger.run_id)
+    tracking = Tracking(
+        logger, logger.experiment, logger.run_id, store.heartbeat(logger.experiment, logger.run_id)
+    )
+    try:
+        store.log_params(logger.experiment, logger.run_id, resolved)
+    except BaseException as error:
+        tracking.fail(error)
+        raise
+    return tracking
 
 
 def resume(cfg: DictConfig, final_dir: Path, staging: Path, identity: str) -> dict[str, Any] | None:

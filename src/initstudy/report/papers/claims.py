@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from initstudy.core import atomic
-from initstudy.report.markdown import _table
+from initstudy.report.tables import markdown_table
 from initstudy.runs.results import RunFileError
 
 AGREES, PARTS, UNTESTED = "agrees", "parts", "not tested"
@@ -136,7 +136,7 @@ def render(paper: PaperReport, runs: pd.DataFrame, diagnostics: list[str]) -> st
     lines = [f"# {paper.title}", "", *paper.setup, "", *not_complete_note(runs),
              "## Paper and ours, side by side", "",
              f"One row per result of the paper ({tally}); `paper_vs_ours.csv` holds the same table.", "",
-             *rules_note(paper.claims_file), _table(table.rename(columns=str.capitalize)), ""]  # fmt: skip
+             *rules_note(paper.claims_file), markdown_table(table.rename(columns=str.capitalize)), ""]  # fmt: skip
     for section in paper.sections:
         lines += [*section, ""]
     for caption, name in paper.figures.items():

@@ -18,7 +18,6 @@ import pandas as pd
 
 from initstudy.report.figures import save
 from initstudy.report.load import SweepRuns
-from initstudy.report.markdown import _table
 from initstudy.report.papers.claims import (
     AGREES,
     PARTS,
@@ -38,6 +37,7 @@ from initstudy.report.papers.rules import (
 from initstudy.report.papers.rules import (
     load as load_rules,
 )
+from initstudy.report.tables import markdown_table
 
 XAVIER, HE = 1.0, 2.0  # init.scale: Var(w) = scale / fan_in
 NAMES = {XAVIER: "Xavier N(0, 1/n)", HE: "He N(0, 2/n)"}
@@ -219,7 +219,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "",
     ]
     if len(table):
-        section.append(_table(table))
+        section.append(markdown_table(table))
     return PaperReport(title="He et al. (2015), Figures 2 and 3, reproduced side by side", setup=setup,
                        claims=claims_of(seeds_frame), metrics=metrics, sections=[section], figures=drawn,
                        claims_file="conf/experiment/claims/he2015.yaml")  # fmt: skip

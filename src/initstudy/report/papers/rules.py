@@ -9,6 +9,7 @@ arithmetic identity or a rule the design cannot fail is "not counted", whatever 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,32 @@ def load(paper: str, root: Path | None = None) -> dict[str, Rule]:
             raise ClaimsFileError(f"{path}: claim {rule.id!r} twice")
         rules[rule.id] = rule
     return rules
+
+
+def stated(rule: Rule, path: Path, *, below: float = math.inf) -> float:
+    """``rule.value``, the number that decides the rule's verdicts, checked to be a positive number below
+    ``below`` that the rule's own words state: the printed rule and the number the code applies cannot part,
+    and a claims file that breaks this is refused in one line (``path`` names it) before any verdict."""
+    value = rule.value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < below:
+        raise ClaimsFileError(
+            f"{path}: claim {rule.id!r}: value {value!r} must be a number in (0, {below:g})"
+        )
+    if not re.search(rf"(?<![\d.]){re.escape(f'{value:g}')}(?![\d])", rule.rule):
+        raise ClaimsFileError(
+            f"{path}: claim {rule.id!r}: its rule does not state its value {value:g}: {rule.rule!r}"
+        )
+    return float(value)
+
+
+def stated_value(paper: str, rule_id: str, root: Path | None = None, *, below: float = math.inf) -> Rule:
+    """The rule ``rule_id`` of the claims file ``paper``, its ``value`` checked by :func:`stated`."""
+    rules = load(paper, root)
+    path = claims_path(paper, root)
+    if rule_id not in rules:
+        raise ClaimsFileError(f"{path}: no claim {rule_id!r} (the report judges by it)")
+    stated(rules[rule_id], path, below=below)
+    return rules[rule_id]
 
 
 def _rule(entry: Any, path: Path) -> Rule:

@@ -23,7 +23,6 @@ import pandas as pd
 from initstudy.core.style import colour_map
 from initstudy.report.figures import save
 from initstudy.report.load import SweepRuns
-from initstudy.report.markdown import _table
 from initstudy.report.papers.claims import (
     AGREES,
     INCONCLUSIVE,
@@ -35,6 +34,7 @@ from initstudy.report.papers.claims import (
 )
 from initstudy.report.papers.rules import Rule, judged
 from initstudy.report.papers.rules import load as load_rules
+from initstudy.report.tables import markdown_table
 
 ORTHOGONAL, GAUSSIAN = "orthogonal", "gaussian"
 LOSS_TARGET = 0.5  # the fixed training loss (window mean of the logged training loss; chance is 2.303)
@@ -222,7 +222,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     section = ["## Per depth", "", f"Steps to training loss < {LOSS_TARGET} at each learning rate (inf: not within "
                "the budget or diverged) and at the best one.", ""]  # fmt: skip
     if len(best):
-        section.append(_table(best))
+        section.append(markdown_table(best))
     metrics = {f"{r.init}.depth_{r.depth}": {"best_steps": r.best_steps, "best_lr": r.best_lr}
                for r in best.itertuples()} if len(best) else {}  # fmt: skip
     return PaperReport(title="Saxe et al. (2014), reproduced side by side", setup=setup,

@@ -25,7 +25,6 @@ from scipy.optimize import brentq
 from initstudy.nn.propagation import mean_field
 from initstudy.report.figures import save
 from initstudy.report.load import SweepRuns
-from initstudy.report.markdown import _table
 from initstudy.report.papers.claims import (
     AGREES,
     PARTS,
@@ -34,13 +33,21 @@ from initstudy.report.papers.claims import (
     complete,
     with_config_values,
 )
-from initstudy.report.papers.rules import Rule, judged, mcnemar_p
+from initstudy.report.papers.rules import Rule, claims_path, judged, mcnemar_p, stated
 from initstudy.report.papers.rules import load as load_rules
+from initstudy.report.tables import markdown_table
 
 TRAINS = 0.5  # final test accuracy at or above this: the cell trained (chance is 0.1)
 DEPTH_SCALES = 6.0  # the paper: trainable up to about 6 xi_c
 CRITICAL_TOLERANCE = 0.05  # our chi_1 = 1 root against the paper's (an identity check, not a verdict)
-ALPHA = 0.05  # the McNemar test's level (conf/experiment/claims/schoenholz2017.yaml)
+PAPER = "schoenholz2017"
+BOUND = "trainable_6_xi_c"  # its rule's value: the exact McNemar test's level (the claims file sets it)
+
+
+def mcnemar_level(rules: dict[str, Rule]) -> float:
+    """The level of the exact McNemar test behind the 6 xi_c verdict: the value of the rule
+    ``trainable_6_xi_c`` (conf/experiment/claims/schoenholz2017.yaml), a number in (0, 1) its words state."""
+    return stated(rules[BOUND], claims_path(PAPER), below=1)
 
 
 def critical_sigma_w2(activation: str, sigma_b2: float) -> float:
@@ -76,7 +83,7 @@ def correlation_claim(diagnostics_dir: Path | None, activation: str, sigma_b2: f
     phase: every network ends above 0.99"; beside it, how far measured and predicted sit apart and where the
     measured values break the recursion's monotone fall in sigma_w^2 (a finite width adds O(1/sqrt(width))
     fluctuations, and each sigma_w^2 is one network)."""
-    rule = (rules if rules is not None else load_rules("schoenholz2017"))["correlation_map"]
+    rule = (rules if rules is not None else load_rules(PAPER))["correlation_map"]
     path = None if diagnostics_dir is None else diagnostics_dir / "diagnostics.csv"
     if path is None or not path.is_file():
         return [judged(rule, ours="–", seeds=0, outcome=None, baseline="–", why="no diagnostics")]
@@ -121,12 +128,13 @@ def claims_of(table: pd.DataFrame, critical: float, rules: dict[str, Rule] | Non
     """The boundary (an identity, not counted), the 6 xi_c bound against the trivial rule "every cell trains"
     (an exact McNemar test over the cells where the two disagree) and the deepest trainable depth (censored by
     the depth grid, not counted), each by its rule in conf/experiment/claims/schoenholz2017.yaml."""
-    rules = rules if rules is not None else load_rules("schoenholz2017")
+    rules = rules if rules is not None else load_rules(PAPER)
+    level = mcnemar_level(rules)
     claims = [judged(rules["boundary"], ours=f"sigma_w^2 = {critical:.3f} (our mean-field recursion)", seeds=0,
                      outcome=AGREES if abs(critical - rules["boundary"].value) <= CRITICAL_TOLERANCE else PARTS,
                      baseline="–")]  # fmt: skip
     if table.empty:
-        return [*claims, judged(rules["trainable_6_xi_c"], ours="–", seeds=0, outcome=None, baseline="–",
+        return [*claims, judged(rules[BOUND], ours="–", seeds=0, outcome=None, baseline="–",
                                 why="no complete runs")]  # fmt: skip
     seeds = int(table.n_seeds.min()) if "n_seeds" in table.columns else 1
     matches = table.predicted_trainable == table.trained
@@ -136,9 +144,9 @@ def claims_of(table: pd.DataFrame, critical: float, rules: dict[str, Rule] | Non
     wrong = table[~matches]
     listed = ", ".join(f"(σw²={r.sigma_w2:g}, L={r.depth}: acc {r.test_acc:.2f}, 6ξc={r.bound_6_xi_c:.0f})"
                        for r in wrong.itertuples())  # fmt: skip
-    beats = only_bound + only_trivial > 0 and p_value <= ALPHA
+    beats = only_bound + only_trivial > 0 and p_value <= level
     claims.append(judged(
-        rules["trainable_6_xi_c"],
+        rules[BOUND],
         ours=f"{int(matches.sum())}/{len(table)} cells as predicted" + (f"; not: {listed}" if listed else ""),
         seeds=seeds, outcome=AGREES if beats else PARTS, seeds_note="per cell",
         baseline=f"{int(trivial.sum())}/{len(table)} cells; the bound alone right in {only_bound}, the trivial rule "
@@ -188,6 +196,8 @@ def figure(table: pd.DataFrame, activation: str, sigma_b2: float, critical: floa
 
 
 def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None) -> PaperReport:
+    rules = load_rules(PAPER)
+    mcnemar_level(rules)  # a claims file without a usable level is refused before the mean field is solved
     runs = with_config_values(sweep.runs, ["init.scale", "init.bias_std"])
     config = sweep.config
     model, trainer, optimizer, data = (config.get(k, {}) for k in ("model", "trainer", "optimizer", "data"))
@@ -222,12 +232,13 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     ]  # fmt: skip
     section = ["## Per cell", ""]
     if len(table):
-        section.append(_table(table.sort_values(["sigma_w2", "depth"])))
+        section.append(markdown_table(table.sort_values(["sigma_w2", "depth"])))
     metrics = {"critical_sigma_w2": critical,
                "cells_as_predicted": int((table.predicted_trainable == table.trained).sum()) if len(table) else 0,
                "cells": len(table),
                "accuracy": {f"sigma_w2_{r.sigma_w2:g}.depth_{r.depth}": r.test_acc for r in table.itertuples()}}  # fmt: skip
     return PaperReport(title="Schoenholz et al. (2017), reproduced side by side", setup=setup,
-                       claims=[*claims_of(table, critical), *correlation_claim(diagnostics_dir, activation, sigma_b2)],
+                       claims=[*claims_of(table, critical, rules),
+                               *correlation_claim(diagnostics_dir, activation, sigma_b2, rules)],
                        metrics=metrics, sections=[section], figures=drawn,
                        claims_file="conf/experiment/claims/schoenholz2017.yaml")  # fmt: skip
