@@ -1,7 +1,8 @@
 """``hydra/launcher=stacked``: the basic launcher's jobs, with the jobs that can share a model trained as one.
 
 Hydra's launcher API, as its BasicLauncher uses it: ``config_loader.load_sweep_config`` composes each job
-(the batch is then checked as a whole: ``initstudy.sweep.preflight.check_batch``), ``run_job`` runs it (output folder, ``.hydra/`` files, job logging, callbacks, JobReturn). Planned units
+(the batch is then checked as a whole: ``initstudy.sweep.preflight.check_batch``), ``run_job`` runs it
+(output folder, ``.hydra/`` files, job logging, callbacks, JobReturn). Planned units
 (initstudy.stacked.grouping) run in job order in this process, or with ``n_jobs`` > 1 in as many worker
 processes (initstudy.stacked.workers), each unit as here:
 

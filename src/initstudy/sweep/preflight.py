@@ -75,21 +75,34 @@ def refuse(message: str, status: int = 2) -> None:
 
 
 class Session(contextlib.ExitStack):
-    """What a launch holds open (lock, staging folder, parent run), unwound in reverse by :func:`end_session`;
-    for a sweep also Hydra's ``multirun.yaml`` as it was before: Hydra's sweeper rewrites it before it hands the
-    launcher the first batch, and a sweep refused before any job ran (its first batch refused by the sweeper's
-    own check or by :func:`check_batch`) changed nothing, so the file goes back."""
+    """What a launch holds open (lock, staging folder, parent run; :meth:`open`), unwound in reverse by
+    :func:`end_session`. A sweep's session starts before Hydra's sweeper writes anything, holding nothing yet:
+    Hydra then saves ``multirun.yaml`` into the sweep root (making the root) before it hands the launcher a
+    batch, and a sweep refused before any job ran (a batch refused by the sweeper's own check or by
+    :func:`check_batch`) has changed nothing, so the file goes back and a root Hydra made goes again."""
 
     def __init__(self, sweep_root: Path | None = None) -> None:
         super().__init__()
+        self.opened = False  # the lock is held
         self.launched = False  # a job may have run: the parent run exists, multirun.yaml is the sweep's
-        self.owns_manifest = (
-            False  # the first batch's claim (initstudy.runs.namespace): it writes the manifest
-        )
+        # Whether the sweep writes its root's manifest: the first batch's claim (initstudy.runs.namespace).
+        self.owns_manifest = False
+        self.sweep_root = sweep_root
+        self.root_existed = sweep_root is None or sweep_root.exists()
         self.multirun_yaml = sweep_root / HYDRA_MULTIRUN_FILE if sweep_root is not None else None
         self.multirun_before = (
             self.multirun_yaml.read_bytes() if self.multirun_yaml and self.multirun_yaml.is_file() else None
         )
+
+    def open(self, lock_dir: Path, first: DictConfig, config: DictConfig | None, launch: bool) -> None:
+        """Take the one-writer lock, then (a sweep) own the sweep root's staging folder, then (``launch``)
+        create the MLflow experiment and, for a sweep, its parent run."""
+        self.enter_context(locking.exclusive(lock_dir / rundir.LOCK_NAME, "training runs"))
+        if config is not None:
+            self.enter_context(sweep_folder(lock_dir))
+        self.opened = True
+        if launch or config is None:
+            self.launch(first, config)
 
     def launch(self, first: DictConfig, config: DictConfig | None, jobs: Sequence[Job] | None = None) -> None:
         """Jobs are about to run: the sweep's MLflow parent run is created (or reused) now."""
@@ -97,13 +110,16 @@ class Session(contextlib.ExitStack):
             self.enter_context(mlflow_parent(first, config, jobs))
             self.launched = True
 
-    def restore_multirun_yaml(self) -> None:
-        if self.multirun_yaml is None or self.launched:
+    def undo_hydra_files(self) -> None:
+        """Hydra's ``multirun.yaml`` as it was before a sweep that ran nothing; the root, if Hydra made it."""
+        if self.multirun_yaml is None or self.sweep_root is None or self.launched:
             return
         if self.multirun_before is None:
             self.multirun_yaml.unlink(missing_ok=True)
         else:
             atomic.write_bytes(self.multirun_yaml, self.multirun_before)
+        if not self.root_existed and self.sweep_root.is_dir() and not any(self.sweep_root.iterdir()):
+            self.sweep_root.rmdir()
 
 
 def refusing(hook: F) -> F:
@@ -180,17 +196,18 @@ class Preflight(Callback):
         sweep_root = rundir.check_sweep_root(sweep_dir, root)
         # A tuning sweep's root is its own (initstudy.runs.namespace); a grid's jobs are claimed as a batch
         # (check_batch) or, under a launcher that does not check batches, each as it starts.
+        self.checks_jobs = not batches_checked and grid
+        self.adds_to_manifest = False
+        start_sweep(sweep_root)
+        if batches_checked and grid:  # nothing is written before the first batch is checked (check_batch)
+            log.info("sweep by %s -> %s", config.hydra.sweeper.get("_target_"), sweep_dir)
+            return
         claim = None if grid else claim_namespace(config, None, sweep_root=sweep_root)
-        if batches_checked:
-            check_store(config)  # the accelerator with the first batch, once its numerics are set
-        else:
-            check_services(config)
+        check_services(config)
         open_session(sweep_root, config, config=config, launch=not batches_checked)
         if claim is not None:
             claim.clear_leftovers()
         rundir.stamp_sweep_root(sweep_root)
-        self.checks_jobs = not batches_checked and grid
-        self.adds_to_manifest = False
         if not batches_checked:
             self.adds_to_manifest = (
                 claim.owns_manifest if claim is not None else manifest_owned(config, sweep_root)
@@ -328,13 +345,29 @@ def check_batch(
     """:func:`check_jobs` on a batch of the sweep whose config is ``config``; then, before the first job runs,
     the sweep's MLflow parent run. A refusal ends the session (:func:`refusing`), which puts back the
     ``multirun.yaml`` Hydra's sweeper replaced."""
-    jobs = check_jobs(config, configs, job_overrides, first)
-    if _session is not None:
-        _session.launch(configs[0], config, jobs if sweep_jobs.is_grid(config.hydra) else None)
+    jobs = check_jobs(config, configs, job_overrides)
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_root = Path(final_path(sweep_dir))
+    claim = claim_namespace(config, jobs, sweep_root=sweep_root)
+    if _session is None or not _session.opened:
+        check_store(configs[0])
+        open_session(sweep_root, configs[0], config=config, launch=False)
+        rundir.stamp_sweep_root(sweep_root)
+    assert _session is not None
+    claim.clear_leftovers()
+    if first:
+        _session.owns_manifest = claim.owns_manifest
+    if _session.owns_manifest:
+        if first:
+            manifest.write_manifest(jobs, sweep_dir)
+        else:
+            for job in jobs:
+                manifest.append_to_manifest(job, sweep_dir)
+    _session.launch(configs[0], config, jobs if sweep_jobs.is_grid(config.hydra) else None)
 
 
 def check_jobs(
-    config: DictConfig, configs: Sequence[DictConfig], job_overrides: Sequence[Sequence[str]], first: bool
+    config: DictConfig, configs: Sequence[DictConfig], job_overrides: Sequence[Sequence[str]]
 ) -> list[Job]:
     """The jobs Hydra's sweeper handed the launcher, as Hydra composed them (``load_sweep_config``: every
     interpolation, ``hydra.sweep.subdir`` included, resolved in each job's own config), checked before any
@@ -352,17 +385,7 @@ def check_jobs(
     sweep_root = Path(final_path(sweep_dir))
     for job in jobs:
         rundir.check_run_folder(sweep_root / job.run_dir.relative_to(sweep_dir), root)
-    claim = claim_namespace(config, jobs, sweep_root=sweep_root)
-    claim.clear_leftovers()  # the lock is held (on_multirun_start)
-    if first and _session is not None:
-        _session.owns_manifest = claim.owns_manifest
-    log.info("batch of %d runs checked -> %s", len(jobs), sweep_dir)
-    if _session is not None and _session.owns_manifest:
-        if first:
-            manifest.write_manifest(jobs, sweep_dir)
-        else:
-            for job in jobs:
-                manifest.append_to_manifest(job, sweep_dir)
+    log.info("%d runs checked -> %s", len(jobs), sweep_dir)  # one batch of the sweep
     return jobs
 
 
@@ -393,23 +416,29 @@ def sweep_id(config: DictConfig, jobs: Sequence[Job] | None = None) -> str:
 
 
 def open_session(lock_dir: Path, first: DictConfig, config: DictConfig | None, launch: bool = True) -> None:
-    """Take the one-writer lock, then (a sweep) own the sweep root's staging folder, then create the MLflow
-    experiment and, for a sweep, its parent run (``launch``; else once the first batch is admitted,
-    :func:`check_batch`): all stay open until :func:`end_session`, which unwinds them in reverse."""
+    """:meth:`Session.open` on this launch's session (a sweep's, made when it started, or a new one); all
+    stays open until :func:`end_session`, which unwinds it in reverse. The parent run of a sweep whose batches
+    are checked is created once the first batch is admitted (:func:`check_batch`)."""
+    global _session
+    if _session is not None and _session.opened:  # left open by an earlier launch in this process
+        _session.close()
+        _session = None
+    session = _session if _session is not None else Session(lock_dir if config is not None else None)
+    try:
+        session.open(lock_dir, first, config, launch)
+    except BaseException:
+        session.close()
+        _session = None
+        raise
+    _session = session
+
+
+def start_sweep(sweep_root: Path) -> None:
+    """A sweep's session, holding nothing yet: what Hydra's sweeper is about to write can be undone."""
     global _session
     if _session is not None:  # left open by an earlier launch in this process
         _session.close()
-    stack = Session(lock_dir if config is not None else None)
-    try:
-        stack.enter_context(locking.exclusive(lock_dir / rundir.LOCK_NAME, "training runs"))
-        if config is not None:
-            stack.enter_context(sweep_folder(lock_dir))
-        if launch or config is None:
-            stack.launch(first, config)
-    except BaseException:
-        stack.close()
-        raise
-    _session = stack
+    _session = Session(sweep_root)
 
 
 def end_session(error: BaseException | None) -> None:
@@ -420,7 +449,7 @@ def end_session(error: BaseException | None) -> None:
     if stack is None:
         return
     if error is not None:
-        stack.restore_multirun_yaml()
+        stack.undo_hydra_files()
     if error is None:
         stack.close()
     else:

@@ -9,7 +9,7 @@ line on stderr and exit status 2.
     python -m initstudy.train                                   # one run: params.yaml as it is
     python -m initstudy.train init=he_uniform seed=3            # one run, overridden
     python -m initstudy.train --multirun                        # the default sweep (params.yaml)
-    python -m initstudy.train -m init=zeros,he_uniform seed=0,1 hydra/launcher=joblib
+    python -m initstudy.train -m init=zeros,he_uniform seed=0,1 hydra.sweep.dir=runs_try
     python -m initstudy.train -m hydra/launcher=stacked         # jobs equal but for init, seed: one model
     python -m initstudy.train -m optimizer.lr=0.001,0.003       # runs/optimizer.lr=0.001/<init>/seed_<n>
     python -m initstudy.train -m hydra/sweeper=tune init=he_uniform seed=0 'optimizer.lr=tag(log,interval(1e-4,1e-1))'
