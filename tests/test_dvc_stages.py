@@ -71,6 +71,9 @@ def config_targets(folder: Path, prefix: str) -> set[str]:
     return targets
 
 
+THIRD_PARTY_PLUGINS = ["hydra_plugins"]  # imported by name only from the project's launchers (run as scripts)
+
+
 def project_launchers() -> set[Path]:
     """The files of the project's own launchers (conf/hydra/launcher/, e.g. ``stacked``): every one, not only
     the one a stage's command names. Any launcher may write the runs a stage then reuses (a sweep started by
@@ -86,7 +89,9 @@ def project_launchers() -> set[Path]:
 
 def imported_files(script: Path, extra_modules: set[str] = frozenset()) -> set[Path]:
     """The files ``script`` imports at any depth (lazy imports included), plus ``extra_modules``'."""
-    finder = modulefinder.ModuleFinder(path=[str(SOURCE)])
+    # Third-party Hydra plugins share the hydra_plugins namespace package, which modulefinder cannot follow
+    # out of src/ (the SLURM launcher extends submitit's): not project code, left out.
+    finder = modulefinder.ModuleFinder(path=[str(SOURCE)], excludes=THIRD_PARTY_PLUGINS)
     finder.run_script(str(script))
     for name in extra_modules:
         finder.import_hook(name)

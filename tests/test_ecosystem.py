@@ -57,9 +57,11 @@ def test_submitit_local_sweep_completes_every_run_under_one_mlflow_parent(synthe
         timeout=300,
     )
     output = result.stdout + result.stderr
-    assert "sweep of 4 runs" in output and "Submitit 'local' sweep output dir" in output, output[-3000:]
+    # submitit's local launcher does not check batches: each job is checked, and added to the manifest, as it
+    # starts (in the order the jobs start); the sweep is still every job of the grid.
+    assert "Submitit 'local' sweep output dir" in output, output[-3000:]
     manifest = pd.read_csv(repo / "runs/manifest.csv")
-    assert list(zip(manifest.init, manifest.seed, strict=True)) == SWEEP
+    assert sorted(zip(manifest.init, manifest.seed, strict=True)) == sorted(SWEEP)
     recorded = {}
     for init, seed in SWEEP:
         run_dir = repo / "runs" / init / f"seed_{seed}"
@@ -96,7 +98,7 @@ def test_slurm_launcher_options_compose_with_the_study_resources(case: str, monk
     option, extra, expected = LAUNCHERS[case]
     overrides = [f"hydra/launcher={option}", *extra]
     launcher = compose_config(overrides, return_hydra_config=True).hydra.launcher
-    assert launcher._target_.endswith(".SlurmLauncher")
+    assert launcher._target_.endswith("SlurmLauncher")  # submitit's, or the project's extension of it
     assert {key: launcher[key] for key in expected} == expected
     assert launcher.submitit_folder == "runs/.submitit/%j"
     if option != "submitit_slurm":

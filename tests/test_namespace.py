@@ -190,7 +190,7 @@ RUNNING_CASES = [
         ["--multirun", "init=zeros", "seed=0", "optimizer.lr=0.002,0.003", "data.train_size=100"],
         "left as it is",
     ),
-    ([*TUNE, "data.train_size=100"], "sweep chosen by"),
+    ([*TUNE, "data.train_size=100"], "sweep by"),
 ]
 
 

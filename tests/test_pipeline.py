@@ -37,7 +37,7 @@ def search_runs(repo: Path) -> list:
 def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     first = run(python_module("initstudy.train", "--multirun"), repo)
-    assert "sweep of 4 runs" in first.stderr + first.stdout
+    assert "4 runs checked" in first.stderr + first.stdout
     manifest = pd.read_csv(repo / "runs/manifest.csv")
     assert list(zip(manifest.init, manifest.seed, strict=True)) == SWEEP
     results, numerics_records = {}, set()

@@ -163,8 +163,8 @@ def test_sigterm_to_the_launcher_ends_its_in_flight_runs_killed(repo: Path, laun
 @pytest.mark.slow
 def test_a_stopped_single_run_exits_143_and_its_run_is_killed(repo: Path):
     before = digest(repo / "runs" / RUNS[0])
-    process = start(python_module("initstudy.train", "init=he_uniform", "seed=0", "trainer.max_epochs=2"), repo,
-                    pause_at="fitting")  # fmt: skip
+    edit_params(repo, trainer__max_epochs=2)  # the study's new config: its run may replace the finished one
+    process = start(python_module("initstudy.train", "init=he_uniform", "seed=0"), repo, pause_at="fitting")
     output = stop_when_paused(process, "fitting", signal.SIGTERM)
     assert_stopped(output, process, signal.SIGTERM)
     assert digest(repo / "runs" / RUNS[0]) == before

@@ -71,7 +71,7 @@ def test_each_run_is_a_slurm_job_with_the_basic_launchers_results(
     result = run(python_module("initstudy.train", *TWO_RUNS, *services.slurm_overrides()), repo, env=env,
                  timeout=600)  # fmt: skip
     output = result.stdout + result.stderr
-    assert "sweep of 2 runs" in output and "Submitit 'slurm' sweep output dir" in output, output[-3000:]
+    assert "2 runs checked" in output and "Submitit 'slurm' sweep output dir" in output, output[-3000:]
 
     # Same bytes as the basic launcher (numerics=portable: one thread, pinned kernels, in both).
     assert len(results(repo)) == 4 and results(repo) == results(basic)
@@ -174,7 +174,7 @@ def test_a_cancelled_job_and_a_killed_launcher_lose_nothing(
 
     # The same command again: the two complete runs are skipped untouched, the cancelled one is trained.
     again = run(command, repo, env=slurm_cluster.env, timeout=600)
-    assert "sweep of 3 runs" in again.stdout + again.stderr
+    assert "3 runs checked" in again.stdout + again.stderr
     jobs = submitit_jobs(repo)
     assert len(jobs) == 6, jobs
     # Every job of the sweep is submitted again; those whose run is complete only check it and end.

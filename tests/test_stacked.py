@@ -278,9 +278,9 @@ def test_stacked_sweep_writes_what_the_basic_launcher_writes_and_resumes_member_
         "4 jobs: 4 in 2 stacked group(s) of at most 3, 0 one by one; 2 worker process(es), 1 thread(s)"
         in (stacked.stdout + stacked.stderr)
     )
-    # Hydra's sweeper check and the launcher took the pre-flight's configs (launch.PlannedConfigLoader): each
-    # job composed once, and its run folder still byte for byte the basic launcher's (.hydra/ files included).
-    assert "job configs: 8 from the pre-flight, 0 composed" in stacked.stdout + stacked.stderr
+    # Hydra's sweeper check, the pre-flight's batch check and the launcher shared one composition of each job
+    # (sweep.launching.ComposeOnce), and its run folder is still byte for byte the basic launcher's (.hydra/).
+    assert "job configs: 4 composed by Hydra, 4 reused" in stacked.stdout + stacked.stderr
     assert run_folder_bytes(repo) == basic
     for init, seed in SWEEP:
         folder = repo / "runs" / init / f"seed_{seed}"
@@ -354,16 +354,19 @@ def test_workers_die_with_a_killed_launcher_and_the_rerun_completes_every_run(sy
         assert rundir.is_complete(folder, rundir.read_marker(folder)["identity"])
 
 
-def test_a_planned_job_config_is_what_hydras_loader_composes(monkeypatch):
-    """PlannedConfigLoader hands Hydra's sweeper and launcher a copy of the pre-flight's config: equal to
-    what Hydra's own loader composes for the same overrides (hydra node included), and a copy."""
+def test_a_job_config_composed_once_is_what_hydras_loader_composes(monkeypatch):
+    """ComposeOnce hands Hydra's sweeper, the batch check and the launcher a copy of what Hydra's own loader
+    composed for the same overrides (hydra node included), composing each job once; a pickled loader (a SLURM
+    job) carries no other job's config."""
+    import pickle
+
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from initstudy.config.compose import PRIMARY_CONFIG
     from initstudy.core.paths import repo_root
-    from initstudy.sweep import preflight as preflight
+    from initstudy.sweep.launching import ComposeOnce
 
     monkeypatch.chdir(repo_root())
     job = ["experiment=depth", "init=orthogonal_critical", "model.activation=relu", "model.depth=5", "seed=3"]
@@ -372,21 +375,17 @@ def test_a_planned_job_config_is_what_hydras_loader_composes(monkeypatch):
         master = compose(PRIMARY_CONFIG, overrides=["hydra.job.chdir=false"], return_hydra_config=True)
         master.hydra.job.config_name = PRIMARY_CONFIG
         hydra_loader = GlobalHydra.instance().config_loader()
-        hydra_overrides = list(master.hydra.overrides.hydra)
-        # Only this test's plan (an earlier in-process sweep of the suite may have planned other jobs).
-        monkeypatch.setattr(
-            preflight, "_composed", {tuple(job): preflight.compose_job(hydra_overrides + job)}
-        )
-        planned = preflight.PlannedConfigLoader(hydra_loader)
-        for overrides in (job, other):
-            ours = planned.load_sweep_config(master, list(overrides))
+        once = ComposeOnce(hydra_loader)
+        for overrides in (job, other, job):
+            ours = once.load_sweep_config(master, list(overrides))
             hydras = hydra_loader.load_sweep_config(master, list(overrides))
             assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras)
-        assert (planned.reused, planned.composed) == (1, 1)
-        copy = planned.load_sweep_config(master, list(job))
+        assert (len(once.composed), once.hits) == (2, 1)
+        copy = once.load_sweep_config(master, list(job))
         copy.seed = 4
-        assert preflight._composed[tuple(job)].seed == 3
-        assert planned.load_sweep_config(master, list(job)).init.gain == 2**0.5
+        assert once.load_sweep_config(master, list(job)).seed == 3
+        assert once.load_sweep_config(master, list(job)).init.gain == 2**0.5
+        assert pickle.loads(pickle.dumps(once)).composed == {}
 
 
 def test_workers_take_the_unit_with_the_most_work_first(monkeypatch):

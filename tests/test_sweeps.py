@@ -128,6 +128,17 @@ def test_a_job_the_preflight_did_not_plan_is_refused_before_it_trains(at_repo, t
         preflight.admit(tmp_path / "never-seen")
 
 
+@pytest.mark.parametrize(
+    ("launcher", "checks"),
+    [("sequential", True), ("stacked", True), ("slurm", True), ("slurm_gpu", True), ("basic", False)],
+)
+def test_the_project_launchers_check_each_batch_hydra_hands_them(at_repo, launcher, checks):
+    from initstudy.sweep.preflight import launcher_checks_batches
+
+    cfg = compose_config([f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert launcher_checks_batches(cfg) is checks
+
+
 def test_hydra_is_used_through_its_public_api_only():
     offenders = [
         str(path.relative_to(REPO))
@@ -169,10 +180,12 @@ def test_a_sweep_over_learning_rate_resumes_without_touching_a_file(data_repo: P
         assert entry.run_dir == f"{entry.group}/{entry.init}/seed_0"
         assert rundir.is_complete(data_repo / "runs" / entry.run_dir, entry.identity)
     assert not (data_repo / "runs/.staging").exists()
+    # The diagnose stage's own listing of a grid (jobs.plan) is the jobs Hydra's sweeper made, in its order.
+    assert list(manifest.run_dir) == [folder.removeprefix("runs/") for folder in folders(sweep[1:])]
     before = digest(data_repo / "runs")
 
     again = run(python_module("initstudy.train", *sweep), data_repo)
-    assert (again.stdout + again.stderr).count("skipped") == 4
+    assert (again.stdout + again.stderr).count("skipped") == 4, again.stdout + again.stderr
     assert digest(data_repo / "runs") == before
 
 
@@ -222,8 +235,25 @@ def test_a_trial_the_tuner_chose_is_validated_before_it_trains(data_repo: Path):
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
     assert last.startswith("error: invalid optimizer.lr=-0.") and "positive number" in last, last
     leftovers = [p for p in (data_repo / "runs_tune").rglob("*") if p.is_file()]
-    assert sorted(p.name for p in leftovers) == [".initstudy-runs", ".initstudy.lock", "manifest.csv"]
-    assert len(pd.read_csv(data_repo / "runs_tune/manifest.csv")) == 0
+    # The refused trial's batch wrote no manifest (the root's stamp and lock are the sweep's own).
+    assert sorted(p.name for p in leftovers) == [".initstudy-runs", ".initstudy.lock"]
+
+
+@pytest.mark.slow
+def test_each_batch_hydras_sweeper_makes_is_checked_before_it_runs(data_repo: Path):
+    """Hydra's basic sweeper cuts the grid into batches of ``max_batch_size``; the launcher checks each batch
+    as Hydra composed it: the first batch trains and writes the manifest, the second (a bad learning rate)
+    is refused in one line before it runs, leaving the first run complete and nothing of the second."""
+    sweep = ["--multirun", "init=he_uniform", "seed=0", "optimizer.lr=0.001,0", "hydra.sweeper.max_batch_size=1",
+             "data.train_size=200"]  # fmt: skip
+    result = run(python_module("initstudy.train", *sweep), data_repo, check=False)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(lines) == 1 and "optimizer.lr=0" in lines[0], result.stderr
+    manifest = pd.read_csv(data_repo / "runs/manifest.csv", keep_default_na=False)
+    assert list(manifest.run_dir) == ["optimizer.lr=0.001/he_uniform/seed_0"]
+    assert rundir.is_complete(data_repo / "runs" / manifest.run_dir[0], manifest.identity[0])
+    assert not (data_repo / "runs/optimizer.lr=0").exists()
+    assert "1 runs checked" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ EPILOG = """most used overrides (train):
   seed=<int>                  trainer.max_epochs=<int>   data.batch_size=<int>   data.train_size=<int|null>
   optimizer=adam|sgd          optimizer.lr=<float>
   model.hidden_sizes=[256,128]   model.activation=relu|tanh|sigmoid|gelu|selu|...
-  hydra/launcher=basic|joblib|stacked|submitit_local|slurm|slurm_gpu    logger=offline
+  hydra/launcher=sequential|stacked|slurm|slurm_gpu|basic|joblib|submitit_local    logger=offline
 
 examples:
   initstudy train init=he_uniform seed=3        # a run of the study's config (params.yaml)

@@ -1,7 +1,8 @@
 """``hydra/launcher=stacked``: the basic launcher's jobs, with the jobs that can share a model trained as one.
 
-Hydra's launcher API, as its BasicLauncher uses it: ``config_loader.load_sweep_config`` composes each job,
-``run_job`` runs it (output folder, ``.hydra/`` files, job logging, callbacks, JobReturn). Planned units
+Hydra's launcher API, as its BasicLauncher uses it: ``config_loader.load_sweep_config`` composes each job
+(the batch is then checked as a whole: ``initstudy.sweep.preflight.check_batch``), ``run_job`` runs it
+(output folder, ``.hydra/`` files, job logging, callbacks, JobReturn). Planned units
 (initstudy.stacked.grouping) run in job order in this process, or with ``n_jobs`` > 1 in as many worker
 processes (initstudy.stacked.workers), each unit as here:
 
@@ -30,8 +31,8 @@ from omegaconf import DictConfig, open_dict
 from initstudy.runs import rundir
 from initstudy.stacked import grouping
 from initstudy.stacked.units import run_unit
-from initstudy.sweep import jobs
-from initstudy.sweep.preflight import PlannedConfigLoader
+from initstudy.sweep import jobs, preflight
+from initstudy.sweep.launching import ComposeOnce
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,21 @@ def launch(
     max_models: int,
     n_jobs: int = 1,
     threads: int = 1,
+    first: bool = True,
 ) -> list[JobReturn]:
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     configs = [job_config(hydra_context, config, overrides, initial_job_idx + i)
                for i, overrides in enumerate(job_overrides)]  # fmt: skip
+    preflight.check_batch(config, configs, job_overrides, first)  # every job of the batch, before any runs
     candidates = [
         grouping.Candidate(i, jobs.task_config(cfg), is_complete(cfg)) for i, cfg in enumerate(configs)
     ]
     loader = hydra_context.config_loader
-    if isinstance(loader, PlannedConfigLoader):
-        log.info("job configs: %d from the pre-flight, %d composed (the sweeper's check and this launcher's)",
-                 loader.reused, loader.composed)  # fmt: skip
+    if isinstance(loader, ComposeOnce):
+        log.info("job configs: %d composed by Hydra, %d reused (the sweeper's check and this launcher's)",
+                 len(loader.composed), loader.hits)  # fmt: skip
     workers = grouping.worker_count(n_jobs)
     units = grouping.plan(candidates, max_models, workers)
     workers = min(workers, len(units))

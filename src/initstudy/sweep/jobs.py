@@ -1,10 +1,12 @@
 """A sweep's jobs, and where each job lands, known before anything runs.
 
-Knowing every job up front lets the launcher validate all of them (a bad value fails the whole sweep before
-the first run, not at run 17) and write the manifest: the list of run folders that make up *this* sweep,
-which is all the report reads, so a stale folder from an older sweep can never leak into a result. For a
-grid (Hydra's basic sweeper) the jobs follow from the overrides alone (:func:`grid`); a tuning sweeper
-(Optuna) picks its jobs as results come in, and :mod:`initstudy.sweep.preflight` checks each one as it starts.
+Training takes its jobs from Hydra: the sweeper makes them, the project's launchers check each batch as
+Hydra composed it (:func:`initstudy.sweep.preflight.check_batch`: a bad value fails the batch before its first
+run, not at run 17) and write the manifest: the list of run folders that make up *this* sweep, which is all
+the report reads, so a stale folder from an older sweep can never leak into a result. What a job is and where
+it lands (:func:`make_job`) is defined here for both. The diagnose stage, which runs no Hydra sweep, lists the
+jobs of the study's grid itself (:func:`plan`, with :func:`grid`: the basic sweeper's documented semantics,
+tested against the manifest a sweep writes).
 
 Where a job lands is Hydra's ``hydra.sweep.dir``/``hydra.sweep.subdir`` (``hydra.run.dir`` for one run),
 with two resolvers registered here: ``${initstudy.group:}`` (the readable level that keeps jobs which differ
@@ -96,8 +98,8 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
 def grid(arguments: Sequence[str]) -> list[list[str]]:
     """The jobs Hydra's basic sweeper makes of ``arguments`` (its ``params`` first, then the command line):
     one value per key, the command line winning for a key given twice, every combination of the swept
-    values in Hydra's order. The documented semantics of the grid, computed with Hydra's public parser; the
-    pre-flight checks that each job Hydra then starts is one of these (:mod:`initstudy.sweep.preflight`)."""
+    values in Hydra's order. The documented semantics of the grid, computed with Hydra's public parser, for
+    the diagnose stage, which lists the study's jobs without running a sweep; training takes Hydra's own."""
     choices: dict[str, list[str]] = {}
     for override in parse(arguments):
         key = override.get_key_element()

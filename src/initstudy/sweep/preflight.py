@@ -1,18 +1,21 @@
-"""The training pre-flight as a Hydra callback: nothing runs before every job is known to be valid.
+"""The training pre-flight: nothing runs before it is known to be valid.
 
-Registered in ``conf/hydra/study.yaml`` (``hydra.callbacks.preflight``), so it runs under any sweeper and
-launcher Hydra is given:
+Hydra makes the jobs (its sweeper expands the grid, its config loader composes each job); the project checks
+what Hydra produced, through Hydra's extension points:
 
-- ``on_run_start`` (one run) and ``on_multirun_start`` (a sweep), in the launching process, before Hydra
-  writes anything: the numerics environment is set (before torch starts), every job of a grid is composed
-  once and validated, the data files verified, every destination checked, the MLflow store checked; then the
-  one-writer lock is taken, the manifest written and the sweep's MLflow parent run created (or reused: a
-  restarted sweep finds its own by :func:`sweep_id`).
-- ``on_job_start``, in the process that runs the job: a job of a grid must be the one planned (same run
-  folder, same identity); a job a tuning sweeper (Optuna) chose as it went is validated now, its folder
-  checked and added to the manifest. The verdict is handed to the job itself (:func:`admit`): Hydra turns
-  an exception raised in a callback into a warning and runs on, so a refusal has to stop the job from inside.
-- ``on_multirun_end`` / ``on_run_end``: the lock released, the parent run ended, the staging folder pruned.
+- A Hydra callback, registered in ``conf/hydra/study.yaml`` (``hydra.callbacks.preflight``), so that it runs
+  under any sweeper and launcher: ``on_run_start`` (one run) and ``on_multirun_start`` (a sweep), in the
+  launching process, before Hydra writes anything: the numerics environment, the destinations, the MLflow
+  store; then the one-writer lock is taken and the sweep's MLflow parent run created (or reused: a restarted
+  sweep finds its own by :func:`sweep_id`). ``on_multirun_end`` / ``on_run_end``: the lock released, the
+  parent run ended, the staging folder pruned.
+- The project's launchers (:class:`ChecksBatches`: hydra_plugins.initstudy_stacked) call :func:`check_batch`
+  on each batch the sweeper hands them, as Hydra composed it, before any job of it runs: every job validated,
+  no two in one folder, the data verified, every run folder checked, the manifest written.
+- ``on_job_start``, in the process that runs the job, on the config Hydra composed for it: the job validated,
+  its folder checked and (a tuning sweeper's choice, or a job of a launcher that does not check batches) added
+  to the manifest. The verdict is handed to the job itself (:func:`admit`): Hydra turns an exception raised in
+  a callback into a warning and runs on, so a refusal has to stop the job from inside.
 
 A refusal in the launching process is one line ``error: ...`` on stderr and exit status 2 (``SystemExit``,
 which Hydra's callback runner lets through); :func:`end_session` closes whatever a failed sweep left open.
@@ -21,7 +24,6 @@ which Hydra's callback runner lets through); :func:`end_session` closes whatever
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import hashlib
 import logging
@@ -33,40 +35,35 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from hydra import compose
-from hydra.core.config_loader import ConfigLoader
-from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from initstudy.config import numerics
-from initstudy.config.compose import PRIMARY_CONFIG, one_line
+from initstudy.config.compose import config_hash
 from initstudy.config.validate import check_accelerator
-from initstudy.core import locking, provenance, signals
+from initstudy.core import atomic, locking, provenance, signals
 from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.paths import repo_root
 from initstudy.runs import manifest, namespace, rundir
 from initstudy.sweep import jobs as sweep_jobs
 from initstudy.sweep import search_space
 from initstudy.sweep.jobs import Job
+from initstudy.sweep.launching import ChecksBatches
 from initstudy.tracking import liveness, store
 
 log = logging.getLogger("initstudy.train")
 
-SWEEP_SIZE_ENV = "INITSTUDY_SWEEP_SIZE"
 PREFLIGHT_ERRORS = (ConfigError, store.TrackingUnavailable, locking.LockHeld)
 OPTUNA_RESULTS = rundir.TUNING_RESULTS
+HYDRA_MULTIRUN_FILE = "multirun.yaml"  # Hydra's sweepers save the sweep's config there
 ORPHAN_WAIT_S = 10.0  # how long a stopped sweep's workers may take to die before their runs are judged
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Every job of a grid as the pre-flight composed it, by the job's overrides: what Hydra's load_sweep_config
-# returns for them (the same loader, overrides and run mode; see PlannedConfigLoader). Kept for the launch.
-_composed: dict[tuple[str, ...], DictConfig] = {}
-
 # The launching process's open session (lock, parent run); a module global, not callback state: Hydra pickles
 # the callback into every job process.
-_session: contextlib.ExitStack | None = None
+_session: Session | None = None
 # Per job process: run folder -> None (admitted) or the reason it is refused (see admit()).
 _verdicts: dict[str, str | None] = {}
 
@@ -75,6 +72,54 @@ def refuse(message: str, status: int = 2) -> None:
     """One line on stderr and the exit status: how every refusal of the pre-flight ends."""
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
     raise SystemExit(status)
+
+
+class Session(contextlib.ExitStack):
+    """What a launch holds open (lock, staging folder, parent run; :meth:`open`), unwound in reverse by
+    :func:`end_session`. A sweep's session starts before Hydra's sweeper writes anything, holding nothing yet:
+    Hydra then saves ``multirun.yaml`` into the sweep root (making the root) before it hands the launcher a
+    batch, and a sweep refused before any job ran (a batch refused by the sweeper's own check or by
+    :func:`check_batch`) has changed nothing, so the file goes back and a root Hydra made goes again."""
+
+    def __init__(self, sweep_root: Path | None = None) -> None:
+        super().__init__()
+        self.opened = False  # the lock is held
+        self.launched = False  # a job may have run: the parent run exists, multirun.yaml is the sweep's
+        # Whether the sweep writes its root's manifest: the first batch's claim (initstudy.runs.namespace).
+        self.owns_manifest = False
+        self.sweep_root = sweep_root
+        self.root_existed = sweep_root is None or sweep_root.exists()
+        self.multirun_yaml = sweep_root / HYDRA_MULTIRUN_FILE if sweep_root is not None else None
+        self.multirun_before = (
+            self.multirun_yaml.read_bytes() if self.multirun_yaml and self.multirun_yaml.is_file() else None
+        )
+
+    def open(self, lock_dir: Path, first: DictConfig, config: DictConfig | None, launch: bool) -> None:
+        """Take the one-writer lock, then (a sweep) own the sweep root's staging folder, then (``launch``)
+        create the MLflow experiment and, for a sweep, its parent run."""
+        self.enter_context(locking.exclusive(lock_dir / rundir.LOCK_NAME, "training runs"))
+        if config is not None:
+            self.enter_context(sweep_folder(lock_dir))
+        self.opened = True
+        if launch or config is None:
+            self.launch(first, config)
+
+    def launch(self, first: DictConfig, config: DictConfig | None, jobs: Sequence[Job] | None = None) -> None:
+        """Jobs are about to run: the sweep's MLflow parent run is created (or reused) now."""
+        if not self.launched:
+            self.enter_context(mlflow_parent(first, config, jobs))
+            self.launched = True
+
+    def undo_hydra_files(self) -> None:
+        """Hydra's ``multirun.yaml`` as it was before a sweep that ran nothing; the root, if Hydra made it."""
+        if self.multirun_yaml is None or self.sweep_root is None or self.launched:
+            return
+        if self.multirun_before is None:
+            self.multirun_yaml.unlink(missing_ok=True)
+        else:
+            atomic.write_bytes(self.multirun_yaml, self.multirun_before)
+        if not self.root_existed and self.sweep_root.is_dir() and not any(self.sweep_root.iterdir()):
+            self.sweep_root.rmdir()
 
 
 def refusing(hook: F) -> F:
@@ -106,8 +151,11 @@ class Preflight(Callback):
     """Hydra callback: the pre-flight, the lock, the manifest and the MLflow parent run of a launch."""
 
     def __init__(self) -> None:
-        # final run folder -> identity, for the jobs known up front; None while a tuning sweeper picks them.
+        # One run: its final run folder -> identity. None for a sweep: each job is checked as it starts.
         self.planned: dict[str, str] | None = None
+        # A sweep under a launcher that does not check batches: each job claims its folder as it starts, and
+        # adds itself to the manifest if the sweep owns it (a launcher that checks batches does both).
+        self.checks_jobs = self.adds_to_manifest = False
 
     # ---- one run ----
 
@@ -121,7 +169,7 @@ class Preflight(Callback):
         run_dir = rundir.check_run_folder(job.run_dir, root)
         claim = claim_namespace(config, [job], sweep_root=None)
         check_services(config)
-        open_session(rundir.lock_dir_for(run_dir, root), config, config=None, jobs=None)
+        open_session(rundir.lock_dir_for(run_dir, root), config, config=None)
         claim.clear_leftovers()
         self.planned = {final_path(run_dir): job.identity}
 
@@ -139,51 +187,43 @@ class Preflight(Callback):
             config.hydra.overrides.task
         )
         os.environ[sweep_jobs.SWEPT_KEYS_ENV] = ",".join(sweep_jobs.swept_keys(arguments))
-        if sweep_jobs.is_grid(config.hydra):
-            jobs, first = self.plan_grid(config, arguments)
-        else:
-            jobs, first = None, self.check_base(config)
-        sweep_dir = Path(config.hydra.sweep.dir)
+        batches_checked, grid = launcher_checks_batches(config), sweep_jobs.is_grid(config.hydra)
+        if not batches_checked or not grid:
+            # The jobs are checked one by one as they start: the config they share is checked now.
+            self.check_base(config, tuning=not grid)
         root = repo_root()
+        sweep_dir = Path(config.hydra.sweep.dir)
         sweep_root = rundir.check_sweep_root(sweep_dir, root)
-        for job in jobs or ():
-            rundir.check_run_folder(sweep_root / job.run_dir.relative_to(sweep_dir), root)
-        claim = claim_namespace(config, jobs, sweep_root=sweep_root)
-        check_services(first)
-        open_session(sweep_root, first, config=config, jobs=jobs)
-        claim.clear_leftovers()
+        # A tuning sweep's root is its own (initstudy.runs.namespace); a grid's jobs are claimed as a batch
+        # (check_batch) or, under a launcher that does not check batches, each as it starts.
+        self.checks_jobs = not batches_checked and grid
+        self.adds_to_manifest = False
+        start_sweep(sweep_root)
+        if batches_checked and grid:  # nothing is written before the first batch is checked (check_batch)
+            log.info("sweep by %s -> %s", config.hydra.sweeper.get("_target_"), sweep_dir)
+            return
+        claim = None if grid else claim_namespace(config, None, sweep_root=sweep_root)
+        check_services(config)
+        open_session(sweep_root, config, config=config, launch=not batches_checked)
+        if claim is not None:
+            claim.clear_leftovers()
         rundir.stamp_sweep_root(sweep_root)
-        if claim.owns_manifest:
-            manifest.write_manifest(jobs or [], sweep_dir)
-        if jobs is not None:
-            os.environ[SWEEP_SIZE_ENV] = str(len(jobs))
-            self.planned = {final_path(sweep_root / job.run_dir.relative_to(sweep_dir)): job.identity
-                            for job in jobs}  # fmt: skip
-            log.info("sweep of %d runs -> %s", len(jobs), sweep_dir)
-        else:
-            log.info("sweep chosen by %s -> %s", config.hydra.sweeper.get("_target_"), sweep_dir)
+        if not batches_checked:
+            self.adds_to_manifest = (
+                claim.owns_manifest if claim is not None else manifest_owned(config, sweep_root)
+            )
+            if self.adds_to_manifest:
+                manifest.write_manifest([], sweep_dir)  # each job adds itself as it starts
+        log.info("sweep by %s -> %s", config.hydra.sweeper.get("_target_"), config.hydra.sweep.dir)
 
-    def plan_grid(self, config: DictConfig, arguments: Sequence[str]) -> tuple[list[Job], DictConfig]:
-        """Every job of a grid composed once (Hydra's own overrides included, as Hydra will compose it),
-        the numerics environment set from them, then each validated; the data checked once."""
-        lists = sweep_jobs.grid(arguments)
-        hydra_overrides = sweep_jobs.as_given(config.hydra.overrides.hydra)
-        configs = [compose_job(hydra_overrides + job) for job in lists]
-        numerics.apply_shared([numerics.from_config(cfg.numerics) for cfg in configs])
-        jobs = [sweep_jobs.make_job(cfg, job, multirun=True) for cfg, job in zip(configs, lists, strict=True)]
-        sweep_jobs.check_distinct(jobs)
-        sweep_jobs.check_data_files(configs)
-        _composed.clear()
-        _composed.update({tuple(job): cfg for job, cfg in zip(lists, configs, strict=True)})
-        return jobs, configs[0]
-
-    def check_base(self, config: DictConfig) -> DictConfig:
-        """A tuning sweep: the jobs are not known yet. The config they start from is checked now (numerics
-        environment, values, data files), each job again when it starts."""
+    def check_base(self, config: DictConfig, tuning: bool) -> DictConfig:
+        """The jobs are not known yet (a tuning sweeper picks them as it goes; a launcher that does not check
+        batches shows them to no one before they start): the config they start from is checked now
+        (numerics environment, values, data files), each job again when it starts."""
         numerics.apply_before_torch(numerics.from_config(config.numerics))
         sweep_jobs.validate_job(config)
         search_space.check(config.hydra)
-        if not config.data.val_size:
+        if tuning and not config.data.val_size:
             raise ConfigError(
                 f"invalid data.val_size={config.data.val_size} for a tuning sweep: the tuner would maximise the "
                 "test accuracy (tuning on the test set); hold out a validation split, e.g. data.val_size=10000"
@@ -192,7 +232,6 @@ class Preflight(Callback):
         return config
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        _composed.clear()
         end_session(None)
 
     # ---- each job, in the process that runs it ----
@@ -207,7 +246,7 @@ class Preflight(Callback):
             if self.planned is not None:
                 check_planned(config, final, self.planned)
             else:
-                self.admit_chosen(config, final)
+                self.admit_job(config, final)
             _verdicts[final] = None
         except Exception as error:  # Hydra would only warn: the job itself refuses (admit)
             known = isinstance(error, PREFLIGHT_ERRORS)
@@ -216,13 +255,29 @@ class Preflight(Callback):
             )
             discard_attempt(config, final)
 
-    def admit_chosen(self, config: DictConfig, final: str) -> None:
-        """A job a tuning sweeper chose: validated, its folder checked, added to the manifest."""
+    def admit_job(self, config: DictConfig, final: str) -> None:
+        """A job of a sweep, as Hydra composed it for this process: validated, its folder checked, and added to
+        the manifest unless its batch put it there (a tuning sweeper's choice, or a launcher that does not
+        check batches: :class:`ChecksBatches`). The data files' hashes are read once per process."""
         numerics.apply_before_torch(numerics.from_config(config.numerics))
         job = sweep_jobs.make_job(config, sweep_jobs.as_given(config.hydra.overrides.task), multirun=True)
         sweep_jobs.check_data_files([config])
         rundir.check_run_folder(Path(final), repo_root())
-        manifest.append_to_manifest(job, Path(config.hydra.sweep.dir))
+        if self.checks_jobs:  # no batch check claimed its folder
+            namespace.check_replacement(Path(final), job, launch_of(config), repo_root(), multirun=True)
+        if self.adds_to_manifest:
+            manifest.append_to_manifest(job, Path(config.hydra.sweep.dir))
+
+
+def launch_of(config: DictConfig) -> namespace.Launch:
+    """The launch as the namespace rules read it, for a sweep's config (its layout: ``hydra.sweep``)."""
+    return namespace.Launch.of(config, sweep_jobs.layout_keys(config.hydra, config.hydra.sweep))
+
+
+def manifest_owned(config: DictConfig, sweep_root: Path) -> bool:
+    """Whether a sweep whose jobs are not known up front may rewrite its root's manifest: the root's plan, or a
+    root without one (initstudy.runs.namespace.owns_manifest)."""
+    return namespace.owns_manifest(sweep_root, set(), launch_of(config), repo_root())
 
 
 def claim_namespace(
@@ -277,99 +332,113 @@ def admit(final: Path | str) -> None:
 # ---- shared steps ----------------------------------------------------------------------------------------
 
 
-def compose_job(overrides: Sequence[str]) -> DictConfig:
-    """One job's config as Hydra will compose it: Hydra's compose API inside the running app, so with the
-    app's own config loader and search path; a composition error is a one-line ConfigError."""
-    try:
-        return compose(PRIMARY_CONFIG, overrides=list(overrides), return_hydra_config=True)
-    except HydraException as error:
-        raise ConfigError(one_line(error, repo_root())) from None
+def launcher_checks_batches(config: DictConfig) -> bool:
+    """Whether the sweep's launcher is a :class:`ChecksBatches` (its class imported from its ``_target_``)."""
+    target = config.hydra.launcher.get("_target_")
+    return bool(target) and issubclass(get_class(str(target)), ChecksBatches)
 
 
-class PlannedConfigLoader(ConfigLoader):
-    """Hydra's config loader, except that a job the pre-flight has composed is not composed again.
+@refusing
+def check_batch(
+    config: DictConfig, configs: Sequence[DictConfig], job_overrides: Sequence[Sequence[str]], first: bool
+) -> None:
+    """:func:`check_jobs` on a batch of the sweep whose config is ``config``; then, before the first job runs,
+    the sweep's MLflow parent run. A refusal ends the session (:func:`refusing`), which puts back the
+    ``multirun.yaml`` Hydra's sweeper replaced."""
+    jobs = check_jobs(config, configs, job_overrides)
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_root = Path(final_path(sweep_dir))
+    claim = claim_namespace(config, jobs, sweep_root=sweep_root)
+    if _session is None or not _session.opened:
+        check_store(configs[0])
+        open_session(sweep_root, configs[0], config=config, launch=False)
+        rundir.stamp_sweep_root(sweep_root)
+    assert _session is not None
+    claim.clear_leftovers()
+    if first:
+        _session.owns_manifest = claim.owns_manifest
+    if _session.owns_manifest:
+        if first:
+            manifest.write_manifest(jobs, sweep_dir)
+        else:
+            for job in jobs:
+                manifest.append_to_manifest(job, sweep_dir)
+    _session.launch(configs[0], config, jobs if sweep_jobs.is_grid(config.hydra) else None)
 
-    Hydra composes each job of a sweep twice after the pre-flight did: the sweeper checks the batch
-    (``validate_batch_is_legal``: "this repeats work the launcher will do") and the launcher composes it to run
-    it, ~0.3 s each here; for the 525 jobs of the depth experiment that was 5 of its 22 minutes.
-    ``load_sweep_config`` composes ``hydra.overrides.hydra`` + the job's overrides in RUN mode, which is what
-    :func:`compose_job` did with the same loader (Hydra's compose API differs only in the wording of its
-    errors), so a copy of the pre-flight's config is the config Hydra would build. Any other job (a tuning
-    sweeper's, one the pre-flight did not plan) and every other method go to Hydra's loader. Installed by
-    the stacked launcher (hydra_plugins.initstudy_stacked), on the context its sweeper shares."""
 
-    def __init__(self, loader: ConfigLoader) -> None:
-        self.loader = loader
-        self.reused = self.composed = 0  # job configs copied from the pre-flight's, and composed by Hydra
+def check_jobs(
+    config: DictConfig, configs: Sequence[DictConfig], job_overrides: Sequence[Sequence[str]]
+) -> list[Job]:
+    """The jobs Hydra's sweeper handed the launcher, as Hydra composed them (``load_sweep_config``: every
+    interpolation, ``hydra.sweep.subdir`` included, resolved in each job's own config), checked before any
+    runs: the numerics environment they share set (before torch starts), each job validated, no two in one
+    folder, the data files verified, every destination checked, the accelerator present; then the manifest
+    written (the first batch) or extended (a tuning sweeper's later batches)."""
+    numerics.apply_shared([numerics.from_config(cfg.numerics) for cfg in configs])
+    jobs = [sweep_jobs.make_job(cfg, list(overrides), multirun=True)
+            for cfg, overrides in zip(configs, job_overrides, strict=True)]  # fmt: skip
+    sweep_jobs.check_distinct(jobs)
+    sweep_jobs.check_data_files(configs)
+    check_accelerator(configs[0])
+    sweep_dir = Path(configs[0].hydra.sweep.dir)
+    root = repo_root()
+    sweep_root = Path(final_path(sweep_dir))
+    for job in jobs:
+        rundir.check_run_folder(sweep_root / job.run_dir.relative_to(sweep_dir), root)
+    log.info("%d runs checked -> %s", len(jobs), sweep_dir)  # one batch of the sweep
+    return jobs
 
-    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        planned = _composed.get(tuple(sweep_overrides))
-        if planned is None:
-            self.composed += 1
-            return self.loader.load_sweep_config(master_config, sweep_overrides)
-        self.reused += 1
-        config = copy.deepcopy(planned)
-        OmegaConf.copy_cache(from_config=master_config, to_config=config)  # as Hydra's loader does
-        return config
 
-    def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:
-        return self.loader.load_configuration(*args, **kwargs)
-
-    def get_search_path(self) -> Any:
-        return self.loader.get_search_path()
-
-    def get_sources(self) -> Any:
-        return self.loader.get_sources()
-
-    def list_groups(self, parent_name: str) -> list[str]:
-        return self.loader.list_groups(parent_name)
-
-    def get_group_options(self, *args: Any, **kwargs: Any) -> list[str]:
-        return self.loader.get_group_options(*args, **kwargs)
-
-    def compute_defaults_list(self, *args: Any, **kwargs: Any) -> Any:
-        return self.loader.compute_defaults_list(*args, **kwargs)
+def check_store(cfg: DictConfig) -> None:
+    """The MLflow store answers (unless offline)."""
+    if not cfg.logger.offline:
+        store.check_store(store.tracking_uri(cfg.logger, repo_root()))
 
 
 def check_services(cfg: DictConfig) -> None:
     """A GPU asked for exists; the MLflow store answers (unless offline)."""
     check_accelerator(cfg)
-    if not cfg.logger.offline:
-        store.check_store(store.tracking_uri(cfg.logger, repo_root()))
+    check_store(cfg)
 
 
-def sweep_id(jobs: Sequence[Job] | None, config: DictConfig | None = None) -> str:
-    """Identity of a sweep: its jobs and their identities, or for a tuning sweep its root, overrides and
-    sweeper settings. A restarted sweep finds its parent run by it."""
+def sweep_id(config: DictConfig, jobs: Sequence[Job] | None = None) -> str:
+    """Identity of a sweep: a grid's jobs and their identities where the batch check knows them; else its
+    root, overrides, sweeper settings and the config they start from (an edit of params.yaml is another
+    sweep). A restarted sweep finds its parent run by it."""
     if jobs is not None:
         text = "\n".join(f"{job.run_dir}:{job.identity}" for job in jobs)
     else:
-        assert config is not None
         sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
         text = yaml.safe_dump({"dir": str(config.hydra.sweep.dir), "sweeper": sweeper,
-                               "overrides": sorted(sweep_jobs.as_given(config.hydra.overrides.task))}, sort_keys=True)  # fmt: skip
+                               "overrides": sorted(sweep_jobs.as_given(config.hydra.overrides.task)),
+                               "config": config_hash(sweep_jobs.task_config(config))}, sort_keys=True)  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def open_session(
-    lock_dir: Path, first: DictConfig, config: DictConfig | None, jobs: Sequence[Job] | None
-) -> None:
-    """Take the one-writer lock, then (a sweep) own the sweep root's staging folder, then create the MLflow
-    experiment and, for a sweep, its parent run: all stay open until :func:`end_session`, which unwinds
-    them in reverse."""
+def open_session(lock_dir: Path, first: DictConfig, config: DictConfig | None, launch: bool = True) -> None:
+    """:meth:`Session.open` on this launch's session (a sweep's, made when it started, or a new one); all
+    stays open until :func:`end_session`, which unwinds it in reverse. The parent run of a sweep whose batches
+    are checked is created once the first batch is admitted (:func:`check_batch`)."""
+    global _session
+    if _session is not None and _session.opened:  # left open by an earlier launch in this process
+        _session.close()
+        _session = None
+    session = _session if _session is not None else Session(lock_dir if config is not None else None)
+    try:
+        session.open(lock_dir, first, config, launch)
+    except BaseException:
+        session.close()
+        _session = None
+        raise
+    _session = session
+
+
+def start_sweep(sweep_root: Path) -> None:
+    """A sweep's session, holding nothing yet: what Hydra's sweeper is about to write can be undone."""
     global _session
     if _session is not None:  # left open by an earlier launch in this process
         _session.close()
-    stack = contextlib.ExitStack()
-    try:
-        stack.enter_context(locking.exclusive(lock_dir / rundir.LOCK_NAME, "training runs"))
-        if config is not None:
-            stack.enter_context(sweep_folder(lock_dir))
-        stack.enter_context(mlflow_parent(first, config, jobs))
-    except BaseException:
-        stack.close()
-        raise
-    _session = stack
+    _session = Session(sweep_root)
 
 
 def end_session(error: BaseException | None) -> None:
@@ -377,9 +446,10 @@ def end_session(error: BaseException | None) -> None:
     global _session
     stack, _session = _session, None
     os.environ.pop(sweep_jobs.SWEPT_KEYS_ENV, None)
-    os.environ.pop(SWEEP_SIZE_ENV, None)
     if stack is None:
         return
+    if error is not None:
+        stack.undo_hydra_files()
     if error is None:
         stack.close()
     else:
@@ -401,7 +471,9 @@ def sweep_folder(sweep_root: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def mlflow_parent(cfg: DictConfig, config: DictConfig | None, jobs: Sequence[Job] | None) -> Iterator[None]:
+def mlflow_parent(
+    cfg: DictConfig, config: DictConfig | None, jobs: Sequence[Job] | None = None
+) -> Iterator[None]:
     """Create the store's experiment and, for a sweep (``config`` given), create (or reuse, for a restarted
     sweep) its parent run; end it after with the sweep's status."""
     if cfg.logger.offline:
@@ -437,7 +509,7 @@ def mlflow_parent(cfg: DictConfig, config: DictConfig | None, jobs: Sequence[Job
 
 def parent_run_id(client: Any, experiment_id: str, config: DictConfig, jobs: Sequence[Job] | None) -> str:
     """The parent run of this sweep: the one a restarted sweep made before (by :func:`sweep_id`), or new."""
-    identity = sweep_id(jobs, config)
+    identity = sweep_id(config, jobs)
     previous = store.retry(
         client.search_runs,
         [experiment_id],
@@ -450,7 +522,9 @@ def parent_run_id(client: Any, experiment_id: str, config: DictConfig, jobs: Seq
         store.claim(client, run_id)
         return run_id
     overrides = " ".join(sweep_jobs.as_given(config.hydra.overrides.task))
-    label = f"{len(jobs)} runs" if jobs is not None else "tuning"
+    label = (
+        f"{len(jobs)} runs" if jobs is not None else "grid" if sweep_jobs.is_grid(config.hydra) else "tuning"
+    )
     run = store.retry(
         client.create_run,
         experiment_id,

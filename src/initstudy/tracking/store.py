@@ -307,14 +307,16 @@ def end_interrupted_runs(client: Any, experiment_id: str, run_dir: str, keep: st
 
 
 def confirm_finished(client: Any, run_id: str | None) -> None:
-    """A complete run folder whose MLflow run was left RUNNING (killed between the marker and the status)."""
+    """A complete run folder whose MLflow run was left RUNNING (killed between the marker and the status), or
+    marked KILLED since by a start that found its process gone (:func:`end_orphaned_runs`): the marker records
+    this run, so it finished."""
     if not run_id:
         return
     try:
         run = retry(client.get_run, run_id)
     except Exception:  # deleted, or from another store
         return
-    if run.info.status == "RUNNING":
+    if run.info.status in ("RUNNING", "KILLED"):
         set_status(client, run_id, "FINISHED")
 
 

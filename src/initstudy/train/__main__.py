@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from hydra.errors import HydraException
 
-from initstudy.config.compose import CONFIG_GROUPS_DIR, PRIMARY_CONFIG, compose_config
+from initstudy.config.compose import CONFIG_GROUPS_DIR, PRIMARY_CONFIG, compose_config, one_line
 from initstudy.core import collector, signals
 from initstudy.core.errors import ConfigError, no_space
 from initstudy.core.paths import repo_root
@@ -65,18 +65,24 @@ def errors_raised() -> Iterator[None]:
 
 
 def explain(error: HydraException, argv: Sequence[str]) -> str:
-    """One line for an error Hydra met while composing: the project's own message for it where composing
-    the same overrides gives one (unknown option, unknown key), else Hydra's text on one line."""
+    """One line for an error Hydra met while composing or sweeping: the project's own message for it where
+    composing the same overrides gives one (unknown option, unknown key), else Hydra's text on one line."""
     overrides = [arg for arg in argv if not arg.startswith("-")]
     multirun = bool({"-m", "--multirun"} & set(argv))
     try:
         plain, swept = sweep.split_overrides(overrides)
         if swept and not multirun:
             return f"{swept[0]!r} sweeps several values: add --multirun (-m)"
+        if "does not support sweep type" in str(error):  # Hydra's grid sweeper given a range
+            tuned = next(o for o in sweep.parse(swept) if not o.is_discrete_sweep())
+            return (f"{tuned.input_line!r} is a range to tune, not a list to sweep; the grid sweeps lists "
+                    "(a,b,c, range(...), choice(...)); tune with a sweeper such as hydra/sweeper=tune")  # fmt: skip
         compose_config(plain)
     except ConfigError as composed:
         return str(composed)
-    return " ".join(str(error).split())[:400]
+    except StopIteration:
+        pass
+    return one_line(error, repo_root())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

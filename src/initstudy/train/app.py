@@ -9,7 +9,7 @@ line on stderr and exit status 2.
     python -m initstudy.train                                   # one run: params.yaml as it is
     python -m initstudy.train init=he_uniform seed=3            # one run, overridden
     python -m initstudy.train --multirun                        # the default sweep (params.yaml)
-    python -m initstudy.train -m init=zeros,he_uniform seed=0,1 hydra/launcher=joblib
+    python -m initstudy.train -m init=zeros,he_uniform seed=0,1 hydra.sweep.dir=runs_try
     python -m initstudy.train -m hydra/launcher=stacked         # jobs equal but for init, seed: one model
     python -m initstudy.train -m optimizer.lr=0.001,0.003       # runs/optimizer.lr=0.001/<init>/seed_<n>
     python -m initstudy.train -m hydra/sweeper=tune init=he_uniform seed=0 'optimizer.lr=tag(log,interval(1e-4,1e-1))'
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from initstudy.config import numerics
@@ -52,8 +53,9 @@ def job_spec(cfg: DictConfig) -> JobSpec:
     # A job process that did not inherit the profile's environment (SLURM with --export=NONE) gets it here,
     # before its first torch import; one that did (basic launcher, loky, submitit) is checked.
     numerics.apply_before_torch(numerics.from_config(cfg.numerics))
-    size = os.environ.get(preflight.SWEEP_SIZE_ENV)
-    position = f"run {job_index + 1}/{size} " if size else ""
+    position = (
+        f"#{job_index} " if hydra_cfg.mode == RunMode.MULTIRUN else ""
+    )  # Hydra's job number, as it logs it
     return JobSpec(cfg, final, jobs.staging_for(hydra_cfg), run_identity(cfg), job_index, position)
 
 
