@@ -200,6 +200,9 @@ class Preflight(Callback):
         self.adds_to_manifest = False
         start_sweep(sweep_root)
         if batches_checked and grid:  # nothing is written before the first batch is checked (check_batch)
+            # The launcher's code may import torch before the batch is checked: the environment first. The
+            # batch then checks that every job shares it (numerics.apply_shared).
+            numerics.apply_before_torch(numerics.from_config(config.numerics))
             log.info("sweep by %s -> %s", config.hydra.sweeper.get("_target_"), sweep_dir)
             return
         claim = None if grid else claim_namespace(config, None, sweep_root=sweep_root)
