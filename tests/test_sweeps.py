@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -237,6 +239,23 @@ def test_a_trial_the_tuner_chose_is_validated_before_it_trains(data_repo: Path):
     leftovers = [p for p in (data_repo / "runs_tune").rglob("*") if p.is_file()]
     # The refused trial's batch wrote no manifest (the root's stamp and lock are the sweep's own).
     assert sorted(p.name for p in leftovers) == [".initstudy-runs", ".initstudy.lock"]
+
+
+@pytest.mark.slow
+def test_a_sweep_started_without_the_numerics_environment_sets_it_before_torch(data_repo: Path):
+    """`dvc repro` starts training from a shell holding none of the profile's variables (the test session's
+    own environment has them: conftest applies the profile): the sweep sets them before its launcher
+    imports torch, and the batch check then finds every job sharing them."""
+    from initstudy.config.numerics import MANAGED_VARIABLES
+
+    env = {key: value for key, value in os.environ.items()
+           if key not in MANAGED_VARIABLES and key != "MLFLOW_TRACKING_URI"}  # fmt: skip
+    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    sweep = ["--multirun", "hydra/launcher=stacked", "init=zeros,he_uniform", "seed=0", "data.train_size=200"]
+    result = subprocess.run(python_module("initstudy.train", *sweep), cwd=data_repo, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_csv(data_repo / "runs/manifest.csv")) == 2
 
 
 @pytest.mark.slow
