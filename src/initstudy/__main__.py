@@ -11,6 +11,11 @@ STAGES = {
     "train": ("initstudy.train", "train one run, or --multirun the sweep of params.yaml (Hydra)"),
     "diagnose": ("initstudy.diagnose", "signal propagation at step 0 for every network of a sweep"),
     "report": ("initstudy.report", "aggregate runs/manifest.csv into reports/ (tables, statistics, figures)"),
+    "evaluate": (
+        "initstudy.evaluate",
+        "the test pass of a finished run again (folder, MLflow run id or models:/name/version)",
+    ),
+    "predict": ("initstudy.predict", "class probabilities of a finished run for an IDX file or PNG images"),
     "mlflow_import": (
         "initstudy.tracking.importer",
         "log run folders trained with logger=offline into MLflow",
@@ -27,6 +32,8 @@ EPILOG = """most used overrides (train):
 examples:
   initstudy train init=he_uniform seed=3        # a run of the study's config (params.yaml)
   initstudy train -m init=zeros,he_uniform seed=0,1 trainer.max_epochs=1 data.train_size=2000 hydra.sweep.dir=runs_try
+  initstudy evaluate runs/he_uniform/seed_0      # reproduces the run's test/acc (its numerics profile)
+  initstudy predict runs/he_uniform/seed_0 digit.png
   initstudy diagnose experiment=depth --out /tmp/depth-diagnostics
   dvc repro report     # the default study: download -> train -> diagnose -> report
   dvc repro            # everything, the depth experiment included
