@@ -81,11 +81,13 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(urllib.parse.unquote(uri[len("sqlite:///") :]))
 
 
-def check_store(uri: str, timeout_s: float = 3.0) -> None:
+def check_store(uri: str, timeout_s: float = 30.0) -> None:
     """Before anything runs, one line if the store cannot be used: an HTTP server answers its health endpoint
     within ``timeout_s``; a database URI names a scheme MLflow knows, a driver that is installed and a server
     that accepts a connection within ``timeout_s`` (MLflow itself would retry for a minute or two, then print
-    a traceback); an existing SQLite store is a readable database."""
+    a traceback); an existing SQLite store is a readable database. A refused connection fails at once; the
+    bound is for a server that does not answer, and is generous: a busy server on a loaded machine (the
+    study's own jobs beside it) may take seconds to answer its first request."""
     path = sqlite_path(uri)
     if path is not None:
         _check_sqlite(path)
