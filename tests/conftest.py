@@ -112,6 +112,13 @@ def study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
     return make_study_repo(tmp_path, synthetic_mnist)
 
 
+def copy_study(study: Path, tmp_path: Path) -> Path:
+    """A private copy of a module-scoped study (links kept), for a test that may damage or kill it."""
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy, symlinks=True)
+    return copy
+
+
 def make_study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
     """What ``study_repo`` builds, for fixtures of a wider scope."""
     repo = tmp_path / "study"

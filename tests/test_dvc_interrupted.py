@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import SyntheticMNIST, dvc, make_study_repo, run
+from conftest import SyntheticMNIST, copy_study, dvc, make_study_repo, run
 from initstudy.core import publish
 
 
@@ -30,9 +29,7 @@ def reproduced(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
 
 @pytest.fixture
 def repo(reproduced: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "study"
-    shutil.copytree(reproduced, copy, symlinks=True)
-    return copy
+    return copy_study(reproduced, tmp_path)
 
 
 def outputs(repo: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SyntheticMNIST, edit_params, make_study_repo, python_module, run
+from conftest import SyntheticMNIST, copy_study, edit_params, make_study_repo, python_module, run
 from initstudy.runs import rundir
 from initstudy.tracking import store
 
@@ -82,9 +82,7 @@ def finished(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
 
 @pytest.fixture
 def repo(finished: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "study"
-    shutil.copytree(finished, copy, symlinks=True)
-    return copy
+    return copy_study(finished, tmp_path)
 
 
 @pytest.mark.slow

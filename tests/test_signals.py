@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SyntheticMNIST, dvc, edit_params, make_study_repo, python_module, run
+from conftest import SyntheticMNIST, copy_study, dvc, edit_params, make_study_repo, python_module, run
 from initstudy.tracking import liveness, store
 
 SWEEP = ["--multirun", "init=he_uniform", "seed=0,1"]
@@ -97,9 +96,7 @@ def finished(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
 
 @pytest.fixture
 def repo(finished: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "study"
-    shutil.copytree(finished, copy, symlinks=True)
-    return copy
+    return copy_study(finished, tmp_path)
 
 
 def replacing_sweep(repo: Path) -> dict[str, dict[str, str]]:
