@@ -177,9 +177,10 @@ def test_dvc_never_records_a_stopped_training_stage(repo: Path):
     lock = (repo / "dvc.lock").read_text()
     before = replacing_sweep(repo)
     process = start(dvc("repro", "train"), repo, pause_at="fitting")
+    # The training interpreter itself (`python -m initstudy.train`), not the `$SHELL -c` DVC may start it under.
     output = stop_when_paused(process, "fitting", signal.SIGTERM, target=lambda: next(
         p.pid for p in psutil.Process(process.pid).children(recursive=True)
-        if "initstudy.train" in " ".join(p.cmdline())))  # fmt: skip
+        if p.cmdline()[1:3] == ["-m", "initstudy.train"]))  # fmt: skip
     assert process.returncode != 0, output[-3000:]
     assert (repo / "dvc.lock").read_text() == lock
     assert_sweep_killed(repo, before, stopped=4)  # the stage's sweep: one stacked group of 4 runs
