@@ -158,6 +158,28 @@ def test_sigterm_to_the_launcher_ends_its_in_flight_runs_killed(repo: Path, laun
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_joblib_workers_alone_ends_the_sweep_killed(repo: Path):
+    """`kill PID` of joblib's worker processes, not of the launcher (a scheduler or an operator stopping the
+    processes that train): their runs KILLED, and the sweep, which stop signals ended rather than a failing
+    run, ends non-zero with its parent KILLED; the complete runs untouched."""
+    import psutil
+
+    def signal_the_workers() -> int:
+        workers = [p.pid for p in psutil.Process(process.pid).children(recursive=True)
+                   if "popen_loky_posix" in " ".join(p.cmdline())]  # fmt: skip
+        assert len(workers) == 2, [" ".join(p.cmdline()) for p in psutil.Process(process.pid).children(True)]
+        os.kill(workers[0], signal.SIGTERM)
+        return workers[1]
+
+    before = replacing_sweep(repo)
+    process = start(python_module("initstudy.train", *SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+                    repo, pause_at="fitting")  # fmt: skip
+    output = stop_when_paused(process, "fitting", signal.SIGTERM, pauses=2, target=signal_the_workers)
+    assert process.returncode != 0, output[-3000:]
+    assert_sweep_killed(repo, before, stopped=2)
+
+
+@pytest.mark.slow
 def test_a_stopped_single_run_exits_143_and_its_run_is_killed(repo: Path):
     before = digest(repo / "runs" / RUNS[0])
     edit_params(repo, trainer__max_epochs=2)  # the study's new config: its run may replace the finished one

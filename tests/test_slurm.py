@@ -203,6 +203,47 @@ def test_a_cancelled_job_and_a_killed_launcher_lose_nothing(
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_launcher_cancels_its_jobs_and_every_run_ends_killed(
+    tmp_path: Path, synthetic_mnist: SyntheticMNIST, slurm_cluster: services.SlurmCluster
+):
+    """`kill PID` of the launching process while its jobs train: exit 143, its jobs cancelled (scancel), the
+    runs they were training and the sweep's parent KILLED in MLflow, no run folder written, nothing RUNNING."""
+    repo = study(tmp_path, synthetic_mnist)
+    command = python_module("initstudy.train", "--multirun", "init=zeros,he_uniform", "seed=0",
+                            *services.slurm_overrides(), launcher_setup("export INITSTUDY_PAUSE_AT=fitting"))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(slurm_cluster.env, PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
+    log_path = tmp_path / "launcher.log"
+    with log_path.open("w") as log:
+        launcher = subprocess.Popen(command, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+        try:
+            runs = repo / "runs"
+            services.wait_for(lambda: (runs / ".submitit").is_dir() and len(submitit_jobs(repo)) == 2, 120,
+                              "2 jobs")  # fmt: skip
+            jobs = submitit_jobs(repo)
+            logs = [runs / ".submitit" / job / f"{job}_0_log.err" for job in jobs]
+            # At least one job trains (paused inside the fit); the other may still wait for a CPU.
+            services.wait_for(lambda: any(p.is_file() and "paused at fitting" in p.read_text() for p in logs),
+                              300, "a job paused inside its fit")  # fmt: skip
+            os.kill(launcher.pid, signal.SIGTERM)
+            status = launcher.wait(timeout=120)
+        finally:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+    output = log_path.read_text()
+    assert status == 128 + signal.SIGTERM, output[-3000:]
+    assert "stopped by SIGTERM; exit status 143" in output and "cancelling the sweep's SLURM jobs" in output
+    services.wait_for(lambda: not set(slurm_cluster.queue()) & set(jobs), 60, "the jobs to leave the queue")
+    # The cluster is this test's own: its completion log holds these two jobs only.
+    assert list(finished(slurm_cluster).values()) == ["CANCELLED", "CANCELLED"], slurm_cluster.completed()
+    assert not (runs / "zeros/seed_0").exists() and not (runs / "he_uniform/seed_0").exists()
+    parents, children = mlflow_children(repo)
+    assert [r.info.status for r in parents] == ["KILLED"], [r.info.status for r in parents]
+    assert children and {r.info.status for r in children} == {"KILLED"}, [r.info.status for r in children]
+
+
+@pytest.mark.slow
 def test_a_job_past_its_time_limit_is_requeued_and_its_run_completes(
     tmp_path: Path, synthetic_mnist: SyntheticMNIST, slurm_cluster: services.SlurmCluster
 ):

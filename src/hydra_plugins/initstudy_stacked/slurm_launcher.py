@@ -7,7 +7,9 @@ when it launches, and the study's code loads here only then too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
@@ -17,10 +19,16 @@ from omegaconf import DictConfig
 
 from initstudy.sweep.launching import ChecksBatches, ComposeOnce
 
+log = logging.getLogger(__name__)
+SUBMITTED = "_submitted.pkl"  # submitit's record of a submitted job: <job id>_submitted.pkl in its folder
+
 
 class CheckedSlurmLauncher(SlurmLauncher, ChecksBatches):
     """submitit's ``SlurmLauncher``; each batch composed once by Hydra's loader and checked as a whole before
-    its job array is submitted."""
+    its job array is submitted. A stop signal to the launching process (``kill``, Ctrl+C, a closed terminal)
+    cancels the jobs it submitted (``scancel``, through submitit's job handle) before the sweep ends KILLED:
+    stopping a sweep stops its runs under every launcher, and each job's own stop handling marks its run
+    KILLED. A job that fails leaves the others running: their complete runs count when the sweep is run again."""
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -32,6 +40,7 @@ class CheckedSlurmLauncher(SlurmLauncher, ChecksBatches):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from initstudy.core import signals
         from initstudy.sweep import preflight
 
         assert self.hydra_context is not None and self.config is not None
@@ -39,4 +48,28 @@ class CheckedSlurmLauncher(SlurmLauncher, ChecksBatches):
         configs = [loader.load_sweep_config(self.config, list(overrides)) for overrides in job_overrides]
         self.batches += 1
         preflight.check_batch(self.config, configs, job_overrides, first=self.batches == 1)
-        return super().launch(job_overrides, initial_job_idx)
+        before = submitted_jobs(self.params["submitit_folder"])
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except (signals.Interrupted, KeyboardInterrupt):  # stopped while the jobs are queued or running
+            cancel(self.params["submitit_folder"], submitted_jobs(self.params["submitit_folder"]) - before)
+            raise
+
+
+def submitted_jobs(folder_pattern: str) -> set[str]:
+    """The job ids submitit has recorded under the launcher's folder (``.../%j``: one folder per job)."""
+    root = Path(str(folder_pattern).split("%j")[0])
+    if not root.is_dir():
+        return set()
+    return {path.name.removesuffix(SUBMITTED) for path in root.glob(f"*/*{SUBMITTED}")}
+
+
+def cancel(folder_pattern: str, job_ids: set[str]) -> None:
+    """``scancel`` each job (pending, running or already ended: scancel ignores the ended ones)."""
+    if not job_ids:
+        return
+    from submitit import SlurmJob
+
+    log.warning("cancelling the sweep's SLURM jobs: %s", " ".join(sorted(job_ids)))
+    for job_id in sorted(job_ids):
+        SlurmJob(folder=folder_pattern, job_id=job_id).cancel(check=False)

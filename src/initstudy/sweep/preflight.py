@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -494,6 +495,7 @@ def mlflow_parent(
     run_id = parent_run_id(client, experiment_id, config, jobs)
     os.environ[store.PARENT_RUN_ENV] = run_id
     heartbeat = store.heartbeat(client, run_id)
+    started_ms = int(time.time() * 1000)
     status = "FAILED"
     try:
         yield
@@ -506,6 +508,8 @@ def mlflow_parent(
         heartbeat.stop()
         if status != "FINISHED":  # children whose worker died with the sweep (joblib, stacked workers)
             store.end_orphaned_runs(client, experiment_id, parent=run_id, wait_s=ORPHAN_WAIT_S)
+        if status == "FAILED" and store.only_stopped(client, experiment_id, run_id, since_ms=started_ms):
+            status = "KILLED"  # stop signals to the jobs' own processes (workers) ended it, not a failing run
         store.set_status(client, run_id, status)
         os.environ.pop(store.PARENT_RUN_ENV, None)
 

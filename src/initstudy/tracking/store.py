@@ -350,6 +350,16 @@ def end_orphaned_runs(
     return ended
 
 
+def only_stopped(client: Any, experiment_id: str, parent: str, since_ms: int) -> bool:
+    """Whether ``parent``'s children started since ``since_ms`` include a KILLED run and no FAILED one: the
+    sweep ended because its jobs' processes were stopped (a signal to a worker, not to the launcher), which is
+    KILLED, not FAILED, for the parent too."""
+    query = f"tags.`mlflow.parentRunId` = '{parent}' and attributes.start_time >= {since_ms}"
+    children = retry(client.search_runs, [experiment_id], filter_string=query, max_results=10_000)
+    ended = {run.info.status for run in children}
+    return "KILLED" in ended and "FAILED" not in ended
+
+
 def claim(client: Any, run_id: str) -> None:
     """This process owns ``run_id`` from now on (a restarted sweep reusing its parent run)."""
     from mlflow.entities import RunTag
