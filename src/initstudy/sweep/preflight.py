@@ -67,6 +67,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 _session: Session | None = None
 # Per job process: run folder -> None (admitted) or the reason it is refused (see admit()).
 _verdicts: dict[str, str | None] = {}
+# The folder Hydra writes its own files into next (the run's folder, or the sweep's root): named by a full
+# disk's one line when Hydra's write fails (Hydra keeps no config once it has failed).
+_output_folder: Path | None = None
+
+
+def output_folder() -> Path | None:
+    """Where this launch's Hydra files go (see ``_output_folder``); None before the pre-flight ran."""
+    return _output_folder
 
 
 def refuse(message: str, status: int = 2) -> None:
@@ -168,6 +176,8 @@ class Preflight(Callback):
         sweep_jobs.check_data_files([config])
         root = repo_root()
         run_dir = rundir.check_run_folder(job.run_dir, root)
+        global _output_folder
+        _output_folder = run_dir
         claim = claim_namespace(config, [job], sweep_root=None)
         check_services(config)
         open_session(rundir.lock_dir_for(run_dir, root), config, config=None)
@@ -195,6 +205,8 @@ class Preflight(Callback):
         root = repo_root()
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_root = rundir.check_sweep_root(sweep_dir, root)
+        global _output_folder
+        _output_folder = sweep_dir
         # A tuning sweep's root is its own (initstudy.runs.namespace); a grid's jobs are claimed as a batch
         # (check_batch) or, under a launcher that does not check batches, each as it starts.
         self.checks_jobs = not batches_checked and grid

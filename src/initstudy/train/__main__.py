@@ -104,9 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 preflight.refuse(str(error))
             if isinstance(error, HydraException):
                 preflight.refuse(explain(error, argv))
-            if full := no_space(
-                error
-            ):  # Hydra's own files (.hydra/, the job log) are written outside our code
+            # Hydra's own files (.hydra/, multirun.yaml, the job log) are written outside the project's code.
+            if full := no_space(error, preflight.output_folder()):
                 preflight.refuse(full, status=1)
             raise
 
