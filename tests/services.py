@@ -9,6 +9,7 @@ need them, with that line as the reason; with INITSTUDY_REQUIRE_CLUSTER=1 (set b
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import re
 import shutil
@@ -189,4 +190,83 @@ def mlflow_postgres_server() -> Iterator[MlflowServer]:
                 timeout=120,
                 env={**os.environ, **env},
             )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- OpenSSH on loopback (a DVC remote over SSH) ------------------------------------------------------------
+
+
+@dataclass
+class SshServer:
+    """A running sshd: where it listens and the throw-away key that logs in as ``user``."""
+
+    folder: Path
+    port: int
+    user: str
+    keyfile: Path
+
+
+def ssh_keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=60)
+
+
+@contextlib.contextmanager
+def loopback_sshd() -> Iterator[SshServer]:
+    """Debian's OpenSSH server on a free loopback port with its own host key, authorized key, pid file and
+    config in a private folder: the system's /etc/ssh is neither read nor changed. Key login only, as the
+    current user, SFTP built in (all a DVC remote uses). sshd needs its privilege-separation folder
+    /run/sshd, which the packaged service would create: created here if missing."""
+    sshd = Path("/usr/sbin/sshd")  # sshd refuses to start unless run by its absolute path
+    if not sshd.is_file() or not shutil.which("ssh-keygen"):
+        unavailable("no OpenSSH server (/usr/sbin/sshd, ssh-keygen): apt-get install openssh-server")
+    if os.geteuid() != 0:
+        unavailable("sshd's privilege separation needs root")
+    folder = private_folder("sshd-")
+    folder.chmod(0o700)
+    port = free_port()
+    ssh_keygen(folder / "host_key")
+    ssh_keygen(folder / "user_key")
+    shutil.copy(folder / "user_key.pub", folder / "authorized_keys")
+    (folder / "sshd_config").write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {folder / 'host_key'}",
+                f"PidFile {folder / 'sshd.pid'}",
+                f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin prohibit-password",
+                "UsePAM no",
+                "StrictModes no",  # it refuses key files under /tmp, which anyone may write to (sticky bit)
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    log = (folder / "sshd.log").open("w")
+    server = subprocess.Popen(
+        [str(sshd), "-D", "-e", "-f", str(folder / "sshd_config")], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+
+        def banner() -> bool:
+            if server.poll() is not None:
+                pytest.fail(f"sshd exited {server.returncode}: {(folder / 'sshd.log').read_text()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+            ):
+                return sock.recv(64).startswith(b"SSH-2.0")
+            return False
+
+        wait_for(banner, timeout=30, what=f"sshd on 127.0.0.1:{port}")
+        yield SshServer(folder, port, getpass.getuser(), folder / "user_key")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
         shutil.rmtree(folder, ignore_errors=True)

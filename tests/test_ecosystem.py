@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, dvc, edit_params, python_module, run
+from conftest import REPO, dvc, python_module, run
 
 SWEEP = [(init, seed) for init in ("zeros", "he_uniform") for seed in (0, 1)]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -190,19 +190,43 @@ def test_cfg_hydra_prints_the_launcher_resources():
 # ---- DVC experiments ----------------------------------------------------------------------------------
 
 
+def tiny_params_as_committed() -> str:
+    """The repository's own params.yaml, comments and layout as they are, with the tiny study's values: two
+    initializers x one seed, 1 epoch, small batches."""
+    text = (REPO / "params.yaml").read_text()
+    for old, new in [
+        ("max_epochs: 10\n", "max_epochs: 1\n"),
+        ("batch_size: 64\n", "batch_size: 32\n"),
+        ("val_size: 10000\n", "val_size: 100\n"),  # of the 600 synthetic training images
+        ("init: zeros,random_normal,glorot_uniform,he_uniform\n", "init: zeros,he_uniform\n"),
+        ("seed: 0,1,2,3,4\n", "seed: '0'\n"),
+    ]:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
 @pytest.mark.slow
-def test_dvc_exp_run_sets_a_parameter_and_exp_show_lists_it_with_metrics(study_repo: Path):
+def test_dvc_exp_run_sets_a_comma_value_and_a_parameter_and_leaves_the_rest_of_params_yaml(study_repo: Path):
     repo = study_repo
-    # One seed per initializer keeps the two pipeline runs short.
-    edit_params(repo, optimizer__lr=0.001, hydra__sweeper__params={"init": "zeros,he_uniform", "seed": "0"})
+    params = tiny_params_as_committed()
+    (repo / "params.yaml").write_text(params)
     # `report` and what it needs (download, train, diagnose); the pipeline's other studies are not wanted here.
     run(dvc("repro", "report"), repo)
     run([*GIT, "add", "-A"], repo)
     run([*GIT, "commit", "-qm", "baseline"], repo)
 
-    experiment = run(dvc("exp", "run", "report", "-S", "optimizer.lr=0.002"), repo).stdout
+    # As docs/cluster.md writes it: the comma value in Hydra's quotes inside the shell's.
+    unquoted = run(dvc("exp", "run", "report", "-S", "hydra.sweeper.params.seed=0,1"), repo, check=False)
+    assert unquoted.returncode != 0 and "can't be used without `--queue`" in unquoted.stderr, unquoted.stderr
+    seeds = "hydra.sweeper.params.seed='0,1'"
+    experiment = run(dvc("exp", "run", "report", "-S", seeds, "-S", "optimizer.lr=0.002"), repo).stdout
     assert "Running stage 'train'" in experiment and "Running stage 'report'" in experiment, experiment
     assert "Running stage 'download'" not in experiment
+    # Only the two values changed: every comment and the layout are as committed.
+    assert (repo / "params.yaml").read_text() == params.replace("lr: 0.001\n", "lr: 0.002\n").replace(
+        "seed: '0'\n", "seed: 0,1\n"
+    )
 
     shown = json.loads(run(dvc("exp", "show", "--json"), repo).stdout)
     baseline = next(entry for entry in shown if entry["rev"] != "workspace")
@@ -210,17 +234,19 @@ def test_dvc_exp_run_sets_a_parameter_and_exp_show_lists_it_with_metrics(study_r
     experiments = [rev for group in baseline["experiments"] or [] for rev in group["revs"]]
     assert len(experiments) == 1, experiments
     data = experiments[0]["data"]
-    assert data["params"]["params.yaml"]["data"]["optimizer"]["lr"] == 0.002
+    values = data["params"]["params.yaml"]["data"]
+    assert values["optimizer"]["lr"] == 0.002 and values["hydra"]["sweeper"]["params"]["seed"] == "0,1"
     metrics = data["metrics"]["reports/metrics.json"]["data"]
-    assert set(metrics) == {"zeros", "he_uniform"} and metrics["he_uniform"]["n_runs"] == 1
+    assert set(metrics) == {"zeros", "he_uniform"} and metrics["he_uniform"]["n_runs"] == 2
     assert 0 <= metrics["he_uniform"]["test_acc_mean"] <= 1
 
     # Run in the workspace: its results are applied there, and its runs are in the repo's MLflow store.
-    config = yaml.safe_load((repo / "runs/he_uniform/seed_0/config.yaml").read_text())
-    assert config["optimizer"]["lr"] == 0.002
+    for seed in (0, 1):
+        config = yaml.safe_load((repo / f"runs/he_uniform/seed_{seed}/config.yaml").read_text())
+        assert config["optimizer"]["lr"] == 0.002
     parents, children = mlflow_runs(repo)
     assert len(parents) == 2 and all(r.info.status == "FINISHED" for r in parents + children)
-    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.001"] * 2 + ["0.002"] * 2
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.001"] * 2 + ["0.002"] * 4
 
 
 def test_console_script_lists_the_stages_and_the_common_overrides():
