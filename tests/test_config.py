@@ -105,6 +105,75 @@ def test_malformed_params_yaml_is_one_line(tmp_path, monkeypatch):
         compose_config([])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["seed={a:1}"], "invalid seed={'a': 1}: must be an integer in [0, 4294967295] (Lightning's seed range)"),
+        (["model.hidden_sizes=abc"], "invalid model.hidden_sizes='abc': must be a non-empty list of positive integers, e.g. [256,128]"),
+        (["model.hidden_sizes=[256,abc]"], "invalid model.hidden_sizes='abc': must be a non-empty list of positive integers, e.g. [256,128]"),
+        (["trainer.max_epoch=3"], "unknown config key 'trainer.max_epoch' (prefix with + only to add a new key on purpose)"),
+        (["init=foo"], "unknown init 'foo'; allowed: gaussian, glorot_normal, glorot_uniform, he_normal, he_uniform, lecun_normal, lecun_uniform, lsuv, orthogonal, orthogonal_critical, random_normal, standard, torch_default, truncated_normal, zeros"),
+    ],
+)  # fmt: skip
+def test_an_override_the_schema_refuses_is_named_with_its_value(overrides, line):
+    """Key and value come from the OmegaConf error's attributes: a value its message cannot show as YAML (a
+    mapping) or does not show at all (a string given for a list) is still named."""
+    with pytest.raises(ConfigError) as caught:
+        compose_config(overrides)
+    assert str(caught.value) == line
+
+
+def test_a_reworded_omegaconf_message_gives_the_same_line():
+    """The one line is built from the error's attributes (full_key, value), not from OmegaConf's wording."""
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigAttributeError, ValidationError
+
+    from initstudy.config.compose import one_line
+
+    refused = ValidationError("a reworded message with no key and no value in it")
+    refused.full_key, refused.value = "trainer.max_epochs", "ten"
+    error = ConfigCompositionException("Error merging override trainer.max_epochs=ten")
+    error.__cause__ = refused
+    assert one_line(error) == "invalid trainer.max_epochs='ten': must be a positive integer"
+    unknown = ConfigAttributeError("reworded too")
+    unknown.full_key = "trainer.max_epoch"
+    error = ConfigCompositionException("the override failed")
+    error.__cause__ = unknown
+    assert one_line(error) == (
+        "unknown config key 'trainer.max_epoch' (prefix with + only to add a new key on purpose)"
+    )
+
+
+def test_a_resolvers_own_error_is_its_first_line():
+    """init=orthogonal_critical's gain comes from a resolver; what it raised is shown, not OmegaConf's wrapping."""
+    with pytest.raises(ConfigError) as caught:
+        validate(compose_config(["init=orthogonal_critical", "model.activation=gelu"]))
+    assert str(caught.value) == (
+        "invalid init for 'orthogonal_critical': model.activation=gelu has no critical gain: "
+        "init=orthogonal_critical allows model.activation=relu,leaky_relu,tanh,softsign,linear"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        ("\nseed: 0", "\nseed: abc", ["invalid seed='abc' (in params.yaml)", "integer"]),
+        ("\nseed: 0", "\nseed: 0\nsed: 1", ["unknown config key 'sed' (in params.yaml)", "allowed at the top level", "seed"]),
+    ],
+)  # fmt: skip
+def test_a_bad_value_or_key_in_params_yaml_names_params_yaml(tmp_path, monkeypatch, old, new, words):
+    """params.yaml lies at the root, not in conf/; an unknown top-level key lists the top-level keys."""
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    text = (REPO / "params.yaml").read_text()
+    assert old in text
+    (tmp_path / "params.yaml").write_text(text.replace(old, new, 1))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        compose_config([])
+    for word in words:
+        assert word in str(caught.value), (word, str(caught.value))
+
+
 # ---- the schema (initstudy.config.schema): types from Hydra structured configs, values from the YAML ------------
 
 
@@ -137,6 +206,7 @@ def test_schema_and_yaml_name_the_same_keys():
         ("trainer/default.yaml", "log_every_n_steps: 50", "log_every_n_steps: fifty", ["trainer.log_every_n_steps='fifty'", "positive integer"]),
         ("trainer/default.yaml", "log_every_n_steps: 50", "log_every_n_step: 50", ["log_every_n_step"]),
         ("data/mnist.yaml", "eval_batch_size: 10000", "eval_batch_size: [1]", ["data.eval_batch_size"]),
+        ("data/mnist.yaml", "eval_batch_size: 10000", "eval_batch_size: {a: 1}", ["data.eval_batch_size={'a': 1}", "(in conf/data/mnist.yaml)"]),
         ("module/default.yaml", "stop_on_divergence: true", "stop_on_divergence: perhaps", ["module.stop_on_divergence='perhaps'", "true or false"]),
         ("module/default.yaml", "val_steps: [1, 2, 5, 10, 20, 50]", "val_steps: [5, 2]", ["module.val_steps", "ascending"]),
         ("module/default.yaml", "val_steps: [1, 2, 5, 10, 20, 50]", "val_steps: [0, 2]", ["module.val_steps", "positive"]),

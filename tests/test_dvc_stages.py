@@ -172,6 +172,45 @@ def test_run_identity_covers_the_train_stages_code():
         assert code_deps(STAGES[name]) == code_deps(STAGES["train"]), name
 
 
+def copy_pipeline(tmp_path: Path, dvc_yaml: str) -> Path:
+    """A folder DVC takes for a repository (.dvc/config, no git) holding ``dvc_yaml``."""
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy2(REPO / ".dvc/config", tmp_path / ".dvc/config")
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml)
+    return tmp_path
+
+
+def test_run_identity_reads_dvc_yaml_as_dvc_does(tmp_path):
+    """Templating (``vars`` and ``${...}``) is DVC's: a dep written with it is the same dep."""
+    text = (REPO / "dvc.yaml").read_text()
+    assert text.count("\n      - src/initstudy/nn\n") >= 1 and not text.startswith("vars:")
+    templated = "vars:\n  - code: src/initstudy\n" + text.replace(
+        "\n      - src/initstudy/nn\n", "\n      - ${code}/nn\n", 1
+    )
+    assert rundir.training_code(copy_pipeline(tmp_path, templated)) == rundir.training_code(REPO)
+    shutil.rmtree(tmp_path / ".dvc")  # a bare copy of the study (no .dvc/, no git) reads the same
+    assert rundir.training_code(tmp_path) == rundir.training_code(REPO)
+
+
+@pytest.mark.parametrize(
+    ("dvc_yaml", "words"),
+    [
+        ("stages:\n  train:\n    cmd: x\n   deps: [a\n", ["dvc.yaml", "`train`", "YAML"]),
+        ("stages:\n  report:\n    cmd: x\n", ["dvc.yaml", "`train`", "Could not find 'train'"]),
+        ("stages:\n  train:\n    cmd: x\n    deps: ['${nope}/x']\n", ["dvc.yaml", "`train`", "'nope'"]),
+        (
+            "stages:\n  train:\n    cmd: x\n    deps: [data/raw]\n",
+            ["dvc.yaml", "lists no src/initstudy/ file"],
+        ),
+    ],
+)
+def test_a_pipeline_dvc_cannot_read_is_one_line(tmp_path, dvc_yaml, words):
+    with pytest.raises(rundir.RunFolderError) as caught:
+        rundir.training_code(copy_pipeline(tmp_path, dvc_yaml))
+    message = str(caught.value)
+    assert "\n" not in message and all(word in message for word in words), message
+
+
 def group_choices_of_sweep(overrides: list[str]) -> list[list[str]]:
     """Each combination of group choices the sweep in hydra.sweeper.params makes (a value override such as
     ``seed=0,1`` or ``model.depth=2,5`` changes no choice, so it is left out)."""

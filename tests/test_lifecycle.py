@@ -230,7 +230,8 @@ def test_unreachable_server_with_credentials_is_one_line_without_them(repo, monk
 
 
 def test_transient_database_lock_is_retried_with_backoff(monkeypatch):
-    monkeypatch.setattr(time, "sleep", lambda _: None)
+    waits: list[float] = []
+    monkeypatch.setattr(store.STORE_BUSY_RETRYING, "sleep", waits.append)
     calls = []
 
     def flaky():
@@ -239,6 +240,38 @@ def test_transient_database_lock_is_retried_with_backoff(monkeypatch):
             raise RuntimeError("(sqlite3.OperationalError) database is locked")
         return "logged"
 
-    assert store.retry(flaky) == "logged" and len(calls) == 3
+    assert store.retry(flaky) == "logged" and len(calls) == 3 and waits == [0.2, 0.4]
+
+
+def test_a_store_locked_for_good_fails_after_bounded_waits_with_its_own_error(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(store.STORE_BUSY_RETRYING, "sleep", waits.append)
+    calls = []
+
+    def locked():
+        calls.append(1)
+        raise RuntimeError("(sqlite3.OperationalError) database is busy")
+
+    with pytest.raises(RuntimeError, match="database is busy"):
+        store.retry(locked)
+    assert len(calls) == 8 and max(waits) == 5.0 and sum(waits) == pytest.approx(16.2)
+    calls.clear()
+    with pytest.raises(RuntimeError):  # a second call gets its own eight tries
+        store.retry(locked)
+    assert len(calls) == 8
+
+
+def test_an_error_other_than_a_busy_store_is_raised_at_once(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(store.STORE_BUSY_RETRYING, "sleep", waits.append)
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    with pytest.raises(ConnectionRefusedError):
+        store.retry(refused)
     with pytest.raises(ValueError):
         store.retry(lambda: (_ for _ in ()).throw(ValueError("not transient")))
+    assert calls == [1] and waits == []

@@ -14,13 +14,17 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from initstudy.config import schema
 from initstudy.core.errors import ConfigError
@@ -56,48 +60,74 @@ def check_params_file(root: Path | None = None) -> None:
         raise ConfigError(f"{path.name} must be a YAML mapping, got {type(content).__name__}")
 
 
+def omegaconf_error(error: BaseException) -> OmegaConfBaseException | None:
+    """The OmegaConf error behind a Hydra one, with the key it names (``full_key``) and the value it refused
+    (``value``): Hydra chains it as the cause of an override's error and as the context of a group option's."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        if isinstance(link, OmegaConfBaseException) and link.full_key is not None:
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
+
+
+def config_file(error: BaseException) -> str | None:
+    """Where Hydra met the error while merging a config file, as the user finds it (``conf/trainer/default.yaml``,
+    ``params.yaml``); None for an override's error. Hydra's message is the only place that names the file (no
+    attribute of its ConfigCompositionException does): ``In 'trainer/default': ...``."""
+    named = re.match(r"In '([\w/]+)': ", str(error))
+    if named is None:
+        return None
+    path = named.group(1)
+    return f"{PRIMARY_CONFIG}.yaml" if path == PRIMARY_CONFIG else f"{CONFIG_GROUPS_DIR}/{path}.yaml"
+
+
 def type_error(error: BaseException) -> str | None:
     """A value the schema's type refuses (``seed=abc`` on the command line, or a group option's YAML), as one
-    line naming key, value and what is allowed; None for other errors."""
-    cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, ValidationError):
-        cause = cause.__cause__
-    text = str(cause if cause is not None else error)
-    key = re.search(r"full_key: (\S+)", text)
-    if key is None or (cause is None and "ValidationError" not in str(error)):
+    line naming key, value and what is allowed; None for other errors. Key and value are the attributes of
+    OmegaConf's ValidationError, not its wording."""
+    cause = omegaconf_error(error)
+    if not isinstance(cause, ValidationError):
         return None
-    name = re.sub(r"\[\d+\]$", "", key.group(1))
-    found = re.search(r"Value '([^']*)'", text)
-    value: Any = yaml.safe_load(found.group(1)) if found else None
-    option = re.search(r"^In '([\w/]+)'", str(error))
-    where = f" (in {CONFIG_GROUPS_DIR}/{option.group(1)}.yaml)" if option else ""
-    return f"invalid {name}={value!r}{where}: {schema.allowed_for(name)}"
+    name = str(cause.full_key).split("[", 1)[0]  # a list's item names the list: model.hidden_sizes[1]
+    value = OmegaConf.to_container(cause.value) if OmegaConf.is_config(cause.value) else cause.value
+    where = config_file(error)
+    return f"invalid {name}={value!r}{f' (in {where})' if where else ''}: {schema.allowed_for(name)}"
+
+
+def unknown_key(error: BaseException) -> str | None:
+    """A key the schema does not have (a typo in an override or in a group option's YAML) as one line naming
+    it and, for a file, the keys allowed there; None for other errors."""
+    cause = omegaconf_error(error)
+    if not isinstance(cause, ConfigKeyError | ConfigAttributeError):
+        return None
+    key = str(cause.full_key)
+    where = config_file(error)
+    if where is None:
+        return f"unknown config key {key!r} (prefix with + only to add a new key on purpose)"
+    section = key.split(".")[0] if "." in key else None
+    if section is None:
+        allowed = f"allowed at the top level: {', '.join(sorted(schema.top_level_keys()))}"
+    elif section in schema.SECTION_SCHEMAS:
+        allowed = f"allowed in {section}: {', '.join(sorted(schema.section_keys(section)))}"
+    else:
+        return f"unknown config key {key!r} (in {where})"
+    return f"unknown config key {key!r} (in {where}); {allowed}"
 
 
 def one_line(error: Exception, root: Path | None = None) -> str:
     """Hydra's composition errors as one line, listing the allowed options where Hydra lists them."""
-    typed = type_error(error)
-    if typed:
-        return typed
-    text = str(error).strip()
-    not_in_schema = re.search(r"^In '([\w/]+)'.*Key '[^']+' not in '\w+'\s+full_key: (\S+)", text, re.DOTALL)
-    if not_in_schema:
-        option, key = not_in_schema.groups()
-        section = key.split(".")[0]
-        allowed = (
-            schema.section_keys(section) if section in schema.SECTION_SCHEMAS else schema.top_level_keys()
-        )
-        return (f"unknown config key {key!r} (in {CONFIG_GROUPS_DIR}/{option}.yaml); allowed in {section}: "
-                f"{', '.join(sorted(allowed))}")  # fmt: skip
-    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
-    if missing:
-        group, option = missing.groups()
+    explained = type_error(error) or unknown_key(error)
+    if explained:
+        return explained
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and "/" in error.missing_cfg_file:
+        group, option = error.missing_cfg_file.rsplit("/", 1)
         return (
             f"unknown {group.replace('/', '.')} {option!r}; allowed: {', '.join(group_options(group, root))}"
         )
-    unknown_key = re.search(r"Could not override '([^']+)'", text)
-    if unknown_key:
-        return f"unknown config key {unknown_key.group(1)!r} (prefix with + only to add a new key on purpose)"
+    text = str(error).strip()
     return " ".join(line.strip() for line in text.splitlines() if line.strip())[:400]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from initstudy.config import schema
 from initstudy.config.compose import group_options
@@ -83,10 +83,18 @@ def validate(cfg: DictConfig) -> None:
         init_kwargs = {k: v for k, v in cfg.init.items() if k != "_target_"}
         get_class(cfg.init._target_)(**init_kwargs)
     except InterpolationResolutionError as error:  # a resolver's own error (initstudy.gains): its first line
-        cause = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(error).splitlines()[0])
-        raise ConfigError(f"invalid init for {cfg.init.name!r}: {cause}") from None
+        raise ConfigError(f"invalid init for {cfg.init.name!r}: {_resolver_error(error)}") from None
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid init for {cfg.init.name!r}: {error}") from None
+
+
+def _resolver_error(error: InterpolationResolutionError) -> str:
+    """The first line of what the resolver itself raised, which OmegaConf chains behind its own errors; of
+    OmegaConf's message where nothing is chained (an interpolation to a missing key)."""
+    link: BaseException | None = error
+    while isinstance(link, OmegaConfBaseException):
+        link = link.__cause__ or link.__context__
+    return str(link if link is not None else error).splitlines()[0]
 
 
 def _validate_layers(model: DictConfig) -> None:

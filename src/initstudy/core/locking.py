@@ -11,6 +11,11 @@ file itself stays in place (deleting it while another process waits on it would 
 held it holds one JSON line (pid, command, host, start time) so that a second writer can say who is in
 the way. The descriptor is opened close-on-exec, so subprocesses (``pip download``) never inherit the lock.
 Caveat: ``flock`` is per host on some network filesystems; the study's data folder is local.
+
+Why not a locking library: filelock's kernel lock (``UnixFileLock``) records no holder (its owner records
+belong to its marker-file "soft" locks, which a killed holder leaves behind to be judged stale), and
+zc.lockfile (DVC's) cannot wait, its refusal does not name the holder, and its pid line stays after
+release.
 """
 
 from __future__ import annotations

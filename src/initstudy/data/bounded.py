@@ -4,6 +4,8 @@ A source may be slow, endless or hostile. Per-read socket timeouts do not bound 
 every few seconds, and ``gzip.decompress`` allocates whatever a 20 KB "gzip bomb" expands to. So every
 source runs under a :class:`Deadline`, reads at most ``cap + 1`` bytes (one more proves "too big" without
 holding it), and decompresses with ``zlib.decompressobj(...).decompress(data, max_length)``.
+Neither the standard library (``gzip``, ``urllib``) nor the HTTP clients in the environment (requests,
+urllib3) offer a size cap on a body or on a decompression's output, hence these few lines.
 """
 
 from __future__ import annotations

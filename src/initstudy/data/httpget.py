@@ -5,6 +5,10 @@ second keeps every ``recv`` within the timeout forever (in the status line, the 
 every receive waits at most ``min(timeout_s, time left before the deadline)``, through urllib's public
 extension points: handlers for ``build_opener``, a socket subclass for plain HTTP, and
 ``SSLContext.sslsocket_class`` for HTTPS (the TLS handshake itself is bounded by the socket timeout).
+
+Why not an HTTP client library: requests and urllib3 (in the environment through MLflow) also bound each
+read rather than the download, and none of the clients here caps a body's size, which a hostile or broken
+source must not be able to grow without limit.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig
 
 from initstudy.config.compose import config_hash
@@ -76,6 +75,7 @@ PROTECTED = (".git", ".dvc", ".venv", "src", "conf", "tests", "data", "reports",
 TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # atomic.write_text's temporary files
 
 # The stage whose code dependencies (dvc.yaml) are a run's code identity: one list for DVC and for resume.
+PIPELINE = "dvc.yaml"
 TRAINING_STAGE = "train"
 SOURCE_DIR = "src/"
 # The project's code under src/: this package, and its Hydra plugins (the stacked launcher trains runs too).
@@ -90,16 +90,31 @@ class RunFolderError(ConfigError):
 
 
 def training_code(root: Path) -> list[str]:
-    """The project's source files the train stage depends on, as dvc.yaml names them (paths under src/)."""
-    path = root / "dvc.yaml"
+    """The project's source files the train stage depends on, as DVC reads them from dvc.yaml (paths under
+    src/): DVC's own parser (its schema, anchors and ``${...}`` templating), not a second reading of the file.
+    DVC is imported here, not at the top: it costs a training process a few tenths of a second, once
+    (:func:`_fingerprint` caches the answer), and the modules that only read run folders never pay it."""
+    from dvc.dvcfile import load_file
+    from dvc.exceptions import DvcException
+    from dvc.fs import LocalFileSystem
+    from dvc.repo import Repo
+
+    path = root / PIPELINE
     try:
-        # libyaml's loader where PyYAML has it: dvc.yaml is ~44 KB, 45 ms to parse in Python, 6 ms in C (the
-        # same data), and every training process reads it once before its first step.
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        stage = yaml.load(path.read_text(), Loader=loader)["stages"][TRAINING_STAGE]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        # The stage's definition only (dvc.yaml resolved): Repo.stage.load_one would also parse dvc.lock,
+        # which is three times as long and which a running `dvc repro` rewrites.
+        # A folder without git or without .dvc/ (a bare copy of the study) trains too: DVC reads its
+        # dvc.yaml as it reads a file outside any repository (uninitialized), and never asks git.
+        with Repo(
+            str(root), fs=LocalFileSystem(), uninitialized=True, config={"core": {"no_scm": True}}
+        ) as repo:
+            stage = load_file(repo, str(path)).resolver.resolve_one(TRAINING_STAGE)[TRAINING_STAGE]
+    except DvcException as error:
+        first_line = next(
+            (line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__
+        )
         raise RunFolderError(
-            f"{path} names no `{TRAINING_STAGE}` stage ({error}): run from the study's root"
+            f"{path} names no `{TRAINING_STAGE}` stage that DVC can read ({first_line}): run from the study's root"
         ) from None
     deps = [dep for dep in stage.get("deps", []) if isinstance(dep, str) and dep.startswith(CODE_PREFIXES)]
     if not deps:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
+import tenacity
 from omegaconf import DictConfig
 
 from initstudy.core.provenance import git_state
@@ -187,20 +188,33 @@ def _check_sqlite(path: Path) -> None:
         )
 
 
-def retry(call: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
-    """``call(*args, **kwargs)``, retried with exponential backoff while SQLite says it is locked/busy."""
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
-            return call(*args, **kwargs)
-        except Exception as error:  # MlflowException wraps SQLAlchemy's OperationalError
-            transient = "database is locked" in str(error) or "database is busy" in str(error)
-            if not transient or attempt == attempts - 1:
-                raise
-            log.warning("MLflow store busy (%s); retrying in %.1f s", type(error).__name__, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
+def _store_busy(error: BaseException) -> bool:
+    """SQLite's transient lock, whichever layer wraps it (MlflowException around SQLAlchemy's
+    OperationalError): only its text says so."""
+    return "database is locked" in str(error) or "database is busy" in str(error)
+
+
+def _log_wait(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.warning("MLflow store busy (%s); retrying in %.1f s", type(error).__name__, wait)
+
+
+# While SQLite is locked by another process: 8 tries, waits 0.2 s doubling to at most 5 s (16.2 s in all);
+# any other error, a refused connection included, is raised at once, as raised (not tenacity's RetryError).
+STORE_BUSY_RETRYING = tenacity.Retrying(
+    retry=tenacity.retry_if_exception(_store_busy),
+    stop=tenacity.stop_after_attempt(8),
+    wait=tenacity.wait_exponential(multiplier=0.2, max=5.0),
+    before_sleep=_log_wait,
+    reraise=True,
+)
+
+
+def retry(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)`` under :data:`STORE_BUSY_RETRYING` (a fresh copy per call: one call's
+    attempts never count against another's)."""
+    return STORE_BUSY_RETRYING.copy()(call, *args, **kwargs)
 
 
 def ensure_experiment(uri: str, name: str, root: Path) -> str:
