@@ -96,6 +96,14 @@ CASES = [
     (["hydra.run.dir=/sys/initstudy-runs"], ["not writable", "/sys"]),
     (["--multirun", "hydra.sweep.dir=foreign"], ["sweep folder foreign", "canary.txt"]),
     (["--multirun", "init=zeros,nope"], ["'nope'", "allowed"]),
+    # Lightning's controls (conf/debug, conf/callbacks, the optional Trainer keys: tests/test_lightning_controls.py)
+    (["debug=nope"], ["unknown debug 'nope'", "fast_dev_run, tiny"]),
+    (["+callbacks=nope"], ["unknown callbacks 'nope'", "checkpoint, early_stopping"]),
+    (
+        ["+callbacks=early_stopping", "data.val_size=0"],
+        ["callbacks.early_stopping.monitor", "data.val_size > 0"],
+    ),
+    (["trainer.accumulate_grad_batches=2"], ["trainer.accumulate_grad_batches=2", "data.batch_size"]),
     (["init=zeros,he_uniform"], ["--multirun"]),
     (
         [

@@ -187,6 +187,20 @@ def test_complete_and_unstackable_jobs_run_one_by_one(study_root: Path):
     assert plan_of(study_root, jobs, 32, complete={1}) == [[0, 2], [1], [3], [4]]
 
 
+def test_jobs_with_callbacks_or_optional_trainer_keys_run_alone(study_root: Path):
+    """Early stopping and checkpoints are each run's own; a debug or clipping setting is never shared."""
+    from initstudy.stacked.grouping import unsupported
+
+    extras = [["+callbacks=early_stopping"], ["+callbacks=checkpoint"], ["debug=fast_dev_run"], ["debug=tiny"],
+              ["trainer.gradient_clip_val=1.0"], ["trainer.limit_train_batches=2"]]  # fmt: skip
+    jobs = [[f"init={init}", "seed=0", *extra] for extra in extras for init in ("zeros", "he_uniform")]
+    assert plan_of(study_root, jobs, 32) == [[i] for i in range(len(jobs))]
+    cfg = compose_config(
+        [*BASE, f"data.root={study_root / 'data'}", "+callbacks=[checkpoint,early_stopping]"]
+    )
+    assert unsupported(cfg) == "callbacks (checkpoint, early_stopping)"
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4"])
 def test_max_models_must_be_a_positive_integer(bad: object):
     from hydra_plugins.initstudy_stacked.stacked_launcher import StackedLauncher

@@ -147,13 +147,27 @@ def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = Fa
 # ---- validation ---------------------------------------------------------------------------------------
 
 
+def is_smoke_test(cfg: DictConfig) -> bool:
+    """``trainer.fast_dev_run`` (debug=fast_dev_run): a few batches of each loop, not a run; it keeps nothing
+    (no run folder, no MLflow run, no manifest row)."""
+    return bool(cfg.trainer.get("fast_dev_run"))
+
+
+def counts_chunks(trainer: dict[str, Any]) -> bool:
+    """Whether the Trainer settings limit training by Lightning batches (chunks of optimizer steps)."""
+    return bool(trainer.get("fast_dev_run")) or trainer.get("limit_train_batches") is not None
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Hash of everything that determines a run's results (not where it is logged or how data is fetched)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     for ignored in ("hydra", "logger", "download"):
         container.pop(ignored, None)
-    # A speed knob that does not change the maths (the thread count does: it lives in `numerics`, hashed).
-    container.get("data", {}).pop("steps_per_chunk", None)
+    # A speed knob that does not change the maths (the thread count does: it lives in `numerics`, hashed),
+    # unless the Trainer counts batches: a Lightning batch is a chunk of steps_per_chunk optimizer steps, so
+    # limit_train_batches=2 (or fast_dev_run) trains a number of steps that depends on it.
+    if not counts_chunks(container.get("trainer", {})):
+        container.get("data", {}).pop("steps_per_chunk", None)
     text = yaml.safe_dump(container, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 SCHEMA_NAME = "study_schema"
 # Lightning's seed range (seed_everything): a 32-bit unsigned integer.
@@ -98,7 +98,9 @@ class DataConfig:
 @dataclass
 class TrainerConfig:
     """pytorch_lightning.Trainer's keyword arguments that are study settings (the runner adds devices, logger,
-    callbacks and the like)."""
+    callbacks and the like). The node is open (:func:`register`): besides these fields it takes the keys of
+    :data:`OPTIONAL_TRAINER_KEYS`, absent unless a config or the command line sets them, so that a config
+    without them composes (and hashes) exactly as before they existed."""
 
     _target_: str = checked("Lightning's Trainer")
     max_epochs: int = checked("must be a positive integer", positive_int)
@@ -108,6 +110,62 @@ class TrainerConfig:
         f"allowed: {', '.join(PRECISIONS)} (16-mixed needs a GPU; this study trains in float32 by default)",
         lambda v: v in PRECISIONS,
     )
+
+
+def batch_limit(value: Any) -> bool:
+    """Lightning's ``limit_*_batches``: a count of batches (a positive integer) or a share of them in (0, 1]."""
+    return (is_int(value) and value > 0) or (isinstance(value, float) and 0 < value <= 1)
+
+
+# Trainer keys a config or the command line may add (absent by default: the default config's hash is as before
+# they were allowed). Training uses manual optimization over chunks of ``data.steps_per_chunk`` optimizer steps
+# (initstudy.train.module): a Lightning "batch" is a chunk. key -> (allowed, check).
+OPTIONAL_TRAINER_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "fast_dev_run": (
+        "must be true, false or a positive integer (batches of each loop; debug=fast_dev_run sets it)",
+        lambda v: isinstance(v, bool) or positive_int(v),
+    ),
+    "limit_train_batches": (
+        "must be a positive integer (chunks of data.steps_per_chunk optimizer steps per epoch) or a share in "
+        "(0, 1]",
+        batch_limit,
+    ),
+    "limit_test_batches": (
+        "must be a positive integer (test batches of data.eval_batch_size images) or a share in (0, 1]",
+        batch_limit,
+    ),
+    "gradient_clip_val": (
+        "must be a positive number or null (each network's gradients clipped on their own)",
+        lambda v: v is None or (is_number(v) and v > 0),
+    ),
+    "gradient_clip_algorithm": ("must be norm or value", lambda v: v in ("norm", "value")),
+}
+# Trainer keys Lightning users reach for that this study cannot honour, each with the reason and the way.
+REFUSED_TRAINER_KEYS = {
+    "accumulate_grad_batches": "Lightning refuses it under manual optimization, and a Lightning batch here is a "
+    "chunk of data.steps_per_chunk optimizer steps; use a larger data.batch_size",
+    "limit_val_batches": "every validation pass (module.val_steps, module.val_every_n_steps, each epoch end) "
+    "reads the whole split; set data.val_size",
+    "check_val_every_n_epoch": "the history holds one validation pass per epoch end; use module.val_every_n_steps",
+    "val_check_interval": "use module.val_every_n_steps (optimizer steps) or module.val_steps",
+    "max_steps": "training runs whole epochs (trainer.max_epochs); use data.train_size for fewer steps",
+}
+# Set by the runner for every job (initstudy.train.runner.build_trainer): not config values.
+RUNNER_TRAINER_KEYS = ("devices", "deterministic", "logger", "callbacks", "enable_checkpointing",
+                       "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps",
+                       "default_root_dir")  # fmt: skip
+
+
+# conf/callbacks/ (``+callbacks=checkpoint``): the Lightning callbacks a run may add, by class; each option names
+# its entry (``callbacks.<name>``), so that several combine (``+callbacks=[checkpoint,early_stopping]``).
+CALLBACK_TARGETS = (
+    "pytorch_lightning.callbacks.ModelCheckpoint",
+    "pytorch_lightning.callbacks.EarlyStopping",
+)
+# What a callback may watch: the validation split's metrics, which the module logs at every epoch end.
+MONITORED = ("val/loss", "val/acc")
+# Set by the runner: a checkpoint is written into the run folder (initstudy.runs.rundir.CHECKPOINTS).
+RUNNER_CALLBACK_KEYS = ("dirpath",)
 
 
 @dataclass
@@ -142,18 +200,23 @@ class LoggerConfig:
 
 @dataclass
 class StudyConfig:
+    # ``callbacks`` (conf/callbacks/, ``+callbacks=...``) is no field: absent unless chosen, so that the default
+    # config (and its hash) is as it was before the group existed; :func:`register` lets it in.
     seed: int = checked(f"must be an integer in [0, {MAX_SEED}] (Lightning's seed range)",
                         lambda v: is_int(v) and 0 <= v <= MAX_SEED)  # fmt: skip
     init: Any = MISSING
     model: ModelConfig = MISSING
     optimizer: Any = MISSING
     data: DataConfig = MISSING
-    trainer: TrainerConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # a node of its own, opened by register()
     module: ModuleConfig = MISSING
     logger: LoggerConfig = MISSING
     numerics: Any = MISSING
     download: Any = MISSING
 
+
+# Sections no field names, present only when their config group is chosen (``+callbacks=...``).
+OPTIONAL_SECTIONS = ("callbacks",)
 
 SECTION_SCHEMAS: dict[str, type] = {
     "model": ModelConfig,
@@ -165,8 +228,17 @@ SECTION_SCHEMAS: dict[str, type] = {
 
 
 def register() -> None:
-    """Make ``study_schema`` known to Hydra (idempotent; every entry point composes after importing this)."""
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=StudyConfig)
+    """Make ``study_schema`` known to Hydra (idempotent; every entry point composes after importing this).
+
+    Two nodes are open to keys the dataclasses do not name, while composing: the root, so that a config group
+    chosen with ``+`` (``+callbacks=checkpoint``) can add its section (Hydra closes the root again before the
+    command line applies: a misspelt top-level key still needs ``+``), and ``trainer``, so that a config
+    (``debug=tiny``) or the command line can set one of :data:`OPTIONAL_TRAINER_KEYS`. Every key either adds is
+    then checked by :func:`initstudy.config.validate.validate`; the typed fields keep their types."""
+    node = OmegaConf.structured(StudyConfig)
+    OmegaConf.set_struct(node, False)
+    OmegaConf.set_struct(node.trainer, False)
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=node)
 
 
 def field_of(key: str) -> Any | None:

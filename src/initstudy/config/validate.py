@@ -55,9 +55,11 @@ def validate(cfg: DictConfig) -> None:
     from initstudy.config.numerics import from_config
     from initstudy.nn.model import ACTIVATIONS  # imports torch: not at module level (see the docstring)
 
-    _check_keys("", cfg, [*schema.top_level_keys(), "hydra"])
+    _check_keys("", cfg, [*schema.top_level_keys(), *schema.OPTIONAL_SECTIONS, "hydra"])
     for section in schema.SECTION_SCHEMAS:
-        _check_keys(section, cfg[section], schema.section_keys(section))
+        if section != "trainer":
+            _check_keys(section, cfg[section], schema.section_keys(section))
+    _validate_trainer_keys(cfg.trainer)
     for section in ("init", "optimizer", "numerics"):
         _check_keys(section, cfg[section], _constructor_keys(cfg[section], section))
     for key, allowed, check in schema.field_checks():
@@ -75,6 +77,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.optimizer.get("nesterov") and not cfg.optimizer.get("momentum"):
         _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0")
     _validate_logger(cfg.logger)
+    _validate_callbacks(cfg.get("callbacks"), cfg.data.val_size)
     from_config(cfg.numerics)
     deterministic = cfg.numerics.get("deterministic")
     if deterministic not in schema.DETERMINISTIC or not isinstance(deterministic, bool | str):
@@ -95,6 +98,57 @@ def _resolver_error(error: InterpolationResolutionError) -> str:
     while isinstance(link, OmegaConfBaseException):
         link = link.__cause__ or link.__context__
     return str(link if link is not None else error).splitlines()[0]
+
+
+def _validate_trainer_keys(trainer: DictConfig) -> None:
+    """The schema's fields, and the optional keys (absent by default) with their ranges; a Lightning key this
+    study cannot honour is refused with its reason."""
+    required = schema.section_keys("trainer")
+    for key in trainer:
+        if key in required:
+            continue
+        if key in schema.OPTIONAL_TRAINER_KEYS:
+            allowed, check = schema.OPTIONAL_TRAINER_KEYS[key]
+            if not check(trainer[key]):
+                _fail(f"trainer.{key}", trainer[key], allowed)
+        elif key in schema.REFUSED_TRAINER_KEYS:
+            _fail(f"trainer.{key}", trainer[key], f"not supported: {schema.REFUSED_TRAINER_KEYS[key]}")
+        elif key in schema.RUNNER_TRAINER_KEYS:
+            _fail(
+                f"trainer.{key}", trainer[key], "set by the training code for every job, not a config value"
+            )
+        else:
+            allowed_keys = sorted([*required, *schema.OPTIONAL_TRAINER_KEYS])
+            raise ConfigError(
+                f"unknown config key 'trainer.{key}'; allowed in trainer: {', '.join(allowed_keys)}"
+            )
+
+
+def _validate_callbacks(callbacks: Any, val_size: int) -> None:
+    """``callbacks``: entries of conf/callbacks/, each a Lightning callback of :data:`schema.CALLBACK_TARGETS`
+    whose keys its constructor takes, watching a validation metric (a callback that watches the test set
+    would choose with it)."""
+    if callbacks is None:
+        return
+    if not isinstance(callbacks, DictConfig):
+        _fail(
+            "callbacks",
+            callbacks,
+            f"choose with +callbacks=NAME; allowed: {', '.join(group_options('callbacks'))}",
+        )
+    for name, node in callbacks.items():
+        key = f"callbacks.{name}"
+        if not isinstance(node, DictConfig) or node.get("_target_") not in schema.CALLBACK_TARGETS:
+            target = node.get("_target_") if isinstance(node, DictConfig) else node
+            _fail(f"{key}._target_", target, f"allowed: {', '.join(schema.CALLBACK_TARGETS)}")
+        keys = [k for k in _constructor_keys(node, key) if k not in schema.RUNNER_CALLBACK_KEYS]
+        _check_keys(key, node, keys)
+        monitor = node.get("monitor")
+        if monitor is not None and monitor not in schema.MONITORED:
+            _fail(f"{key}.monitor", monitor, f"allowed: {', '.join(schema.MONITORED)}")
+        if monitor is not None and not val_size:
+            _fail(f"{key}.monitor", monitor,
+                  "needs a validation split (data.val_size > 0): with none, the test set would choose")  # fmt: skip
 
 
 def _validate_layers(model: DictConfig) -> None:

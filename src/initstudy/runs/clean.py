@@ -29,8 +29,9 @@ def default_roots() -> list[str]:
     return roots
 
 
-# Roots of tries, not of the study: a tuning sweep's (initstudy.runs.namespace) and the one refusals suggest.
-TRY_ROOTS = ("runs_tune", "runs_try")
+# Roots of tries, not of the study: a tuning sweep's (initstudy.runs.namespace), the one refusals suggest, and
+# the debug group's (conf/debug/).
+TRY_ROOTS = ("runs_tune", "runs_try", "runs_debug")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -63,6 +63,10 @@ OWNED_FILES = (
     STAMP,
     "train.log",
 )
+# Lightning checkpoints of a run that asks for them (+callbacks=checkpoint): ``checkpoints/*.ckpt``, owned with
+# the run (written in the staging folder, promoted with it, deleted with it); not a result (is_complete).
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_SUFFIX = ".ckpt"
 # Hydra writes these into a job's output folder before the job runs.
 HYDRA_SUBDIR = ".hydra"
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
@@ -253,6 +257,24 @@ def _check_writable(resolved: Path, path: Path, what: str) -> None:
     os.rmdir(probe)
 
 
+def _foreign_checkpoints(folder: Path) -> list[str]:
+    """What a run's ``checkpoints/`` holds besides Lightning checkpoint files (``*.ckpt``)."""
+    return [
+        f"{CHECKPOINTS}/{child.name}"
+        for child in sorted(folder.iterdir())
+        if child.suffix != CHECKPOINT_SUFFIX or child.is_symlink() or not child.is_file()
+    ]
+
+
+def _remove_checkpoints(folder: Path) -> None:
+    checkpoints = folder / CHECKPOINTS
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        for child in checkpoints.iterdir():
+            if child.suffix == CHECKPOINT_SUFFIX and child.is_file() and not child.is_symlink():
+                child.unlink(missing_ok=True)
+        _rmdir_if_empty(checkpoints)
+
+
 def _only_contract_files(entries: list[Path]) -> bool:
     """Only files this contract names (Hydra's job files included): a run folder the project wrote before
     stamps existed, or a job killed before its stamp was written."""
@@ -261,6 +283,9 @@ def _only_contract_files(entries: list[Path]) -> bool:
             return False
         if entry.name == HYDRA_SUBDIR and entry.is_dir():
             if any(child.name not in HYDRA_FILES or not child.is_file() for child in entry.iterdir()):
+                return False
+        elif entry.name == CHECKPOINTS and entry.is_dir():
+            if _foreign_checkpoints(entry):
                 return False
         elif not entry.is_file() or not (entry.name in OWNED_FILES or TEMPORARY.match(entry.name)):
             return False
@@ -279,7 +304,7 @@ def check_run_folder(path: Path, root: Path) -> Path:
         raise RunFolderError(f"run folder {path} exists and is not a folder")
     entries = list(resolved.iterdir()) if resolved.is_dir() else []
     if entries and not is_project_run_folder(resolved):
-        foreign = sorted(e.name for e in entries if e.name not in (*OWNED_FILES, HYDRA_SUBDIR))
+        foreign = sorted(e.name for e in entries if e.name not in (*OWNED_FILES, HYDRA_SUBDIR, CHECKPOINTS))
         raise RunFolderError(
             f"run folder {path} holds files the project did not write ({', '.join(foreign[:3]) or 'no stamp'}"
             f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder"
@@ -364,6 +389,7 @@ def remove_owned(folder: Path) -> bool:
     for name in HYDRA_FILES:
         (hydra / name).unlink(missing_ok=True)
     _rmdir_if_empty(hydra)
+    _remove_checkpoints(folder)
     for entry in folder.iterdir():
         if (entry.name in OWNED_FILES or TEMPORARY.match(entry.name)) and entry.is_file():
             entry.unlink(missing_ok=True)
@@ -401,6 +427,8 @@ def foreign_entries(folder: Path) -> list[str]:
                 for child in sorted(entry.iterdir())
                 if child.name not in HYDRA_FILES or child.is_symlink() or not child.is_file()
             ]
+        elif entry.name == CHECKPOINTS and entry.is_dir() and not entry.is_symlink():
+            foreign += _foreign_checkpoints(entry)
         elif entry.is_symlink() or not entry.is_file():
             foreign.append(f"{entry.name}/" if entry.is_dir() and not entry.is_symlink() else entry.name)
         elif not (entry.name in OWNED_FILES or TEMPORARY.match(entry.name)):
@@ -441,6 +469,7 @@ def begin_attempt(staging: Path) -> None:
         for name in OWNED_FILES:
             if name != "train.log":  # Hydra's log of this very attempt is already open
                 (staging / name).unlink(missing_ok=True)
+        _remove_checkpoints(staging)
         for entry in staging.iterdir():
             if TEMPORARY.match(entry.name):
                 entry.unlink(missing_ok=True)

@@ -7,7 +7,10 @@ The key is simply the job's resolved config without ``init`` and ``seed``, so th
 config later splits groups by default instead of being silently shared.
 
 Some settings cannot share a stack (:func:`unsupported`); their jobs, groups of one and jobs already complete
-run one by one, each as a stack of one (Hydra's ``run_job``, as the basic launcher runs them).
+run one by one, each as a stack of one (Hydra's ``run_job``, as the basic launcher runs them). Among them: a
+job with Lightning callbacks (conf/callbacks: each member would need its own early-stopping point and
+checkpoints of its own network) or one of the optional Trainer keys (conf/debug, ``trainer.fast_dev_run``,
+``trainer.gradient_clip_val``, ...), so that nothing they change is ever shared between members.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from initstudy.config.schema import OPTIONAL_SECTIONS, OPTIONAL_TRAINER_KEYS
 from initstudy.core.errors import ConfigError
 from initstudy.train.network import balanced
 
@@ -90,6 +94,12 @@ def unsupported(cfg: DictConfig) -> str | None:
             return f"{section}._target_={target}"
     if str(cfg.trainer.precision) not in FULL_PRECISION:
         return f"trainer.precision={cfg.trainer.precision}"
+    for section in OPTIONAL_SECTIONS:
+        if cfg.get(section):
+            return f"{section} ({', '.join(cfg[section])})"
+    for key in OPTIONAL_TRAINER_KEYS:
+        if key in cfg.trainer:
+            return f"trainer.{key}={cfg.trainer[key]}"
     return None
 
 

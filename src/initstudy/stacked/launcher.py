@@ -72,6 +72,11 @@ def launch(
     for unit in units:
         for i in unit:
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
+    for candidate in candidates:
+        reason = None if candidate.complete else grouping.unsupported(candidate.cfg)
+        if reason is not None:
+            log.info("#%d trains alone: %s cannot share a stacked model (docs/stacked.md)",
+                     initial_job_idx + candidate.index, reason)  # fmt: skip
     unit_configs = [{i: configs[i] for i in unit} for unit in units]
     if workers > 1:
         from initstudy.stacked.workers import run_units

@@ -42,7 +42,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from initstudy.config import numerics
-from initstudy.config.compose import config_hash
+from initstudy.config.compose import config_hash, is_smoke_test
 from initstudy.config.validate import check_accelerator
 from initstudy.core import atomic, locking, provenance, signals
 from initstudy.core.errors import ConfigError, no_space
@@ -225,7 +225,7 @@ class Preflight(Callback):
             claim.clear_leftovers()
         rundir.stamp_sweep_root(sweep_root)
         if not batches_checked:
-            self.adds_to_manifest = (
+            self.adds_to_manifest = not is_smoke_test(config) and (
                 claim.owns_manifest if claim is not None else manifest_owned(config, sweep_root)
             )
             if self.adds_to_manifest:
@@ -372,7 +372,8 @@ def check_batch(
     assert _session is not None
     claim.clear_leftovers()
     if first:
-        _session.owns_manifest = claim.owns_manifest
+        # A smoke test (fast_dev_run) completes no run: the manifest (what a report reads) is left alone.
+        _session.owns_manifest = claim.owns_manifest and not all(is_smoke_test(cfg) for cfg in configs)
     if _session.owns_manifest:
         if first:
             manifest.write_manifest(jobs, sweep_dir)

@@ -78,6 +78,8 @@ def fit(
         members=members,
         optimizer_factory=instantiate(first.optimizer),
         steps_per_epoch=datamodule.steps_per_epoch,
+        gradient_clip_val=first.trainer.get("gradient_clip_val"),
+        gradient_clip_algorithm=first.trainer.get("gradient_clip_algorithm") or "norm",
     )
     recorders = [RunRecorder(position + run_label(cfg), datamodule.eval.name)
                  for cfg, position in zip(cfgs, positions, strict=True)]  # fmt: skip

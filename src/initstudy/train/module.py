@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from initstudy.data.datamodule import Split
 from initstudy.nn import layer_stats
 from initstudy.train.members import Member
-from initstudy.train.network import MemberShards
+from initstudy.train.network import MemberShards, StackedMLP
 from initstudy.train.records import Evaluation, EvaluationSums
 from initstudy.train.threads import ShardThreads
 
@@ -80,8 +80,13 @@ class InitStudyModule(pl.LightningModule):
         val_every_n_steps: int | None = None,
         val_steps: Sequence[int] = (),
         layer_stats_every_n_steps: int | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__()
+        # trainer.gradient_clip_val / gradient_clip_algorithm: clipped here, per member (Lightning's own
+        # clipping would take the norm over the whole stack, and refuses manual optimization anyway).
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
         self.network = network
         self.threads = ShardThreads(len(network.shards))
         self.layer_stats_every_n_steps = layer_stats_every_n_steps
@@ -148,6 +153,7 @@ class InitStudyModule(pl.LightningModule):
                 self._evaluate_at_step()
             if self.layer_stats_every_n_steps and self.total_steps % self.layer_stats_every_n_steps == 0:
                 self._probe_layers()
+        self._count_steps(len(chunk))
         chunk_losses = torch.stack(step_losses, dim=1)  # [M, steps]: each member's row contiguous
         sizes = [index.shape[1] for index in chunk]
         for m in training:
@@ -161,6 +167,15 @@ class InitStudyModule(pl.LightningModule):
                     self._stop(m)
         if not any(member.active for member in self.members):
             self.trainer.should_stop = True
+
+    def _count_steps(self, steps: int) -> None:
+        """The optimizer steps of a chunk, counted where Lightning counts a manual optimizer step (the loop's
+        step progress, which ``trainer.global_step`` reads): the optimizers are stepped unwrapped, and
+        ModelCheckpoint saves only when the global step has moved since its last save."""
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        for _ in range(steps):
+            progress.increment_ready()
+            progress.increment_completed()
 
     def _evaluates_at(self, step: int) -> bool:
         """Whether a validation pass follows optimizer step ``step``: one of ``val_steps`` (dense early, where
@@ -193,8 +208,21 @@ class InitStudyModule(pl.LightningModule):
         # shard's thread, whose autograd runs there (CPU).
         member_mean_losses(logits, y)[training].sum().backward()
         shard.share_gradients(mine)
+        if self.gradient_clip_val:
+            self._clip_gradients(shard, mine)
         optimizer.step()
         return recorded_losses(logits.detach(), y)
+
+    def _clip_gradients(self, shard: StackedMLP, active: Sequence[bool]) -> None:
+        """Each training member's gradients clipped on their own, as Lightning clips a single network's: by
+        their joint norm (``norm``) or elementwise (``value``)."""
+        for aliases, on in zip(shard.member_parameters(), active, strict=True):
+            if not on:
+                continue
+            if self.gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(aliases, self.gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(aliases, self.gradient_clip_val)
 
     def _stop(self, m: int) -> None:
         member = self.members[m]
@@ -255,6 +283,11 @@ class InitStudyModule(pl.LightningModule):
         for m, sums in self._sums.items():
             self.members[m].evaluations.append(sums.result())
         self.eval_seconds += time.perf_counter() - self._eval_started
+        if len(self.members) == 1 and self._sums:
+            # What Lightning's callbacks watch (EarlyStopping, ModelCheckpoint: conf/callbacks): a run alone
+            # (runs with callbacks never share a stack) logs its pass, e.g. val/loss, to the Trainer's metrics.
+            split, evaluation = self.trainer.datamodule.eval.name, self.members[0].evaluations[-1]
+            self.log_dict({f"{split}/loss": evaluation.loss, f"{split}/acc": evaluation.acc}, logger=False)
 
     def on_test_epoch_start(self) -> None:
         # Every member, the stopped ones included: each is tested with the weights it stopped with, and keeps

@@ -26,11 +26,13 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
 from initstudy.config import numerics
+from initstudy.config.compose import is_smoke_test
 from initstudy.core import atomic, collector, provenance, signals
 from initstudy.core import provenance as core_provenance
 from initstudy.core.faults import pause_point
@@ -142,11 +144,25 @@ class CollectorResumed(pl.Callback):
         pause_point("fitting")  # inside the fit, Lightning's signal handlers in place (tests stop runs here)
 
 
+def chosen_callbacks(cfg: DictConfig, staging: Path) -> list[pl.Callback]:
+    """conf/callbacks' entries (``+callbacks=...``), instantiated; a ModelCheckpoint writes into the attempt's
+    staging folder (``checkpoints/``), which is promoted with the run (initstudy.runs.rundir.CHECKPOINTS)."""
+    made = []
+    for node in (cfg.get("callbacks") or {}).values():
+        if issubclass(get_class(node._target_), ModelCheckpoint):
+            made.append(instantiate(node, dirpath=str(staging / rundir.CHECKPOINTS)))
+        else:
+            made.append(instantiate(node))
+    return made
+
+
 def build_trainer(
     cfg: DictConfig, job_index: int, logger: Any, callbacks: list[pl.Callback], staging: Path
 ) -> pl.Trainer:
-    """conf/trainer's Trainer, completed with what depends on the job and what this study fixes."""
+    """conf/trainer's Trainer, completed with what depends on the job and what this study fixes. Gradient
+    clipping is the module's (manual optimization: Lightning would refuse it; initstudy.train.module)."""
     accelerator, devices = resolve_device(cfg.trainer.accelerator, job_index)
+    callbacks = [*callbacks, *chosen_callbacks(cfg, staging)]
     return instantiate(
         cfg.trainer,
         _convert_="all",  # callbacks and devices as plain lists, as Lightning expects
@@ -155,7 +171,10 @@ def build_trainer(
         deterministic=cfg.numerics.deterministic,
         logger=logger or False,
         callbacks=[*callbacks, CollectorResumed()],
-        enable_checkpointing=False,
+        gradient_clip_val=None,
+        gradient_clip_algorithm=None,
+        # Lightning's default checkpoint only where a run asks for one (+callbacks=checkpoint).
+        enable_checkpointing=any(isinstance(callback, ModelCheckpoint) for callback in callbacks),
         # A live bar (epoch, chunk of steps) only on a terminal; CI, DVC and SLURM logs get the recorder's
         # one line per epoch instead.
         enable_progress_bar=sys.stderr.isatty(),
@@ -482,13 +501,30 @@ def begin(
     rundir.begin_attempt(staging)
     resolved = resolved_config(cfg)
     described = job_numerics(cfg, job_index)
-    run = start_tracking(cfg, repo_root(), final_dir, resolved, described)
+    # A smoke test records nothing, as Lightning's fast_dev_run logs nothing (debug=fast_dev_run is offline).
+    run = (
+        Tracking() if is_smoke_test(cfg) else start_tracking(cfg, repo_root(), final_dir, resolved, described)
+    )
     return Attempt(cfg, final_dir, staging, identity, resolved, described, run, started)
+
+
+def discard(attempt: Attempt, outcome: Outcome) -> dict[str, Any]:
+    """A smoke test's end: its staging folder goes (Hydra's files and log included), so that no folder ever
+    holds a "complete" run that trained a few batches; the metrics are logged and returned, never kept."""
+    rundir.remove_owned(attempt.staging)
+    rundir.prune_empty(attempt.staging.parent, attempt.final_dir.parent)
+    rundir.prune_empty(attempt.final_dir.parent, repo_root())  # the folders Hydra made for it, while empty
+    log.info("[%s] fast_dev_run: test/acc %.4f  test/loss %.4f after %d optimizer steps; a smoke test, nothing "
+             "kept (no run folder, no MLflow run)", run_label(attempt.cfg), outcome.metrics["test/acc"],
+             outcome.metrics["test/loss"], outcome.metrics["steps_completed"])  # fmt: skip
+    return outcome.metrics
 
 
 def finish(attempt: Attempt, outcome: Outcome) -> dict[str, Any]:
     """Results written, marker, promotion, MLflow FINISHED (the caller marks the run FAILED if this raises);
-    the run's metrics."""
+    the run's metrics. A smoke test (fast_dev_run) is discarded instead (:func:`discard`)."""
+    if is_smoke_test(attempt.cfg):
+        return discard(attempt, outcome)
     outcome.numerics, outcome.mlflow_run_id = attempt.numerics, attempt.run.run_id
     pause_point("trained")
     record(attempt.staging, attempt.resolved, outcome, attempt.run)
