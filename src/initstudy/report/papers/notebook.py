@@ -118,6 +118,12 @@ def claims_of(table: pd.DataFrame, rules: dict[str, Rule]) -> list[Claim]:
     return claims
 
 
+def tally(table: pd.DataFrame) -> list[str]:
+    """One line per reading (consistent, inconsistent, not testable, ...), naming its initializers in order."""
+    return [f"- **{reading}**: {', '.join(f'`{init}`' for init in group.init)}"
+            for reading, group in table.groupby("reading", sort=False)]  # fmt: skip
+
+
 def figure(runs: pd.DataFrame, table: pd.DataFrame, path: Path) -> None:
     """Per initializer (own y-axis: zeros sits near chance), every seed a dot, the prediction interval a bar,
     the notebook's number a cross."""
@@ -151,9 +157,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     atomic.write_text(out_dir / "prediction_intervals.csv", table.to_csv(index=False))
     config = sweep.config
     model, optimizer, data, trainer = (config.get(k, {}) for k in ("model", "optimizer", "data", "trainer"))
-    n_train = (
-        60_000 - int(data.get("val_size") or 0) if data.get("train_size") is None else data.get("train_size")
-    )
+    n_train = "all" if data.get("train_size") is None else data.get("train_size")
     seeds = sorted(int(s) for s in sweep.runs.seed.unique())
     setup = [
         "The seed notebook printed one Keras test accuracy per initializer. This report reruns the notebook's "
@@ -163,7 +167,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "",
         f"- **Ours:** MLP {model.get('hidden_sizes')} ({model.get('activation')}), optimizer "
         f"`{optimizer.get('_target_')}` lr {optimizer.get('lr')} eps {optimizer.get('eps')}, batch "
-        f"{data.get('batch_size')}, {n_train} training images (validation split: {data.get('val_size')}), "
+        f"{data.get('batch_size')}, {n_train} training images less a validation split of {data.get('val_size')}, "
         f"{trainer.get('max_epochs')} epochs; the test accuracy of the final weights on the 10,000 test images; "
         f"seeds {seeds}.",
         "- **Notebook:** the same network, Keras `Adam(learning_rate=0.001)`, batch 64, 10 epochs on all 60,000 "
@@ -184,6 +188,8 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "`prediction_intervals.csv` holds the same table.",
         "",
         markdown_table(table.drop(columns=["baseline"])),
+        "",
+        *tally(table),
     ]
     metrics = {row.init: {"notebook_acc": row.notebook_acc, "acc_mean": row.acc_mean, "acc_sd": row.acc_sd,
                           "n_seeds": row.n_seeds, "pi95_low": row.pi95_low, "pi95_high": row.pi95_high,
