@@ -291,6 +291,18 @@ EDITS = {
         "max_epochs: 3",
         {"train_saxe2014"},
     ),
+    "the notebook's preset": (
+        "conf/experiment/notebook.yaml",
+        "max_epochs: 10",
+        "max_epochs: 9",
+        {"train_notebook"},
+    ),
+    "the notebook's claims": (
+        "conf/experiment/claims/notebook.yaml",
+        "min_seeds: 5",
+        "min_seeds: 6",
+        {"report_notebook"},
+    ),
     "download code": ("src/initstudy/data/fetch.py", None, "\n# note\n", {"download"}),
     "learning rate": ("params.yaml", "lr: 0.001", "lr: 0.002", {"train", "train_depth"}),
     "optimizer choice": ("params.yaml", "optimizer: adam", "optimizer: sgd", TRAINING_STAGES),
