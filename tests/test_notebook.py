@@ -5,6 +5,7 @@ conf/experiment/claims/notebook.yaml (numbers fabricated here, so that every ver
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -166,6 +167,10 @@ def test_a_tiny_sweep_trains_without_validation_and_reports(synthetic_data_repo)
         assert config["data"]["val_size"] == 0 and config["optimizer"]["_target_"].endswith("KerasAdam")
         history = pd.read_csv(path.parent / "history.csv")
         assert not history.metric.str.startswith("val/").any()  # no validation split: nothing measured on one
+        # The reported accuracy is the final weights' on the test set, as the notebook's model.evaluate: the
+        # curve's last test pass (after the last epoch) says the same.
+        last_pass = history[history.metric == "test/acc"].sort_values("step").value.iloc[-1]
+        assert json.loads(path.read_text())["test/acc"] == pytest.approx(last_pass, abs=1e-12)
     out = repo / "reports" / "notebook"
     result = run(python_module("initstudy.report", "--paper", "notebook", "--runs", "runs_notebook",
                                "--out", str(out)), repo)  # fmt: skip
