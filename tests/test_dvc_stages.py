@@ -143,8 +143,10 @@ def tracked_files(stage: dict) -> set[str]:
 
 
 def test_dvc_yaml_is_short_enough_to_read():
-    """Folders as deps and YAML anchors for the lists several stages share keep the file readable."""
-    assert len((REPO / "dvc.yaml").read_text().splitlines()) <= 300
+    """Folders as deps and YAML anchors for the lists several stages share keep the file readable. A report
+    stage cannot share its code list by an anchor (its runs and claims file follow in the same list), so each
+    experiment's train -> report chain adds about 20 lines: 7 chains and the default study fit in 330."""
+    assert len((REPO / "dvc.yaml").read_text().splitlines()) <= 330
 
 
 def test_a_folder_dep_is_named_only_where_the_stage_runs_every_file_in_it():
@@ -327,6 +329,18 @@ EDITS = {
         "max_epochs: 2",
         "max_epochs: 3",
         {"train_saxe2014"},
+    ),
+    "the notebook's preset": (
+        "conf/experiment/notebook.yaml",
+        "max_epochs: 10",
+        "max_epochs: 9",
+        {"train_notebook"},
+    ),
+    "the notebook's claims": (
+        "conf/experiment/claims/notebook.yaml",
+        "min_seeds: 5",
+        "min_seeds: 6",
+        {"report_notebook"},
     ),
     "download code": ("src/initstudy/data/fetch.py", None, "\n# note\n", {"download"}),
     "learning rate": ("params.yaml", "lr: 0.001", "lr: 0.002", {"train", "train_depth"}),

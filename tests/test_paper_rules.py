@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from initstudy.report.papers import glorot2010, he2015, saxe2014, schoenholz2017
+from initstudy.report.papers import glorot2010, he2015, notebook, saxe2014, schoenholz2017
 from initstudy.report.papers.claims import (
     AGREES,
     INCONCLUSIVE,
@@ -38,7 +38,8 @@ from initstudy.report.papers.rules import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = {"glorot2010": glorot2010, "he2015": he2015, "schoenholz2017": schoenholz2017, "saxe2014": saxe2014}
+MODULES = {"glorot2010": glorot2010, "he2015": he2015, "schoenholz2017": schoenholz2017, "saxe2014": saxe2014,
+           "notebook": notebook}  # fmt: skip
 
 
 def _rule(min_seeds: int = 5, counts: bool = True) -> Rule:
@@ -79,8 +80,10 @@ def test_each_papers_claims_file_loads_and_the_report_uses_every_claim(paper):
     source = Path(MODULES[paper].__file__).read_text()
     for rule in rules.values():
         assert rule.counts or rule.not_counted, rule.id
-        family = rule.id.split("_")[0]  # Glorot's per-cell ids: table1_<activation>_<init>, gap_<activation>
-        patterns = {"table1": 'f"table1_{activation}_{init}"', "gap": 'f"gap_{activation}"'}
+        # Per-cell ids: Glorot's table1_<activation>_<init> and gap_<activation>, the notebook's notebook_<init>.
+        family = rule.id.split("_")[0]
+        patterns = {"table1": 'f"table1_{activation}_{init}"', "gap": 'f"gap_{activation}"',
+                    "notebook": 'f"{NAME}_{init}"'}  # fmt: skip
         assert f'"{rule.id}"' in source or patterns.get(family, "\0") in source, rule.id
         if "sign test" in rule.rule:  # an exact one-sided sign test can reach p <= 0.05 with this many seeds
             assert (

@@ -38,7 +38,7 @@ from initstudy.report.image_bootstrap import compare_accuracy
 from initstudy.report.load import SweepRuns, group_folder, load_sweep, split_groups, with_group_keys
 from initstudy.report.markdown import SPEED_KEY, Section, render
 from initstudy.report.papers.claims import write as write_paper_report
-from initstudy.report.papers.registry import check_paper, writers
+from initstudy.report.papers.registry import check_claims, check_paper, writers
 from initstudy.report.speed_test import speed_comparisons
 from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
 from initstudy.report.study_rules import (
@@ -163,6 +163,7 @@ def write_report(
     ``accuracy_equivalent_seeds_only`` of conf/experiment/claims/study.yaml, read before any run)."""
     if paper is not None:
         check_paper(paper)
+        check_claims(paper)  # a malformed claims file is refused before any run is read
     else:
         seeds_equivalence_rule()  # a claims file without a usable margin is refused before anything is read
     sweep = load_sweep(runs_dir)
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--paper",
         default=None,
-        help="the classic paper the sweep reproduces: glorot2010, he2015, schoenholz2017 or saxe2014",
+        help="the classic paper the sweep reproduces: glorot2010, he2015, schoenholz2017 or saxe2014; notebook: the "
+        "seed notebook's numbers against its own protocol (experiment=notebook)",
     )
     args = parser.parse_args(argv)
     if args.paper is not None:

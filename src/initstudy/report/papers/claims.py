@@ -33,7 +33,8 @@ NOT_COUNTED = (
 VERDICTS = (AGREES, PARTS, INCONCLUSIVE, NOT_TESTABLE, NOT_COUNTED, UNTESTED)
 COLUMNS = ("claim", "where", "paper", "ours", "verdict", "rule", "seeds", "baseline", "why")
 # The papers a report exists for (--paper): checked before any import or file read; writers() maps each.
-PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014")
+# notebook: the seed notebook's own numbers against its protocol (initstudy.report.papers.notebook).
+PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014", "notebook")
 
 
 @dataclass
