@@ -86,6 +86,7 @@ def test_each_preset_trains_diagnoses_and_reports_side_by_side(synthetic_data_re
         assert f"{row.verdict:>10}: {row.claim}" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_unknown_paper_is_refused_in_one_line_before_reading_anything(tmp_path):
     result = run(python_module("initstudy.report", "--paper", "lecun1998", "--runs", str(tmp_path / "none"),
                                "--out", str(tmp_path / "out")), tmp_path, check=False)  # fmt: skip

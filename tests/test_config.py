@@ -30,6 +30,7 @@ def test_sweep_override_without_multirun_is_refused():
         plan(["init=zeros,he_uniform"], multirun=False, verify_data=False)
 
 
+@pytest.mark.slow
 def test_default_sweep_is_defined_once_in_params_yaml():
     jobs = plan([], multirun=True, verify_data=False)
     assert [(j.init, j.seed) for j in jobs] == [
@@ -80,6 +81,7 @@ def test_every_optimizer_option_composes_and_validates(option):
     validate(compose_config([f"optimizer={option}"]))
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_input_before_any_file_or_run(tmp_path):
     """Through the real entry point: exit 2, one stderr line, no run folder, no MLflow store."""
     repo = tmp_path / "repo"

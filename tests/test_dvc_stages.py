@@ -149,6 +149,7 @@ def test_dvc_yaml_is_short_enough_to_read():
     assert len((REPO / "dvc.yaml").read_text().splitlines()) <= 330
 
 
+@pytest.mark.slow
 def test_a_folder_dep_is_named_only_where_the_stage_runs_every_file_in_it():
     """A folder stands for all its files, so naming one where a file of it is not run would over-track."""
     for name, stage in STAGES.items():

@@ -222,6 +222,7 @@ def test_every_figure_is_a_png_and_redraws_to_the_same_bytes(drawn, tmp_path):
     assert all(b"matplotlib" not in path.read_bytes() for path in folder.glob("*.png"))  # no Software tag
 
 
+@pytest.mark.slow
 def test_bytes_do_not_depend_on_the_process(drawn, tmp_path):
     """Another interpreter with another hash seed (set and dict orders) draws the same bytes."""
     repo = Path(__file__).resolve().parents[1]

@@ -418,6 +418,7 @@ def test_curves_carry_the_group_keys(grouped_report):
     assert len(curves) == len(GROUPS) * 6 * (1 + 3 * 2)
 
 
+@pytest.mark.slow
 def test_outputs_do_not_depend_on_the_manifest_order_of_groups(grouped_report, tmp_path):
     out = tmp_path / "reports"
     write_report(grouped_sweep(tmp_path, [GROUPS[1], GROUPS[3], GROUPS[0], GROUPS[2]]), out)
@@ -442,6 +443,7 @@ def _ungrouped(root: Path, group_column: bool) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_an_empty_group_column_reports_as_a_manifest_without_one(tmp_path):
     without, with_empty = tmp_path / "without", tmp_path / "with"
     write_report(_ungrouped(without, group_column=False), without / "reports")
@@ -523,6 +525,7 @@ def test_a_depth_sweep_without_groups_keeps_its_layout(tmp_path):
     assert (out / "figures" / "accuracy_vs_depth.png").is_file()
 
 
+@pytest.mark.slow
 def test_figures_of_groups_no_longer_swept_are_removed_and_nothing_else(tmp_path):
     """The report deletes the figures its previous run recorded and did not draw again; a file it never
     wrote (a user's own figure, even one named like ours) stays."""
@@ -693,6 +696,7 @@ def test_the_depth_report_marks_a_median_inside_the_first_evaluation_interval(tm
     assert texts.tolist() == ["≤100 (1/1)", "189 (1/1)"]
 
 
+@pytest.mark.slow
 def test_the_report_counts_the_test_images_and_tests_speed_by_seed_and_repeats_its_bytes(sweep, tmp_path):
     """Both sources of noise (the bootstrap's table, equivalence at ±0.2 and ±0.5 pp) and the permutation test
     of time to 97% are in the report, and a second report of the same runs is the same bytes (seeded)."""
@@ -708,6 +712,7 @@ def test_the_report_counts_the_test_images_and_tests_speed_by_seed_and_repeats_i
     assert "exact permutation test paired by seed, p = " in report
 
 
+@pytest.mark.slow
 def test_the_reports_level_is_read_from_the_claims_file(tmp_path, monkeypatch):
     """The report stage reads alpha from conf/experiment/claims/study.yaml under the study's root: raised to
     0.4 there, the pair whose adjusted p is about 0.3 differs too; the comparisons carry each pair's verdict."""

@@ -168,6 +168,7 @@ def _two_initializers(sweep: Path) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_the_reports_margin_is_the_claims_files_unless_given(tmp_path, monkeypatch):
     root = edited_claims(tmp_path / "repo", "study", SEEDS_EQUIVALENCE, value=0.002)
     monkeypatch.setenv("INITSTUDY_ROOT", str(root))

@@ -92,7 +92,12 @@ ALIGNED = ["model.activation=tanh", "model.hidden_sizes=[64,32]", "module.layer_
 
 
 @pytest.mark.parametrize(
-    "overrides", [DEFAULTS, ODD, ALIGNED], ids=["relu-adam", "tanh-sgd-odd-sizes", "tanh-adam-aligned"]
+    "overrides",
+    [
+        pytest.param(DEFAULTS, id="relu-adam"),  # the study's own path stays in make test-fast
+        pytest.param(ODD, id="tanh-sgd-odd-sizes", marks=pytest.mark.slow),
+        pytest.param(ALIGNED, id="tanh-adam-aligned", marks=pytest.mark.slow),
+    ],
 )
 def test_every_member_is_its_single_run_bit_for_bit(study_root: Path, tmp_path: Path, overrides: list[str]):
     """Initial weights, final weights, metrics.json and history.csv: the same bytes as each job's own run
@@ -121,6 +126,7 @@ def test_members_on_other_threads_flush_subnormals_as_their_single_runs_do(study
             assert member[name] == single[name], f"{init}/seed_{seed}: {name}"
 
 
+@pytest.mark.slow
 def test_a_diverging_member_stops_alone_and_changes_no_other_member(study_root: Path, tmp_path: Path):
     """An initializer that explodes under SGD: that member records its divergence as its single run does and
     stops; the others train on, their results unchanged by its presence."""
@@ -160,6 +166,7 @@ def test_jobs_group_when_they_differ_only_in_init_and_seed(study_root: Path):
     assert plan_of(study_root, jobs, 32) == [[0, 1, 5], [2, 3], [4]]
 
 
+@pytest.mark.slow
 def test_max_models_cuts_groups_of_balanced_sizes_and_a_group_of_one_runs_alone(study_root: Path):
     jobs = [[f"init={init}", f"seed={seed}"] for init in ("zeros", "he_uniform") for seed in (0, 1, 2)]
     assert plan_of(study_root, jobs, 4) == [[0, 1, 2], [3, 4, 5]]
@@ -168,6 +175,7 @@ def test_max_models_cuts_groups_of_balanced_sizes_and_a_group_of_one_runs_alone(
     assert plan_of(study_root, jobs, 1) == [[i] for i in range(6)]
 
 
+@pytest.mark.slow
 def test_workers_split_a_sweep_into_at_least_as_many_units(study_root: Path):
     jobs = [[f"init={init}", f"seed={seed}"] for init in ("zeros", "he_uniform") for seed in range(5)]
     assert plan_of(study_root, jobs, 32, workers=2) == [list(range(5)), list(range(5, 10))]
@@ -187,6 +195,7 @@ def test_complete_and_unstackable_jobs_run_one_by_one(study_root: Path):
     assert plan_of(study_root, jobs, 32, complete={1}) == [[0, 2], [1], [3], [4]]
 
 
+@pytest.mark.slow
 def test_jobs_with_callbacks_or_optional_trainer_keys_run_alone(study_root: Path):
     """Early stopping and checkpoints are each run's own; a debug or clipping setting is never shared."""
     from initstudy.stacked.grouping import unsupported

@@ -45,6 +45,7 @@ def test_any_key_can_be_swept_into_distinct_readable_folders(at_repo):
     assert not any(a != b and b.startswith(a + "/") for a in runs for b in runs)
 
 
+@pytest.mark.slow
 def test_folder_names_do_not_depend_on_the_order_or_spelling_of_overrides(at_repo):
     shuffled = [
         "model.activation=relu,tanh",
@@ -55,6 +56,7 @@ def test_folder_names_do_not_depend_on_the_order_or_spelling_of_overrides(at_rep
     assert sorted(folders(shuffled)) == sorted(folders(GRID_8))
 
 
+@pytest.mark.slow
 def test_default_sweep_and_depth_experiment_keep_their_layout(at_repo):
     default = folders([])
     assert len(default) == 20 and all(re.fullmatch(r"runs/\w+/seed_\d", run) for run in default)
