@@ -110,6 +110,9 @@ def test_the_run_logs_its_model_with_signature_example_and_pins(trained: Path) -
     with model.tracking_uri(f"sqlite:///{trained / 'mlflow.db'}"):
         info = get_model_info(f"models:/{output.model_id}")
         files = mlflow.artifacts.download_artifacts(f"models:/{output.model_id}")
+    # In the run's experiment (where its page and the experiment's model list look), ready to load.
+    logged = client_of(trained).get_logged_model(output.model_id)
+    assert logged.experiment_id == child.info.experiment_id and str(logged.status).endswith("READY")
     assert info.flavors.keys() >= {"pytorch", "python_function"}
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] in ([-1, 784], (-1, 784))
     assert info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] in ([-1, 10], (-1, 10))

@@ -41,16 +41,20 @@ def log_run_model(client: Any, run_id: str, run_dir: Path, root: Path) -> Any:
     """Log ``run_dir``'s final network to ``run_id`` as an ``mlflow.pytorch`` model named ``model``, with a
     signature and an input example from real test images; returns MLflow's ModelInfo."""
     import mlflow.pytorch
+    import torch
     from mlflow.models import infer_signature
 
     cfg = read_config(run_dir)
     model = final_network(cfg, run_dir)
     example = example_batch(cfg, root)
-    import torch
-
     with torch.inference_mode():
         output = model(torch.from_numpy(example)).numpy()
-    with tracking_uri(client.tracking_uri):
+    # Created here, in the run's experiment: log_model alone would file it under the fluent API's current
+    # experiment (Default), where the run's page and the experiment's model list do not look.
+    experiment_id = client.get_run(run_id).info.experiment_id
+    logged = client.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run_id)
+    # MLflow's default format, pt2 (torch.export): loads without this project's code and runs no pickle.
+    with tracking_uri(client.tracking_uri), torch.random.fork_rng(devices=[]):
         return mlflow.pytorch.log_model(
             model,
             name=MODEL_NAME,
@@ -58,6 +62,7 @@ def log_run_model(client: Any, run_id: str, run_dir: Path, root: Path) -> Any:
             input_example=example,
             pip_requirements=pinned_requirements(),
             run_id=run_id,
+            model_id=logged.model_id,
         )
 
 
@@ -75,7 +80,7 @@ def final_network(cfg: DictConfig, run_dir: Path) -> Any:
 
     from initstudy.nn import weights
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # construction draws initial weights, replaced just below
         model = instantiate(cfg.model)
     model.load_state_dict(weights.load(run_dir / weights.FINAL), strict=True)
     return model.eval()
