@@ -331,7 +331,7 @@ def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
         assert set(digests) == {"mnist-training", "mnist-test"}
         shown = f"mnist-training ({digests['mnist-training']})"
         expect(page.get_by_role("button", name=shown)).to_be_visible()
-        expect(page.get_by_role("button", name="+1")).to_be_visible()
+        expect(page.get_by_text("+1", exact=True)).to_be_visible()
         page.screenshot(path=tmp_path / "run.png")
         assert not errors, f"JavaScript errors in the UI: {errors}"
         context.close()
