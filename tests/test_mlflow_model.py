@@ -95,6 +95,17 @@ def test_the_report_is_written_without_a_registry(tmp_path: Path, monkeypatch: p
     assert set(rows.registry) == {"none: the MLflow store is not reachable"}
     rows = registry.register_medians(runs, {"logger": {**logger, "offline": True}})
     assert rows.registry.str.contains("offline").all()
+    # The record of an earlier registration of the same run (a clone that pulled the runs) is kept as it was.
+    previous = rows.assign(
+        model_version=pd.array([3, None], dtype="Int64"), registry=["registered", "none: x"]
+    )
+    path = tmp_path / "registered_models.csv"
+    previous.to_csv(path, index=False)
+    kept = registry.register_medians(runs, {"logger": logger}, previous=registry.read_previous(path))
+    assert kept.model_version.tolist()[0] == 3 and kept.registry.tolist() == ["registered", "none: x"]
+    moved = runs.assign(seed=[0, 1, 7, 0, 1])  # another run is the median of a: its record does not apply
+    kept = registry.register_medians(moved, {"logger": logger}, previous=registry.read_previous(path))
+    assert kept.model_version.isna().all() and kept.registry.tolist() == ["none: no MLflow store", "none: x"]
 
 
 # ---- a real run --------------------------------------------------------------------------------------------------
@@ -203,3 +214,28 @@ def test_the_fluent_uri_is_put_back_unset_included(monkeypatch: pytest.MonkeyPat
     with model.tracking_uri(f"sqlite:///{tmp_path / 'a.db'}"):
         pass
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+
+
+class CollidingClient:
+    """log_inputs fails as a database does when another job inserts the same dataset at that moment."""
+
+    def __init__(self, error: str, failures: int) -> None:
+        self.error, self.failures, self.calls = error, failures, 0
+
+    def log_inputs(self, run_id: str, datasets: list) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError(self.error)
+
+
+def test_jobs_that_log_the_same_dataset_at_once_do_not_fail() -> None:
+    cfg = {"download": {"sha256": {}}, "data": {"root": "data/raw"}}
+    collided = CollidingClient(
+        'BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value "dataset_pk"', 1
+    )
+    model.log_data(collided, "run", cfg, Path("/study"))
+    assert collided.calls == 2
+    other = CollidingClient("RESOURCE_DOES_NOT_EXIST: run not found", 1)
+    with pytest.raises(RuntimeError, match="not found"):
+        model.log_data(other, "run", cfg, Path("/study"))
+    assert other.calls == 1

@@ -40,7 +40,6 @@ from initstudy.report.load import SweepRuns, group_folder, load_sweep, split_gro
 from initstudy.report.markdown import SPEED_KEY, Section, render
 from initstudy.report.papers.claims import write as write_paper_report
 from initstudy.report.papers.registry import check_paper, writers
-from initstudy.report.registry import register_medians
 from initstudy.report.speed_test import speed_comparisons
 from initstudy.report.stats import adjust, compare_endpoints, summarize, untrained
 from initstudy.report.study_rules import (
@@ -274,13 +273,7 @@ def _write(
         ("endpoints.csv", [with_group_keys(per_run[name], name) for name, _ in groups]),
         ("curves.csv", [with_group_keys(curves(part.history), name) for name, part in groups]),
         ("accuracy_bootstrap.csv", [with_group_keys(s.accuracy, s.group) for s in sections]),
-        (
-            registry.FILE,
-            [
-                with_group_keys(register_medians(part.runs, sweep.config, group_folder(name)), name)
-                for name, part in groups
-            ],
-        ),
+        (registry.FILE, [registry.register_groups(groups, sweep.config, link_base / registry.FILE)]),
     ):
         atomic.write_text(out_dir / file, pd.concat(frames, ignore_index=True).to_csv(index=False))
     report = render(sweep.config, sweep.runs, sections, extra=diagnostics_section(diagnostics_dir, link_base))

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from initstudy.core.paths import repo_root
+from initstudy.report.load import SweepRuns, group_folder, with_group_keys
 from initstudy.runs import rundir
 from initstudy.tracking import model, store
 
@@ -46,9 +47,24 @@ def model_name(init: str, group: str = "") -> str:
     return f"{PREFIX}{init}" + (f"-{group}" if group else "")
 
 
-def register_medians(runs: pd.DataFrame, config: dict[str, Any], group: str = "") -> pd.DataFrame:
+def register_groups(
+    groups: list[tuple[str, SweepRuns]], config: dict[str, Any], previous: Path
+) -> pd.DataFrame:
+    """registered_models.csv: :func:`register_medians` for each group of the sweep, with the group's keys as
+    leading columns; ``previous``: the file as the last report wrote it."""
+    before = read_previous(previous)
+    frames = [with_group_keys(register_medians(part.runs, config, group_folder(name), before), name)
+              for name, part in groups]  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def register_medians(
+    runs: pd.DataFrame, config: dict[str, Any], group: str = "", previous: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """registered_models.csv's rows for one group of the sweep: each initializer's median run and its
-    registered model version, or the reason there is none."""
+    registered model version, or the reason there is none. Without a registry, a row of ``previous`` (the
+    file as it was) for the same run and model name is kept as it was: the record of a registration made where
+    the study was trained, as a clone that pulled the runs (no MLflow store) regenerates the report."""
     chosen = median_runs(runs)
     root = repo_root()
     why = REGISTERED
@@ -60,7 +76,10 @@ def register_medians(runs: pd.DataFrame, config: dict[str, Any], group: str = ""
     rows = []
     for row in chosen.to_dict("records"):
         name, version, status = model_name(row["init"], group), None, why
-        if client is not None:
+        run = rundir.display_path(Path(row["run_dir"]), root)
+        if client is None:
+            version, status = recorded(previous, name, run, int(row["seed"])) or (version, status)
+        else:
             try:
                 version = register(client, experiment_id, Path(row["run_dir"]), name, root)
             except NoRegistry as reason:
@@ -68,11 +87,29 @@ def register_medians(runs: pd.DataFrame, config: dict[str, Any], group: str = ""
             except Exception as error:  # the registry failed (MlflowException, OSError): the report goes on
                 log.warning("%s not registered: %s", name, " ".join(str(error).split())[:300])
                 status = f"none: the registry failed ({type(error).__name__})"
-        rows.append({"init": row["init"], "seed": int(row["seed"]),
-                     "run": rundir.display_path(Path(row["run_dir"]), root), "test_acc": row["test/acc"],
+        rows.append({"init": row["init"], "seed": int(row["seed"]), "run": run, "test_acc": row["test/acc"],
                      "model_name": name, "model_version": version, "registry": status})  # fmt: skip
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"model_version": "Int64"})
+
+
+def recorded(previous: pd.DataFrame | None, name: str, run: str, seed: int) -> tuple[Any, str] | None:
+    """(version, status) of ``previous``'s row for this model name, run folder and seed, if it has one."""
+    if previous is None or not set(COLUMNS) <= set(previous.columns):
+        return None
+    same = previous[(previous.model_name == name) & (previous.run == run) & (previous.seed == seed)]
+    if len(same) != 1:
+        return None
+    version = same.model_version.iloc[0]
+    return (None if pd.isna(version) else int(version)), str(same.registry.iloc[0])
+
+
+def read_previous(path: Path) -> pd.DataFrame | None:
+    """registered_models.csv as the last report wrote it; None where there is none or it cannot be read."""
+    try:
+        return pd.read_csv(path) if path.is_file() else None
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
 
 
 def open_registry(config: dict[str, Any], root: Path) -> tuple[Any, str]:

@@ -162,6 +162,20 @@ def combined_digest(digests: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
 
 
-def log_data(client: Any, run_id: str, cfg: Mapping[str, Any], root: Path) -> None:
-    """The run's training and test data, as ``mlflow.log_input`` records them."""
-    client.log_inputs(run_id, datasets=datasets(cfg, root))
+# What a database says when two runs insert the same new dataset at once (PostgreSQL, MySQL, SQLite).
+DUPLICATE = ("duplicate key", "duplicate entry", "unique constraint failed")
+
+
+def log_data(client: Any, run_id: str, cfg: Mapping[str, Any], root: Path, attempts: int = 3) -> None:
+    """The run's training and test data, as ``mlflow.log_input`` records them (``MlflowClient.log_inputs`` with
+    the dataset entity, the client's form of it). Every run of a sweep logs the same two datasets: MLflow stores
+    each once per experiment, and jobs that insert it at the same moment collide (a unique-key error, seen with
+    8 SLURM jobs on PostgreSQL); the call is repeated, and then finds the dataset stored."""
+    inputs = datasets(cfg, root)
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception as error:  # MlflowException / RestException wrapping the database's error
+            if attempt == attempts - 1 or not any(word in str(error).lower() for word in DUPLICATE):
+                raise
