@@ -104,7 +104,10 @@ def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
             assert [m.value for m in client.get_metric_history(child.info.run_id, name)] == [metrics[name]]
             points += 1
         finals = {f"final/{k}": float(v) for k, v in metrics.items()
-                  if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+                  if isinstance(v, int | float) and not isinstance(v, bool) and k not in store.NOT_METRICS}  # fmt: skip
+        assert (
+            "final/seed" not in finals and len(child.outputs.model_outputs) == 1
+        )  # its mlflow.pytorch model
         assert {k: v for k, v in child.data.metrics.items() if k.startswith("final/")} == finals
         config = store.flat_params(yaml.safe_load((folder / "config.yaml").read_text()))
         assert child.data.params == config
@@ -117,10 +120,11 @@ def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
         copy = Path(client.download_artifacts(child.info.run_id, "metrics.json", str(tmp_path)))
         assert copy.read_bytes() == (folder / "metrics.json").read_bytes()
         files += len(logged_files)
-    stored = [
-        p for p in (mlflow_server.folder / "artifacts" / experiment.experiment_id).rglob("*") if p.is_file()
-    ]
+    # The runs' files; each run's mlflow.pytorch model is stored apart, under models/<model id>/.
+    base = mlflow_server.folder / "artifacts" / experiment.experiment_id
+    stored = [p for p in base.rglob("*") if p.is_file() and p.relative_to(base).parts[0] != "models"]
     assert len(stored) == files
+    assert len([p for p in (base / "models").iterdir() if p.is_dir()]) == 8
 
     # In PostgreSQL itself: the experiment's 9 runs (8 children + the parent) and every metric point.
     import psycopg2

@@ -1,7 +1,8 @@
 """The MLflow UI, in a real browser: a tiny real sweep, a real `mlflow server` over its store, headless Chromium.
 
 What a user sees must be what the store holds: every (initializer, seed) child run under the sweep's parent run
-on the experiment page, with its test accuracy, and the same `test/acc` values in the run-comparison view.
+on the experiment page, with its test accuracy, the same `test/acc` values in the run-comparison view, and on a
+run's page its logged model and its two datasets.
 
 Run twice: over the default SQLite store, and against the tracking server on PostgreSQL that a cluster uses
 (tests/services.py starts it with scripts/mlflow-server.sh).
@@ -316,6 +317,22 @@ def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
         page.locator(".du-bois-light-collapse-item").filter(
             has=page.get_by_role("switch", name="Metrics - Show diff only")
         ).screenshot(path=tmp_path / "compare-metrics.png")
+
+        # A child run's page: its mlflow.pytorch model and the two MNIST datasets it logged.
+        child = children[names[-1]]
+        (logged,) = child.outputs.model_outputs
+        page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}",
+                  wait_until="domcontentloaded")  # fmt: skip
+        close_assistant(page)
+        expect(page.get_by_role("heading", name="Logged models (1)")).to_be_visible()
+        expect(page.locator(f'a[href*="{logged.model_id}"]').first).to_be_visible()
+        # The Datasets box: the first with its digest, the other behind "+1".
+        digests = {i.dataset.name: i.dataset.digest for i in child.inputs.dataset_inputs}
+        assert set(digests) == {"mnist-training", "mnist-test"}
+        shown = f"mnist-training ({digests['mnist-training']})"
+        expect(page.get_by_role("button", name=shown)).to_be_visible()
+        expect(page.get_by_text("+1", exact=True)).to_be_visible()
+        page.screenshot(path=tmp_path / "run.png")
         assert not errors, f"JavaScript errors in the UI: {errors}"
         context.close()
 

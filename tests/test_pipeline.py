@@ -130,6 +130,10 @@ def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path)
     assert summary.acc_mean.round(6).tolist() == [round(metrics[i]["test_acc_mean"], 6) for i in summary.init]
 
     assert "## Signal propagation at initialization" in (repo / "reports/report.md").read_text()
+    # Each initializer's median run (of 2 seeds: the lower), registered in the study's MLflow store.
+    registered = pd.read_csv(repo / "reports/registered_models.csv")
+    assert registered.model_name.tolist() == ["initstudy-he_uniform", "initstudy-zeros"]
+    assert registered.model_version.tolist() == [1, 1] and set(registered.registry) == {"registered"}
     # Nothing changed: nothing runs.
     assert "Running stage" not in run(dvc("repro", "report"), repo).stdout
 

@@ -238,6 +238,15 @@ def test_dead_tracking_server_fails_fast_offline_runs_import_later(synthetic_dat
         metrics = json.loads((repo / "runs" / name / "metrics.json").read_text())
         assert child.data.metrics["final/test/acc"] == pytest.approx(metrics["test/acc"])
         assert child.info.status == "FINISHED"
+        # As a live run: its network as an mlflow.pytorch model, its data with the files' digests, no seed metric.
+        assert len(child.outputs.model_outputs) == 1 and "final/seed" not in child.data.metrics
+        contexts = {
+            tag.value
+            for i in child.inputs.dataset_inputs
+            for tag in i.tags
+            if tag.key == "mlflow.data.context"
+        }
+        assert contexts == {"training", "test"}
     assert "imported 0 run(s)" in run(python_module("initstudy.tracking.importer"), repo).stdout
 
 

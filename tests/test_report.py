@@ -352,6 +352,23 @@ def test_groups_are_split_in_sorted_order(tmp_path):
     assert not is_depth_sweep(sweep.runs)  # the activation varies between groups: the main report's job
 
 
+def test_each_groups_median_runs_are_named_for_the_registry_without_one(grouped_report):
+    """registered_models.csv: per group and initializer the median run; these runs are in no MLflow store, so
+    no version is named and the file says why (the report is written all the same)."""
+    registered = pd.read_csv(grouped_report / "registered_models.csv")
+    assert list(registered.columns[:3]) == ["model.activation", "optimizer.lr", "init"]
+    medians = [
+        sorted(range(3), key=FINAL[group][init].__getitem__)[1]
+        for group in GROUPS
+        for init in ("alpha", "beta")
+    ]
+    assert registered.seed.tolist() == medians  # the middle of 3 seeds, by test accuracy
+    different = registered[(registered["model.activation"] == "tanh") & (registered["optimizer.lr"] == 0.003)]
+    assert different.test_acc.tolist() == [0.91, 0.985]
+    assert different.model_name.tolist() == [f"initstudy-{init}-{DIFFERENT}" for init in ("alpha", "beta")]
+    assert registered.model_version.isna().all() and registered.registry.str.startswith("none: ").all()
+
+
 def test_summary_has_the_group_keys_and_per_group_numbers(grouped_report):
     summary = pd.read_csv(grouped_report / "summary.csv")
     assert list(summary.columns[:3]) == ["model.activation", "optimizer.lr", "init"]

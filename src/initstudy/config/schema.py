@@ -196,6 +196,7 @@ class LoggerConfig:
         "must be a non-empty string", lambda v: isinstance(v, str) and bool(v.strip())
     )
     offline: bool = checked("must be true or false")
+    log_model: bool = checked("must be true or false")
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """``python -m initstudy.report [--runs runs] [--out reports]``: the DVC ``report`` stage.
 
-Reads only the runs listed in ``<runs>/manifest.csv`` (never MLflow) and writes, atomically:
+Reads only the runs listed in ``<runs>/manifest.csv`` (results never come from MLflow) and writes, atomically:
 metrics.json (DVC metrics), summary.csv, comparisons.csv, accuracy_bootstrap.csv (test accuracy with the seeds
 and the test images resampled: initstudy.report.image_bootstrap), endpoints.csv (every run's compared endpoints),
-curves.csv (DVC plots), figures/*.png, report.md.
+curves.csv (DVC plots), registered_models.csv (each initializer's median run in the MLflow model registry:
+initstudy.report.registry), figures/*.png, report.md.
 A sweep that varies keys besides init and seed (the manifest's ``group``) is reported per group: tables gain
 the group's keys as columns, metrics.json is keyed by group, figures go to figures/<group>/.
 A depth sweep gets the depth report (initstudy.report.depth). ``--paper <name>`` writes a classic paper's
@@ -31,7 +32,7 @@ import pandas as pd
 from initstudy.core import atomic, signals
 from initstudy.core.errors import no_space
 from initstudy.core.faults import pause_point
-from initstudy.report import figures
+from initstudy.report import figures, registry
 from initstudy.report.depth import is_depth_sweep, write_depth_report
 from initstudy.report.endpoints import endpoints, first_evaluations, run_endpoints, times_to
 from initstudy.report.image_bootstrap import compare_accuracy
@@ -273,6 +274,7 @@ def _write(
         ("endpoints.csv", [with_group_keys(per_run[name], name) for name, _ in groups]),
         ("curves.csv", [with_group_keys(curves(part.history), name) for name, part in groups]),
         ("accuracy_bootstrap.csv", [with_group_keys(s.accuracy, s.group) for s in sections]),
+        (registry.FILE, [registry.register_groups(groups, sweep.config, link_base / registry.FILE)]),
     ):
         atomic.write_text(out_dir / file, pd.concat(frames, ignore_index=True).to_csv(index=False))
     report = render(sweep.config, sweep.runs, sections, extra=diagnostics_section(diagnostics_dir, link_base))

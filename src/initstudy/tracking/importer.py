@@ -109,7 +109,7 @@ def log_one(client, experiment_id: str, entry, run_dir: Path, origin: str, root:
     run_id = run.info.run_id
     store.log_params(client, run_id, config or {})
     store.log_history(client, run_id, history)
-    store.log_final(client, run_id, metrics, run_dir)
+    store.log_final(client, run_id, metrics, run_dir, root)
     pause_point("import-run")
     store.set_status(client, run_id, "FINISHED")
 

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 PARENT_RUN_ENV = "INITSTUDY_MLFLOW_PARENT_RUN_ID"
 SWEEP_ID_TAG = "initstudy.sweep_id"
 RUN_DIR_TAG = "initstudy.run_dir"
+JOB_LOG = "train.log"  # Hydra's job log in the run folder (conf/hydra/job_logging/study.yaml)
+# Numbers of metrics.json that are not measurements: logged as params and tags, not as metrics.
+NOT_METRICS = ("seed",)
 BATCH_LIMIT = 100  # params per log_batch request (MLflow's limit); metrics allow 1000
 # The schemes MLflow takes as a tracking URI; a database's may name its driver (postgresql+psycopg2).
 DATABASES = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # with their default ports
@@ -277,13 +280,17 @@ def log_history(client: Any, run_id: str, history: pd.DataFrame) -> None:
     log_points(client, run_id, history_points(history))
 
 
-def log_final(client: Any, run_id: str, metrics: Mapping[str, Any], run_dir: Path) -> None:
-    """The run's final metrics (``final/...``), the divergence tag and the run folder as artifacts (its
-    results and its initial and final weights, so that a run's model can be fetched from MLflow)."""
+def log_final(client: Any, run_id: str, metrics: Mapping[str, Any], run_dir: Path, root: Path) -> None:
+    """The run's final metrics (``final/...``), the divergence tag, the run folder as artifacts (its results
+    and its initial and final weights), its data (``log_input``) and, where ``logger.log_model`` is on, its
+    network as an ``mlflow.pytorch`` model (initstudy.tracking.model). The seed is a param and a tag, not a
+    metric: it is not a measurement."""
     from mlflow.entities import RunTag
 
+    from initstudy.tracking import model
+
     numeric = [(f"final/{key}", float(value), 0) for key, value in metrics.items()
-               if isinstance(value, int | float) and not isinstance(value, bool)]  # fmt: skip
+               if isinstance(value, int | float) and not isinstance(value, bool) and key not in NOT_METRICS]  # fmt: skip
     # The test set's one evaluation, also under its plain name (at the last epoch) for the run-comparison view.
     epochs = int(metrics.get("epochs_completed") or 0)
     numeric += [(key, float(metrics[key]), epochs) for key in ("test/acc", "test/loss")
@@ -291,6 +298,26 @@ def log_final(client: Any, run_id: str, metrics: Mapping[str, Any], run_dir: Pat
     log_points(client, run_id, numeric)
     retry(client.log_batch, run_id, tags=[RunTag("diverged", str(metrics.get("diverged")).lower())])
     retry(client.log_artifacts, run_id, str(run_dir))
+    config = model.read_config(run_dir)
+    retry(model.log_data, client, run_id, config, root)
+    if logs_model(config):
+        model.log_run_model(client, run_id, run_dir, root)  # not retried: a retry would log a second model
+
+
+def logs_model(config: Mapping[str, Any]) -> bool:
+    """``logger.log_model`` of the run's config; a run made before the option existed: on, its default."""
+    return bool((config.get("logger") or {}).get("log_model", True))
+
+
+def log_job_log(client: Any, run_id: str, run_dir: Path) -> None:
+    """The run folder's job log (train.log) as the run's artifact, replacing the copy :func:`log_final` sent
+    while the run was still writing it; its handlers flushed first."""
+    path = run_dir / JOB_LOG
+    if not path.is_file():
+        return
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    retry(client.log_artifact, run_id, str(path))
 
 
 def run_tags(init: str, seed: int, run_dir: str, root: Path, extra: Mapping[str, str] = ()) -> dict[str, str]:

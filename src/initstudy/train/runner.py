@@ -233,6 +233,11 @@ class Tracking:
         """FAILED, or KILLED when a stop signal (or a library's exit on one) ended the attempt."""
         self.end("KILLED" if signals.is_interruption(error) else "FAILED")
 
+    def log_job_log(self, run_dir: Path) -> None:
+        """The job log, complete up to now, as the run's train.log artifact."""
+        if self.client is not None:
+            store.log_job_log(self.client, self.run_id, run_dir)
+
     def end(self, status: str) -> None:
         if self.heartbeat is not None:
             self.heartbeat.stop()
@@ -528,9 +533,10 @@ def finish(attempt: Attempt, outcome: Outcome) -> dict[str, Any]:
     outcome.numerics, outcome.mlflow_run_id = attempt.numerics, attempt.run.run_id
     pause_point("trained")
     record(attempt.staging, attempt.resolved, outcome, attempt.run)
-    complete(attempt.staging, attempt.final_dir, attempt.identity, attempt.run)
-    log.info("[%s] test/acc %.4f  test/loss %.4f  (%.1f s)", run_label(attempt.cfg), outcome.metrics["test/acc"],
-             outcome.metrics["test/loss"], time.perf_counter() - attempt.started)  # fmt: skip
+    metrics, seconds = outcome.metrics, time.perf_counter() - attempt.started
+    summary = (f"[{run_label(attempt.cfg)}] test/acc {metrics['test/acc']:.4f}  "
+               f"test/loss {metrics['test/loss']:.4f}  ({seconds:.1f} s)")  # fmt: skip
+    complete(attempt.staging, attempt.final_dir, attempt.identity, attempt.run, summary)
     return outcome.metrics
 
 
@@ -547,15 +553,18 @@ def record(staging: Path, resolved: dict[str, Any], outcome: Outcome, run: Track
     """The result files in the staging folder, then the final metrics and the folder to MLflow."""
     write_results(staging, resolved, outcome)
     if run.client is not None:
-        store.log_final(run.client, run.run_id, outcome.metrics, staging)
+        store.log_final(run.client, run.run_id, outcome.metrics, staging, repo_root())
 
 
-def complete(staging: Path, final_dir: Path, identity: str, run: Tracking) -> None:
+def complete(staging: Path, final_dir: Path, identity: str, run: Tracking, summary: str) -> None:
     """Marker, promotion into place, MLflow FINISHED: in this order, so that an interruption between any
-    two leaves a state that resume() recognises (initstudy.runs.rundir)."""
+    two leaves a state that resume() recognises (initstudy.runs.rundir). The run's last log line
+    (``summary``) comes before its job log goes to MLflow, so the artifact is the run folder's whole file."""
     pause_point("before-marker")
     rundir.write_marker(staging, identity)
     pause_point("before-promote")
     rundir.promote(staging, final_dir)
+    log.info(summary)
+    run.log_job_log(final_dir)
     pause_point("before-finished")
     run.finish()
