@@ -53,9 +53,8 @@ def job_spec(cfg: DictConfig) -> JobSpec:
     # A job process that did not inherit the profile's environment (SLURM with --export=NONE) gets it here,
     # before its first torch import; one that did (basic launcher, loky, submitit) is checked.
     numerics.apply_before_torch(numerics.from_config(cfg.numerics))
-    position = (
-        f"#{job_index} " if hydra_cfg.mode == RunMode.MULTIRUN else ""
-    )  # Hydra's job number, as it logs it
+    # Hydra's job number, as Hydra logs it.
+    position = f"#{job_index} " if hydra_cfg.mode == RunMode.MULTIRUN else ""
     return JobSpec(cfg, final, jobs.staging_for(hydra_cfg), run_identity(cfg), job_index, position)
 
 
