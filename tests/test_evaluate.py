@@ -52,6 +52,21 @@ def test_evaluate_reproduces_the_recorded_test_pass(trained: Path) -> None:
 
 
 @pytest.mark.slow
+def test_evaluate_repeats_a_test_pass_limited_to_its_first_batches(trained: Path, tmp_path: Path) -> None:
+    """debug=tiny's kind of run (trainer.limit_test_batches): the same first batches again, not the whole set."""
+    repo = tmp_path / "repo"
+    shutil.copytree(trained, repo, symlinks=True)
+    run(python_module("initstudy.train", "init=he_uniform", "seed=1", "trainer.max_epochs=1", "data.train_size=200",
+                      "data.eval_batch_size=50", "trainer.limit_test_batches=2", "logger=offline"), repo)  # fmt: skip
+    folder = repo / "runs/he_uniform/seed_1"
+    assert np.load(folder / "test_predictions.npy").shape[-1] == 100  # [true, predicted] of 2 batches of 50
+    outcome = evaluated(repo, "runs/he_uniform/seed_1")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert outcome["test/acc"] == metrics["test/acc"] and outcome["test/loss"] == metrics["test/loss"]
+    assert outcome["predictions_equal"] and outcome["reproduced"]
+
+
+@pytest.mark.slow
 def test_evaluate_finds_the_run_by_mlflow_run_id_and_registered_model(trained: Path) -> None:
     import mlflow
 

@@ -4,7 +4,8 @@ RUN is a run folder (``runs/he_uniform/seed_0``), an MLflow run id, or ``models:
 (:mod:`initstudy.trained`). The pass is the training run's own: the run's numerics profile, its device kind
 and precision, the test set in ``data.eval_batch_size`` slices, and the same sums
 (:class:`initstudy.train.records.EvaluationSums`), so ``test/acc`` and ``test/loss`` come out equal to
-metrics.json's, float for float, and every image's predicted class equal to test_predictions.npy's. Prints one
+metrics.json's, float for float, and every image's predicted class equal to test_predictions.npy's (a run
+trained with ``trainer.limit_test_batches``, e.g. ``debug=tiny``, is tested on those batches again). Prints one
 JSON object; exit status 0 when all three agree, 1 when they do not, 2 when the run cannot be evaluated (one
 line: incomplete folder, architecture, data or profile).
 """
@@ -12,6 +13,7 @@ line: incomplete folder, architecture, data or profile).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from typing import Any
@@ -19,6 +21,17 @@ from typing import Any
 from initstudy import trained
 from initstudy.core import signals
 from initstudy.core.errors import ConfigError
+
+
+def tested_batches(run: trained.TrainedRun, available: int) -> int:
+    """How many test batches the run's own test pass read: all, or what ``trainer.limit_test_batches`` left
+    (``debug=tiny``), counted as Lightning counts it: a number of batches, or a share of them rounded down."""
+    limit = run.cfg.trainer.get("limit_test_batches")
+    if limit is None or isinstance(limit, bool):
+        return available
+    if isinstance(limit, int):
+        return min(available, limit)
+    return int(available * float(limit))
 
 
 def test_pass(run: trained.TrainedRun) -> dict[str, Any]:
@@ -36,9 +49,10 @@ def test_pass(run: trained.TrainedRun) -> dict[str, Any]:
     device = torch.device(run.device)
     split = Split("test", ScaledPixels(pixels.to(device)), labels.to(device))
     assert run.model is not None
+    batches = EvaluationBatches(split, int(run.cfg.data.eval_batch_size))
     with torch.inference_mode(), trained.autocast(run):
         sums = EvaluationSums(device, keep_predictions=True)
-        for images, batch_labels in EvaluationBatches(split, int(run.cfg.data.eval_batch_size)):
+        for images, batch_labels in itertools.islice(batches, tested_batches(run, len(batches))):
             sums.add(run.model(images), batch_labels)
     result = sums.result()
     recorded = np.load(run.folder / trained.rundir.PREDICTIONS, allow_pickle=False)
