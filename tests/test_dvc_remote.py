@@ -39,6 +39,7 @@ OTHER_TRAININGS = (
     "train_he2015",
     "train_schoenholz2017",
     "train_saxe2014",
+    "train_notebook",
 )
 OTHER_RUNS = {f"runs_{stage.removeprefix('train_')}/" for stage in OTHER_TRAININGS}
 CACHED = {"data/raw/MNIST/raw/", "runs/", *OTHER_RUNS}
@@ -69,7 +70,8 @@ def shrink_presets(repo: Path) -> None:
     for stage in OTHER_TRAININGS:
         path = repo / "conf/experiment" / f"{stage.removeprefix('train_')}.yaml"
         preset = yaml.safe_load(path.read_text())
-        preset["model"]["width"] = 16
+        if preset["model"].get("width") is not None:  # the notebook's preset names its layers instead
+            preset["model"]["width"] = 16
         preset["data"] = {**(preset.get("data") or {}), "train_size": 256, "val_size": 100}
         preset["trainer"] = {**preset["trainer"], "max_epochs": 1}
         sweep = preset["hydra"]["sweeper"]["params"]
