@@ -155,6 +155,17 @@ def synthetic_data_repo(study_repo: Path, synthetic_mnist: SyntheticMNIST) -> Pa
     return study_repo
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: SyntheticMNIST) -> Path:
+    """A study repo holding one finished run, runs/he_uniform/seed_0 (1 epoch, 200 training images), logged to
+    its MLflow store: what `initstudy evaluate` / `predict` and the MLflow model tests read (one per module)."""
+    repo = make_study_repo(tmp_path_factory.mktemp("trained"), synthetic_mnist)
+    synthetic_mnist.write(repo / "data/raw/MNIST/raw")
+    run(python_module("initstudy.train", "init=he_uniform", "seed=0", "trainer.max_epochs=1",
+                      "data.train_size=200"), repo)  # fmt: skip
+    return repo
+
+
 @pytest.fixture
 def slurm_cluster() -> Iterator[services.SlurmCluster]:
     """A real one-node SLURM cluster (munge, slurmctld, slurmd) on loopback, gone after the test."""

@@ -14,20 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import SyntheticMNIST, make_study_repo, python_module, run
+from conftest import python_module, run
 
 RUN = "runs/he_uniform/seed_0"
 TEST_IMAGES = "data/raw/MNIST/raw/t10k-images-idx3-ubyte"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: SyntheticMNIST) -> Path:
-    """A study repo holding one finished run (1 epoch, 200 training images) logged to its MLflow store."""
-    repo = make_study_repo(tmp_path_factory.mktemp("evaluate"), synthetic_mnist)
-    synthetic_mnist.write(repo / "data/raw/MNIST/raw")
-    run(python_module("initstudy.train", "init=he_uniform", "seed=0", "trainer.max_epochs=1",
-                      "data.train_size=200"), repo)  # fmt: skip
-    return repo
 
 
 def initstudy(repo: Path, *args: str, check: bool = True):

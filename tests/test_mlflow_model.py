@@ -16,21 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
+from conftest import REPO, python_module, run
 from initstudy.config.compose import compose_config, config_hash
 from initstudy.tracking import model
 
 RUN = "runs/he_uniform/seed_0"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: SyntheticMNIST) -> Path:
-    """A study repo holding one finished run (1 epoch, 200 training images) logged to its MLflow store."""
-    repo = make_study_repo(tmp_path_factory.mktemp("mlflow_model"), synthetic_mnist)
-    synthetic_mnist.write(repo / "data/raw/MNIST/raw")
-    run(python_module("initstudy.train", "init=he_uniform", "seed=0", "trainer.max_epochs=1",
-                      "data.train_size=200"), repo)  # fmt: skip
-    return repo
 
 
 def client_of(repo: Path):
