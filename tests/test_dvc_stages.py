@@ -22,13 +22,29 @@ from initstudy.runs import rundir
 SOURCE = REPO / "src"
 PACKAGE = SOURCE / "initstudy"
 PLUGINS = SOURCE / "hydra_plugins"
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def resolved_stages() -> dict[str, dict]:
+    """dvc.yaml's stages as DVC resolves them: anchors, ``foreach`` items (``report_paper@notebook``) and
+    ``${...}`` filled in, by DVC's own parser (as initstudy.runs.rundir reads the train stage)."""
+    from dvc.dvcfile import load_file
+    from dvc.fs import LocalFileSystem
+    from dvc.repo import Repo
+
+    with Repo(str(REPO), fs=LocalFileSystem(), uninitialized=True, config={"core": {"no_scm": True}}) as repo:
+        return load_file(repo, str(REPO / "dvc.yaml")).resolver.resolve()["stages"]
+
+
+STAGES = resolved_stages()
 # Groups whose options change a stage's outputs, per entry point (launcher, logger and download settings do
 # not; `hydra` is the run-folder layout, which names the outputs).
 RESULT_GROUPS = {
     "initstudy.train": ("init", "model", "optimizer", "data", "trainer", "module", "numerics"),
     "initstudy.diagnose": ("init", "model", "data", "numerics"),
 }
+# A preset's own groups (conf/experiment/epsilon.yaml's cells and optimizer arms): where a stage's jobs compose
+# them, every option of theirs is tracked too; stages that never compose them do not track them.
+PRESET_GROUPS = ("depth_cell", "optimizer_arm")
 ALL_STAGES = set(STAGES)
 TRAINING_ENTRY = "initstudy.train"
 
@@ -231,17 +247,20 @@ def test_every_option_file_of_a_result_group_is_tracked_by_value(name):
     """Each option the stage's jobs compose, and every other option of those groups (a later choice must not
     meet stale results), is in the stage's params; nothing else from those groups is."""
     stage = STAGES[name]
-    groups = RESULT_GROUPS[entry_module(stage)]
-    overrides = [
-        arg for arg in stage["cmd"].split()[3:] if "=" in arg and not arg.startswith(("hydra/", "hydra."))
-    ]
-    overrides = [arg for arg in overrides if not arg.startswith("--")]
+    arguments = [arg.strip("'") for arg in stage["cmd"].split()[3:]]
+    overrides = [arg for arg in arguments if "=" in arg and not arg.startswith(("hydra/", "hydra.", "--"))]
     # A value swept on the command line (diagnose_depth's seed=0,1) changes no group choice.
     overrides = [arg for arg in overrides if "," not in arg.split("=", 1)[1]]
-    composed = set()
-    for job in group_choices_of_sweep(overrides):
-        choices = compose_config(job, return_hydra_config=True).hydra.runtime.choices
-        composed |= {f"conf/{group}/{choices[group]}.yaml" for group in groups if group in choices}
+    # A sweep axis taken out (train_epsilon's ~hydra.sweeper.params.init: its cells name the initializer).
+    overrides += [arg for arg in arguments if arg.startswith("~hydra.sweeper.params.")]
+    jobs = [
+        compose_config(job, return_hydra_config=True).hydra.runtime.choices
+        for job in group_choices_of_sweep(overrides)
+    ]
+    groups = (*RESULT_GROUPS[entry_module(stage)], *(g for g in PRESET_GROUPS if any(g in c for c in jobs)))
+    composed = {
+        f"conf/{group}/{choices[group]}.yaml" for choices in jobs for group in groups if group in choices
+    }
     every_option = {
         path.relative_to(REPO).as_posix()
         for group in groups

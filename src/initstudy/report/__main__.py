@@ -8,7 +8,8 @@ initstudy.report.registry), figures/*.png, report.md.
 A sweep that varies keys besides init and seed (the manifest's ``group``) is reported per group: tables gain
 the group's keys as columns, metrics.json is keyed by group, figures go to figures/<group>/.
 A depth sweep gets the depth report (initstudy.report.depth). ``--paper <name>`` writes a classic paper's
-side-by-side report instead (initstudy.report.papers.claims): paper_vs_ours.csv, metrics.json, figures/, report.md.
+side-by-side report instead (initstudy.report.papers.claims): paper_vs_ours.csv, tables/, metrics.json, figures/,
+report.md.
 """
 
 from __future__ import annotations
@@ -142,10 +143,11 @@ def remove_stale_staging(out_dir: Path) -> None:
     """A report killed before it published leaves its staging folder: the files in it are ours by name."""
     for staging in out_dir.glob(f"{STAGING_PREFIX}*"):
         for path in [*staging.glob("figures/*.png"), *staging.glob("figures/*/*.png"), *staging.glob("*.csv"),
+                     *staging.glob("tables/*.csv"), *staging.glob("tables/.*.tmp"),
                      *staging.glob("*.json"), *staging.glob("*.md"), *staging.glob(".*.tmp"),
                      staging / FIGURES_RECORD, *staging.glob("figures/.*.tmp")]:  # fmt: skip
             path.unlink(missing_ok=True)
-        for folder in (*staging.glob("figures/*/"), staging / "figures", staging):
+        for folder in (*staging.glob("figures/*/"), staging / "figures", staging / "tables", staging):
             with contextlib.suppress(OSError):
                 folder.rmdir()
 

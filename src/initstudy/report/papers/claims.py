@@ -24,6 +24,7 @@ from initstudy.core import atomic
 from initstudy.report.tables import markdown_table
 from initstudy.runs.results import RunFileError
 
+TABLES = "tables"  # reports/<name>/tables/: every CSV behind a report's verdicts besides paper_vs_ours.csv
 AGREES, PARTS, UNTESTED = "agrees", "parts", "not tested"
 INCONCLUSIVE = "inconclusive"  # the rule's statistic straddles its margin: neither agrees nor parts
 NOT_TESTABLE = "not testable at this budget"  # fewer seeds than the rule needs, whatever the numbers say
@@ -33,8 +34,9 @@ NOT_COUNTED = (
 VERDICTS = (AGREES, PARTS, INCONCLUSIVE, NOT_TESTABLE, NOT_COUNTED, UNTESTED)
 COLUMNS = ("claim", "where", "paper", "ours", "verdict", "rule", "seeds", "baseline", "why")
 # The papers a report exists for (--paper): checked before any import or file read; writers() maps each.
-# notebook: the seed notebook's own numbers against its protocol (initstudy.report.papers.notebook).
-PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014", "notebook")
+# notebook: the seed notebook's own numbers against its protocol (initstudy.report.papers.notebook); epsilon and
+# width: the experiments that test the depth report's eps explanation (initstudy.report.papers.epsilon, width).
+PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014", "notebook", "epsilon", "width")
 
 
 @dataclass
@@ -66,7 +68,9 @@ class PaperReport:
     metrics: dict[str, Any]
     sections: list[list[str]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
-    claims_file: str = ""  # conf/experiment/claims/<paper>.yaml, named in the report beside the verdicts
+    claims_file: str = ""
+    # tables/<name>: the numbers behind the verdicts; tables/runs.csv (every run) is written for each report
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # conf/experiment/claims/<paper>.yaml, named in the report beside the verdicts
 
 
 def config_value(config: dict[str, Any], dotted: str) -> Any:
@@ -136,7 +140,7 @@ def render(paper: PaperReport, runs: pd.DataFrame, diagnostics: list[str]) -> st
     tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0))
     lines = [f"# {paper.title}", "", *paper.setup, "", *not_complete_note(runs),
              "## Paper and ours, side by side", "",
-             f"One row per result of the paper ({tally}); `paper_vs_ours.csv` holds the same table.", "",
+             f"One row per claim ({tally}); `paper_vs_ours.csv` holds the same table.", "",
              *rules_note(paper.claims_file), markdown_table(table.rename(columns=str.capitalize)), ""]  # fmt: skip
     for section in paper.sections:
         lines += [*section, ""]
@@ -158,11 +162,24 @@ def rules_note(claims_file: str) -> list[str]:
             "interval straddles the rule's margin.", ""]  # fmt: skip
 
 
+RUN_COLUMNS = ("init", "seed", "group", "activation", "depth", "hidden_sizes", "status", "test/acc", "test/loss",
+               "diverged")  # fmt: skip
+
+
+def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run of the sweep in manifest order, as far as the report reads it: what it was, whether it is
+    complete, its final test accuracy and loss, whether it diverged (tables/runs.csv)."""
+    return runs[[c for c in RUN_COLUMNS if c in runs.columns]]
+
+
 def write(paper: PaperReport, runs: pd.DataFrame, out_dir: Path, diagnostics: list[str]) -> dict[str, str]:
-    """paper_vs_ours.csv, metrics.json and report.md into ``out_dir`` (the report's staging folder); the
-    figures are already there. Returns claim -> verdict, for the command line."""
+    """paper_vs_ours.csv, tables/*.csv, metrics.json and report.md into ``out_dir`` (the report's staging
+    folder); the figures are already there. Returns claim -> verdict, for the command line."""
     table = claims_frame(paper.claims)
     atomic.write_text(out_dir / "paper_vs_ours.csv", table.to_csv(index=False))
+    (out_dir / TABLES).mkdir(exist_ok=True)
+    for name, frame in {"runs.csv": runs_table(runs), **paper.tables}.items():
+        atomic.write_text(out_dir / TABLES / name, frame.to_csv(index=False))
     atomic.write_json(out_dir / "metrics.json", plain(paper.metrics))
     atomic.write_text(out_dir / "report.md", render(paper, runs, diagnostics))
     return {row.claim: row.verdict for row in table.itertuples(index=False)}
