@@ -360,7 +360,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "AISTATS: Table 1 (its MNIST column) and Figures 2, 6 and 7 (which the paper measured on Shapeset-3x2, "
         "its synthetic image task), all reproduced on MNIST with this study's MLP "
         "(`conf/experiment/glorot2010.yaml`, DVC stages `train_glorot2010` -> `diagnose_glorot2010` -> "
-        "`report_glorot2010`).",
+        "`report_paper@glorot2010`).",
         "",
         f"- **Ours:** {model.get('depth')} hidden layers x {model.get('width')} units; tanh, softsign and sigmoid; "
         f"the standard init U[-1/sqrt(fan_in), 1/sqrt(fan_in)] with zero biases against the normalized one "

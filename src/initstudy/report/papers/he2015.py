@@ -196,7 +196,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     setup = [
         "He, Zhang, Ren & Sun (2015), *Delving deep into rectifiers*, ICCV: Figures 2 and 3 (a 22- and a 30-layer "
         "ReLU network from the \"Xavier\" init against theirs), reproduced on MNIST (`conf/experiment/he2015.yaml`, "
-        "DVC stages `train_he2015` -> `diagnose_he2015` -> `report_he2015`).",
+        "DVC stages `train_he2015` -> `diagnose_he2015` -> `report_paper@he2015`).",
         "",
         f"- **Ours:** MLPs of {sorted(int(d) for d in runs.depth.unique())} hidden ReLU layers x {model.get('width')} "
         f"units, weights N(0, scale / fan_in) with scale 1 (Xavier as the paper uses it) or 2 (theirs), zero biases; "

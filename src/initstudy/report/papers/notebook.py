@@ -158,7 +158,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     seeds = sorted(int(s) for s in sweep.runs.seed.unique())
     setup = [
         "The seed notebook printed one Keras test accuracy per initializer. This report reruns the notebook's "
-        "protocol with seeds (`conf/experiment/notebook.yaml`, DVC stages `train_notebook` -> `report_notebook`) "
+        "protocol with seeds (`conf/experiment/notebook.yaml`, DVC stages `train_notebook` -> `report_paper@notebook`) "
         "and asks, per initializer, whether the notebook's number is one that a new run of the same protocol "
         "could give.",
         "",

@@ -206,7 +206,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "Saxe, McClelland & Ganguli (2014), *Exact solutions to the nonlinear dynamics of learning in deep linear "
         "neural networks*, ICLR: learning time against depth for deep linear networks, orthogonal against "
         "scaled Gaussian initialization, reproduced on MNIST (`conf/experiment/saxe2014.yaml`, DVC stages "
-        "`train_saxe2014` -> `diagnose_saxe2014` -> `report_saxe2014`).",
+        "`train_saxe2014` -> `diagnose_saxe2014` -> `report_paper@saxe2014`).",
         "",
         f"- **Ours:** linear MLPs (`model.activation=linear`) of width {model.get('width')} and depths "
         f"{sorted(int(d) for d in runs.depth.unique())}; random orthogonal weights against N(0, 1/fan_in), zero biases; "

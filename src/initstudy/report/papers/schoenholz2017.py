@@ -216,7 +216,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "Schoenholz, Gilmer, Ganguli & Sohl-Dickstein (2017), *Deep Information Propagation*, ICLR: the trainable "
         "depth of tanh networks against the mean-field depth scale xi_c, reproduced on MNIST "
         "(`conf/experiment/schoenholz2017.yaml`, DVC stages `train_schoenholz2017` -> `diagnose_schoenholz2017` -> "
-        "`report_schoenholz2017`).",
+        "`report_paper@schoenholz2017`).",
         "",
         f"- **Ours:** {activation} MLPs of width {model.get('width')}, depths {sorted(int(d) for d in runs.depth.unique())}, "
         f"weights N(0, σ_w²/fan_in) for σ_w² in {sorted(float(s) for s in table.sigma_w2.unique())}, biases "
