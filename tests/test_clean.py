@@ -61,5 +61,5 @@ def test_clean_refuses_a_project_folder(tmp_path, monkeypatch):
 def test_make_clean_covers_every_experiment_presets_sweep_folder():
     from initstudy.runs.clean import default_roots
 
-    assert default_roots() == ["runs", "runs_depth", "runs_glorot2010", "runs_he2015", "runs_notebook",
-                               "runs_saxe2014", "runs_schoenholz2017"]  # fmt: skip
+    assert default_roots() == ["runs", "runs_depth", "runs_epsilon", "runs_glorot2010", "runs_he2015",
+                               "runs_notebook", "runs_saxe2014", "runs_schoenholz2017", "runs_width"]  # fmt: skip

@@ -68,9 +68,10 @@ class PaperReport:
     metrics: dict[str, Any]
     sections: list[list[str]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
+    # conf/experiment/claims/<paper>.yaml, named in the report beside the verdicts
     claims_file: str = ""
     # tables/<name>: the numbers behind the verdicts; tables/runs.csv (every run) is written for each report
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # conf/experiment/claims/<paper>.yaml, named in the report beside the verdicts
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def config_value(config: dict[str, Any], dotted: str) -> Any:
