@@ -40,6 +40,8 @@ OTHER_TRAININGS = (
     "train_schoenholz2017",
     "train_saxe2014",
     "train_notebook",
+    "train_epsilon",
+    "train_width",
 )
 OTHER_RUNS = {f"runs_{stage.removeprefix('train_')}/" for stage in OTHER_TRAININGS}
 CACHED = {"data/raw/MNIST/raw/", "runs/", *OTHER_RUNS}
@@ -106,6 +108,12 @@ def assert_pulled_everything(clone: Path, repo: Path) -> None:
         assert pulled == {name: trained[name] for name in pulled}, path
         stayed = set(trained) - set(pulled)
         assert all(machine_only(name) for name in stayed), (path, stayed)
+
+
+def test_the_round_trip_covers_every_stage_that_trains():
+    """A training stage left out of OTHER_TRAININGS would never be pushed, pulled or compared here."""
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    assert {name for name in stages if name.startswith("train_")} == set(OTHER_TRAININGS)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from conftest import REPO, python_module, run
 from initstudy.config.compose import compose_config
 from initstudy.config.validate import validate
 from initstudy.report.papers import arms, epsilon, width
-from initstudy.report.papers.claims import AGREES, COLUMNS, PARTS, VERDICTS
+from initstudy.report.papers.claims import AGREES, COLUMNS, INCONCLUSIVE, PARTS, VERDICTS, Claim
 from initstudy.report.papers.rules import ClaimsFileError, load
 
 
@@ -198,6 +198,24 @@ def test_each_paired_verdict_follows_its_mcnemar_test():
     assert {c.verdict for c in few} == {"not testable at this budget"}
 
 
+@pytest.mark.parametrize(
+    ("lowered", "term", "sgd", "words"),
+    [(AGREES, AGREES, PARTS, ["support eps as a cause", "does not fail significantly more"]),
+     (PARTS, PARTS, AGREES, ["do not support eps as the cause", "SGD with momentum fails more"]),
+     (AGREES, PARTS, AGREES, ["only in part", "1e-12: agrees; the logistic eps term: parts"]),
+     (INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE, ["cannot decide on eps", "The SGD comparison is inconclusive"])],
+)  # fmt: skip
+def test_the_conclusion_is_read_from_the_verdicts(lowered, term, sgd, words):
+    found = epsilon.rules()
+    verdicts = {"eps_1e-12_fails_less": lowered, epsilon.LOGISTIC: term, "sgd_fails_more": sgd}
+    claims = [
+        Claim(claim=found[rule_id].claim, paper="", ours="", verdict=v) for rule_id, v in verdicts.items()
+    ]
+    text = "\n".join(epsilon.conclusion(claims, found))
+    assert text.startswith("## What this says about the depth report's explanation")
+    assert all(w in text for w in words), text
+
+
 def test_width_verdicts_per_width_and_per_cell():
     found = width.rules()
     rows = []
@@ -210,6 +228,11 @@ def test_width_verdicts_per_width_and_per_cell():
     assert [r["width"] for r in eps_rows] == [128, 1000]
     width_claims, width_rows = width.width_by_cell(table, found[width.WIDTH_MOVES])
     assert width_claims[0].verdict == AGREES and width_rows[0]["narrow_failed"] == 2  # 2/10 against 9/10
+    text = "\n".join(width.conclusion(eps_claims, width_claims))
+    assert "Width changes the eps verdict (width 128: parts; width 1000: agrees)" in text
+    assert "At eps 1e-7 width moves the failures in c." in text
+    same = "\n".join(width.conclusion(eps_claims[:1], []))
+    assert "does not change the eps verdict (width 128: parts)" in same and "in no cell" in same
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from initstudy.report.papers.arms import (
     scientific,
     with_sgd_arm,
 )
-from initstudy.report.papers.claims import AGREES, PARTS, Claim, PaperReport
+from initstudy.report.papers.claims import AGREES, PARTS, UNTESTED, Claim, PaperReport
 from initstudy.report.papers.rules import ClaimsFileError, Rule, claims_path, judged, stated
 from initstudy.report.papers.rules import load as load_rules
 from initstudy.report.tables import markdown_table
@@ -286,7 +286,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "The depth report explains its failures by Adam's eps swamping tiny gradients; its data cannot tell that "
         "from the vanished gradient itself. Here its boundary cells (some seeds failed, some did not) are trained "
         "again with only eps changed, on the same initial weights per seed (`conf/experiment/epsilon.yaml`, DVC "
-        "stages `train_epsilon` -> `report_epsilon`).",
+        "stages `train_epsilon` -> `report_paper@epsilon`).",
         "",
         f"- Cells: {', '.join(f'`{c}`' for c in dict.fromkeys(table.cell))} (activation, hidden layers, "
         f"initializer; width {config.get('model', {}).get('width')}).",
@@ -316,7 +316,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "Each pair is one cell and seed under two arms; *only reference* / *only arm*: pairs where just that arm's "
         "run failed. `tables/paired_tests.csv` holds the table.", "",
         markdown_table(pd.DataFrame(pairs)),
-    ], logistic_section(fit)]  # fmt: skip
+    ], logistic_section(fit), conclusion(claims, found)]  # fmt: skip
     metrics = {"arms": {f"{r.cell}/{r.arm}": {"n_runs": r.n_runs, "n_failed": r.n_failed, "acc_mean": r.acc_mean}
                         for r in summary.itertuples(index=False)},
                "paired": {r["claim"]: {"p_one_sided": r["p_one_sided"], "pairs": r["pairs"],
@@ -332,6 +332,50 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
                        claims_file="conf/experiment/claims/epsilon.yaml",
                        tables={"runs.csv": arms.drop(columns="run_dir"), "arms.csv": summary,
                                "sgd_learning_rates.csv": choice, "paired_tests.csv": pd.DataFrame(pairs)})  # fmt: skip
+
+
+def conclusion(claims: list[Claim], found: dict[str, Rule]) -> list[str]:
+    """What the verdicts say about the depth report's explanation. The words for each combination of verdicts
+    are fixed here, before the runs are read: eps is supported as a cause only when lowering it lowers the
+    failures (the paired test at 1e-12) and it explains failures beyond depth and gradient ratio (the logistic
+    term); the vanished gradient is supported when, without eps, SGD still fails more."""
+    verdict = {rule_id: next((c.verdict for c in claims if c.claim == rule.claim), UNTESTED)
+               for rule_id, rule in found.items()}  # fmt: skip
+    lowered, term, sgd = verdict["eps_1e-12_fails_less"], verdict[LOGISTIC], verdict["sgd_fails_more"]
+    if lowered == AGREES and term == AGREES:
+        eps = (
+            "The data support eps as a cause: lowering it to 1e-12 lowers the failures on the same initial "
+            "weights, and it explains failures beyond depth and the gradient ratio."
+        )
+    elif lowered == PARTS and term == PARTS:
+        eps = (
+            "The data do not support eps as the cause: lowering it to 1e-12 does not lower the failures "
+            "significantly, and depth and the gradient ratio explain them as well without it."
+        )
+    elif AGREES in (lowered, term):
+        eps = (
+            f"The data support eps only in part: one of its two tests agrees (lowering eps to 1e-12: "
+            f"{lowered}; the logistic eps term: {term})."
+        )
+    else:
+        eps = f"The data cannot decide on eps (lowering eps to 1e-12: {lowered}; the logistic eps term: {term})."
+    if sgd == AGREES:
+        gradient = (
+            "Without eps, SGD with momentum fails more than Adam at eps 1e-12: where the gradient has "
+            "vanished, an optimizer whose step scales with it stalls, and Adam's normalisation works "
+            "around it."
+        )
+    elif sgd == PARTS:
+        gradient = (
+            "SGD with momentum at its validation-chosen rate does not fail significantly more than Adam "
+            "at eps 1e-12: the vanished gradient alone does not make these cells fail."
+        )
+    else:
+        gradient = f"The SGD comparison is {sgd}."
+    return ["## What this says about the depth report's explanation", "",
+            "The depth report explains its failing cells by Adam's eps swamping gradients below it. "
+            "Read from the verdicts above, by words fixed before the runs "
+            "(`initstudy.report.papers.epsilon.conclusion`):", "", f"- {eps}", f"- {gradient}"]  # fmt: skip
 
 
 def logistic_section(fit: LogisticFit | None) -> list[str]:

@@ -98,6 +98,22 @@ def width_by_cell(table: pd.DataFrame, rule: Rule) -> tuple[list[Claim], list[di
     return claims, rows
 
 
+def conclusion(eps_claims: list[Claim], width_claims: list[Claim]) -> list[str]:
+    """Whether width changes a verdict, in words fixed before the runs are read: the eps verdict is read at each
+    width (the claim's name ends with its width), and width's own effect at eps 1e-7 per cell."""
+    by_width = {claim.claim.rsplit(" ", 1)[1]: claim.verdict for claim in eps_claims}
+    listed = "; ".join(f"width {w}: {v}" for w, v in by_width.items())
+    if len(set(by_width.values())) > 1:
+        eps = f"Width changes the eps verdict ({listed}): the eps experiment's answer at width 128 does not carry over."
+    else:
+        eps = f"Width does not change the eps verdict ({listed})."
+    moved = [claim.claim.split(": ", 1)[1] for claim in width_claims if claim.verdict == AGREES]
+    cells = (f"At eps 1e-7 width moves the failures in {', '.join(moved)}." if moved
+             else "At eps 1e-7 width moves the failures in no cell significantly.")  # fmt: skip
+    return ["## What width changes", "", "Read from the verdicts above (`initstudy.report.papers.width.conclusion`):",
+            "", f"- {eps}", f"- {cells}"]  # fmt: skip
+
+
 def figure(summary: pd.DataFrame, path: Path) -> None:
     """Per cell: failure rate with its 95% interval against width, one line per eps."""
     cells = list(dict.fromkeys(summary.cell))
@@ -129,7 +145,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     setup = [
         "Does width change the eps verdict (reports/epsilon)? Two boundary cells of the depth sweep at three "
         "widths under torch's Adam at eps 1e-7 and 1e-12 (`conf/experiment/width.yaml`, DVC stages `train_width` "
-        "-> `report_width`).",
+        "-> `report_paper@width`).",
         "",
         f"- Cells: {', '.join(f'`{c}`' for c in dict.fromkeys(table.cell))}; widths "
         f"{', '.join(str(w) for w in sorted(table.width.unique()))}.",
@@ -147,7 +163,8 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
         "`tables/widths.csv` holds the table.", "",
         markdown_table(scientific(shown, ["weight_grad_gmean"])[["cell", "width", "arm", "fails", "acc_mean", "weight_grad_gmean"]]
                        .rename(columns={"weight_grad_gmean": "weight grad"})),
-    ], ["## Tests", "", markdown_table(pd.DataFrame(eps_rows)), "", markdown_table(pd.DataFrame(width_rows))]]  # fmt: skip
+    ], ["## Tests", "", markdown_table(pd.DataFrame(eps_rows)), "", markdown_table(pd.DataFrame(width_rows))],
+        conclusion(eps_claims, width_claims)]  # fmt: skip
     metrics = {"cells": {f"{r.cell}/{r.width}/{r.arm}": {"n_runs": r.n_runs, "n_failed": r.n_failed,
                                                         "acc_mean": r.acc_mean}
                          for r in summary.itertuples(index=False)},
