@@ -37,7 +37,6 @@ PAPER = "schoenholz2017"
 DEPTH_SCALES = (
     6.0  # the paper's bound, 6 xi_c, as drawn and tabled (the rule's own value decides the verdict)
 )
-CLAIM = "max_depth_6_xi_c"  # its rule's value: the paper's constant, 6
 
 
 def majority(passed: np.ndarray) -> np.ndarray:

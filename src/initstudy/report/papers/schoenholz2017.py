@@ -44,6 +44,9 @@ PAPER_DEPTH = 300  # the paper's deepest network
 CRITICAL_TOLERANCE = 0.05  # our chi_1 = 1 root against the paper's (an identity check, not a verdict)
 PAPER = "schoenholz2017"
 BOUND = "trainable_6_xi_c"  # its rule's value: the exact McNemar test's level (the claims file sets it)
+MAX_DEPTH = (
+    "max_depth_6_xi_c"  # its rule's value: the paper's constant, 6 (judged by max_depth.constant_claim)
+)
 
 
 def mcnemar_level(rules: dict[str, Rule]) -> float:
@@ -142,7 +145,7 @@ def claims_of(table: pd.DataFrame, critical: float, rules: dict[str, Rule] | Non
         return [*claims, judged(rules[BOUND], ours="–", seeds=0, outcome=None, baseline="–",
                                 why="no complete runs"),
                 *(judged(rules[r], ours="–", seeds=0, outcome=None, baseline="–", why="no complete runs")
-                  for r in (max_depth.CLAIM, "deepest_at_boundary"))]  # fmt: skip
+                  for r in (MAX_DEPTH, "deepest_at_boundary"))]  # fmt: skip
     seeds = int(table.n_seeds.min()) if "n_seeds" in table.columns else 1
     matches = table.predicted_trainable == table.trained
     trivial = table.trained  # "every cell trains" is right exactly where the cell trained
@@ -162,7 +165,7 @@ def claims_of(table: pd.DataFrame, critical: float, rules: dict[str, Rule] | Non
         why="" if beats else "the bound does not classify the cells better than 'every cell trains'"))  # fmt: skip
     per_sigma = max_depth.table(table)
     fitted = max_depth.fit(table, per_sigma)
-    claims.append(max_depth.constant_claim(rules[max_depth.CLAIM], per_sigma, fitted))
+    claims.append(max_depth.constant_claim(rules[MAX_DEPTH], per_sigma, fitted))
     claims.append(max_depth.peak_claim(rules["deepest_at_boundary"], per_sigma, critical))
     return claims
 
@@ -199,7 +202,7 @@ def figure(table: pd.DataFrame, activation: str, sigma_b2: float, critical: floa
 def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None) -> PaperReport:
     rules = load_rules(PAPER)
     mcnemar_level(rules)  # a claims file without a usable level is refused before the mean field is solved
-    stated(rules[max_depth.CLAIM], claims_path(PAPER))  # and one without the paper's constant
+    stated(rules[MAX_DEPTH], claims_path(PAPER))  # and one without the paper's constant
     runs = with_config_values(sweep.runs, ["init.scale", "init.bias_std"])
     config = sweep.config
     model, trainer, optimizer, data = (config.get(k, {}) for k in ("model", "trainer", "optimizer", "data"))
