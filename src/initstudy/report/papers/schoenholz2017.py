@@ -44,9 +44,7 @@ PAPER_DEPTH = 300  # the paper's deepest network
 CRITICAL_TOLERANCE = 0.05  # our chi_1 = 1 root against the paper's (an identity check, not a verdict)
 PAPER = "schoenholz2017"
 BOUND = "trainable_6_xi_c"  # its rule's value: the exact McNemar test's level (the claims file sets it)
-MAX_DEPTH = (
-    "max_depth_6_xi_c"  # its rule's value: the paper's constant, 6 (judged by max_depth.constant_claim)
-)
+MAX_DEPTH = "max_depth_6_xi_c"  # its rule's value: the paper's constant, 6 (max_depth.constant_claim)
 
 
 def mcnemar_level(rules: dict[str, Rule]) -> float:
@@ -178,7 +176,8 @@ def _runs_per_cell(table: pd.DataFrame) -> str:
 
 
 def figure(table: pd.DataFrame, activation: str, sigma_b2: float, critical: float, path: Path) -> None:
-    """Test accuracy per (sigma_w^2, depth) cell, the 6 xi_c curve and the chi_1 = 1 line."""
+    """Mean test accuracy per (sigma_w^2, depth) cell labelled with the seeds that trained, the 6 xi_c curve and
+    the chi_1 = 1 line, log depth."""
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     points = ax.scatter(table.sigma_w2, table.depth, c=table.test_acc, cmap="viridis", vmin=0.0, vmax=1.0,
                         marker="s", s=260, edgecolors="white")  # fmt: skip
@@ -192,8 +191,8 @@ def figure(table: pd.DataFrame, activation: str, sigma_b2: float, critical: floa
     for row in table.itertuples():  # how many of the cell's seeds trained
         ax.annotate(f"{row.n_passed}/{row.n_seeds}", (row.sigma_w2, row.depth), ha="center", va="center",
                     fontsize=6, color="white" if row.test_acc < 0.6 else "black")  # fmt: skip
-    ax.set(xlabel="σ_w² (weight variance x fan-in)", ylabel="depth (hidden layers)",
-           ylim=(0, table.depth.max() * 1.3), title=f"{activation}, σ_b² = {sigma_b2:g}: which cells train")  # fmt: skip
+    ax.set(xlabel="σ_w² (weight variance x fan-in)", ylabel="depth (hidden layers)", yscale="log",
+           ylim=(table.depth.min() / 1.6, table.depth.max() * 4), title=f"{activation}, σ_b² = {sigma_b2:g}: which cells train")  # fmt: skip
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     save(fig, path)
