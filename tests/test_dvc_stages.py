@@ -359,7 +359,7 @@ EDITS = {
         "conf/experiment/claims/notebook.yaml",
         "min_seeds: 5",
         "min_seeds: 6",
-        {"report_notebook"},
+        {"report_paper@notebook"},
     ),
     "download code": ("src/initstudy/data/fetch.py", None, "\n# note\n", {"download"}),
     "learning rate": ("params.yaml", "lr: 0.001", "lr: 0.002", {"train", "train_depth"}),
