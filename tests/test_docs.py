@@ -178,6 +178,18 @@ def test_readme_results_table_matches_reports_summary():
         assert cells[1:] == expected_results_row(summary[init]), f"README row {init} != reports/summary.csv"
 
 
+def test_readme_follow_up_verdicts_match_each_reports_paper_vs_ours():
+    from initstudy.report.papers.claims import verdict_tally
+
+    rows = table_after(README.read_text(encoding="utf-8"), "| experiment | the question")
+    assert len(rows) >= 5
+    for cells in rows:
+        name = re.fullmatch(r"\[(\w+)\]\(reports/(\w+)/report\.md\)", cells[0])
+        assert name and name[1] == name[2], cells[0]
+        table = pd.read_csv(ROOT / "reports" / name[1] / "paper_vs_ours.csv")
+        assert cells[-1] == verdict_tally(table.verdict), f"README row {name[1]} != its paper_vs_ours.csv"
+
+
 def test_reports_metrics_json_agrees_with_summary():
     """metrics.json (what `dvc metrics diff` shows) and summary.csv hold the same means the README quotes."""
     metrics = json.loads((ROOT / "reports" / "metrics.json").read_text(encoding="utf-8"))

@@ -133,12 +133,18 @@ def not_complete_note(runs: pd.DataFrame) -> list[str]:
     return [f"**{len(missing)} run(s) of the sweep are not complete and are left out:** {names}", ""]
 
 
+def verdict_tally(verdicts: pd.Series) -> str:
+    """How many claims got each verdict, in the order of VERDICTS ("2 agrees, 3 parts"): the report's summary
+    line, and the README's, which a test reads back from paper_vs_ours.csv."""
+    counts = verdicts.value_counts()
+    return ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0))
+
+
 def render(paper: PaperReport, runs: pd.DataFrame, diagnostics: list[str]) -> str:
     """report.md: title, setup (what was run, what was reduced and why), the side-by-side table, the paper's
     sections with their figures, the step-0 diagnostics."""
     table = claims_frame(paper.claims)
-    counts = table.verdict.value_counts()
-    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0))
+    tally = verdict_tally(table.verdict)
     lines = [f"# {paper.title}", "", *paper.setup, "", *not_complete_note(runs),
              "## Paper and ours, side by side", "",
              f"One row per claim ({tally}); `paper_vs_ours.csv` holds the same table.", "",
