@@ -55,7 +55,7 @@ def rules(root: Path | None = None) -> dict[str, Rule]:
 
 def arm_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The complete runs with their arm (the run folder's ``lr_arm`` level) and learning rate (their config),
-    sorted by arm, initializer and seed."""
+    sorted by arm, initializer (the sweep's order) and seed."""
     done = complete(runs).reset_index(drop=True)
     arms = [parse_group(g).get(ARM_KEY, "") for g in done.group]
     unknown = sorted({a for a in arms if a not in ARMS})
@@ -65,8 +65,12 @@ def arm_runs(runs: pd.DataFrame) -> pd.DataFrame:
         )
     table = done.assign(arm=arms, lr=[_run_lr(Path(d)) for d in done.run_dir],
                         seed=done.seed.astype(int), acc=done["test/acc"].astype(float))  # fmt: skip
-    order = {arm: i for i, arm in enumerate(ARMS)}
-    return table.sort_values(["arm", "init", "seed"], key=lambda c: c.map(order) if c.name == "arm" else c,
+    # arms in ARMS' order, initializers in the sweep's (the manifest's first appearance), seeds ascending
+    order = {
+        **{arm: i for i, arm in enumerate(ARMS)},
+        **{init: i for i, init in enumerate(dict.fromkeys(table.init))},
+    }
+    return table.sort_values(["arm", "init", "seed"], key=lambda c: c.map(order) if c.name != "seed" else c,
                              kind="stable").reset_index(drop=True)  # fmt: skip
 
 
@@ -135,7 +139,7 @@ def survival(pairs: pd.DataFrame) -> pd.DataFrame:
                                        "tuned_direction", "same", "n_seeds"])  # fmt: skip
 
 
-def survive_claim(kept: pd.DataFrame, rule: Rule) -> Claim:
+def survive_claim(kept: pd.DataFrame, rule: Rule, seeds_note: str = "") -> Claim:
     """Agrees when every pair keeps its verdict and direction; the seeds: the fewest shared by any pair."""
     seeds = int(kept.n_seeds.min()) if len(kept) else 0
     outcome = None if kept.empty else (AGREES if bool(kept.same.all()) else PARTS)
@@ -143,7 +147,7 @@ def survive_claim(kept: pd.DataFrame, rule: Rule) -> Claim:
     ours = (f"{int(kept.same.sum())} of {len(kept)} pairs keep their verdict at ±{100 * float(rule.value):g} pp "
             f"and their direction" + (f"; changed: {', '.join(changed)}" if changed else ""))  # fmt: skip
     return judged(rule, ours=ours, seeds=seeds, outcome=outcome, baseline=f"all {len(kept)} pairs kept",
-                  seeds_note="seeds 100-119 per initializer and arm, paired by seed")  # fmt: skip
+                  seeds_note=seeds_note or "per initializer and arm, paired by seed")  # fmt: skip
 
 
 def rates_claim(rates: dict[str, float], grid_seeds: int, rule: Rule) -> Claim:
@@ -175,7 +179,7 @@ def grid_figure(choice: pd.DataFrame, path: Path) -> None:
     low = float(np.nanmin(choice.val_acc_min))
     ax.set(xscale="log", xlabel="Adam learning rate", ylabel="final validation accuracy",
            ylim=(max(low - 0.01, 0.0), min(1.0, float(np.nanmax(choice.val_acc_max)) + 0.005)),
-           title="Validation accuracy against learning rate (mean, min-max band over the grid's seeds; ringed: chosen)")  # fmt: skip
+           title="Final validation accuracy against the learning rate\n(mean, min-max band over the grid's seeds; ringed: the chosen rate)")  # fmt: skip
     ax.title.set_fontsize(8)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -206,6 +210,11 @@ def pair_rows(pairs: pd.DataFrame, arm: str) -> pd.DataFrame:
     })  # fmt: skip
 
 
+def _count(value: object) -> str:
+    """An image count as the docs write it (10,000); anything else as it is."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def run_rows(table: pd.DataFrame) -> pd.DataFrame:
     """Every run as the report reads it: arm, initializer, seed, rate, final validation and test accuracy."""
     return pd.DataFrame({"arm": table.arm, "init": table.init, "seed": table.seed, "lr": table.lr,
@@ -219,9 +228,9 @@ def conclusion(kept: pd.DataFrame, verdict: str) -> str:
                 "every pair keeps its equivalence verdict and its direction.")  # fmt: skip
     if verdict == PARTS:
         changed = ", ".join(r.pair for r in kept.itertuples(index=False) if not r.same)
-        return (f"**The fixed-protocol conclusions do not all survive tuning**: {changed} change their verdict "
-                "or direction once each initializer trains at its own rate, so at 1e-3 those verdicts were partly "
-                "the learning rate's.")  # fmt: skip
+        return (f"**The fixed-protocol conclusions do not all survive tuning**: the verdict or direction of "
+                f"{changed} changes once each initializer trains at its own rate, so at 1e-3 it was partly the "
+                "learning rate's.")  # fmt: skip
     return f"**Whether the fixed-protocol conclusions survive is {verdict}** (see the table above)."
 
 
@@ -239,14 +248,15 @@ def report(
     pairs = compare_arms(table, survive_rule)
     kept = survival(pairs)
     grid_seeds = int(choice.n_seeds.min())
-    claims = [survive_claim(kept, survive_rule), rates_claim(rates, grid_seeds, found[RATES_DIFFER])]
+    seeds = {arm: " ".join(str(s) for s in sorted(table[table.arm == arm].seed.unique())) for arm in ARMS}
+    note = f"seeds {seeds[TUNED]} per initializer and arm, paired by seed"
+    claims = [survive_claim(kept, survive_rule, note), rates_claim(rates, grid_seeds, found[RATES_DIFFER])]
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     grid_figure(choice, figures_dir / "val_acc_by_lr.png")
     summary = summary_table(table)
     config = sweep.config
     data = config.get("data", {})
-    seeds = {arm: " ".join(str(s) for s in sorted(table[table.arm == arm].seed.unique())) for arm in ARMS}
     grid_rates = ", ".join(rate_text(lr) for lr in sorted(choice.lr.unique()))
     setup = [
         "Every arm of the default study trains at Adam lr 1e-3, so an initializer that looks better there may only "
@@ -257,8 +267,9 @@ def report(
         "no rate trains it.",
         "",
         f"- Cell (shrunk from the default study's 50,000 images x 10 epochs, never the seeds): "
-        f"{data.get('train_size')} training images x {config.get('trainer', {}).get('max_epochs')} epochs, batch "
-        f"{data.get('batch_size')}, the 784-256-128-10 ReLU MLP with Adam; validation on {data.get('val_size')} "
+        f"{_count(data.get('train_size'))} training images x {config.get('trainer', {}).get('max_epochs')} epochs, "
+        f"batch {data.get('batch_size')}, the 784-256-128-10 ReLU MLP with Adam; validation on "
+        f"{_count(data.get('val_size'))} "
         "held-out training images, the test set (10,000 images) once after training.",
         f"- Grid: rates {grid_rates} x seeds {choice.seeds.iloc[0]} per initializer; the rate with the highest final "
         "validation accuracy, mean over the seeds, is chosen (a tie: the smaller rate; `tables/lr_grid.csv`).",
