@@ -254,9 +254,10 @@ def _shrink(path: Path, sweep: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_the_tiny_chain_chooses_trains_and_reports(synthetic_data_repo):
-    """A grid of 2 rates x 2 initializers x 2 seeds, the choice written by its stage, 2 seeds per arm, the report."""
-    repo = synthetic_data_repo
+def test_the_tiny_chain_chooses_trains_and_reports(study_repo):
+    """A grid of 2 rates x 2 initializers x 2 seeds, the choice written by its stage, 2 seeds per arm, the report
+    (the download stage fetches the synthetic data first)."""
+    repo = study_repo
     presets = repo / "conf/experiment"
     _shrink(
         presets / "lr_grid.yaml",
