@@ -363,7 +363,7 @@ EDITS = {
         "conf/experiment/claims/notebook.yaml",
         "min_seeds: 5",
         "min_seeds: 6",
-        {"report_notebook"},
+        {"report_paper@notebook"},
     ),
     "download code": ("src/initstudy/data/fetch.py", None, "\n# note\n", {"download"}),
     "learning rate": ("params.yaml", "lr: 0.001", "lr: 0.002", {"train", "train_depth"}),
@@ -375,6 +375,14 @@ EDITS = {
         "max_epochs: 2",
         {"train_depth"},
     ),
+    # A hand edit of the chosen rates: train_tuned trains at them, and choose_lr writes the grid's choice again.
+    "the chosen rates": (
+        "conf/tuned_lr/chosen.yaml",
+        "he_uniform: 0.001",
+        "he_uniform: 0.003",
+        {"choose_lr", "train_tuned"},
+    ),
+    "the tuned preset": ("conf/experiment/tuned.yaml", "max_epochs: 3", "max_epochs: 2", {"train_tuned"}),
     "training code": ("src/initstudy/train/module.py", None, "\n#\n", TRAINING_STAGES),
     "stacked launcher code": ("src/initstudy/stacked/units.py", None, "\n#\n", TRAIN_STAGES),
 }

@@ -272,6 +272,8 @@ def test_the_tiny_chain_chooses_trains_and_reports(study_repo):
     assert len(runs) == 8 and set(runs.seed) == {100, 101}
     for row in runs.itertuples():
         assert row.lr == (rates[row.init] if row.arm == tuned.TUNED else 0.001)
+    gain = pd.read_csv(repo / "reports/tuned/tables/tuning_gain.csv")
+    assert list(gain.init) == ["random_normal", "he_uniform"] and gain.n_seeds.eq(2).all()
     table = pd.read_csv(repo / "reports/tuned/paper_vs_ours.csv")
     assert (
         set(table.verdict) <= set(VERDICTS) and table.verdict.iloc[0] == NOT_TESTABLE
