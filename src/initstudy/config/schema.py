@@ -219,14 +219,6 @@ class StudyConfig:
 # Sections no field names, present only when their config group is chosen (``+callbacks=...``).
 OPTIONAL_SECTIONS = ("callbacks",)
 
-# Sections a config group adds only for other values to read by interpolation, each a mapping from an
-# initializer's name (an option of conf/init/) to a number: conf/tuned_lr/ (each initializer's learning rate
-# chosen on validation, read by conf/lr_arm/chosen.yaml as ``optimizer.lr: ${tuned_lr.${init.name}}``). Checked
-# by initstudy.config.validate; unlike OPTIONAL_SECTIONS they do not keep a job out of a stacked group.
-LOOKUP_SECTIONS: dict[str, str] = {
-    "tuned_lr": "must map initializers (conf/init/) to positive learning rates"
-}
-
 SECTION_SCHEMAS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,

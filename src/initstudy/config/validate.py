@@ -55,9 +55,7 @@ def validate(cfg: DictConfig) -> None:
     from initstudy.config.numerics import from_config
     from initstudy.nn.model import ACTIVATIONS  # imports torch: not at module level (see the docstring)
 
-    _check_keys(
-        "", cfg, [*schema.top_level_keys(), *schema.OPTIONAL_SECTIONS, *schema.LOOKUP_SECTIONS, "hydra"]
-    )
+    _check_keys("", cfg, [*schema.top_level_keys(), *schema.OPTIONAL_SECTIONS, "hydra"])
     for section in schema.SECTION_SCHEMAS:
         if section != "trainer":
             _check_keys(section, cfg[section], schema.section_keys(section))
@@ -70,7 +68,6 @@ def validate(cfg: DictConfig) -> None:
             _fail(key, value, allowed)
     if cfg.init.get("name") not in group_options("init"):
         _fail("init.name", cfg.init.get("name"), f"must be one of {', '.join(group_options('init'))}")
-    _validate_lookups(cfg)
     _validate_layers(cfg.model)
     if cfg.model.activation not in ACTIVATIONS:
         _fail("model.activation", cfg.model.activation, f"must be one of {', '.join(ACTIVATIONS)}")
@@ -92,28 +89,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"invalid init for {cfg.init.name!r}: {_resolver_error(error)}") from None
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid init for {cfg.init.name!r}: {error}") from None
-
-
-def _validate_lookups(cfg: DictConfig) -> None:
-    """Each section of :data:`schema.LOOKUP_SECTIONS` present: a mapping from initializer names to positive
-    numbers that names the job's own initializer (its value is the one the job's interpolation reads)."""
-    for section, allowed in schema.LOOKUP_SECTIONS.items():
-        node = cfg.get(section)
-        if node is None:
-            continue
-        if not isinstance(node, DictConfig) or not len(node):
-            _fail(section, node, allowed)
-        inits = group_options("init")
-        for name, value in node.items():
-            if name not in inits:
-                _fail(f"{section}.{name}", value, f"{name!r} is no initializer; allowed: {', '.join(inits)}")
-            if not schema.is_number(value) or not value > 0:
-                _fail(f"{section}.{name}", value, "must be a positive number")
-        if cfg.init.get("name") not in node:
-            raise ConfigError(
-                f"{section} (conf/{section}/) has no value for init {cfg.init.get('name')!r}; it names "
-                f"{', '.join(map(str, node))} (dvc repro choose_lr writes it)"
-            )
 
 
 def _resolver_error(error: InterpolationResolutionError) -> str:

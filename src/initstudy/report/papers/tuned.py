@@ -34,7 +34,7 @@ from initstudy.report.tables import markdown_table
 from initstudy.runs.results import RunFileError
 
 NAME = "tuned"
-ARM_KEY = "lr_arm"  # the sweep's group: conf/lr_arm/{chosen,fixed}.yaml
+ARM_KEY = "tuned_arm"  # the sweep's group: conf/tuned_arm/<init>_{chosen,fixed}.yaml
 TUNED, FIXED = "chosen", "fixed"
 ARMS = {TUNED: "tuned (validation-chosen rate)", FIXED: "fixed rate 1e-3"}
 SURVIVE, RATES_DIFFER = "fixed_conclusions_survive", "chosen_rates_differ"
@@ -54,15 +54,19 @@ def rules(root: Path | None = None) -> dict[str, Rule]:
 
 
 def arm_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The complete runs with their arm (the run folder's ``lr_arm`` level) and learning rate (their config),
-    sorted by arm, initializer (the sweep's order) and seed."""
+    """The complete runs with their arm (from the run folder's ``tuned_arm`` level, ``<init>_<arm>``) and
+    learning rate (their config), sorted by arm, initializer (the sweep's order) and seed. A run whose option
+    names another initializer than it trained, or an arm of neither kind, is refused in one line."""
     done = complete(runs).reset_index(drop=True)
-    arms = [parse_group(g).get(ARM_KEY, "") for g in done.group]
-    unknown = sorted({a for a in arms if a not in ARMS})
-    if unknown:
-        raise RunFileError(
-            f"runs of an unknown lr_arm {unknown} (expected {', '.join(ARMS)}): is this runs_tuned?"
-        )
+    arms = []
+    for group, init, run_dir in zip(done.group, done.init, done.run_dir, strict=True):
+        option = parse_group(group).get(ARM_KEY, "")
+        named, _, arm = option.rpartition("_")
+        if arm not in ARMS or named != init:
+            raise RunFileError(
+                f"{run_dir}: {ARM_KEY} {option!r} is not {init}_{TUNED} or {init}_{FIXED}: is this runs_tuned?"
+            )
+        arms.append(arm)
     table = done.assign(arm=arms, lr=[_run_lr(Path(d)) for d in done.run_dir],
                         seed=done.seed.astype(int), acc=done["test/acc"].astype(float))  # fmt: skip
     # arms in ARMS' order, initializers in the sweep's (the manifest's first appearance), seeds ascending
