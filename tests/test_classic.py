@@ -36,7 +36,13 @@ SWEEPS = {
 CLAIMS = {  # the first words of every claim the report must make
     "glorot2010": ["Table 1: tanh standard", "Table 1: sigmoid standard", "Figure 2", "Figure 6", "Figure 7"],
     "he2015": ["Figure 2: 22 ReLU layers", "Figure 3: 30 ReLU layers"],
-    "schoenholz2017": ["Order/chaos boundary", "Trainable iff", "Correlation map"],
+    "schoenholz2017": [
+        "Order/chaos boundary",
+        "Trainable iff",
+        "The maximum trainable depth",
+        "The deepest trainable",
+        "Correlation map",
+    ],
     "saxe2014": ["Orthogonal init", "Scaled Gaussian init", "Input-output Jacobian"],
 }
 
@@ -128,9 +134,10 @@ def test_schoenholz_boundary_from_our_mean_field_matches_the_papers():
     assert schoenholz2017.critical_sigma_w2("tanh", 0.0) == pytest.approx(1.0, abs=1e-4)
 
 
-def _schoenholz_cells(accuracies: dict[tuple[float, int], float]) -> pd.DataFrame:
-    runs = pd.DataFrame([{"init.scale": s, "depth": d, "test/acc": a, "status": "complete"}
-                         for (s, d), a in accuracies.items()])  # fmt: skip
+def _schoenholz_cells(accuracies: dict[tuple[float, int], float], seeds: int = 3) -> pd.DataFrame:
+    """Cells of ``seeds`` runs each, every run of a cell at the cell's accuracy."""
+    runs = pd.DataFrame([{"init.scale": s, "depth": d, "seed": seed, "test/acc": a, "status": "complete"}
+                         for (s, d), a in accuracies.items() for seed in range(seeds)])  # fmt: skip
     return schoenholz2017.cells(runs, "tanh", 0.05)
 
 
@@ -146,9 +153,14 @@ def test_schoenholz_bound_agrees_only_when_it_beats_every_cell_trains():
     bound = claims["Trainable iff depth <= 6 xi_c"]
     assert bound.verdict == AGREES and "12/12 cells" in bound.ours  # 5 cells only the bound gets right
     assert "every cell trains: 7/12 cells" in bound.baseline and "p = 0.0312" in bound.baseline
-    # The peak of the deepest trainable depth is censored by the grid, and chi_1 = 1 is arithmetic.
-    assert claims["The deepest trainable network sits at the boundary"].verdict == NOT_COUNTED
+    # sigma_w^2 = 1.75 (nearest chi_1 = 1) trains to the deepest depth, 1.0 only to 10; chi_1 = 1 is arithmetic.
+    assert claims["The deepest trainable network sits at the boundary"].verdict == AGREES
     assert claims["Order/chaos boundary chi_1 = 1, tanh, sigma_b^2 = 0.05"].verdict == NOT_COUNTED
+    # One seed per cell: the same cells are no longer enough for the rule (3 seeds per cell).
+    one_seed = {
+        c.claim: c for c in schoenholz2017.claims_of(_schoenholz_cells({(1.0, 10): 0.9}, seeds=1), 1.76)
+    }
+    assert one_seed["Trainable iff depth <= 6 xi_c"].verdict == NOT_TESTABLE
     # Right in every cell, but only 1 cell that the trivial rule gets wrong: not better than it.
     few = _schoenholz_cells({(1.0, 10): 0.9, (1.0, 60): 0.1, (1.75, 10): 0.9, (1.75, 60): 0.8})
     claim = next(c for c in schoenholz2017.claims_of(few, 1.76) if c.claim.startswith("Trainable"))

@@ -191,12 +191,16 @@ def adam_statement(summary: pd.DataFrame, eps: float | None) -> list[str]:
                   "which a step-0 measurement cannot place more finely (how the gradients move during training is "
                   f"not recorded for these runs); none of the {len(clear)} cells above {highest:.2g} fails.")  # fmt: skip
     return [
-        f"**Why deep networks stop training under Adam (eps = {eps:g}).** Adam's step is lr * m / (sqrt(v) + eps): "
-        "for gradients well above eps it is about lr whatever their scale, so a vanishing gradient alone does not "
-        "make updates small; once the gradients fall below eps the step shrinks to about lr * g / eps. Measured at "
-        "step 0 (median over hidden layers of the weight gradients' std, `weight grad` below; `Adam step` = g / "
-        f"(g + eps)): {len(below)} cells sit below eps{example}, and {failing(below)} of them fail to train in at "
-        f"least one seed; {len(above)} cells sit above it, and {failing(above)} of them fail.{margin}",
+        f"**The failing cells against Adam's eps (eps = {eps:g}): one explanation, tested elsewhere.** Adam's step "
+        "is lr * m / (sqrt(v) + eps): for gradients well above eps it is about lr whatever their scale, so a "
+        "vanishing gradient alone does not make updates small; once the gradients fall below eps the step shrinks "
+        "to about lr * g / eps. Measured at step 0 (median over hidden layers of the weight gradients' std, "
+        f"`weight grad` below; `Adam step` = g / (g + eps)): {len(below)} cells sit below eps{example}, and "
+        f"{failing(below)} of them fail to train in at least one seed; {len(above)} cells sit above it, and "
+        f"{failing(above)} of them fail.{margin} These cells cannot tell eps from the vanished gradient itself: "
+        "the step-0 gradient and its decay through the layers move together here. The eps experiment trains the "
+        "boundary cells again with only eps changed and judges this explanation (`reports/epsilon/report.md`, "
+        '"What this says about the depth report\'s explanation").',
         "",
     ]
 

@@ -161,7 +161,8 @@ def rules_note(claims_file: str) -> list[str]:
             f"*Baseline* is what a trivial rule scores on the same cells. *{NOT_TESTABLE}*: fewer seeds than "
             f"the rule needs (the rule's own reading is given in *Why*); *{NOT_COUNTED}*: an arithmetic "
             f"identity or a rule this design cannot fail, so no evidence either way; *{INCONCLUSIVE}*: the "
-            "interval straddles the rule's margin.", ""]  # fmt: skip
+            "rule's statistic neither agrees nor parts (an interval that straddles its margin, or what its "
+            "rule names: too few points for a fit, a tie the grid cannot order; *Why* says which).", ""]  # fmt: skip
 
 
 RUN_COLUMNS = ("init", "seed", "group", "activation", "depth", "hidden_sizes", "status", "test/acc", "test/loss",
