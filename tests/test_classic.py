@@ -98,7 +98,7 @@ def test_an_unknown_paper_is_refused_in_one_line_before_reading_anything(tmp_pat
                                "--out", str(tmp_path / "out")), tmp_path, check=False)  # fmt: skip
     assert result.returncode == 2
     assert (
-        "invalid --paper='lecun1998': must be one of glorot2010, he2015, schoenholz2017, saxe2014, notebook, epsilon, width"
+        "invalid --paper='lecun1998': must be one of glorot2010, he2015, schoenholz2017, saxe2014, notebook, epsilon, width, tuned"
         in result.stderr
     )
     assert not (tmp_path / "out").exists()
@@ -108,8 +108,9 @@ def test_every_paper_the_command_line_accepts_has_a_report():
     from initstudy.report.papers.claims import PAPERS
     from initstudy.report.papers.registry import writers
 
-    # The notebook's: tests/test_notebook.py; the eps and width experiments': tests/test_epsilon.py.
-    assert tuple(writers()) == PAPERS == (*SWEEPS, "notebook", "epsilon", "width")
+    # The notebook's: tests/test_notebook.py; the eps and width experiments': tests/test_epsilon.py; the tuned
+    # comparison's: tests/test_tuned.py.
+    assert tuple(writers()) == PAPERS == (*SWEEPS, "notebook", "epsilon", "width", "tuned")
 
 
 def test_diagnostics_name_an_initializers_swept_parameter():

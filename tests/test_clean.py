@@ -62,4 +62,5 @@ def test_make_clean_covers_every_experiment_presets_sweep_folder():
     from initstudy.runs.clean import default_roots
 
     assert default_roots() == ["runs", "runs_depth", "runs_epsilon", "runs_glorot2010", "runs_he2015",
-                               "runs_notebook", "runs_saxe2014", "runs_schoenholz2017", "runs_width"]  # fmt: skip
+                               "runs_lr_grid", "runs_notebook", "runs_saxe2014", "runs_schoenholz2017",
+                               "runs_tuned", "runs_width"]  # fmt: skip

@@ -42,6 +42,8 @@ OTHER_TRAININGS = (
     "train_notebook",
     "train_epsilon",
     "train_width",
+    "train_lr_grid",
+    "train_tuned",
 )
 OTHER_RUNS = {f"runs_{stage.removeprefix('train_')}/" for stage in OTHER_TRAININGS}
 CACHED = {"data/raw/MNIST/raw/", "runs/", *OTHER_RUNS}

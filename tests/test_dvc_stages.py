@@ -44,7 +44,8 @@ RESULT_GROUPS = {
 }
 # A preset's own groups (conf/experiment/epsilon.yaml's cells and optimizer arms): where a stage's jobs compose
 # them, every option of theirs is tracked too; stages that never compose them do not track them.
-PRESET_GROUPS = ("depth_cell", "optimizer_arm")
+# The tuned comparison's arms (conf/tuned_arm/: each initializer at its chosen rate, written by choose_lr, and at 1e-3).
+PRESET_GROUPS = ("depth_cell", "optimizer_arm", "tuned_arm")
 ALL_STAGES = set(STAGES)
 TRAINING_ENTRY = "initstudy.train"
 
@@ -291,12 +292,15 @@ def test_settings_that_change_no_result_are_not_tracked():
 @pytest.fixture(scope="module")
 def committed_repo(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:
     """A study repo whose dvc.lock records every stage as up to date (outputs stand in as empty files: the
-    status of deps and params is what is tested)."""
+    status of deps and params is what is tested; an output the repo already holds, the chosen learning rates
+    conf/tuned_arm/<init>_chosen.yaml that train_tuned composes, stays as it is)."""
     repo = make_study_repo(tmp_path_factory.mktemp("dvcstages"), synthetic_mnist)
     synthetic_mnist.write(repo / "data/raw/MNIST/raw")
     for stage in STAGES.values():
         for out in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
             path = repo / (out if isinstance(out, str) else next(iter(out)))
+            if path.is_file():
+                continue
             if path.suffix:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("{}\n" if path.suffix == ".json" else "x\n")
@@ -371,6 +375,15 @@ EDITS = {
         "max_epochs: 2",
         {"train_depth"},
     ),
+    # A hand edit of the chosen rates: train_tuned trains at them, and choose_lr writes the grid's choice again.
+    "the chosen rates": (
+        "conf/tuned_arm/he_uniform_chosen.yaml",
+        "lr: 0.001",
+        "lr: 0.003",
+        {"choose_lr", "train_tuned"},
+    ),
+    "a fixed arm": ("conf/tuned_arm/he_uniform_fixed.yaml", "lr: 0.001", "lr: 0.002", {"train_tuned"}),
+    "the tuned preset": ("conf/experiment/tuned.yaml", "max_epochs: 3", "max_epochs: 2", {"train_tuned"}),
     "training code": ("src/initstudy/train/module.py", None, "\n#\n", TRAINING_STAGES),
     "stacked launcher code": ("src/initstudy/stacked/units.py", None, "\n#\n", TRAIN_STAGES),
 }

@@ -13,7 +13,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from initstudy.report.papers import epsilon, glorot2010, he2015, notebook, saxe2014, schoenholz2017, width
+from initstudy.report.papers import (
+    epsilon,
+    glorot2010,
+    he2015,
+    notebook,
+    saxe2014,
+    schoenholz2017,
+    tuned,
+    width,
+)
 from initstudy.report.papers.claims import (
     AGREES,
     INCONCLUSIVE,
@@ -39,7 +48,7 @@ from initstudy.report.papers.rules import (
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = {"glorot2010": glorot2010, "he2015": he2015, "schoenholz2017": schoenholz2017, "saxe2014": saxe2014,
-           "notebook": notebook, "epsilon": epsilon, "width": width}  # fmt: skip
+           "notebook": notebook, "epsilon": epsilon, "width": width, "tuned": tuned}  # fmt: skip
 
 
 def _rule(min_seeds: int = 5, counts: bool = True) -> Rule:

@@ -158,12 +158,14 @@ def write_report(
     diagnostics_dir: Path | None = None,
     margin: float | None = None,
     paper: str | None = None,
+    grid: Path | None = None,
 ) -> dict:
     """Read and check every run first, write everything to a staging folder, and only then replace the
     previous report's files: a failure at any point leaves the previous report as it was. ``paper``: the
     classic paper the sweep reproduces (initstudy.report.papers.claims), whose side-by-side report replaces the
     study report. ``margin``: the seeds-only equivalence margin, when not the claims file's (rule
-    ``accuracy_equivalent_seeds_only`` of conf/experiment/claims/study.yaml, read before any run)."""
+    ``accuracy_equivalent_seeds_only`` of conf/experiment/claims/study.yaml, read before any run). ``grid``: a
+    second sweep the paper's report reads (the tuned comparison's learning-rate grid, runs_lr_grid)."""
     if paper is not None:
         check_paper(paper)
         check_claims(paper)  # a malformed claims file is refused before any run is read
@@ -175,7 +177,7 @@ def write_report(
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
         written = (
-            _write_paper(paper, sweep, staging, out_dir, diagnostics_dir)
+            _write_paper(paper, sweep, staging, out_dir, diagnostics_dir, grid)
             if paper is not None
             else _write(sweep, staging, out_dir, diagnostics_dir, margin)
         )
@@ -217,10 +219,17 @@ def evaluation_split(config: dict) -> tuple[str, str]:
 
 
 def _write_paper(
-    paper: str, sweep: SweepRuns, out_dir: Path, link_base: Path, diagnostics_dir: Path | None
+    paper: str,
+    sweep: SweepRuns,
+    out_dir: Path,
+    link_base: Path,
+    diagnostics_dir: Path | None,
+    grid: Path | None = None,
 ) -> dict:
-    """The classic paper's report: its claims beside ours, its figures, the step-0 diagnostics."""
-    made = writers()[paper](sweep, out_dir, diagnostics_dir)
+    """The classic paper's report: its claims beside ours, its figures, the step-0 diagnostics; ``grid``, where
+    given, is handed to the paper's writer (only the tuned comparison's reads one)."""
+    extra = {} if grid is None else {"grid": grid}
+    made = writers()[paper](sweep, out_dir, diagnostics_dir, **extra)
     return write_paper_report(made, sweep.runs, out_dir, diagnostics_section(diagnostics_dir, link_base))
 
 
@@ -307,6 +316,13 @@ def main(argv: list[str] | None = None) -> None:
         help="the classic paper the sweep reproduces: glorot2010, he2015, schoenholz2017 or saxe2014; notebook: the "
         "seed notebook's numbers against its own protocol (experiment=notebook)",
     )
+    parser.add_argument(
+        "--grid",
+        type=Path,
+        default=None,
+        help="with --paper tuned: the learning-rate grid's sweep folder (runs_lr_grid), whose validation "
+        "accuracy chose each initializer's rate",
+    )
     args = parser.parse_args(argv)
     if args.paper is not None:
         try:
@@ -316,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.margin is not None and not 0 < args.margin < 1:
         parser.error(f"invalid --margin={args.margin}: must be a fraction in (0, 1), e.g. 0.005 for ±0.5 pp")
     try:
-        means = write_report(args.runs, args.out, args.diagnostics, args.margin, args.paper)
+        means = write_report(args.runs, args.out, args.diagnostics, args.margin, args.paper, args.grid)
     except (RunFileError, FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {no_space(error, args.out) or error}", file=sys.stderr)
         raise SystemExit(1) from None

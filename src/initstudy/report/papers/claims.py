@@ -35,8 +35,9 @@ VERDICTS = (AGREES, PARTS, INCONCLUSIVE, NOT_TESTABLE, NOT_COUNTED, UNTESTED)
 COLUMNS = ("claim", "where", "paper", "ours", "verdict", "rule", "seeds", "baseline", "why")
 # The papers a report exists for (--paper): checked before any import or file read; writers() maps each.
 # notebook: the seed notebook's own numbers against its protocol (initstudy.report.papers.notebook); epsilon and
-# width: the experiments that test the depth report's eps explanation (initstudy.report.papers.epsilon, width).
-PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014", "notebook", "epsilon", "width")
+# width: the experiments that test the depth report's eps explanation (initstudy.report.papers.epsilon, width);
+# tuned: the default study's initializers at validation-chosen learning rates (initstudy.report.papers.tuned).
+PAPERS = ("glorot2010", "he2015", "schoenholz2017", "saxe2014", "notebook", "epsilon", "width", "tuned")
 
 
 @dataclass
