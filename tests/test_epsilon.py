@@ -173,6 +173,13 @@ def test_the_eps_term_is_found_where_failures_depend_on_eps():
     assert epsilon.logistic_claim(fit, rule, seeds=10).verdict == AGREES
 
 
+def test_p_fail_against_depth_is_drawn_with_and_without_a_fit(tmp_path):
+    table = _logistic_table(eps_matters=True)
+    epsilon.depth_figure(table, epsilon.logistic(table), tmp_path / "fit.png")
+    epsilon.depth_figure(table, None, tmp_path / "no_fit.png")
+    assert (tmp_path / "fit.png").stat().st_size > 0 and (tmp_path / "no_fit.png").stat().st_size > 0
+
+
 def test_the_eps_term_is_not_found_where_failures_ignore_eps():
     rule = load("epsilon")[epsilon.LOGISTIC]
     fit = epsilon.logistic(_logistic_table(eps_matters=False, seed=1))

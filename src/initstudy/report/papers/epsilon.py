@@ -27,7 +27,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from initstudy.report.depth import FAILS_BELOW
+from initstudy.report.depth import FAILS_BELOW, failure_interval
 from initstudy.report.figures import save
 from initstudy.report.load import SweepRuns
 from initstudy.report.papers.arms import (
@@ -236,6 +236,45 @@ def fit_figure(table: pd.DataFrame, fit: LogisticFit | None, path: Path) -> None
     save(fig, path)
 
 
+def depth_figure(table: pd.DataFrame, fit: LogisticFit | None, path: Path) -> None:
+    """P(fail) against depth: each torch Adam arm's failure rate per depth, pooled over its cells, with the 95%
+    Clopper-Pearson interval; the fitted curves with eps (solid, per eps) and without it (dashed), each at the
+    runs' median step-0 gradient ratio, since depth and ratio enter the model together."""
+    frame = table[table.arm.isin(TORCH_ADAM) & (table.grad_ratio > 0)]
+    depths = sorted(frame.depth.unique())
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for k, arm in enumerate(a for a in TORCH_ADAM if (frame.arm == a).any()):
+        mine = frame[frame.arm == arm].groupby("depth").failed.agg(["sum", "count"]).reindex(depths).dropna()
+        rate = mine["sum"] / mine["count"]
+        bounds = [failure_interval(int(f), int(n)) for f, n in zip(mine["sum"], mine["count"], strict=True)]
+        low, high = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+        ax.errorbar(np.array(mine.index, dtype=float) * (1 + 0.03 * (k - 1)), rate, yerr=[rate - low, high - rate],
+                    color=COLOURS[arm], marker="o", ls="none", capsize=3, label=f"{arm} (observed)")  # fmt: skip
+    if fit is not None and len(frame):
+        x = np.linspace(min(depths), max(depths), 100)
+        ratio = float(np.median(np.log10(frame.grad_ratio.astype(float))))
+        p0, p1 = fit.params_without, fit.params_with
+        ax.plot(x, _sigmoid(p0["const"] + p0.get("depth", 0.0) * x + p0["log10_ratio"] * ratio), "k--", lw=1,
+                label="fit without eps")  # fmt: skip
+        for arm in TORCH_ADAM:
+            if (frame.arm == arm).any():
+                eps = float(frame[frame.arm == arm].eps.iloc[0])
+                z = (
+                    p1["const"]
+                    + p1.get("depth", 0.0) * x
+                    + p1["log10_ratio"] * ratio
+                    + p1["log10_eps"] * math.log10(eps)
+                )
+                ax.plot(x, _sigmoid(z), color=COLOURS[arm], lw=1.2)
+        ax.set_title(f"fits at the median log10 gradient ratio {ratio:.2f}", fontsize=8)
+    ax.set(xscale="log", xlabel="hidden layers", ylabel="P(fail to train)", ylim=(-0.05, 1.05))
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # the log axis' own labels would crowd
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    save(fig, path)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -280,6 +319,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     figures_dir.mkdir(parents=True, exist_ok=True)
     failure_figure(summary, figures_dir / "failures_by_arm.png")
     fit_figure(arms, fit, figures_dir / "p_fail_fit.png")
+    depth_figure(arms, fit, figures_dir / "p_fail_depth.png")
     gradient_figure(gradient_track(arms), figures_dir / "gradients_during_training.png")
     data = config.get("data", {})
     setup = [
@@ -327,6 +367,7 @@ def report(sweep: SweepRuns, out_dir: Path, diagnostics_dir: Path | None = None)
     return PaperReport(title="Why deep networks stop training under Adam: eps or the vanished gradient",
                        setup=setup, claims=claims, metrics=metrics, sections=sections,
                        figures={"Failures per cell and arm": "failures_by_arm.png",
+                                "P(fail) against depth, fitted with and without eps": "p_fail_depth.png",
                                 "P(fail) against the step-0 gradient ratio, fitted with and without eps": "p_fail_fit.png",
                                 "Weight gradients during training": "gradients_during_training.png"},
                        claims_file="conf/experiment/claims/epsilon.yaml",
