@@ -376,10 +376,10 @@ EDITS = {
         {"train_depth"},
     ),
     # A hand edit of the chosen rates: train_tuned trains at them, and choose_lr writes the grid's choice again.
-    "the chosen rates": (
+    "the chosen rates": (  # whatever rate the grid chose: 0.003 becomes 10.003
         "conf/tuned_arm/he_uniform_chosen.yaml",
-        "lr: 0.001",
-        "lr: 0.003",
+        "  lr: ",
+        "  lr: 1",
         {"choose_lr", "train_tuned"},
     ),
     "a fixed arm": ("conf/tuned_arm/he_uniform_fixed.yaml", "lr: 0.001", "lr: 0.002", {"train_tuned"}),
