@@ -42,8 +42,7 @@ from initstudy.report.papers.arms import (
     with_sgd_arm,
 )
 from initstudy.report.papers.claims import AGREES, PARTS, UNTESTED, Claim, PaperReport
-from initstudy.report.papers.rules import ClaimsFileError, Rule, claims_path, judged, stated
-from initstudy.report.papers.rules import load as load_rules
+from initstudy.report.papers.rules import Rule, judged, stated_values
 from initstudy.report.tables import markdown_table
 
 NAME = "epsilon"
@@ -64,13 +63,7 @@ COLOURS = dict(zip(ARM_ORDER, ("#D55E00", "#0072B2", "#56B4E9", "#009E73", "#777
 def rules(root: Path | None = None) -> dict[str, Rule]:
     """The claims file's rules, each present and its level a number in (0, 1) its words state: checked before
     any run is read."""
-    found = load_rules(NAME, root)
-    path = claims_path(NAME, root)
-    for claim_id in (*PAIRED, LOGISTIC):
-        if claim_id not in found:
-            raise ClaimsFileError(f"{path}: no claim {claim_id!r} (the report judges by it)")
-        stated(found[claim_id], path, below=1)
-    return found
+    return stated_values(NAME, (*PAIRED, LOGISTIC), root, below=1)
 
 
 @dataclass(frozen=True)

@@ -97,12 +97,21 @@ def stated(rule: Rule, path: Path, *, below: float = math.inf) -> float:
 
 def stated_value(paper: str, rule_id: str, root: Path | None = None, *, below: float = math.inf) -> Rule:
     """The rule ``rule_id`` of the claims file ``paper``, its ``value`` checked by :func:`stated`."""
+    return stated_values(paper, (rule_id,), root, below=below)[rule_id]
+
+
+def stated_values(
+    paper: str, rule_ids: Sequence[str], root: Path | None = None, *, below: float = math.inf
+) -> dict[str, Rule]:
+    """Every rule of the claims file ``paper``, after checking that each of ``rule_ids`` (the rules the report
+    judges by) is present and its ``value`` stated by its words (:func:`stated`): before any run is read."""
     rules = load(paper, root)
     path = claims_path(paper, root)
-    if rule_id not in rules:
-        raise ClaimsFileError(f"{path}: no claim {rule_id!r} (the report judges by it)")
-    stated(rules[rule_id], path, below=below)
-    return rules[rule_id]
+    for rule_id in rule_ids:
+        if rule_id not in rules:
+            raise ClaimsFileError(f"{path}: no claim {rule_id!r} (the report judges by it)")
+        stated(rules[rule_id], path, below=below)
+    return rules
 
 
 def _rule(entry: Any, path: Path) -> Rule:

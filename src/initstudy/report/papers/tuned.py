@@ -27,8 +27,7 @@ from initstudy.report.figures import save
 from initstudy.report.image_bootstrap import compare_accuracy
 from initstudy.report.load import SweepRuns, load_sweep, parse_group
 from initstudy.report.papers.claims import AGREES, PARTS, Claim, PaperReport, complete, read_config
-from initstudy.report.papers.rules import ClaimsFileError, Rule, claims_path, judged, stated
-from initstudy.report.papers.rules import load as load_rules
+from initstudy.report.papers.rules import Rule, judged, stated_values
 from initstudy.report.study_rules import judge_accuracy, margin_key
 from initstudy.report.tables import markdown_table
 from initstudy.runs.results import RunFileError
@@ -44,13 +43,7 @@ UP, DOWN, NO_ORDER = "a > b", "a < b", "no order shown"
 def rules(root: Path | None = None) -> dict[str, Rule]:
     """The claims file's two rules, each present with the number its words state: checked before any run is
     read (the margin a fraction below 1, the fixed rate a positive number)."""
-    found = load_rules(NAME, root)
-    path = claims_path(NAME, root)
-    for claim_id in (SURVIVE, RATES_DIFFER):
-        if claim_id not in found:
-            raise ClaimsFileError(f"{path}: no claim {claim_id!r} (the report judges by it)")
-        stated(found[claim_id], path, below=1)
-    return found
+    return stated_values(NAME, (SURVIVE, RATES_DIFFER), root, below=1)
 
 
 def arm_runs(runs: pd.DataFrame) -> pd.DataFrame:

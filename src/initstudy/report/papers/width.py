@@ -32,8 +32,7 @@ from initstudy.report.papers.arms import (
     scientific,
 )
 from initstudy.report.papers.claims import AGREES, PARTS, Claim, PaperReport
-from initstudy.report.papers.rules import ClaimsFileError, Rule, claims_path, judged, stated
-from initstudy.report.papers.rules import load as load_rules
+from initstudy.report.papers.rules import Rule, judged, stated_values
 from initstudy.report.tables import markdown_table
 
 NAME = "width"
@@ -45,13 +44,7 @@ COLOURS = {LARGE_EPS: "#0072B2", SMALL_EPS: "#009E73"}
 
 def rules(root: Path | None = None) -> dict[str, Rule]:
     """The two rule templates (eps_matters_at_width, width_moves_failures), each present and its level stated."""
-    found = load_rules(NAME, root)
-    path = claims_path(NAME, root)
-    for claim_id in (EPS_MATTERS, WIDTH_MOVES):
-        if claim_id not in found:
-            raise ClaimsFileError(f"{path}: no claim {claim_id!r} (the report judges by it)")
-        stated(found[claim_id], path, below=1)
-    return found
+    return stated_values(NAME, (EPS_MATTERS, WIDTH_MOVES), root, below=1)
 
 
 def eps_by_width(table: pd.DataFrame, rule: Rule) -> tuple[list[Claim], list[dict]]:
