@@ -18,6 +18,10 @@ import pytest
 from conftest import SyntheticMNIST, copy_study, dvc, make_study_repo, run
 from initstudy.core import publish
 
+# The module's tests share its killed stage's study, a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("dvc_interrupted")
+
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory, synthetic_mnist: SyntheticMNIST) -> Path:

@@ -30,6 +30,11 @@ from conftest import copy_study, dvc, edit_params, make_study_repo, python_modul
 from initstudy.runs import rundir
 from initstudy.tracking import store
 
+# Both round trips share every_chain (a module-scoped fixture, the longest to build) and one starts a real
+# SSH server: all on the worker of the other tests that start services (`make test`: --dist loadgroup), so that
+# every_chain is built once.
+pytestmark = pytest.mark.xdist_group("services")
+
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 # The stages that train, beyond the default chain's `train`: with `download` and `train`, every stage whose
 # outputs DVC caches (the rest are `cache: false` and travel in git).
@@ -185,7 +190,6 @@ def test_a_plain_pull_restores_every_output_and_reproduces_nothing(every_chain: 
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("services")
 def test_a_plain_pull_over_ssh_restores_every_output(every_chain: Path, tmp_path: Path):
     """The remote on a real OpenSSH server (loopback, key login) as docs/cluster.md sets it up: URL and port
     committed in .dvc/config, user and key file in each clone's .dvc/config.local (never committed)."""

@@ -16,6 +16,10 @@ import yaml
 
 from conftest import python_module, run
 
+# The module's tests share the trained run (conftest.trained), a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("evaluate")
+
 RUN = "runs/he_uniform/seed_0"
 TEST_IMAGES = "data/raw/MNIST/raw/t10k-images-idx3-ubyte"
 

@@ -21,6 +21,10 @@ from conftest import SyntheticMNIST, copy_study, edit_params, make_study_repo, p
 from initstudy.runs import rundir
 from initstudy.tracking import store
 
+# The module's tests share the finished study, a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("lifecycle")
+
 SWEEP = ["--multirun", "init=he_uniform", "seed=0,1"]
 RUNS = ("he_uniform/seed_0", "he_uniform/seed_1")
 

@@ -22,6 +22,10 @@ from initstudy.core.errors import ConfigError
 from initstudy.nn import weights
 from initstudy.runs import rundir
 
+# The module's tests share the trained study, a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("lightning_controls")
+
 # config_hash of two runs of the committed study, as runs/manifest.csv records them (column config_hash): the
 # default composition must keep hashing to them, so that the committed runs stay the study's.
 COMMITTED_HASHES = {

@@ -20,6 +20,10 @@ from conftest import REPO, python_module, run
 from initstudy.config.compose import compose_config, config_hash
 from initstudy.tracking import model
 
+# The module's tests share the trained run (conftest.trained), a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("mlflow_model")
+
 RUN = "runs/he_uniform/seed_0"
 
 

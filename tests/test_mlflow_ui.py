@@ -199,7 +199,11 @@ def compare_view_row(page, metric: str, n_runs: int) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+# The PostgreSQL case uses the session's MLflow server: on the worker of the other tests that start services
+# (`make test`: --dist loadgroup), so that the server starts once, not once per worker.
+@pytest.mark.parametrize(
+    "store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.xdist_group("services"))]
+)
 def test_mlflow_ui_shows_every_child_run_and_compares_their_test_accuracy(
     store: str, synthetic_data_repo: Path, tmp_path: Path, request: pytest.FixtureRequest
 ):

@@ -20,6 +20,10 @@ from initstudy import __main__ as index
 from initstudy.runs import namespace, rundir
 from initstudy.train import __main__ as train_entry
 
+# The module's tests share the complete study, a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("namespace")
+
 STUDY = [f"runs/{init}/seed_{seed}" for init in ("zeros", "he_uniform") for seed in (0, 1)]
 
 

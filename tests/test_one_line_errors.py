@@ -17,6 +17,10 @@ import pytest
 
 from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
 
+# The module's tests share the study repos, a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("one_line_errors")
+
 # DVC's own scratch folder (git-ignored): DVC makes it in a repository the first time anything opens it, as
 # the run identity does (DVC reads dvc.yaml for it); in a study DVC has run, it is already there.
 DVC_SCRATCH = Path(".dvc/tmp")

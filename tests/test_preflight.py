@@ -15,6 +15,10 @@ import pytest
 from conftest import REPO, SyntheticMNIST, make_study_repo, python_module, run
 from initstudy.train import __main__ as train_entry
 
+# The module's tests share the study repo, a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("preflight")
+
 
 def entry_point_in(repo: Path, monkeypatch: pytest.MonkeyPatch):
     """``python -m initstudy.train`` as started in ``repo``: the Hydra app is made when ``main`` runs, with the

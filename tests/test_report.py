@@ -24,6 +24,10 @@ from initstudy.runs.rundir import PREDICTIONS, WEIGHT_FILES, write_marker
 from initstudy.sweep.jobs import MANIFEST_NAME
 from initstudy.train.convergence import THRESHOLDS, first_crossing, threshold_key
 
+# The module's tests share the trained sweep, a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("report")
+
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 STEPS_PER_EPOCH = 100
 ACCURACY = "test accuracy (once, after training)"

@@ -21,6 +21,10 @@ import pytest
 from conftest import SyntheticMNIST, copy_study, dvc, edit_params, make_study_repo, python_module, run
 from initstudy.tracking import liveness, store
 
+# The module's tests share the trained study, a module-scoped fixture: on one pytest-xdist worker it is built once
+# (`make test`: --dist loadgroup), not once per worker.
+pytestmark = pytest.mark.xdist_group("signals")
+
 SWEEP = ["--multirun", "init=he_uniform", "seed=0,1"]
 RUNS = ("he_uniform/seed_0", "he_uniform/seed_1")
 
