@@ -426,6 +426,11 @@ def startup_only(args: argparse.Namespace, mnist: Path) -> None:
     atomic.write_json(args.out, report)
 
 
+def shown_path(folder: Path) -> str:
+    """A data folder as the record shows it: relative to the repository, never a path of the host."""
+    return str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else folder.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-size", type=int, default=50000, help="training images per run (1 epoch)")
@@ -550,7 +555,7 @@ def main() -> None:
             "steps_per_run": steps,
             "batch_size": BATCH,
             "torch_threads": threads,
-            "mnist": str(mnist),
+            "mnist": shown_path(mnist),
         },
         "machine": {
             "cpu": platform.processor() or platform.machine(),

@@ -50,9 +50,7 @@ def load_data() -> tuple[Any, Any, Any, Any, str]:
 
     from initstudy.data.datamodule import load_mnist
 
-    root = REPO / "data/raw"
-    if not (root / "MNIST/raw/train-images-idx3-ubyte").exists():
-        root = Path("/work/main/data/raw")  # the lead's checkout, when this one has no data
+    root = REPO / "data/raw"  # `dvc repro -s download` puts MNIST there; without it, synthetic data
     if (root / "MNIST/raw/train-images-idx3-ubyte").exists():
         x, y = load_mnist(root, train=True)
         tx, ty = load_mnist(root, train=False)

@@ -68,3 +68,14 @@ def test_numerics_without_study_only_is_one_line_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--numerics fast applies only with --study-only" in done.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_the_record_names_its_data_folder_without_a_host_path(bench, tmp_path):
+    assert bench.shown_path(REPO / "data/raw/MNIST/raw") == "data/raw/MNIST/raw"
+    assert bench.shown_path(tmp_path / "MNIST" / "raw") == "raw"
+
+
+def test_the_committed_records_hold_no_host_path():
+    for name in ("benchmarks.json", "numerics_matrix.json", "durations.json"):
+        text = (REPO / "reports" / name).read_text()
+        assert str(REPO) not in text and "/work/" not in text and "/tmp/" not in text, name
