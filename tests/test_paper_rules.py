@@ -13,16 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from initstudy.report.papers import (
-    epsilon,
-    glorot2010,
-    he2015,
-    notebook,
-    saxe2014,
-    schoenholz2017,
-    tuned,
-    width,
-)
+from initstudy.report.papers import saxe2014, schoenholz2017
 from initstudy.report.papers.claims import (
     AGREES,
     INCONCLUSIVE,
@@ -33,6 +24,7 @@ from initstudy.report.papers.claims import (
     UNTESTED,
     VERDICTS,
 )
+from initstudy.report.papers.registry import modules
 from initstudy.report.papers.rules import (
     ClaimsFileError,
     Rule,
@@ -47,8 +39,7 @@ from initstudy.report.papers.rules import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = {"glorot2010": glorot2010, "he2015": he2015, "schoenholz2017": schoenholz2017, "saxe2014": saxe2014,
-           "notebook": notebook, "epsilon": epsilon, "width": width, "tuned": tuned}  # fmt: skip
+MODULES = modules()
 
 
 def _rule(min_seeds: int = 5, counts: bool = True) -> Rule:

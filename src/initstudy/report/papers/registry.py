@@ -1,17 +1,17 @@
-"""Which classic papers have a report (``--paper``): the single lookup from a paper's name to its module's
-``report`` function, checked before any run is read."""
+"""Which classic papers have a report (``--paper``): the single lookup from a paper's name to its module, whose
+``report`` function writes it and whose rule check runs before any run is read."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 from initstudy.report.papers.claims import PAPERS, PaperReport
 
 
-def writers() -> dict[str, Callable[..., PaperReport]]:
-    """The papers a report exists for (``--paper``), each its module's ``report`` function, called with the
-    sweep, the output folder and the diagnostics folder (the tuned comparison's also with ``grid=``, the
-    learning-rate grid's sweep folder)."""
+def modules() -> dict[str, ModuleType]:
+    """The papers a report exists for (``--paper``), each its module, in the order of ``PAPERS`` (imported
+    here, on first use: a refused ``--paper`` imports none of them)."""
     from initstudy.report.papers import (
         epsilon,
         glorot2010,
@@ -23,10 +23,15 @@ def writers() -> dict[str, Callable[..., PaperReport]]:
         width,
     )
 
-    return {"glorot2010": glorot2010.report, "he2015": he2015.report,
-            "schoenholz2017": schoenholz2017.report, "saxe2014": saxe2014.report,
-            "notebook": notebook.report, "epsilon": epsilon.report, "width": width.report,
-            "tuned": tuned.report}  # fmt: skip
+    found = {"glorot2010": glorot2010, "he2015": he2015, "schoenholz2017": schoenholz2017, "saxe2014": saxe2014,
+             "notebook": notebook, "epsilon": epsilon, "width": width, "tuned": tuned}  # fmt: skip
+    return {name: found[name] for name in PAPERS}
+
+
+def writers() -> dict[str, Callable[..., PaperReport]]:
+    """Each paper's ``report`` function, called with the sweep, the output folder and the diagnostics folder
+    (the tuned comparison's also with ``grid=``, the learning-rate grid's sweep folder)."""
+    return {name: module.report for name, module in modules().items()}
 
 
 def check_paper(name: str) -> str:
@@ -38,18 +43,14 @@ def check_paper(name: str) -> str:
 
 def check_claims(name: str) -> None:
     """The paper's claims file, read and checked before any run is: a malformed one is refused in one line
-    (initstudy.report.papers.rules.ClaimsFileError) while the previous report stays as it was. The notebook's
-    rules are also checked for the values its report applies (initstudy.report.papers.notebook)."""
-    from initstudy.report.papers import epsilon, notebook, tuned, width
+    (initstudy.report.papers.rules.ClaimsFileError) while the previous report stays as it was. A report that
+    applies values its rules state (the notebook's, eps, width, tuned) also checks those values."""
     from initstudy.report.papers.rules import load
 
-    if name == notebook.NAME:
-        notebook.notebook_rules()
-    elif name == epsilon.NAME:
-        epsilon.rules()
-    elif name == width.NAME:
-        width.rules()
-    elif name == tuned.NAME:
-        tuned.rules()
+    papers = modules()
+    stated = {"notebook": papers["notebook"].notebook_rules, "epsilon": papers["epsilon"].rules,
+              "width": papers["width"].rules, "tuned": papers["tuned"].rules}  # fmt: skip
+    if name in stated:
+        stated[name]()
     else:
         load(name)
