@@ -269,13 +269,31 @@ def test_chosen_rates_differ_agrees_only_when_one_rate_is_not_1e_3():
     assert tuned.rates_claim({"a": 0.003}, 2, rule).verdict == NOT_TESTABLE
 
 
+def test_the_docs_state_the_two_rules_with_the_claims_files_values():
+    """docs/papers.md restates the rules; its numbers are those of conf/experiment/claims/tuned.yaml."""
+    found = tuned.rules()
+    survive, differ = found[tuned.SURVIVE], found[tuned.RATES_DIFFER]
+    assert (tuned.short_rate(0.001), tuned.short_rate(0.0003)) == ("1e-3", "3e-4")
+    text = " ".join((REPO / "docs/papers.md").read_text().split())
+    fixed = tuned.short_rate(float(differ.value))
+    assert (
+        f"same equivalence verdict at ±{100 * float(survive.value):g} pp and the same direction tuned as at {fixed}"
+        in text
+    )
+    assert f"It needs {survive.min_seeds} seeds per initializer and arm" in text
+    assert f"a rate other than {fixed} for at least one initializer" in text
+    assert f"It needs the grid's {differ.min_seeds} seeds per rate" in text
+
+
 def test_a_tuned_run_at_another_rate_than_the_grids_choice_is_refused():
     table = pd.DataFrame({"arm": [tuned.TUNED, tuned.FIXED], "init": ["a", "a"], "lr": [0.003, 0.001],
                           "run_dir": ["runs_tuned/x", "runs_tuned/y"]})  # fmt: skip
-    tuned.check_rates(table, {"a": 0.003})
+    tuned.check_rates(table, {"a": 0.003}, 0.001)
     with pytest.raises(RunFileError, match=r"trained at lr 0\.003 but its arm.s rate is 0\.01") as caught:
-        tuned.check_rates(table, {"a": 0.01})
+        tuned.check_rates(table, {"a": 0.01}, 0.001)
     assert "\n" not in str(caught.value)
+    with pytest.raises(RunFileError, match=r"y trained at lr 0\.001 but its arm.s rate is 0\.002"):
+        tuned.check_rates(table, {"a": 0.003}, 0.002)  # the fixed arm against the claims file's rate
 
 
 # ---- the tiny chain, end to end through DVC ---------------------------------------------------------------

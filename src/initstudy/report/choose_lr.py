@@ -45,15 +45,8 @@ def grid_table(runs: pd.DataFrame) -> pd.DataFrame:
         raise RunFileError(
             f"{len(missing)} grid run(s) are not complete (first: {missing.run_dir.iloc[0]}): run the grid first"
         )
-    lrs = []
-    for run_dir in runs.run_dir:
-        config = read_config(Path(run_dir) / "config.yaml")
-        lr = (config.get(LR_KEY[0]) or {}).get(LR_KEY[1])
-        if not isinstance(lr, int | float) or isinstance(lr, bool):
-            raise RunFileError(f"{Path(run_dir) / 'config.yaml'} has no numeric optimizer.lr")
-        lrs.append(float(lr))
     table = pd.DataFrame({
-        "init": runs.init.astype(str).to_numpy(), "lr": lrs, "seed": runs.seed.astype(int).to_numpy(),
+        "init": runs.init.astype(str).to_numpy(), "lr": [run_lr(Path(d)) for d in runs.run_dir], "seed": runs.seed.astype(int).to_numpy(),
         "val_acc": runs["val/acc"].astype(float).to_numpy(), "test_acc": runs["test/acc"].astype(float).to_numpy(),
     })  # fmt: skip
     order = {init: i for i, init in enumerate(dict.fromkeys(table.init))}  # the sweep's order of initializers
@@ -63,6 +56,15 @@ def grid_table(runs: pd.DataFrame) -> pd.DataFrame:
         .drop(columns="order")
         .reset_index(drop=True)
     )
+
+
+def run_lr(run_dir: Path) -> float:
+    """The Adam learning rate a run trained at: its config's optimizer.lr, a number, else a one-line error."""
+    config = read_config(run_dir / "config.yaml")
+    lr = (config.get(LR_KEY[0]) or {}).get(LR_KEY[1])
+    if not isinstance(lr, int | float) or isinstance(lr, bool):
+        raise RunFileError(f"{run_dir / 'config.yaml'} has no numeric optimizer.lr")
+    return float(lr)
 
 
 def choose(table: pd.DataFrame) -> pd.DataFrame:

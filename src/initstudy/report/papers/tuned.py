@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from initstudy.core.style import colour_map
-from initstudy.report.choose_lr import choose, chosen_rates, grid_table, rate_text
+from initstudy.report.choose_lr import choose, chosen_rates, grid_table, rate_text, run_lr
 from initstudy.report.figures import save
 from initstudy.report.image_bootstrap import compare_accuracy
 from initstudy.report.load import SweepRuns, load_sweep, parse_group
-from initstudy.report.papers.claims import AGREES, PARTS, Claim, PaperReport, complete, read_config
+from initstudy.report.papers.claims import AGREES, PARTS, Claim, PaperReport, complete
 from initstudy.report.papers.rules import Rule, judged, stated_values
 from initstudy.report.study_rules import judge_accuracy, margin_key
 from initstudy.report.tables import markdown_table
@@ -60,7 +60,7 @@ def arm_runs(runs: pd.DataFrame) -> pd.DataFrame:
                 f"{run_dir}: {ARM_KEY} {option!r} is not {init}_{TUNED} or {init}_{FIXED}: is this runs_tuned?"
             )
         arms.append(arm)
-    table = done.assign(arm=arms, lr=[_run_lr(Path(d)) for d in done.run_dir],
+    table = done.assign(arm=arms, lr=[run_lr(Path(d)) for d in done.run_dir],
                         seed=done.seed.astype(int), acc=done["test/acc"].astype(float))  # fmt: skip
     # arms in ARMS' order, initializers in the sweep's (the manifest's first appearance), seeds ascending
     order = {
@@ -71,18 +71,12 @@ def arm_runs(runs: pd.DataFrame) -> pd.DataFrame:
                              kind="stable").reset_index(drop=True)  # fmt: skip
 
 
-def _run_lr(run_dir: Path) -> float:
-    lr = (read_config(run_dir).get("optimizer") or {}).get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, int | float):
-        raise RunFileError(f"{run_dir / 'config.yaml'} has no numeric optimizer.lr")
-    return float(lr)
-
-
-def check_rates(table: pd.DataFrame, rates: dict[str, float]) -> None:
-    """Every tuned run trained at its initializer's rate as the grid chooses it now, every fixed run at 1e-3:
-    a tuned sweep left from an earlier choice is refused in one line, never reported as tuned."""
+def check_rates(table: pd.DataFrame, rates: dict[str, float], fixed: float) -> None:
+    """Every tuned run trained at its initializer's rate as the grid chooses it now, every fixed run at the
+    fixed rate (the claims file's, rule chosen_rates_differ): a tuned sweep left from an earlier choice is
+    refused in one line, never reported as tuned."""
     for row in table.itertuples(index=False):
-        want = rates.get(row.init) if row.arm == TUNED else 0.001
+        want = rates.get(row.init) if row.arm == TUNED else fixed
         if want is None:
             raise RunFileError(f"{row.run_dir}: the grid has no runs of {row.init!r}")
         if not math.isclose(row.lr, want, rel_tol=1e-9):
@@ -90,6 +84,12 @@ def check_rates(table: pd.DataFrame, rates: dict[str, float]) -> None:
                 f"{row.run_dir} trained at lr {rate_text(row.lr)} but its arm's rate is {rate_text(want)} "
                 "(dvc repro choose_lr train_tuned)"
             )
+
+
+def short_rate(lr: float) -> str:
+    """A rate of one significant digit as the report's prose and figures write it: 0.001 -> 1e-3."""
+    mantissa, exponent = f"{lr:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def direction(low: float, high: float) -> str:
@@ -176,10 +176,10 @@ def rates_claim(rates: dict[str, float], grid_seeds: int, rule: Rule) -> Claim:
                   baseline=f"all {len(rates)} at {rate_text(fixed)}", seeds_note="the grid's seeds per rate")  # fmt: skip
 
 
-def grid_figure(choice: pd.DataFrame, path: Path) -> None:
+def grid_figure(choice: pd.DataFrame, path: Path, fixed: float) -> None:
     """Final validation accuracy against the learning rate per initializer: the mean over the grid's seeds, a
     min-max band over them, the chosen rate ringed (a larger ring per initializer, so that rings at one point
-    stay apart) and the fixed rate 1e-3 dotted."""
+    stay apart) and the fixed rate dotted."""
     inits = list(dict.fromkeys(choice.init))
     colours = colour_map(inits)
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
@@ -196,7 +196,7 @@ def grid_figure(choice: pd.DataFrame, path: Path) -> None:
             edgecolors=colours[init],
             linewidths=1.5,
         )
-    ax.axvline(0.001, color="grey", ls=":", lw=0.8, label="fixed rate 1e-3")
+    ax.axvline(fixed, color="grey", ls=":", lw=0.8, label=f"fixed rate {short_rate(fixed)}")
     low = float(np.nanmin(choice.val_acc_min))
     ax.set(xscale="log", xlabel="Adam learning rate", ylabel="final validation accuracy",
            ylim=(max(low - 0.01, 0.0), min(1.0, float(np.nanmax(choice.val_acc_max)) + 0.005)),
@@ -264,7 +264,8 @@ def report(
     choice = choose(grid_table(load_sweep(grid).runs))
     rates = chosen_rates(choice)
     table = arm_runs(sweep.runs)
-    check_rates(table, rates)
+    fixed = float(found[RATES_DIFFER].value)
+    check_rates(table, rates, fixed)
     survive_rule = found[SURVIVE]
     pairs = compare_arms(table, survive_rule)
     kept = survival(pairs)
@@ -274,7 +275,7 @@ def report(
     claims = [survive_claim(kept, survive_rule, note), rates_claim(rates, grid_seeds, found[RATES_DIFFER])]
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    grid_figure(choice, figures_dir / "val_acc_by_lr.png")
+    grid_figure(choice, figures_dir / "val_acc_by_lr.png", fixed)
     summary = summary_table(table)
     gain = tuning_gain(table)
     config = sweep.config
