@@ -306,3 +306,15 @@ def test_a_tiny_sweep_of_each_preset_trains_and_reports(synthetic_data_repo):
     runs = pd.read_csv(repo / "reports/epsilon/tables/runs.csv")
     assert set(runs.arm) == {*epsilon.TORCH_ADAM, "adam_keras_eps1e-7", "sgd_chosen"}
     assert set(pd.read_csv(repo / "reports/width/tables/runs.csv").width) == {8, 16}
+
+
+def test_the_fitted_curve_is_the_logistic_of_the_models_linear_predictor():
+    params = {"const": -1.0, "depth": 0.05, "log10_ratio": -0.5, "log10_eps": 0.2}
+    z = -1.0 + 0.05 * 20 - 0.5 * -3.0
+    assert epsilon.predicted(params, 20, -3.0) == pytest.approx(1 / (1 + math.exp(-z)))
+    with_eps = epsilon.predicted(params, 20, -3.0, 1e-8)
+    assert with_eps == pytest.approx(1 / (1 + math.exp(-(z + 0.2 * -8))))
+    assert epsilon.predicted({"const": 0.0, "log10_ratio": 1.0}, np.array([10, 20]), 0.0).tolist() == [
+        0.5,
+        0.5,
+    ]

@@ -203,21 +203,12 @@ def fit_figure(table: pd.DataFrame, fit: LogisticFit | None, path: Path) -> None
             ax.scatter(group.log10_ratio.mean(), group.failed.mean(), color=COLOURS[arm], s=16, alpha=0.8)
         if fit is not None:
             x = np.linspace(mine.log10_ratio.min() - 0.5, mine.log10_ratio.max() + 0.5, 100)
-            p0 = fit.params_without
-            ax.plot(x, _sigmoid(p0["const"] + p0.get("depth", 0.0) * depth + p0["log10_ratio"] * x), "k--", lw=1,
-                    label="without eps")  # fmt: skip
-            p1 = fit.params_with
+            ax.plot(x, predicted(fit.params_without, depth, x), "k--", lw=1, label="without eps")
             for arm in TORCH_ADAM:
                 eps = float(table[table.arm == arm].eps.iloc[0]) if (table.arm == arm).any() else math.nan
                 if math.isnan(eps):
                     continue
-                z = (
-                    p1["const"]
-                    + p1.get("depth", 0.0) * depth
-                    + p1["log10_ratio"] * x
-                    + p1["log10_eps"] * math.log10(eps)
-                )
-                ax.plot(x, _sigmoid(z), color=COLOURS[arm], lw=1.2, label=arm)
+                ax.plot(x, predicted(fit.params_with, depth, x, eps), color=COLOURS[arm], lw=1.2, label=arm)
         ax.set(
             title=f"{depth} hidden layers", xlabel="log10 gradient first/last at step 0", ylim=(-0.05, 1.05)
         )
@@ -246,19 +237,11 @@ def depth_figure(table: pd.DataFrame, fit: LogisticFit | None, path: Path) -> No
     if fit is not None and len(frame):
         x = np.linspace(min(depths), max(depths), 100)
         ratio = float(np.median(np.log10(frame.grad_ratio.astype(float))))
-        p0, p1 = fit.params_without, fit.params_with
-        ax.plot(x, _sigmoid(p0["const"] + p0.get("depth", 0.0) * x + p0["log10_ratio"] * ratio), "k--", lw=1,
-                label="fit without eps")  # fmt: skip
+        ax.plot(x, predicted(fit.params_without, x, ratio), "k--", lw=1, label="fit without eps")
         for arm in TORCH_ADAM:
             if (frame.arm == arm).any():
                 eps = float(frame[frame.arm == arm].eps.iloc[0])
-                z = (
-                    p1["const"]
-                    + p1.get("depth", 0.0) * x
-                    + p1["log10_ratio"] * ratio
-                    + p1["log10_eps"] * math.log10(eps)
-                )
-                ax.plot(x, _sigmoid(z), color=COLOURS[arm], lw=1.2)
+                ax.plot(x, predicted(fit.params_with, x, ratio, eps), color=COLOURS[arm], lw=1.2)
         ax.set_title(f"fits at the median log10 gradient ratio {ratio:.2f}", fontsize=8)
     ax.set(xscale="log", xlabel="hidden layers", ylabel="P(fail to train)", ylim=(-0.05, 1.05))
     ax.set_xticks(depths, [str(d) for d in depths])
@@ -266,6 +249,20 @@ def depth_figure(table: pd.DataFrame, fit: LogisticFit | None, path: Path) -> No
     ax.legend(fontsize=6)
     fig.tight_layout()
     save(fig, path)
+
+
+def predicted(
+    params: dict[str, float],
+    depth: float | np.ndarray,
+    log10_ratio: float | np.ndarray,
+    eps: float | None = None,
+) -> np.ndarray:
+    """P(fail) under a fitted model at ``depth`` hidden layers and a log10 step-0 gradient ratio (and, for the
+    model with the eps term, at ``eps``): the two figures' curves, either argument an array."""
+    z = params["const"] + params.get("depth", 0.0) * depth + params["log10_ratio"] * log10_ratio
+    if eps is not None:
+        z = z + params["log10_eps"] * math.log10(eps)
+    return _sigmoid(z)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
