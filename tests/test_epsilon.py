@@ -173,11 +173,37 @@ def test_the_eps_term_is_found_where_failures_depend_on_eps():
     assert epsilon.logistic_claim(fit, rule, seeds=10).verdict == AGREES
 
 
-def test_p_fail_against_depth_is_drawn_with_and_without_a_fit(tmp_path):
+def test_p_fail_against_depth_draws_each_arms_rates_and_both_fits(tmp_path, monkeypatch):
+    """The observed points are each arm's failure rate per depth; the dashed curve is the fit without eps and one
+    solid curve per arm the fit with it, both at the runs' median log10 gradient ratio; no fit, no curves."""
+    drawn = {}
+    monkeypatch.setattr(epsilon, "save", lambda fig, path: drawn.update({path.name: fig}))
     table = _logistic_table(eps_matters=True)
-    epsilon.depth_figure(table, epsilon.logistic(table), tmp_path / "fit.png")
+    fit = epsilon.logistic(table)
+    epsilon.depth_figure(table, fit, tmp_path / "fit.png")
     epsilon.depth_figure(table, None, tmp_path / "no_fit.png")
-    assert (tmp_path / "fit.png").stat().st_size > 0 and (tmp_path / "no_fit.png").stat().st_size > 0
+    ax = drawn["fit.png"].axes[0]
+    rates = table.groupby(["arm", "depth"]).failed.mean()
+    observed = {bars.get_label().removesuffix(" (observed)"): bars.lines[0] for bars in ax.containers}
+    assert sorted(observed) == sorted(epsilon.TORCH_ADAM)
+    for arm, line in observed.items():
+        assert line.get_ydata() == pytest.approx(rates[arm].to_numpy())
+    ratio = float(np.median(np.log10(table.grad_ratio)))
+    (dashed,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert dashed.get_ydata() == pytest.approx(
+        epsilon.predicted(fit.params_without, dashed.get_xdata(), ratio)
+    )
+    solid = [
+        line for line in ax.get_lines() if line.get_linestyle() == "-" and line.get_marker() in ("None", "")
+    ]
+    eps = [arms.arm_eps(arm) for arm in epsilon.TORCH_ADAM]
+    assert [line.get_ydata() for line in solid] == [
+        pytest.approx(epsilon.predicted(fit.params_with, line.get_xdata(), ratio, e))
+        for line, e in zip(solid, eps, strict=True)
+    ]
+    assert not [
+        line for line in drawn["no_fit.png"].axes[0].get_lines() if line.get_linestyle() in ("-", "--")
+    ]
 
 
 def test_the_eps_term_is_not_found_where_failures_ignore_eps():
