@@ -94,7 +94,7 @@ def project_path(epochs: int, workdir: Path) -> dict:
     """(b) runner.train_run, as the CLI calls it, logging to a throw-away SQLite store."""
     from initstudy.runs import rundir
     from initstudy.tracking import store
-    from initstudy.train.group import train_run
+    from initstudy.train.fit import train_run
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     cfg = compose_config(
@@ -266,7 +266,7 @@ from initstudy.config import compose_config
 overrides = sys.argv[1:]
 numerics.apply_before_torch(numerics.from_config(compose_config(overrides).numerics))
 from initstudy import rundir, tracking
-from initstudy.train.group import train_run
+from initstudy.train.fit import train_run
 with tempfile.TemporaryDirectory(prefix="initstudy-bench-") as folder:
     uri = f"sqlite:///{folder}/mlflow.db"
     cfg = compose_config([*overrides, f"logger.tracking_uri={uri}"])

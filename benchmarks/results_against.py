@@ -44,7 +44,7 @@ out, overrides = Path(sys.argv[1]), sys.argv[2:]
 numerics.apply_before_torch(numerics.from_config(compose_config(overrides).numerics))
 from initstudy.runs import rundir
 try:
-    from initstudy.train.group import train_run
+    from initstudy.train.fit import train_run
 except ImportError:
     from initstudy.train.runner import train_run
 train_run(compose_config(overrides), out, rundir.staging_dir(out), "compare")

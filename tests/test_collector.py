@@ -115,7 +115,7 @@ def test_a_run_resumes_the_collector_when_its_training_starts(
 ) -> None:
     """train_run's Trainer carries the callback: inside a job's start-up full collections are off until
     the run's first step, back afterwards (and the start-up's objects frozen until the job ends)."""
-    from initstudy.train.group import train_run
+    from initstudy.train.fit import train_run
 
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("INITSTUDY_ROOT", raising=False)

@@ -316,3 +316,39 @@ def test_a_time_claim_is_found_where_the_readme_makes_one():
     assert found == [("make test", "12"), ("make test-fast", "2"), ("dvc repro -s train_width", "3"),
                      ("dvc repro train train_depth", "40")]  # fmt: skip
     assert PIPELINE_TOTAL.search("in all about **43 min**")["minutes"] == "43"
+
+
+# `path:line` (`text`) or `:line` (`text`) (the last path named); a range `path:first-last`.
+CODE_REFERENCE = re.compile(r"`([\w/.\-]*):(\d+)(?:-(\d+))?`\s*\(`([^`]+)`\)")
+
+
+def hop_section() -> str:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    start = text.index("## How `init` and `seed` reach the weights")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_every_file_line_of_the_hop_count_holds_what_it_names():
+    """The hop count is a claim about the code: each `file:line` of docs/architecture.md's path holds the text
+    named beside it, so a change that moves the path (a hop more, a line shifted) fails here until the page is
+    counted again."""
+    section = hop_section()
+    found = CODE_REFERENCE.findall(section)
+    assert len(found) == len(re.findall(r"`[\w/.\-]*:\d+(?:-\d+)?`", section)), (
+        "a `file:line` without its (`text`)"
+    )
+    paths: dict[str, Path] = {}
+    current: Path | None = None
+    wrong = []
+    for name, first, last, named in found:
+        if name:
+            current = ROOT / name if "/" in name or (ROOT / name).is_file() else paths[name]
+            paths[current.name] = current
+        assert current is not None and current.is_file(), name
+        lines = current.read_text(encoding="utf-8").splitlines()[int(first) - 1 : int(last or first)]
+        key = named if "(" in named else named.split(".")[-1]  # a dotted key: its last part is on the line
+        if not any(key in line for line in lines):
+            wrong.append(f"{current.relative_to(ROOT)}:{first}: {named!r} not in {lines}")
+    assert not wrong, "\n".join(wrong)
+    files = {ROOT / name for name, *_ in found if "/" in name or (ROOT / name).is_file()}
+    assert f"{len(files)} project files" in section

@@ -385,7 +385,7 @@ EDITS = {
     "a fixed arm": ("conf/tuned_arm/he_uniform_fixed.yaml", "lr: 0.001", "lr: 0.002", {"train_tuned"}),
     "the tuned preset": ("conf/experiment/tuned.yaml", "max_epochs: 3", "max_epochs: 2", {"train_tuned"}),
     "training code": ("src/initstudy/train/module.py", None, "\n#\n", TRAINING_STAGES),
-    "stacked launcher code": ("src/initstudy/stacked/units.py", None, "\n#\n", TRAIN_STAGES),
+    "stacked launcher code": ("src/initstudy/stacked/launcher.py", None, "\n#\n", TRAIN_STAGES),
 }
 
 

@@ -23,7 +23,7 @@ BASE = ["logger=offline", "data.batch_size=32", "data.val_size=100", "trainer.ma
 
 
 def run_files(root: Path, out: Path, *overrides: str) -> dict[str, bytes]:
-    from initstudy.train.group import train_run
+    from initstudy.train.fit import train_run
 
     cfg = compose_config([*BASE, f"data.root={root / 'data'}", *overrides])
     train_run(cfg, out, rundir.staging_dir(out), "test")

@@ -32,7 +32,7 @@ def data_root(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
 
 def train(data_root: Path, out: Path, *overrides: str) -> tuple[dict, pd.DataFrame]:
     """One run in this process (runner.train_run, offline) on the synthetic data; its metrics and history."""
-    from initstudy.train.group import train_run
+    from initstudy.train.fit import train_run
 
     cfg = compose_config(
         ["logger=offline", f"data.root={data_root}", "data.batch_size=32", "data.val_size=100", *overrides]
@@ -106,8 +106,8 @@ def test_final_test_pass_runs_in_the_trainer_and_equals_an_evaluation_by_hand(
     validation split: its loss and accuracy equal those computed directly from the weights and the images."""
     from initstudy.nn import weights
     from initstudy.nn.model import MLP
-    from initstudy.train.fit import fit
-    from initstudy.train.runner import build_datamodule, configure_process
+    from initstudy.train.fit import configure_process, fit
+    from initstudy.train.runner import build_datamodule
 
     cfg = compose_config(["init=he_uniform", f"data.root={data_root}", "data.val_size=100",
                           "trainer.max_epochs=1"])  # fmt: skip
@@ -182,7 +182,8 @@ def test_saved_weights_are_the_initial_and_final_network_and_reproduce_the_test_
 ):
     from initstudy.data.datamodule import EvaluationBatches
     from initstudy.nn import weights
-    from initstudy.train.runner import build_datamodule, build_model, configure_process
+    from initstudy.train.fit import build_model, configure_process
+    from initstudy.train.runner import build_datamodule
 
     overrides = ["init=he_uniform", "trainer.max_epochs=1"]
     metrics, _ = train(data_root, tmp_path / "run", *overrides)

@@ -170,7 +170,7 @@ def test_diagnostics_cover_every_network_of_the_sweep_and_match_the_training_ini
     """diagnose() builds each (init, seed) network exactly as a training run does at step 0."""
     from initstudy.data.datamodule import load_mnist
     from initstudy.diagnose.measure import BATCH_SIZE, diagnose
-    from initstudy.train.runner import build_model, configure_process
+    from initstudy.train.fit import build_model, configure_process
 
     monkeypatch.chdir(synthetic_data_repo)
     diagnosis = diagnose(["init=he_uniform,lsuv", "seed=0,1"])

@@ -41,7 +41,7 @@ def configs(root: Path, jobs: list[tuple[str, int]], *overrides: str) -> list:
 
 def single_run_files(cfg, out: Path) -> dict[str, bytes]:
     """The result files of ``cfg``'s one-job run (runner.train_run), as bytes."""
-    from initstudy.train.group import train_run
+    from initstudy.train.fit import train_run
 
     train_run(cfg, out, rundir.staging_dir(out), "test")
     names = ["metrics.json", "history.csv", rundir.PREDICTIONS, *rundir.WEIGHT_FILES]

@@ -95,7 +95,7 @@ def diagnose(overrides: list[str]) -> Diagnosis:
 
     from initstudy.data.datamodule import load_mnist
     from initstudy.nn import propagation
-    from initstudy.train.runner import build_model, configure_process
+    from initstudy.train.fit import build_model, configure_process
 
     planned = plan_configs(overrides, multirun=True)
     first = task_config(planned[0][1])

@@ -4,12 +4,12 @@ Hydra's launcher API, as its BasicLauncher uses it: ``config_loader.load_sweep_c
 (the batch is then checked as a whole: ``initstudy.sweep.preflight.check_batch``), ``run_job`` runs it
 (output folder, ``.hydra/`` files, job logging, callbacks, JobReturn). Planned units
 (initstudy.stacked.grouping) run in job order in this process, or with ``n_jobs`` > 1 in as many worker
-processes (initstudy.stacked.workers), each unit as here:
+processes (initstudy.stacked.workers, given :func:`run_unit`), each unit as here (:func:`run_unit`):
 
 - a single job: ``run_job`` with the sweep's own task function (``initstudy.train.app.hydra_job``), unchanged;
-- a group: ``run_job`` per member with :func:`initstudy.train.app.job_spec` as the task, so that every member
-  passes through Hydra's job machinery and the pre-flight's verdict (``on_job_start``, ``launch.admit``) as
-  a single job does; then the admitted members train together (initstudy.train.group) and each member's
+- a group: ``run_job`` per member with :func:`initstudy.train.fit.job_spec` as the task, so that every member
+  passes through Hydra's job machinery and the pre-flight's verdict (``on_job_start``, ``preflight.admit``) as
+  a single job does; then the admitted members train together (``initstudy.train.fit.train_group``) and each member's
   JobReturn gets its own result: the objective, or FAILED with its error. Hydra's ``on_job_end`` callbacks
   have then already run, before training (the project registers none).
 
@@ -19,18 +19,18 @@ staging folder) receives the group's log, whose lines name the run they concern.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from initstudy.runs import rundir
 from initstudy.stacked import grouping
-from initstudy.stacked.units import run_unit
 from initstudy.sweep import jobs, preflight
 from initstudy.sweep.launching import ComposeOnce
 
@@ -81,7 +81,7 @@ def launch(
     if workers > 1:
         from initstudy.stacked.workers import run_units
 
-        returns = run_units(hydra_context, task_function, unit_configs, workers, unit_threads)
+        returns = run_units(hydra_context, task_function, unit_configs, workers, unit_threads, run_unit)
     else:
         returns = {}
         for unit in unit_configs:
@@ -109,3 +109,70 @@ def output_dir(cfg: DictConfig) -> Path:
 def is_complete(cfg: DictConfig) -> bool:
     """Whether the job's run folder already holds its finished run (then it is not stacked: resume skips it)."""
     return rundir.is_complete(output_dir(cfg), rundir.run_identity(jobs.task_config(cfg)))
+
+
+def run_unit(
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    configs: dict[int, DictConfig],
+    threads: int = 1,
+) -> dict[int, JobReturn]:
+    """One unit of the plan, by job index: a single job through Hydra's ``run_job``, or a stacked group on
+    ``threads``."""
+    if len(configs) == 1:
+        ((i, cfg),) = configs.items()
+        return {i: run_one(hydra_context, task_function, cfg)}
+    return run_group(hydra_context, configs, threads)
+
+
+def run_one(hydra_context: HydraContext, task_function: TaskFunction, cfg: DictConfig) -> JobReturn:
+    return run_job(hydra_context=hydra_context, task_function=task_function, config=cfg,
+                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")  # fmt: skip
+
+
+def run_group(
+    hydra_context: HydraContext, configs: dict[int, DictConfig], threads: int = 1
+) -> dict[int, JobReturn]:
+    """Each member through ``run_job`` (admitted or refused as a single job), then the admitted ones trained
+    as one group; each JobReturn then carries its member's result."""
+    from initstudy.train.fit import job_spec, objective, train_group
+
+    returns = {i: run_one(hydra_context, job_spec, cfg) for i, cfg in configs.items()}
+    admitted = {i: ret.return_value for i, ret in returns.items() if ret.status == JobStatus.COMPLETED}
+    if not admitted:
+        return returns
+    with member_logs([configs[i] for i in admitted]):
+        try:
+            results = train_group(list(admitted.values()), threads)
+        except Exception as error:  # the fit failed: every member's job failed with it
+            log.error("stacked group of %d failed: %s: %s", len(admitted), type(error).__name__, error)
+            results = [error] * len(admitted)
+    for i, result in zip(admitted, results, strict=True):
+        if isinstance(result, Exception):
+            returns[i].status, returns[i].return_value = JobStatus.FAILED, result
+        else:
+            returns[i].return_value = objective(result)
+    return returns
+
+
+@contextlib.contextmanager
+def member_logs(configs: Sequence[DictConfig]) -> Iterator[None]:
+    """The first member's job logging (console and its file), plus a file handler for each other member's job
+    log, while the group trains."""
+    configure_log(configs[0].hydra.job_logging, configs[0].hydra.verbose)
+    handlers = []
+    for cfg in configs[1:]:
+        filename = OmegaConf.select(cfg, "hydra.job_logging.handlers.file.filename")
+        if not filename:
+            continue
+        handler = logging.FileHandler(str(filename), delay=True)
+        fmt = OmegaConf.select(cfg, "hydra.job_logging.formatters.simple.format")
+        handler.setFormatter(logging.Formatter(fmt))
+        logging.getLogger().addHandler(handler)
+        handlers.append(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()

@@ -3,7 +3,7 @@ its loky backend, each worker given Hydra's global state (``Singleton``) and the
 
 Why processes: under ``numerics=portable`` every job runs on one thread, so one process trains one unit on
 one core; on N cores N units train at once. A worker runs a unit exactly as the launching process would
-(:func:`initstudy.stacked.units.run_unit`), so where a unit runs changes none of its bytes. loky reuses its
+(the launcher hands it :func:`initstudy.stacked.launcher.run_unit`), so where a unit runs changes none of its bytes. loky reuses its
 workers and starts them with ``OMP_NUM_THREADS`` = CPUs / workers (what ``numerics=fast`` then uses); they
 inherit the launching process's environment: the numerics profile's variables and the MLflow parent run.
 
@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, setup_globals
@@ -27,16 +27,30 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 
+class UnitRunner(Protocol):
+    """How one unit runs (the launcher's ``run_unit``), passed in so that this module need not import the
+    launcher that imports it; loky sends it to the workers by its qualified name."""
+
+    def __call__(
+        self,
+        hydra_context: HydraContext,
+        task_function: TaskFunction,
+        configs: dict[int, DictConfig],
+        threads: int,
+    ) -> dict[int, JobReturn]: ...
+
+
 def run_units(
     hydra_context: HydraContext,
     task_function: TaskFunction,
     units: Sequence[dict[int, DictConfig]],
     workers: int,
-    threads: int = 1,
+    threads: int,
+    run_unit: UnitRunner,
 ) -> dict[int, JobReturn]:
     """Every unit (job index -> config) in up to ``workers`` processes, the most work first
-    (:func:`initstudy.stacked.grouping.unit_work`: they finish last otherwise); each job's JobReturn by its
-    index."""
+    (:func:`initstudy.stacked.grouping.unit_work`: they finish last otherwise), each run by ``run_unit``; each
+    job's JobReturn by its index."""
     from joblib import Parallel, delayed
 
     from initstudy.stacked.grouping import unit_work
@@ -44,12 +58,13 @@ def run_units(
     state = Singleton.get_state()
     order = sorted(units, key=lambda unit: unit_work(list(unit.values())), reverse=True)
     done = Parallel(n_jobs=workers, backend="loky")(
-        delayed(in_worker)(hydra_context, task_function, unit, state, threads) for unit in order
+        delayed(in_worker)(run_unit, hydra_context, task_function, unit, state, threads) for unit in order
     )
     return {i: ret for returns in done for i, ret in returns.items()}
 
 
 def in_worker(
+    run_unit: UnitRunner,
     hydra_context: HydraContext,
     task_function: TaskFunction,
     unit: dict[int, DictConfig],
@@ -62,8 +77,6 @@ def in_worker(
     from initstudy.core import collector, signals
 
     with signals.stopping_exits("initstudy.train worker"), collector.start_up():
-        from initstudy.stacked.units import run_unit
-
         exit_with_parent()
         setup_globals()
         Singleton.set_state(singleton_state)

@@ -1,4 +1,4 @@
-"""A run's steps around the fit, as a few functions that read like a pipeline (initstudy.train.group calls them).
+"""A run's steps around the fit, as a few functions that read like a pipeline (initstudy.train.fit calls them).
 
 resume (a complete run with the same identity returns at once) -> begin an attempt in the staging folder ->
 set up the process; DataModule, model and Trainer from their config groups (``hydra.utils.instantiate``;
@@ -64,15 +64,6 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def configure_process(cfg: DictConfig) -> int:
-    """Per-job process state, set explicitly: launchers reuse processes, so nothing may leak between jobs.
-    Threads, flush-to-zero and deterministic algorithms come from the numerics profile, which also checks
-    that the process runs the kernels it pins (initstudy.config.numerics); returns the thread count."""
-    threads = numerics.apply_in_process(numerics.from_config(cfg.numerics))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    return threads
-
-
 def thresholds_reached(history: pd.DataFrame, split: str) -> dict[str, float | None]:
     """Optimizer steps to each threshold of ``<split>/acc_step``, interpolated (initstudy.train.convergence); None
     for a threshold never reached (censored at ``steps_completed``)."""
@@ -106,23 +97,6 @@ def symmetry_diagnostics(model: MLP, test: Evaluation, labels: torch.Tensor) -> 
         "test/majority_class": int(counts.argmax()),
         "test/majority_class_share": float(counts.max() / counts.sum()),
     }
-
-
-def init_batch(train_images: torch.Tensor, initializer: Any, seed: int) -> torch.Tensor:
-    """A seeded random batch of training images for data-dependent initializers (LSUV)."""
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(train_images), generator=generator)[: initializer.batch_size]
-    return train_images[index.to(train_images.device)]
-
-
-def build_model(cfg: DictConfig, train_images: torch.Tensor) -> tuple[MLP, Any]:
-    """The network of ``cfg`` at step 0: constructed, then initialized (with a data batch if it needs one).
-    Call after seeding: the draws then equal the training run's."""
-    model = instantiate(cfg.model)
-    initializer = instantiate(cfg.init)
-    batch = init_batch(train_images, initializer, cfg.seed) if initializer.needs_data else None
-    initializer(model, batch=batch)
-    return model, initializer
 
 
 def build_datamodule(cfg: DictConfig, device: str, **extra: Any) -> MNISTDataModule:

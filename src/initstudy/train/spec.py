@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One admitted job, ready to train: what ``group.train_group`` needs."""
+    """One admitted job, ready to train: what ``fit.train_group`` needs."""
 
     cfg: DictConfig
     final: Path
