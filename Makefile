@@ -52,9 +52,11 @@ study: install  ## download MNIST, train the default sweep, write reports/ (dvc 
 	@$(BIN)/python -m initstudy.check
 	$(BIN)/dvc repro
 
-# On every core; the tests that start the real SLURM and PostgreSQL share one worker (xdist_group "services").
+# One worker more than cores: the end-to-end tests wait part of the time (SLURM, signals, servers). The tests of
+# one xdist_group share a worker: those that start SLURM and PostgreSQL, each module's shared study (docs/testing.md).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install  ## the whole test suite, end-to-end pipeline included (what CI runs), on every core
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install  ## every module's unit tests, without the end-to-end tests marked slow, on every core
 	$(BIN)/python -m pytest -m "not slow" -n auto

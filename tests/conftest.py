@@ -40,6 +40,27 @@ REPO_ITEMS = (
 )
 
 
+# The group whose tests start SLURM and PostgreSQL (tests/test_slurm.py, test_mlflow_server.py, the PostgreSQL
+# case of test_mlflow_ui.py): one worker runs it all, and it waits the longest (a SLURM time limit is a minute).
+SERVICES_GROUP = "services"
+
+
+def start_rank(item: pytest.Item) -> int:
+    """When a test's work unit should start under `--dist loadgroup`: the services group first (the longest unit
+    one worker must run alone), then the end-to-end tests (and so the groups that hold them), the unit tests
+    last, where their seconds fill the workers' ends instead of a long test starting last."""
+    group = item.get_closest_marker("xdist_group")
+    if group is not None and (group.args or [group.kwargs.get("name")])[0] == SERVICES_GROUP:
+        return 0
+    return 1 if item.get_closest_marker("slow") is not None else 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first (a stable sort: each module keeps its own order). pytest-xdist schedules the work units in
+    the order of their first test, the same order on every worker; no test depends on another's having run."""
+    items.sort(key=start_rank)
+
+
 @pytest.fixture
 def at_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The working directory at the repository root, as the study's commands run: params.yaml's
@@ -106,10 +127,13 @@ def study_root(tmp_path: Path, synthetic_mnist: SyntheticMNIST, monkeypatch: pyt
 
 
 @pytest.fixture
-def study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
+def study_repo(request: pytest.FixtureRequest, tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
     """A git + DVC repo with this project's configuration, tiny synthetic MNIST in a local source folder, and
-    a tiny default study: 2 initializers x 2 seeds, 1 epoch. Nothing is downloaded."""
-    return make_study_repo(tmp_path, synthetic_mnist)
+    a tiny default study: 2 initializers x 2 seeds, 1 epoch. Nothing is downloaded. Runs log no model unless
+    the test is marked ``log_model``."""
+    return make_study_repo(
+        tmp_path, synthetic_mnist, log_model=request.node.get_closest_marker("log_model") is not None
+    )
 
 
 def copy_study(study: Path, tmp_path: Path) -> Path:
@@ -119,8 +143,10 @@ def copy_study(study: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def make_study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
-    """What ``study_repo`` builds, for fixtures of a wider scope."""
+def make_study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST, log_model: bool = False) -> Path:
+    """What ``study_repo`` builds, for fixtures of a wider scope. ``log_model``: each run logs its network as an
+    MLflow model, the study's default (conf/logger/mlflow.yaml); off, the tests that read no model save that
+    step's time in every run (results are the same: the option is outside a run's identity)."""
     repo = tmp_path / "study"
     for item in REPO_ITEMS:
         source, target = REPO / item, repo / item
@@ -135,6 +161,11 @@ def make_study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST) -> Path:
     download = yaml.safe_load((REPO / "conf/download/default.yaml").read_text())
     download.update(sources=["local"], local_dir=str(local), sha256=synthetic_mnist.sha256)
     (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download, sort_keys=False))
+    if not log_model:
+        logger_path = repo / "conf/logger/mlflow.yaml"
+        logger = yaml.safe_load(logger_path.read_text())
+        logger["log_model"] = False
+        logger_path.write_text(yaml.safe_dump(logger, sort_keys=False))
     edit_params(
         repo,
         trainer__max_epochs=1,
@@ -159,7 +190,7 @@ def synthetic_data_repo(study_repo: Path, synthetic_mnist: SyntheticMNIST) -> Pa
 def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_mnist: SyntheticMNIST) -> Path:
     """A study repo holding one finished run, runs/he_uniform/seed_0 (1 epoch, 200 training images), logged to
     its MLflow store: what `initstudy evaluate` / `predict` and the MLflow model tests read (one per module)."""
-    repo = make_study_repo(tmp_path_factory.mktemp("trained"), synthetic_mnist)
+    repo = make_study_repo(tmp_path_factory.mktemp("trained"), synthetic_mnist, log_model=True)
     synthetic_mnist.write(repo / "data/raw/MNIST/raw")
     run(python_module("initstudy.train", "init=he_uniform", "seed=0", "trainer.max_epochs=1",
                       "data.train_size=200"), repo)  # fmt: skip

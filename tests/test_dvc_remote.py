@@ -30,10 +30,9 @@ from conftest import copy_study, dvc, edit_params, make_study_repo, python_modul
 from initstudy.runs import rundir
 from initstudy.tracking import store
 
-# Both round trips share every_chain (a module-scoped fixture, the longest to build) and one starts a real
-# SSH server: all on the worker of the other tests that start services (`make test`: --dist loadgroup), so that
-# every_chain is built once.
-pytestmark = pytest.mark.xdist_group("services")
+# Both round trips share every_chain (a module-scoped fixture, the longest to build): one worker runs them
+# (`make test`: --dist loadgroup), so that every_chain is built once.
+pytestmark = pytest.mark.xdist_group("dvc_remote")
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 # The stages that train, beyond the default chain's `train`: with `download` and `train`, every stage whose

@@ -187,7 +187,7 @@ def test_p_fail_against_depth_draws_each_arms_rates_and_both_fits(tmp_path, monk
     observed = {bars.get_label().removesuffix(" (observed)"): bars.lines[0] for bars in ax.containers}
     assert sorted(observed) == sorted(epsilon.TORCH_ADAM)
     for arm, line in observed.items():
-        assert line.get_ydata() == pytest.approx(rates[arm].to_numpy())
+        assert np.asarray(line.get_ydata(), dtype=float) == pytest.approx(rates[arm].to_numpy())
     ratio = float(np.median(np.log10(table.grad_ratio)))
     (dashed,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert dashed.get_ydata() == pytest.approx(

@@ -52,7 +52,7 @@ def test_eight_slurm_jobs_log_every_run_to_a_server_on_postgresql(
     slurm_cluster: services.SlurmCluster,
     mlflow_server: services.MlflowServer,
 ):
-    repo = make_study_repo(tmp_path, synthetic_mnist)
+    repo = make_study_repo(tmp_path, synthetic_mnist, log_model=True)  # each run's model reaches the server
     synthetic_mnist.write(repo / "data/raw/MNIST/raw")
     watch = QueueWatch(slurm_cluster)
     watch.start()

@@ -199,6 +199,7 @@ def compare_view_row(page, metric: str, n_runs: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.log_model  # a child run's page shows its logged model
 # The PostgreSQL case uses the session's MLflow server: on the worker of the other tests that start services
 # (`make test`: --dist loadgroup), so that the server starts once, not once per worker.
 @pytest.mark.parametrize(

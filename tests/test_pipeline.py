@@ -34,6 +34,7 @@ def search_runs(repo: Path) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.log_model
 def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(synthetic_data_repo: Path):
     repo = synthetic_data_repo
     first = run(python_module("initstudy.train", "--multirun"), repo)
@@ -103,6 +104,7 @@ def test_multirun_writes_every_file_and_mlflow_run_and_is_bitwise_reproducible(s
 
 
 @pytest.mark.slow
+@pytest.mark.log_model
 def test_dvc_repro_runs_the_whole_pipeline_then_tracks_changes(study_repo: Path):
     repo = study_repo
     repro = run(dvc("repro", "report"), repo)  # the default study; the depth stages are tested apart
