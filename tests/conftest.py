@@ -143,6 +143,13 @@ def copy_study(study: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def set_options(path: Path, **values: object) -> None:
+    """Set top-level keys of a config group's option file (a study repo's copy)."""
+    option = yaml.safe_load(path.read_text())
+    option.update(values)
+    path.write_text(yaml.safe_dump(option, sort_keys=False))
+
+
 def make_study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST, log_model: bool = False) -> Path:
     """What ``study_repo`` builds, for fixtures of a wider scope. ``log_model``: each run logs its network as an
     MLflow model, the study's default (conf/logger/mlflow.yaml); off, the tests that read no model save that
@@ -158,14 +165,10 @@ def make_study_repo(tmp_path: Path, synthetic_mnist: SyntheticMNIST, log_model: 
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     local = synthetic_mnist.write(tmp_path / "mnist-local", compress=True)
-    download = yaml.safe_load((REPO / "conf/download/default.yaml").read_text())
-    download.update(sources=["local"], local_dir=str(local), sha256=synthetic_mnist.sha256)
-    (repo / "conf/download/default.yaml").write_text(yaml.safe_dump(download, sort_keys=False))
+    set_options(repo / "conf/download/default.yaml", sources=["local"], local_dir=str(local),
+                sha256=synthetic_mnist.sha256)  # fmt: skip
     if not log_model:
-        logger_path = repo / "conf/logger/mlflow.yaml"
-        logger = yaml.safe_load(logger_path.read_text())
-        logger["log_model"] = False
-        logger_path.write_text(yaml.safe_dump(logger, sort_keys=False))
+        set_options(repo / "conf/logger/mlflow.yaml", log_model=False)
     edit_params(
         repo,
         trainer__max_epochs=1,

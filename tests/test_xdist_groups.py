@@ -1,5 +1,5 @@
 """`make test` relies on `--dist loadgroup`: the tests of one ``xdist_group`` run on one worker, so that a
-module-scoped study is trained once and the tests that start SLURM, PostgreSQL and sshd never run side by side.
+module-scoped study is trained once and the tests that start SLURM and PostgreSQL never run side by side.
 pytest 9.2 with pytest-xdist 3.8 ignores the groups without a word (pytest-dev/pytest-xdist#1386), which
 trains every shared study once per worker; this runs a tiny suite the way `make test` does and fails if the
 grouping is lost again (the reason pyproject.toml keeps pytest below 9.2)."""
@@ -33,9 +33,8 @@ def test_case(built, case):
 def test_a_group_runs_on_one_worker_and_builds_its_module_fixture_once(tmp_path: Path):
     for name, group in (("a", "shared"), ("b", "shared"), ("c", "other")):
         (tmp_path / f"test_{name}.py").write_text(GROUPED.format(group=group, name=name))
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\n"
-    )  # this folder is the rootdir: none of the study's options
+    # This folder is the rootdir: none of the study's pytest options apply.
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-q", "-p", "no:cacheprovider"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
