@@ -6,6 +6,12 @@ measurement (tests/test_docs.py checks them) rather than typed.
 
 The command's exit status is passed on; only a command that succeeded is recorded (a failed run says nothing
 about how long the work takes). Each name keeps its latest measurement.
+
+Two machines that report the same CPU name can differ in speed (shared hosts), and the files' measurements come
+from several machines: each one therefore also records a reference measured just before the command on the same
+machine, the CPU seconds a fresh Python spends importing Lightning (torch, torchmetrics, torchvision), the
+start-up most of the test suite's and the pipeline's processes pay. A measurement divided by its reference
+compares across machines.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -23,6 +31,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DURATIONS = REPO / "reports" / "durations.json"
+REFERENCE = [sys.executable, "-c", "import pytorch_lightning"]
 
 
 def cpu_model() -> str:
@@ -39,12 +48,29 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "gpu": None}
 
 
+def reference_cpu_seconds(runs: int = 3) -> float:
+    """The median CPU seconds (user + system) of ``runs`` fresh processes running :data:`REFERENCE`: CPU
+    time, not wall time, so that a busy machine slows it less than it slows the command."""
+    spent = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(REFERENCE, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(spent)
+
+
 def record(
-    name: str, seconds: float, command: list[str], load: list[float], path: Path = DURATIONS
+    name: str,
+    seconds: float,
+    command: list[str],
+    load: list[float],
+    reference: float,
+    path: Path = DURATIONS,
 ) -> dict[str, Any]:
     """Merge one measurement into ``path`` (keys sorted, so that the file diffs cleanly). ``load``: the
     machine's 1-minute load average sampled from the start to the end (what else ran beside the command): its
-    first, mean and last value are kept."""
+    first, mean and last value are kept. ``reference``: :func:`reference_cpu_seconds` on the same machine."""
     durations = json.loads(path.read_text()) if path.is_file() else {}
     durations[name] = {
         "seconds": round(seconds, 1),
@@ -57,6 +83,7 @@ def record(
             round(load[-1], 2),
         ],
         "measured_on": datetime.now(UTC).date().isoformat(),
+        "reference": {"command": "python -c 'import pytorch_lightning'", "cpu_seconds": round(reference, 2)},
     }
     path.write_text(json.dumps(durations, indent=2, sort_keys=True) + "\n")
     return durations[name]
@@ -74,6 +101,7 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     name, command = argv[0], argv[2:]
+    reference = reference_cpu_seconds()
     samples, stop = [os.getloadavg()[0]], threading.Event()
     sampler = threading.Thread(target=sample_load, args=(samples, stop), daemon=True)
     sampler.start()
@@ -84,8 +112,11 @@ def main(argv: list[str]) -> int:
     sampler.join()
     samples.append(os.getloadavg()[0])
     if status == 0:
-        entry = record(name, seconds, command, samples, DURATIONS)
-        print(f"{name}: {entry['minutes']} min on {entry['machine']['cores']} cores -> {DURATIONS}")
+        entry = record(name, seconds, command, samples, reference, DURATIONS)
+        print(
+            f"{name}: {entry['minutes']} min on {entry['machine']['cores']} cores"
+            f" (reference {entry['reference']['cpu_seconds']} s) -> {DURATIONS}"
+        )
     return status
 
 

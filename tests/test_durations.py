@@ -24,11 +24,23 @@ def durations():
 def test_a_measurement_is_merged_beside_the_others(durations, tmp_path: Path):
     path = tmp_path / "durations.json"
     path.write_text(json.dumps({"make test": {"seconds": 1.0}}))
-    entry = durations.record("dvc repro", 125.0, ["dvc", "repro"], [0.5, 2.5, 1.5], path)
+    entry = durations.record("dvc repro", 125.0, ["dvc", "repro"], [0.5, 2.5, 1.5], 4.567, path)
     written = json.loads(path.read_text())
     assert written["make test"] == {"seconds": 1.0} and written["dvc repro"] == entry
     assert entry["minutes"] == 2.1 and entry["command"] == "dvc repro"
     assert entry["load_average_start_mean_end"] == [0.5, 1.5, 1.5] and entry["machine"]["cores"] >= 1
+    assert (
+        entry["reference"]["cpu_seconds"] == 4.57
+        and "import pytorch_lightning" in entry["reference"]["command"]
+    )
+
+
+def test_the_reference_is_the_median_cpu_time_of_fresh_processes(durations, monkeypatch: pytest.MonkeyPatch):
+    """Measured on a process that burns a known amount of CPU (0.3 s): about that much, on a busy machine too
+    (CPU time, not wall time)."""
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    monkeypatch.setattr(durations, "REFERENCE", [sys.executable, "-c", burn])
+    assert 0.25 <= durations.reference_cpu_seconds(runs=3) < 3.0
 
 
 def test_only_a_command_that_succeeded_is_recorded(
@@ -36,6 +48,7 @@ def test_only_a_command_that_succeeded_is_recorded(
 ):
     path = tmp_path / "durations.json"
     monkeypatch.setattr(durations, "DURATIONS", path)
+    monkeypatch.setattr(durations, "reference_cpu_seconds", lambda: 1.0)
     assert durations.main(["fails", "--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
     assert not path.exists()
     assert durations.main(["works", "--", sys.executable, "-c", "pass"]) == 0

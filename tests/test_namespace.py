@@ -214,15 +214,17 @@ def test_a_sweep_that_is_not_the_roots_plan_leaves_its_manifest(complete, tmp_pa
 
 
 def train_examples() -> list[list[str]]:
-    """The training examples users are shown: ``initstudy --help`` and docs/training.md's command block."""
+    """The training examples users are shown: ``initstudy --help`` and docs/training.md's command block, each
+    once (both show some of the same commands; running one twice would test nothing more)."""
     block = (REPO / "docs/training.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
     lines = [*index.EPILOG.splitlines(), *block.splitlines()]
-    return [
-        shlex.split(line.split("#")[0].split(prefix, 1)[1])
+    examples = (
+        tuple(shlex.split(line.split("#")[0].split(prefix, 1)[1]))
         for line in lines
         for prefix in ("initstudy train", "python -m initstudy.train")
         if line.strip().startswith(prefix)
-    ]
+    )
+    return [list(example) for example in dict.fromkeys(examples)]
 
 
 def test_every_example_is_found():
