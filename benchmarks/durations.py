@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def record(
             round(load[-1], 2),
         ],
         "measured_on": datetime.now(UTC).date().isoformat(),
-        "reference": {"command": "python -c 'import pytorch_lightning'", "cpu_seconds": round(reference, 2)},
+        "reference": {"command": shlex.join(["python", *REFERENCE[1:]]), "cpu_seconds": round(reference, 2)},
     }
     path.write_text(json.dumps(durations, indent=2, sort_keys=True) + "\n")
     return durations[name]
