@@ -36,11 +36,13 @@ def test_a_measurement_is_merged_beside_the_others(durations, tmp_path: Path):
 
 
 def test_the_reference_is_the_median_cpu_time_of_fresh_processes(durations, monkeypatch: pytest.MonkeyPatch):
-    """Measured on a process that burns a known amount of CPU (0.3 s): about that much, on a busy machine too
-    (CPU time, not wall time)."""
+    """CPU time, not wall time: a process that burns 0.3 s of CPU reads about that much, on a busy machine too,
+    and one that sleeps 0.5 s reads far less than its wall time."""
     burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
     monkeypatch.setattr(durations, "REFERENCE", [sys.executable, "-c", burn])
     assert 0.25 <= durations.reference_cpu_seconds(runs=3) < 3.0
+    monkeypatch.setattr(durations, "REFERENCE", [sys.executable, "-c", "import time; time.sleep(0.5)"])
+    assert durations.reference_cpu_seconds(runs=1) < 0.25
 
 
 def test_only_a_command_that_succeeded_is_recorded(
